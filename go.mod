@@ -1,0 +1,3 @@
+module github.com/regedge/regedge
+
+go 1.26

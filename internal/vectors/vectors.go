@@ -1,0 +1,93 @@
+// Package vectors loads the protocol vectors in testdata/: the shared seed set
+// (vectors.json, a verbatim copy of ../shared/vectors.json) and regedge's own
+// boundary set (vectors-regedge.json). The Go codec tests, the BPF_PROG_RUN
+// tests and the CLI tests all read them through this package.
+package vectors
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+)
+
+// Vector is one input and the verdict every receiver must reach for it.
+type Vector struct {
+	Name    string `json:"name"`
+	Hex     string `json:"hex"`
+	Dump    string `json:"dump,omitempty"`
+	Verdict string `json:"verdict"`
+}
+
+// Bytes decodes the vector's hex.
+func (v Vector) Bytes() []byte {
+	b, err := hex.DecodeString(v.Hex)
+	if err != nil {
+		panic(fmt.Sprintf("vector %q: bad hex: %v", v.Name, err))
+	}
+	return b
+}
+
+// File is the layout of a vectors file.
+type File struct {
+	Protocol        string   `json:"protocol"`
+	ByteOrder       string   `json:"byte_order"`
+	DefaultStateHex string   `json:"default_state_hex"`
+	DefaultDump     string   `json:"default_dump"`
+	Frames          []Vector `json:"frames"`
+	States          []Vector `json:"states"`
+	Datagrams       []Vector `json:"datagrams"`
+}
+
+// Files are the vector files, seed set first.
+var Files = []string{"vectors.json", "vectors-regedge.json"}
+
+// Dir returns the absolute path of the repository's testdata directory.
+func Dir() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "testdata"
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..", "testdata")
+}
+
+// ReadFile reads one vectors file by path.
+func ReadFile(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f File
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("vectors: %s: %w", path, err)
+	}
+	for _, list := range [][]Vector{f.Frames, f.States, f.Datagrams} {
+		for _, v := range list {
+			if _, err := hex.DecodeString(v.Hex); err != nil {
+				return nil, fmt.Errorf("vectors: %s: %q: bad hex: %w", path, v.Name, err)
+			}
+		}
+	}
+	return &f, nil
+}
+
+// Load reads every vectors file in testdata/ and returns them merged.
+func Load() (*File, error) {
+	var all File
+	for i, name := range Files {
+		f, err := ReadFile(filepath.Join(Dir(), name))
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			all.Protocol, all.ByteOrder = f.Protocol, f.ByteOrder
+			all.DefaultStateHex, all.DefaultDump = f.DefaultStateHex, f.DefaultDump
+		}
+		all.Frames = append(all.Frames, f.Frames...)
+		all.States = append(all.States, f.States...)
+		all.Datagrams = append(all.Datagrams, f.Datagrams...)
+	}
+	return &all, nil
+}
