@@ -1,7 +1,6 @@
 package codec
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 )
@@ -67,21 +66,21 @@ func AppendDatagram(dst []byte, sender State, f *Frame) []byte {
 // CheckDatagram returns the §2.3 verdict for one datagram: length, state,
 // version, then the frame. versions is the receiver's accepted set.
 func CheckDatagram(b []byte, versions *VersionSet) Reason {
-	return checkDatagram(b, versions).reason
+	return checkDatagram(b, versions, nil)
 }
 
-func checkDatagram(b []byte, versions *VersionSet) fault {
+func checkDatagram(b []byte, versions *VersionSet, d *fault) Reason {
 	if len(b) < MinDatagramSize {
-		return fault{reason: ReasonLength, field: -1, detail: detLenDatagram, got: uint64(len(b))}
+		return fail(d, fault{reason: ReasonLength, field: -1, detail: detLenDatagram, got: uint64(len(b))})
 	}
-	s := stateOf((*[StateSize]byte)(b))
-	if f := s.check(); f.reason != ReasonOK {
-		return f
+	st := (*[StateSize]byte)(b)
+	if r := checkStateBytes(st, d); r != ReasonOK {
+		return r
 	}
-	if !versions.Has(s.Version) {
-		return fault{reason: ReasonVersion, field: 0, detail: detVersion, got: uint64(s.Version)}
+	if !versions.Has(st[0]) {
+		return fail(d, fault{reason: ReasonVersion, field: 0, detail: detVersion, got: uint64(st[0])})
 	}
-	return checkFrame(b[StateSize:])
+	return checkFrame(b[StateSize:], d)
 }
 
 // DecodeDatagram decodes a datagram that passes every check of §2.3.
@@ -96,19 +95,15 @@ func DecodeDatagram(b []byte, versions *VersionSet) (Datagram, error) {
 // DecodeDatagramInto is DecodeDatagram into a caller's Datagram; on failure *d
 // is left as it was.
 func DecodeDatagramInto(d *Datagram, b []byte, versions *VersionSet) error {
-	if f := checkDatagram(b, versions); f.reason != ReasonOK {
+	var f fault
+	if checkDatagram(b, versions, &f) != ReasonOK {
 		what := "datagram"
 		if len(b) >= MinDatagramSize && f.reason != ReasonState && f.reason != ReasonVersion {
 			what += ": " + frameWhat(b[StateSize:])
 		}
 		return f.err(what)
 	}
-	var f Frame
-	if err := DecodeFrameInto(&f, b[StateSize:]); err != nil {
-		// Unreachable: checkDatagram has checked the frame.
-		return fmt.Errorf("codec: datagram: %w", err)
-	}
+	decodeChecked(&d.Frame, b[StateSize:])
 	d.Sender = stateOf((*[StateSize]byte)(b))
-	d.Frame = f
 	return nil
 }

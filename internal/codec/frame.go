@@ -189,12 +189,24 @@ func (f *Frame) Append(dst []byte) []byte {
 			dst = binary.BigEndian.AppendUint64(dst, e.Value)
 			dst = append(dst, 0)
 		}
-	} else {
-		dst = append(dst, byte(f.Type))
-		dst = binary.BigEndian.AppendUint32(dst, f.Field)
-		dst = binary.BigEndian.AppendUint64(dst, f.Value)
+		return append(dst, xorBytes(dst[start:]))
 	}
-	return append(dst, xorBytes(dst[start:]))
+	// Fixed frames are written in place: one capacity check, no appends.
+	dst = grow(dst, FixedFrameSize)
+	p := (*[FixedFrameSize]byte)(dst[start:])
+	p[0] = byte(f.Type)
+	binary.BigEndian.PutUint32(p[1:5], f.Field)
+	binary.BigEndian.PutUint64(p[5:13], f.Value)
+	p[13] = xor13(p)
+	return dst
+}
+
+// grow extends dst by n bytes, reallocating only when its capacity is short.
+func grow(dst []byte, n int) []byte {
+	if cap(dst)-len(dst) < n {
+		dst = append(dst[:cap(dst)], make([]byte, n)...)[:len(dst)]
+	}
+	return dst[:len(dst)+n]
 }
 
 // Bytes returns the wire form of f.
@@ -207,7 +219,9 @@ func (f *Frame) Check() error {
 		return fault{reason: ReasonLength, field: -1, detail: detLenBulk, got: uint64(BulkSize(f.N))}.err("bulk")
 	}
 	b := f.Append(buf[:0])
-	return checkFrame(b).err(frameWhat(b))
+	var d fault
+	checkFrame(b, &d)
+	return d.err(frameWhat(b))
 }
 
 func xorBytes(b []byte) byte {
@@ -226,8 +240,17 @@ func xorBytes(b []byte) byte {
 	return c
 }
 
+// xor13 is xorBytes of the first 13 bytes of a fixed frame, in three loads.
+func xor13(b *[FixedFrameSize]byte) byte {
+	x := binary.LittleEndian.Uint64(b[0:8]) ^ uint64(binary.LittleEndian.Uint32(b[8:12]))
+	x ^= x >> 32
+	x ^= x >> 16
+	x ^= x >> 8
+	return byte(x) ^ b[12]
+}
+
 // CheckFrame returns the §2.3 verdict for one frame. It never allocates.
-func CheckFrame(b []byte) Reason { return checkFrame(b).reason }
+func CheckFrame(b []byte) Reason { return checkFrame(b, nil) }
 
 // DecodeFrame decodes a frame that passes every check of §2.3. On failure the
 // returned Frame is zero and the error is a *Error naming the reason.
@@ -242,9 +265,16 @@ func DecodeFrame(b []byte) (Frame, error) {
 // DecodeFrameInto is DecodeFrame into a caller's Frame, for hot paths. On
 // failure *f is left as it was.
 func DecodeFrameInto(f *Frame, b []byte) error {
-	if ft := checkFrame(b); ft.reason != ReasonOK {
-		return ft.err(frameWhat(b))
+	var d fault
+	if checkFrame(b, &d) != ReasonOK {
+		return d.err(frameWhat(b))
 	}
+	decodeChecked(f, b)
+	return nil
+}
+
+// decodeChecked decodes a frame that checkFrame has passed.
+func decodeChecked(f *Frame, b []byte) {
 	if FrameType(b[0]) == TypeBulk {
 		n := (len(b) - 2) / BulkEntrySize
 		f.Type, f.Field, f.Value, f.N = TypeBulk, 0, 0, n
@@ -252,13 +282,12 @@ func DecodeFrameInto(f *Frame, b []byte) error {
 			e := b[1+i*BulkEntrySize:]
 			f.Entries[i] = Entry{Field: FieldID(binary.BigEndian.Uint32(e)), Value: binary.BigEndian.Uint64(e[4:])}
 		}
-		return nil
+		return
 	}
 	f.Type = FrameType(b[0])
 	f.Field = binary.BigEndian.Uint32(b[1:5])
 	f.Value = binary.BigEndian.Uint64(b[5:13])
 	f.N = 0
-	return nil
 }
 
 func frameWhat(b []byte) string {
@@ -268,65 +297,85 @@ func frameWhat(b []byte) string {
 	return "frame"
 }
 
-// checkFrame is §2.3: length, type, checksum, field, value.
-func checkFrame(b []byte) fault {
-	if len(b) == 0 {
-		return fault{reason: ReasonLength, field: -1, detail: detLenFixed}
+// fail records f in d (when the caller wants details) and returns its reason.
+// Failure paths only; the success paths return ReasonOK and touch nothing.
+func fail(d *fault, f fault) Reason {
+	if d != nil {
+		*d = f
+	}
+	return f.reason
+}
+
+// fixedTypes marks the type bytes of fixed (14-byte) frames.
+var fixedTypes = [256]bool{
+	TypeUpdate: true, TypeFeatureToggle: true, TypeResize: true,
+	TypeHeartbeat: true, TypeAck: true, TypeError: true,
+}
+
+// checkFrame is §2.3: length, type, checksum, field, value. d, when not nil,
+// receives the details of a failure.
+func checkFrame(b []byte, d *fault) Reason {
+	if len(b) != FixedFrameSize {
+		if len(b) > 0 && FrameType(b[0]) == TypeBulk {
+			return checkBulk(b, d)
+		}
+		return fail(d, fault{reason: ReasonLength, field: -1, detail: detLenFixed, got: uint64(len(b))})
 	}
 	t := FrameType(b[0])
-	if t == TypeBulk {
-		return checkBulk(b)
+	if !fixedTypes[t] {
+		if t == TypeBulk {
+			return checkBulk(b, d)
+		}
+		return fail(d, fault{reason: ReasonType, field: -1, detail: detType, got: uint64(t)})
 	}
-	if len(b) != FixedFrameSize {
-		return fault{reason: ReasonLength, field: -1, detail: detLenFixed, got: uint64(len(b))}
-	}
-	switch t {
-	case TypeUpdate, TypeFeatureToggle, TypeResize, TypeHeartbeat, TypeAck, TypeError:
-	default:
-		return fault{reason: ReasonType, field: -1, detail: detType, got: uint64(t)}
-	}
-	if x := xorBytes(b[:13]); x != b[13] {
-		return fault{reason: ReasonChecksum, field: -1, detail: detChecksum, want: uint64(x), got: uint64(b[13])}
+	if x := xor13((*[FixedFrameSize]byte)(b)); x != b[13] {
+		return fail(d, fault{reason: ReasonChecksum, field: -1, detail: detChecksum, want: uint64(x), got: uint64(b[13])})
 	}
 	id := binary.BigEndian.Uint32(b[1:5])
 	v := binary.BigEndian.Uint64(b[5:13])
+	if t == TypeUpdate {
+		return checkEntry(id, v, 0, d)
+	}
+	return checkControl(t, id, v, d)
+}
+
+// checkControl checks field and value of the fixed frames other than UPDATE.
+func checkControl(t FrameType, id uint32, v uint64, d *fault) Reason {
 	switch t {
-	case TypeUpdate:
-		return checkEntry(id, v, 0)
 	case TypeFeatureToggle:
 		if id != uint32(FieldFeatureFlags) {
-			return fault{reason: ReasonField, field: -1, detail: detFieldForType, want: uint64(FieldFeatureFlags), got: uint64(id)}
+			return fail(d, fault{reason: ReasonField, field: -1, detail: detFieldForType, want: uint64(FieldFeatureFlags), got: uint64(id)})
 		}
 		if v>>1 >= NumFeatureFlags {
-			return fault{reason: ReasonValue, field: 2, detail: detValueToggle, got: v}
+			return fail(d, fault{reason: ReasonValue, field: 2, detail: detValueToggle, got: v})
 		}
 	case TypeResize:
 		if id != 0 {
-			return fault{reason: ReasonField, field: -1, detail: detFieldForType, want: 0, got: uint64(id)}
+			return fail(d, fault{reason: ReasonField, field: -1, detail: detFieldForType, want: 0, got: uint64(id)})
 		}
 		if v&^0x00ff00ff != 0 || v&0xff == 0 || v&0xff0000 == 0 {
-			return fault{reason: ReasonValue, field: -1, detail: detValueResize, got: v}
+			return fail(d, fault{reason: ReasonValue, field: -1, detail: detValueResize, got: v})
 		}
 	case TypeHeartbeat:
 		if id != 0 {
-			return fault{reason: ReasonField, field: -1, detail: detFieldForType, want: 0, got: uint64(id)}
+			return fail(d, fault{reason: ReasonField, field: -1, detail: detFieldForType, want: 0, got: uint64(id)})
 		}
 	case TypeAck:
 		if id > 0xff || !FrameType(id).Acked() {
-			return fault{reason: ReasonField, field: -1, detail: detFieldForType, got: uint64(id)}
+			return fail(d, fault{reason: ReasonField, field: -1, detail: detFieldForType, got: uint64(id)})
 		}
 		if v != 0 {
-			return fault{reason: ReasonValue, field: -1, detail: detValueZero, got: v}
+			return fail(d, fault{reason: ReasonValue, field: -1, detail: detValueZero, got: v})
 		}
 	case TypeError:
 		if id < uint32(ErrCodeBadLength) || id > uint32(ErrCodeNotAllowed) {
-			return fault{reason: ReasonField, field: -1, detail: detErrCode, got: uint64(id)}
+			return fail(d, fault{reason: ReasonField, field: -1, detail: detErrCode, got: uint64(id)})
 		}
 		if !validErrorMessage(v) {
-			return fault{reason: ReasonValue, field: -1, detail: detValueErrMsg, got: v}
+			return fail(d, fault{reason: ReasonValue, field: -1, detail: detValueErrMsg, got: v})
 		}
 	}
-	return fault{}
+	return ReasonOK
 }
 
 // validErrorMessage: up to 8 printable ASCII bytes, left-aligned, zero-padded.
@@ -346,40 +395,40 @@ func validErrorMessage(v uint64) bool {
 
 // checkEntry applies the UPDATE rules to one field id and value; entry is the
 // 1-based bulk entry or 0.
-func checkEntry(id uint32, v uint64, entry int8) fault {
+func checkEntry(id uint32, v uint64, entry int8, d *fault) Reason {
 	i := lookupField(id)
 	if i < 0 {
-		return fault{reason: ReasonField, field: -1, entry: entry, detail: detFieldUnknown, got: uint64(id)}
+		return fail(d, fault{reason: ReasonField, field: -1, entry: entry, detail: detFieldUnknown, got: uint64(id)})
 	}
-	f := checkFieldValue(i, v)
-	f.entry = entry
-	return f
+	if f := &fields[i]; v < f.Min || v > f.Max {
+		return fail(d, fault{reason: ReasonValue, field: i, entry: entry, detail: detValueRange, got: v})
+	}
+	return ReasonOK
 }
 
-func checkBulk(b []byte) fault {
+func checkBulk(b []byte, d *fault) Reason {
 	n := (len(b) - 2) / BulkEntrySize
 	if len(b) < BulkSize(1) || (len(b)-2)%BulkEntrySize != 0 || n > MaxBulkEntries {
-		return fault{reason: ReasonLength, field: -1, detail: detLenBulk, got: uint64(len(b))}
+		return fail(d, fault{reason: ReasonLength, field: -1, detail: detLenBulk, got: uint64(len(b))})
 	}
 	last := len(b) - 1
 	if x := xorBytes(b[:last]); x != b[last] {
-		return fault{reason: ReasonChecksum, field: -1, detail: detChecksum, want: uint64(x), got: uint64(b[last])}
+		return fail(d, fault{reason: ReasonChecksum, field: -1, detail: detChecksum, want: uint64(x), got: uint64(b[last])})
 	}
 	for i := 0; i < n; i++ {
 		e := b[1+i*BulkEntrySize : 1+(i+1)*BulkEntrySize]
 		id := binary.BigEndian.Uint32(e)
-		fi := lookupField(id)
-		if fi < 0 {
-			return fault{reason: ReasonField, field: -1, entry: int8(i + 1), detail: detFieldUnknown, got: uint64(id)}
-		}
 		if e[12] != 0 {
-			return fault{reason: ReasonValue, field: fi, entry: int8(i + 1), detail: detValuePad, got: uint64(e[12])}
+			// Field first, then pad: an unknown field is reported as such.
+			if fi := lookupField(id); fi >= 0 {
+				return fail(d, fault{reason: ReasonValue, field: fi, entry: int8(i + 1), detail: detValuePad, got: uint64(e[12])})
+			}
 		}
-		if f := checkEntry(id, binary.BigEndian.Uint64(e[4:12]), int8(i+1)); f.reason != ReasonOK {
-			return f
+		if r := checkEntry(id, binary.BigEndian.Uint64(e[4:12]), int8(i+1), d); r != ReasonOK {
+			return r
 		}
 	}
-	return fault{}
+	return ReasonOK
 }
 
 // Apply returns s with a state-changing frame applied (UPDATE, FEATURE_TOGGLE,

@@ -124,10 +124,11 @@ func ExtractHeaders(h http.Header, def State) (State, error) {
 		if !parseDumpBytes(dumpVals[0], &b) {
 			return def, &HeaderError{Header: HeaderConfigDump, Value: dumpVals[0], Rule: "must be 0x and 26 hex digits"}
 		}
-		s = stateOf(&b)
-		if f := s.check(); f.reason != ReasonOK {
+		var f fault
+		if checkStateBytes(&b, &f) != ReasonOK {
 			return def, &HeaderError{Header: HeaderConfigDump, Value: dumpVals[0], Rule: ruleOf(f.field)}
 		}
+		s = stateOf(&b)
 	}
 	for i := range stateHeaders {
 		sh := &stateHeaders[i]
@@ -160,7 +161,8 @@ func ExtractHeaders(h http.Header, def State) (State, error) {
 	}
 	if !haveDump {
 		// Fields not given in headers came from def; it must be valid too.
-		if f := s.check(); f.reason != ReasonOK {
+		var f fault
+		if s.check(&f) != ReasonOK {
 			return def, &HeaderError{Header: "default state", Value: s.Dump(), Rule: ruleOf(f.field)}
 		}
 	}

@@ -253,25 +253,38 @@ func checkFieldValue(i int8, v uint64) fault {
 
 // Validate checks every rule of §1 and names the first field that breaks one.
 func (s State) Validate() error {
-	return s.check().err("state")
+	var d fault
+	s.check(&d)
+	return d.err("state")
 }
 
 // Valid reports whether s passes every rule of §1.
-func (s State) Valid() bool { return s.check().reason == ReasonOK }
+func (s State) Valid() bool { return s.check(nil) == ReasonOK }
 
-func (s State) check() fault {
+// check is §1 on a decoded state; d, when not nil, receives the details.
+func (s State) check(d *fault) Reason {
 	// The common case (a valid state) is decided by these comparisons alone.
 	if s.Version != 0 && s.FeatureFlags <= FeatureFlagsMask && s.TerminalMode <= TerminalPipe &&
 		s.Rows != 0 && s.Cols != 0 && s.Reserved == 0 {
-		return fault{}
+		return ReasonOK
 	}
 	for i := range fields {
 		if f := checkFieldValue(int8(i), s.Get(fields[i].ID)); f.reason != ReasonOK {
 			f.reason = ReasonState
-			return f
+			return fail(d, f)
 		}
 	}
-	return fault{}
+	return ReasonOK
+}
+
+// checkStateBytes is §1 on the 13 wire bytes, without decoding them first.
+func checkStateBytes(b *[StateSize]byte, d *fault) Reason {
+	// featureFlags <= 0x7ff  <=>  bytes 5 and 6 are zero and byte 7 <= 7.
+	if b[0] != 0 && b[5]|b[6] == 0 && b[7] <= FeatureFlagsMask>>8 && b[9] <= TerminalPipe &&
+		b[10] != 0 && b[11] != 0 && b[12] == 0 {
+		return ReasonOK
+	}
+	return stateOf(b).check(d)
 }
 
 // Bytes returns the 13-byte wire form of s.
@@ -281,7 +294,7 @@ func (s State) Bytes() [StateSize]byte {
 	return b
 }
 
-func (s State) put(b *[StateSize]byte) {
+func (s *State) put(b *[StateSize]byte) {
 	b[0] = s.Version
 	binary.BigEndian.PutUint32(b[1:5], s.RegistryHash)
 	binary.BigEndian.PutUint32(b[5:9], s.FeatureFlags)
@@ -292,11 +305,11 @@ func (s State) put(b *[StateSize]byte) {
 }
 
 // Append appends the 13-byte wire form of s to dst.
-func (s State) Append(dst []byte) []byte {
-	return append(dst, s.Version,
-		byte(s.RegistryHash>>24), byte(s.RegistryHash>>16), byte(s.RegistryHash>>8), byte(s.RegistryHash),
-		byte(s.FeatureFlags>>24), byte(s.FeatureFlags>>16), byte(s.FeatureFlags>>8), byte(s.FeatureFlags),
-		s.TerminalMode, s.Rows, s.Cols, s.Reserved)
+func (s *State) Append(dst []byte) []byte {
+	n := len(dst)
+	dst = grow(dst, StateSize)
+	s.put((*[StateSize]byte)(dst[n:]))
+	return dst
 }
 
 // stateOf reads a state from 13 bytes without checking it.
@@ -313,20 +326,41 @@ func stateOf(b *[StateSize]byte) State {
 }
 
 // StateFromBytes decodes a fixed 13-byte state and checks it against §1.
-func StateFromBytes(b [StateSize]byte) (State, error) {
-	s := stateOf(&b)
-	if f := s.check(); f.reason != ReasonOK {
-		return State{}, f.err("state")
-	}
-	return s, nil
-}
+func StateFromBytes(b [StateSize]byte) (State, error) { return decodeState(&b) }
 
 // DecodeState decodes exactly 13 bytes into a state that passes §1.
 func DecodeState(b []byte) (State, error) {
 	if len(b) != StateSize {
 		return State{}, &Error{Reason: ReasonLength, What: "state", Detail: fmt.Sprintf("want %d bytes, got %d", StateSize, len(b))}
 	}
-	return StateFromBytes([StateSize]byte(b))
+	return decodeState((*[StateSize]byte)(b))
+}
+
+// DecodeStateInto is DecodeState into a caller's State, for hot paths: it
+// writes the fields in place instead of returning a 7-field struct, which the
+// compiler would build on the stack and copy. On failure *s is left as it was.
+func DecodeStateInto(s *State, b []byte) error {
+	if len(b) != StateSize {
+		return &Error{Reason: ReasonLength, What: "state", Detail: fmt.Sprintf("want %d bytes, got %d", StateSize, len(b))}
+	}
+	p := (*[StateSize]byte)(b)
+	var d fault
+	if checkStateBytes(p, &d) != ReasonOK {
+		return d.err("state")
+	}
+	s.Version = p[0]
+	s.RegistryHash = binary.BigEndian.Uint32(p[1:5])
+	s.FeatureFlags = binary.BigEndian.Uint32(p[5:9])
+	s.TerminalMode, s.Rows, s.Cols, s.Reserved = p[9], p[10], p[11], p[12]
+	return nil
+}
+
+func decodeState(b *[StateSize]byte) (State, error) {
+	var d fault
+	if checkStateBytes(b, &d) != ReasonOK {
+		return State{}, d.err("state")
+	}
+	return stateOf(b), nil
 }
 
 // DumpSize is the length of a dump string: "0x" and 26 hex digits.
@@ -375,11 +409,11 @@ func ParseDump(s string) (State, error) {
 	if !parseDumpBytes(s, &b) {
 		return State{}, &SyntaxError{What: "dump", Input: s, Rule: "want 0x and 26 hex digits"}
 	}
-	st := stateOf(&b)
-	if f := st.check(); f.reason != ReasonOK {
-		return State{}, f.err("state")
+	var d fault
+	if checkStateBytes(&b, &d) != ReasonOK {
+		return State{}, d.err("state")
 	}
-	return st, nil
+	return stateOf(&b), nil
 }
 
 func parseDumpBytes(s string, b *[StateSize]byte) bool {
