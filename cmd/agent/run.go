@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/regedge/regedge/internal/agent"
+	"github.com/regedge/regedge/internal/config"
+)
+
+func newRunCmd() *cobra.Command {
+	var file string
+	var ifaces []string
+	cmd := &cobra.Command{
+		Use:   "run [--config FILE] [--interface IF]...",
+		Short: "Run the agent with the embedded defaults, a config file and the environment",
+		Long: `Run the agent. Configuration is the embedded defaults, then --config FILE
+(JSON, unknown keys are errors), then environment variables, then flags.
+Logs are JSON on stderr. SIGINT or SIGTERM stops it gracefully.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(file, nil)
+			if err != nil {
+				return err
+			}
+			if len(ifaces) > 0 {
+				cfg.Agent.Interfaces = ifaces
+				if err := cfg.Validate(); err != nil {
+					return err
+				}
+			}
+			log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+			a, err := agent.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			if err := a.Listen(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Serve(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&file, "config", "", "config file (JSON)")
+	cmd.Flags().StringArrayVar(&ifaces, "interface", nil, "interface to attach the kernel datapath to (repeatable)")
+	return cmd
+}

@@ -1,0 +1,362 @@
+// Package config reads the agent's configuration: the embedded defaults, then
+// a JSON file (unknown keys are errors), then environment variables, each
+// layer overriding the one before (INTERFACE.md). Every error names the key or
+// the variable that is wrong; a Config that Load returns has passed Validate.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/regedge/regedge/internal/codec"
+)
+
+//go:embed default.json
+var defaultJSON []byte
+
+// DefaultJSON returns the embedded default configuration file.
+func DefaultJSON() []byte { return append([]byte(nil), defaultJSON...) }
+
+// Config is the whole configuration file.
+type Config struct {
+	Config    State     `json:"config"`
+	Proxy     Proxy     `json:"proxy"`
+	WebSocket WebSocket `json:"websocket"`
+	Bus       Bus       `json:"bus"`
+	Tokens    Tokens    `json:"tokens"`
+	Agent     Agent     `json:"agent"`
+	Admin     Admin     `json:"admin"`
+}
+
+// State is the 13-byte state as the config file writes it.
+type State struct {
+	Version      uint8 `json:"version"`
+	RegistryHash Hash  `json:"registryHash"`
+	FeatureFlags Hash  `json:"featureFlags"`
+	TerminalMode uint8 `json:"terminalMode"`
+	Rows         uint8 `json:"rows"`
+	Cols         uint8 `json:"cols"`
+	Reserved     uint8 `json:"reserved"`
+}
+
+// Codec returns the state in codec form (not yet validated).
+func (s State) Codec() codec.State {
+	return codec.State{
+		Version: s.Version, RegistryHash: uint32(s.RegistryHash), FeatureFlags: uint32(s.FeatureFlags),
+		TerminalMode: s.TerminalMode, Rows: s.Rows, Cols: s.Cols, Reserved: s.Reserved,
+	}
+}
+
+// FromCodec returns the config-file form of a codec state.
+func FromCodec(s codec.State) State {
+	return State{s.Version, Hash(s.RegistryHash), Hash(s.FeatureFlags), s.TerminalMode, s.Rows, s.Cols, s.Reserved}
+}
+
+// Hash is a u32 written as "0x" + hex digits or as a JSON number.
+type Hash uint32
+
+// UnmarshalJSON accepts "0x…" strings and numbers.
+func (h *Hash) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := ParseHash(s)
+		if err != nil {
+			return err
+		}
+		*h = v
+		return nil
+	}
+	var n uint64
+	if err := json.Unmarshal(b, &n); err != nil || n > 0xffffffff {
+		return fmt.Errorf("want \"0x\" and up to 8 hex digits, or a number 0..4294967295, got %s", b)
+	}
+	*h = Hash(n)
+	return nil
+}
+
+// MarshalJSON writes "0x%08x".
+func (h Hash) MarshalJSON() ([]byte, error) { return json.Marshal(h.String()) }
+
+func (h Hash) String() string { return fmt.Sprintf("0x%08x", uint32(h)) }
+
+// ParseHash parses "0x" and 1..8 hex digits (either case), or a decimal number.
+func ParseHash(s string) (Hash, error) {
+	if len(s) > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') {
+		v, err := strconv.ParseUint(s[2:], 16, 32)
+		if err != nil || len(s) > 10 {
+			return 0, fmt.Errorf("%q: want \"0x\" and up to 8 hex digits", s)
+		}
+		return Hash(v), nil
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want \"0x\" and up to 8 hex digits, or a decimal number", s)
+	}
+	return Hash(v), nil
+}
+
+// Proxy is the "proxy" section.
+type Proxy struct {
+	ListenHost string          `json:"listenHost"`
+	ListenPort int             `json:"listenPort"`
+	Timeout    int             `json:"timeout"` // ms
+	Upstreams  []Upstream      `json:"upstreams"`
+	Scopes     map[string]Hash `json:"scopes"`
+	TLS        TLS             `json:"tls"`
+	RateLimit  RateLimit       `json:"rateLimit"`
+}
+
+// Upstream is one registry the proxy forwards to.
+type Upstream struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	Hash Hash   `json:"hash"`
+	TLS  bool   `json:"tls"`
+	Auth *Auth  `json:"auth,omitempty"`
+}
+
+// Auth is the credential the edge presents upstream.
+type Auth struct {
+	TokenFile string `json:"tokenFile"`
+}
+
+// TLS names the listener's certificate and key; both empty means plain HTTP.
+type TLS struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+// RateLimit is per registry hash.
+type RateLimit struct {
+	PerMinute int `json:"perMinute"`
+}
+
+// WebSocket is the "websocket" section.
+type WebSocket struct {
+	Hostname          string `json:"hostname"`
+	Port              int    `json:"port"`
+	HeartbeatInterval int    `json:"heartbeatInterval"` // ms
+	ClientTimeout     int    `json:"clientTimeout"`     // ms
+}
+
+// Bus is the "bus" section.
+type Bus struct {
+	Port  int      `json:"port"`
+	Allow []string `json:"allow"`
+}
+
+// Tokens is the "tokens" section.
+type Tokens struct {
+	PublicKeys []string `json:"publicKeys"`
+	Leeway     int      `json:"leeway"` // seconds
+}
+
+// Agent is the "agent" section.
+type Agent struct {
+	BPF        string   `json:"bpf"` // auto, required, off
+	Interfaces []string `json:"interfaces"`
+	XDPMode    string   `json:"xdpMode"` // native, generic
+	BPFFS      string   `json:"bpffs"`
+	StateFile  string   `json:"stateFile"`
+}
+
+// Admin is the "admin" section.
+type Admin struct {
+	Listen string `json:"listen"`
+}
+
+// Error is a configuration error naming where the bad value came from: a key
+// path such as proxy.upstreams[1].hash, or an environment variable.
+type Error struct {
+	Source string // file name, "defaults" or "environment"
+	Key    string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("config: %s: %s: %v", e.Source, e.Key, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Default returns the embedded defaults.
+func Default() *Config {
+	c, err := decode(bytes.NewReader(defaultJSON), "defaults", &Config{})
+	if err != nil {
+		panic("config: embedded defaults do not decode: " + err.Error())
+	}
+	return c
+}
+
+// Load returns the embedded defaults, overridden by the file at path (when
+// path is not empty), then by env (os.LookupEnv when nil), validated.
+func Load(path string, env func(string) (string, bool)) (*Config, error) {
+	c := Default()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		defer f.Close()
+		if c, err = decode(f, path, c); err != nil {
+			return nil, err
+		}
+	}
+	if env == nil {
+		env = os.LookupEnv
+	}
+	if err := applyEnv(c, env); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decode reads a JSON file over base: keys present in the file replace base's.
+func decode(r io.Reader, source string, base *Config) (*Config, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	c := *base
+	c.Proxy.Upstreams = append([]Upstream(nil), base.Proxy.Upstreams...)
+	if err := dec.Decode(&c); err != nil {
+		key := "(file)"
+		var ute *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &ute):
+			key = ute.Field
+		case errors.As(err, &se):
+			key = fmt.Sprintf("offset %d", se.Offset)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			key = strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			err = errors.New("unknown key")
+		}
+		return nil, &Error{Source: source, Key: key, Err: err}
+	}
+	if dec.More() {
+		return nil, &Error{Source: source, Key: "(file)", Err: errors.New("more than one JSON value")}
+	}
+	return &c, nil
+}
+
+// State returns the configured 13-byte state.
+func (c *Config) State() codec.State { return c.Config.Codec() }
+
+// Validate checks every value; the error names the first bad key.
+func (c *Config) Validate() error {
+	bad := func(key string, format string, a ...any) error {
+		return &Error{Source: "config", Key: key, Err: fmt.Errorf(format, a...)}
+	}
+	if err := c.State().Validate(); err != nil {
+		var ce *codec.Error
+		if errors.As(err, &ce) {
+			return bad("config."+ce.Field, "%s", ce.Detail)
+		}
+		return bad("config", "%v", err)
+	}
+	ports := []struct {
+		key  string
+		port int
+	}{
+		{"proxy.listenPort", c.Proxy.ListenPort}, {"websocket.port", c.WebSocket.Port}, {"bus.port", c.Bus.Port},
+	}
+	for _, p := range ports {
+		if p.port < 0 || p.port > 65535 {
+			return bad(p.key, "port %d outside 0..65535", p.port)
+		}
+	}
+	if c.Proxy.Timeout <= 0 {
+		return bad("proxy.timeout", "want milliseconds > 0, got %d", c.Proxy.Timeout)
+	}
+	seen := map[Hash]int{}
+	for i, u := range c.Proxy.Upstreams {
+		key := fmt.Sprintf("proxy.upstreams[%d]", i)
+		if u.Host == "" {
+			return bad(key+".host", "empty")
+		}
+		if u.Port <= 0 || u.Port > 65535 {
+			return bad(key+".port", "port %d outside 1..65535", u.Port)
+		}
+		if j, dup := seen[u.Hash]; dup {
+			return bad(key+".hash", "%s is also the hash of proxy.upstreams[%d]", u.Hash, j)
+		}
+		seen[u.Hash] = i
+		if u.Auth != nil && u.Auth.TokenFile == "" {
+			return bad(key+".auth.tokenFile", "empty")
+		}
+	}
+	for scope := range c.Proxy.Scopes {
+		if len(scope) < 2 || scope[0] != '@' || strings.Contains(scope, "/") {
+			return bad("proxy.scopes", "%q: want a scope such as @mycompany", scope)
+		}
+	}
+	if (c.Proxy.TLS.Cert == "") != (c.Proxy.TLS.Key == "") {
+		return bad("proxy.tls", "cert and key must both be set or both be empty")
+	}
+	if c.Proxy.RateLimit.PerMinute <= 0 {
+		return bad("proxy.rateLimit.perMinute", "want > 0, got %d", c.Proxy.RateLimit.PerMinute)
+	}
+	if c.WebSocket.HeartbeatInterval <= 0 {
+		return bad("websocket.heartbeatInterval", "want milliseconds > 0, got %d", c.WebSocket.HeartbeatInterval)
+	}
+	if c.WebSocket.ClientTimeout <= 0 {
+		return bad("websocket.clientTimeout", "want milliseconds > 0, got %d", c.WebSocket.ClientTimeout)
+	}
+	for i, a := range c.Bus.Allow {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			return bad(fmt.Sprintf("bus.allow[%d]", i), "%q: want a CIDR prefix such as 127.0.0.0/8", a)
+		}
+	}
+	if c.Tokens.Leeway < 0 {
+		return bad("tokens.leeway", "want seconds >= 0, got %d", c.Tokens.Leeway)
+	}
+	switch c.Agent.BPF {
+	case "auto", "required", "off":
+	default:
+		return bad("agent.bpf", "%q: want auto, required or off", c.Agent.BPF)
+	}
+	switch c.Agent.XDPMode {
+	case "native", "generic":
+	default:
+		return bad("agent.xdpMode", "%q: want native or generic", c.Agent.XDPMode)
+	}
+	for i, ifname := range c.Agent.Interfaces {
+		if ifname == "" || len(ifname) > 15 || strings.ContainsAny(ifname, "/ \t") {
+			return bad(fmt.Sprintf("agent.interfaces[%d]", i), "%q is not an interface name", ifname)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+		return bad("admin.listen", "%q: want host:port", c.Admin.Listen)
+	}
+	return nil
+}
+
+// AllowPrefixes returns bus.allow parsed (Validate has checked it).
+func (c *Config) AllowPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(c.Bus.Allow))
+	for _, a := range c.Bus.Allow {
+		if p, err := netip.ParsePrefix(a); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+func codecField(name string) (codec.FieldID, bool) {
+	f, ok := codec.FieldByName(name)
+	return f.ID, ok
+}

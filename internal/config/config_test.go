@@ -1,0 +1,149 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/regedge/regedge/internal/codec"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "regedge.json")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsAreTheSeed(t *testing.T) {
+	c, err := Load("", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State() != codec.DefaultState() {
+		t.Fatalf("default state %v, want %v", c.State(), codec.DefaultState())
+	}
+	if c.Proxy.ListenPort != 4873 || c.WebSocket.Port != 3000 || c.Bus.Port != 4874 || c.Admin.Listen != "127.0.0.1:9873" {
+		t.Fatalf("default ports %d %d %d %s", c.Proxy.ListenPort, c.WebSocket.Port, c.Bus.Port, c.Admin.Listen)
+	}
+	if c.WebSocket.HeartbeatInterval != 100 || c.WebSocket.ClientTimeout != 30000 || c.Agent.BPF != "auto" {
+		t.Fatalf("defaults %+v %+v", c.WebSocket, c.Agent)
+	}
+}
+
+func TestFileOverridesDefaults(t *testing.T) {
+	p := writeFile(t, `{"config":{"version":1,"registryHash":"0xDEADBEEF","featureFlags":"0x00000001","terminalMode":1,"rows":40,"cols":120,"reserved":0},
+		"proxy":{"listenPort":5873,"upstreams":[{"host":"registry.mycompany.com","port":443,"hash":"0xdeadbeef","tls":true,"auth":{"tokenFile":"/etc/t"}},{"host":"registry.npmjs.org","port":443,"hash":0,"tls":true}],"scopes":{"@mycompany":"0xdeadbeef"}}}`)
+	c, err := Load(p, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.State()
+	if s.RegistryHash != 0xdeadbeef || s.FeatureFlags != 1 || s.Rows != 40 || c.Proxy.ListenPort != 5873 {
+		t.Fatalf("state %v port %d", s, c.Proxy.ListenPort)
+	}
+	if c.Proxy.Timeout != 30000 || c.WebSocket.Port != 3000 {
+		t.Fatal("keys absent from the file lost their defaults")
+	}
+	if len(c.Proxy.Upstreams) != 2 || c.Proxy.Scopes["@mycompany"] != 0xdeadbeef {
+		t.Fatalf("upstreams %+v scopes %v", c.Proxy.Upstreams, c.Proxy.Scopes)
+	}
+}
+
+func TestFileErrorsNameTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		key  string
+	}{
+		{`{"proxy":{"listenPort":4873,"bogus":1}}`, "bogus"},
+		{`{"config":{"registryHash":"0xZZ"}}`, "(file)"},
+		{`{"config":{"terminalMode":4}}`, "config.terminalMode"},
+		{`{"config":{"rows":0}}`, "config.rows"},
+		{`{"config":{"featureFlags":2048}}`, "config.featureFlags"},
+		{`{"proxy":{"upstreams":[{"host":"a","port":443,"hash":1},{"host":"b","port":443,"hash":"0x00000001"}]}}`, "proxy.upstreams[1].hash"},
+		{`{"proxy":{"upstreams":[{"host":"","port":443,"hash":1}]}}`, "proxy.upstreams[0].host"},
+		{`{"proxy":{"scopes":{"mycompany":1}}}`, "proxy.scopes"},
+		{`{"proxy":{"tls":{"cert":"c"}}}`, "proxy.tls"},
+		{`{"bus":{"allow":["10.0.0.0/33"]}}`, "bus.allow[0]"},
+		{`{"agent":{"bpf":"maybe"}}`, "agent.bpf"},
+		{`{"agent":{"xdpMode":"offload"}}`, "agent.xdpMode"},
+		{`{"admin":{"listen":"9873"}}`, "admin.listen"},
+		{`{"websocket":{"heartbeatInterval":0}}`, "websocket.heartbeatInterval"},
+		{`{} {}`, "(file)"},
+	} {
+		_, err := Load(writeFile(t, tc.body), noEnv)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tc.key {
+			t.Errorf("%s: err %v, want key %s", tc.body, err, tc.key)
+		}
+	}
+}
+
+func TestEnvOverridesFile(t *testing.T) {
+	p := writeFile(t, `{"proxy":{"listenPort":5873}}`)
+	c, err := Load(p, envOf(map[string]string{
+		"PROXY_PORT": "6873", "BUN_CONFIG_TERMINAL_ROWS": "50", "BUN_CONFIG_REGISTRY_HASH": "0x00000042",
+		"UPSTREAM_PRIMARY": "http://127.0.0.1:8080", "REGEDGE_INTERFACES": "veth0, veth1",
+		"WS_HEARTBEAT_INTERVAL": "250", "REGEDGE_BPF": "off", "REGEDGE_BUS_PORT": "5874",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Proxy.ListenPort != 6873 || c.State().Rows != 50 || c.State().RegistryHash != 0x42 {
+		t.Fatalf("env not applied: port %d state %v", c.Proxy.ListenPort, c.State())
+	}
+	var primary *Upstream
+	for i := range c.Proxy.Upstreams {
+		if c.Proxy.Upstreams[i].Hash == 0x42 {
+			primary = &c.Proxy.Upstreams[i]
+		}
+	}
+	if primary == nil || primary.Host != "127.0.0.1" || primary.Port != 8080 || primary.TLS {
+		t.Fatalf("UPSTREAM_PRIMARY: %+v", c.Proxy.Upstreams)
+	}
+	if strings.Join(c.Agent.Interfaces, ",") != "veth0,veth1" || c.WebSocket.HeartbeatInterval != 250 || c.Agent.BPF != "off" || c.Bus.Port != 5874 {
+		t.Fatalf("agent %+v ws %+v bus %+v", c.Agent, c.WebSocket, c.Bus)
+	}
+}
+
+func TestEnvErrorsNameTheVariable(t *testing.T) {
+	for name, val := range map[string]string{
+		"PROXY_PORT": "http", "BUN_CONFIG_TERMINAL_MODE": "4", "BUN_CONFIG_TERMINAL_ROWS": "0",
+		"BUN_CONFIG_VERSION": "300", "BUN_CONFIG_REGISTRY_HASH": "0xnothex", "UPSTREAM_PRIMARY": "ftp://x",
+		"UPSTREAMS": `[{"host":"a","bogus":1}]`, "WS_TIMEOUT": "soon",
+	} {
+		_, err := Load("", envOf(map[string]string{name: val}))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != name || ce.Source != "environment" {
+			t.Errorf("%s=%s: err %v, want one naming the variable", name, val, err)
+		}
+	}
+}
+
+func TestHashJSON(t *testing.T) {
+	for in, want := range map[string]Hash{`"0xa1b2c3d4"`: 0xa1b2c3d4, `"0XA1B2C3D4"`: 0xa1b2c3d4, `0`: 0, `4294967295`: 0xffffffff} {
+		var h Hash
+		if err := h.UnmarshalJSON([]byte(in)); err != nil || h != want {
+			t.Errorf("%s: %v, %v", in, h, err)
+		}
+	}
+	for _, in := range []string{`"0x1ffffffff"`, `4294967296`, `-1`, `"x"`, `true`} {
+		var h Hash
+		if err := h.UnmarshalJSON([]byte(in)); err == nil {
+			t.Errorf("%s accepted as %v", in, h)
+		}
+	}
+	if b, _ := Hash(0xa1b2c3d4).MarshalJSON(); string(b) != `"0xa1b2c3d4"` {
+		t.Errorf("MarshalJSON = %s", b)
+	}
+}
