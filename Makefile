@@ -1,0 +1,51 @@
+# regedge entry points. `make run` and `make test` are the README's two commands.
+GO          ?= go
+BIN         := bin/regedge
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT      ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+FUZZTIME    ?= 10s
+BENCHTIME   ?= 1s
+BENCHCOUNT  ?= 5
+# Tests that need root or BPF skip on a laptop; CI sets REGEDGE_REQUIRE_BPF=1
+# so that a skip there is a failure.
+TESTFLAGS   ?=
+
+.PHONY: build run test test-race generate bench fuzz lint clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/agent
+
+# The agent with its embedded defaults (admin on 127.0.0.1:9873).
+run: build
+	./$(BIN) run $(ARGS)
+
+test:
+	$(GO) test $(TESTFLAGS) ./...
+
+test-race:
+	$(GO) test -race $(TESTFLAGS) ./...
+
+# Regenerates the bpf2go objects with the pinned clang (see gen.go) once bpf/ exists.
+generate:
+	$(GO) generate ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./internal/codec
+
+# Short runs of every fuzz target (go test runs one target at a time).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
