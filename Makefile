@@ -26,9 +26,13 @@ test:
 test-race:
 	$(GO) test -race $(TESTFLAGS) ./...
 
-# Regenerates the bpf2go objects with the pinned clang (see gen.go) once bpf/ exists.
+# Regenerates the bpf2go objects (gen.go) with the pinned compiler.
+CLANG       ?= clang-19
+STRIP       ?= llvm-strip-19
+MULTIARCH   := $(shell $(CC) -print-multiarch 2>/dev/null || echo $$(uname -m)-linux-gnu)
+BPF_CFLAGS  := -O2 -g -Wall -Werror -I/usr/include/$(MULTIARCH)
 generate:
-	$(GO) generate ./...
+	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) BPF2GO_CFLAGS='$(BPF_CFLAGS)' $(GO) generate ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./internal/codec

@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Packet parsing shared by the XDP and TC programs: Ethernet, up to two VLAN
+ * tags, IPv4 or IPv6 (extension headers to a fixed depth), UDP and TCP. A
+ * straight line of small functions; each bounds check sits next to the access
+ * it protects. Works on data/data_end pointers, so both hooks can use it.
+ */
+#ifndef REGEDGE_PARSE_H
+#define REGEDGE_PARSE_H
+
+#include <linux/types.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/udp.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+#define MAX_VLAN_TAGS 2
+#define MAX_IPV6_EXT 4
+
+#define IP_MF 0x2000
+#define IP_OFFMASK 0x1fff
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_NOT_IP = 1, /* not IPv4/IPv6: not ours to judge */
+	PARSE_MALFORMED = -1,
+};
+
+struct pkt {
+	__u8 family;     /* 4 or 6 */
+	__u8 l4proto;    /* IPPROTO_UDP, IPPROTO_TCP or other */
+	__u8 frag;       /* any fragment */
+	__u8 frag_first; /* fragment with offset 0: L4 ports readable */
+	__u8 tcp_flags;  /* byte 13 of the TCP header */
+	__u8 has_ports;
+	__u16 sport, dport; /* host order */
+	__u32 saddr[4];     /* network order; IPv4 in saddr[0] */
+	__u32 daddr[4];
+	__u32 l4off;       /* offset of the L4 header from data */
+	__u32 l4len;       /* L4 bytes per the IP header (header + payload) */
+	__u32 payload_off; /* offset of the L4 payload (UDP data, TCP data) */
+	__u32 payload_len;
+};
+
+struct vlan_hdr_ {
+	__be16 tci;
+	__be16 proto;
+};
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* One 16-bit word of the IPv4 header at a constant index, when the header
+ * (ihl words of 32 bits) reaches it. Constant offsets keep every bound check
+ * a plain "pointer + constant > data_end" for the verifier. */
+#define IPV4_CSUM_WORD(i)                                                                          \
+	do {                                                                                       \
+		if (ihl * 2 > (i)) {                                                               \
+			if ((void *)ip + ((i) + 1) * 2 > data_end)                                 \
+				return 1;                                                          \
+			sum += ((__u16 *)ip)[i];                                                   \
+		}                                                                                  \
+	} while (0)
+
+/* IPv4 header checksum over ihl 32-bit words (5..15); 0 when it verifies.
+ * The caller has checked that the fixed 20 bytes are in the packet. */
+static __always_inline int ipv4_csum_bad(struct iphdr *ip, void *data_end, __u32 ihl)
+{
+	__u16 *w = (__u16 *)ip;
+	__u32 sum = (__u32)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7] + w[8] + w[9];
+	IPV4_CSUM_WORD(10); IPV4_CSUM_WORD(11); IPV4_CSUM_WORD(12); IPV4_CSUM_WORD(13);
+	IPV4_CSUM_WORD(14); IPV4_CSUM_WORD(15); IPV4_CSUM_WORD(16); IPV4_CSUM_WORD(17);
+	IPV4_CSUM_WORD(18); IPV4_CSUM_WORD(19); IPV4_CSUM_WORD(20); IPV4_CSUM_WORD(21);
+	IPV4_CSUM_WORD(22); IPV4_CSUM_WORD(23); IPV4_CSUM_WORD(24); IPV4_CSUM_WORD(25);
+	IPV4_CSUM_WORD(26); IPV4_CSUM_WORD(27); IPV4_CSUM_WORD(28); IPV4_CSUM_WORD(29);
+	return csum_fold(sum) != 0;
+}
+
+static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p, __u32 off)
+{
+	p->l4off = off;
+	if (p->frag && !p->frag_first)
+		return PARSE_OK; /* no L4 header in this fragment */
+
+	if (p->l4proto == IPPROTO_UDP) {
+		struct udphdr *udp = data + off;
+		if ((void *)(udp + 1) > data_end)
+			return p->frag ? PARSE_OK : PARSE_MALFORMED;
+		p->sport = bpf_ntohs(udp->source);
+		p->dport = bpf_ntohs(udp->dest);
+		p->has_ports = 1;
+		if (p->frag)
+			return PARSE_OK; /* the UDP length covers the reassembled datagram */
+		__u32 ulen = bpf_ntohs(udp->len);
+		if (ulen < sizeof(*udp) || ulen != p->l4len)
+			return PARSE_MALFORMED;
+		p->payload_off = off + sizeof(*udp);
+		p->payload_len = ulen - sizeof(*udp);
+		return PARSE_OK;
+	}
+	if (p->l4proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = data + off;
+		if ((void *)(tcp + 1) > data_end)
+			return p->frag ? PARSE_OK : PARSE_MALFORMED;
+		p->sport = bpf_ntohs(tcp->source);
+		p->dport = bpf_ntohs(tcp->dest);
+		p->has_ports = 1;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+		if (p->frag)
+			return PARSE_OK;
+		__u32 doff = tcp->doff * 4;
+		if (doff < sizeof(*tcp) || doff > p->l4len)
+			return PARSE_MALFORMED;
+		p->payload_off = off + doff;
+		p->payload_len = p->l4len - doff;
+		return PARSE_OK;
+	}
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p, __u32 off)
+{
+	struct iphdr *ip = data + off;
+	if ((void *)(ip + 1) > data_end)
+		return PARSE_MALFORMED;
+	if (ip->version != 4)
+		return PARSE_MALFORMED;
+	__u32 ihl = ip->ihl;
+	if (ihl < 5)
+		return PARSE_MALFORMED;
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	__u32 avail = (__u32)(data_end - data) - off;
+	if (tot < ihl * 4 || tot > avail)
+		return PARSE_MALFORMED;
+	if (ipv4_csum_bad(ip, data_end, ihl))
+		return PARSE_MALFORMED;
+
+	p->family = 4;
+	p->l4proto = ip->protocol;
+	p->saddr[0] = ip->saddr;
+	p->daddr[0] = ip->daddr;
+	__u16 frag = bpf_ntohs(ip->frag_off);
+	if (frag & (IP_MF | IP_OFFMASK)) {
+		p->frag = 1;
+		p->frag_first = (frag & IP_OFFMASK) == 0;
+	}
+	p->l4len = tot - ihl * 4;
+	return parse_l4(data, data_end, p, off + ihl * 4);
+}
+
+static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p, __u32 off)
+{
+	struct ipv6hdr *ip6 = data + off;
+	if ((void *)(ip6 + 1) > data_end)
+		return PARSE_MALFORMED;
+	if (ip6->version != 6)
+		return PARSE_MALFORMED;
+	__u32 plen = bpf_ntohs(ip6->payload_len);
+	__u32 avail = (__u32)(data_end - data) - off - sizeof(*ip6);
+	if (plen > avail)
+		return PARSE_MALFORMED;
+
+	p->family = 6;
+	__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+	__u8 next = ip6->nexthdr;
+	off += sizeof(*ip6);
+	__u32 used = 0; /* extension header bytes */
+
+#pragma clang loop unroll(full)
+	for (int i = 0; i < MAX_IPV6_EXT; i++) {
+		__u8 *h = data + off;
+		__u32 hlen;
+		switch (next) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			if ((void *)(h + 2) > data_end)
+				return PARSE_MALFORMED;
+			hlen = ((__u32)h[1] + 1) * 8;
+			break;
+		case IPPROTO_AH:
+			if ((void *)(h + 2) > data_end)
+				return PARSE_MALFORMED;
+			hlen = ((__u32)h[1] + 2) * 4;
+			break;
+		case IPPROTO_FRAGMENT: {
+			if ((void *)(h + 8) > data_end)
+				return PARSE_MALFORMED;
+			__u16 fo = ((__u16)h[2] << 8) | h[3];
+			p->frag = 1;
+			p->frag_first = (fo & 0xfff8) == 0;
+			hlen = 8;
+			break;
+		}
+		default:
+			goto done;
+		}
+		next = h[0];
+		off += hlen;
+		used += hlen;
+		if (used > plen)
+			return PARSE_MALFORMED;
+	}
+	/* Still an extension header after MAX_IPV6_EXT: deeper than we parse. */
+	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+	    next == IPPROTO_AH || next == IPPROTO_FRAGMENT)
+		return PARSE_MALFORMED;
+done:
+	p->l4proto = next;
+	p->l4len = plen - used;
+	return parse_l4(data, data_end, p, off);
+}
+
+/* parse_packet fills p from an Ethernet frame. */
+static __always_inline int parse_packet(void *data, void *data_end, struct pkt *p)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return PARSE_MALFORMED;
+	__u16 proto = bpf_ntohs(eth->h_proto);
+	__u32 off = sizeof(*eth);
+
+#pragma clang loop unroll(full)
+	for (int i = 0; i < MAX_VLAN_TAGS; i++) {
+		if (proto != ETH_P_8021Q_ && proto != ETH_P_8021AD_)
+			break;
+		struct vlan_hdr_ *vh = data + off;
+		if ((void *)(vh + 1) > data_end)
+			return PARSE_MALFORMED;
+		proto = bpf_ntohs(vh->proto);
+		off += sizeof(*vh);
+	}
+
+	if (proto == ETH_P_IP)
+		return parse_ipv4(data, data_end, p, off);
+	if (proto == ETH_P_IPV6)
+		return parse_ipv6(data, data_end, p, off);
+	return PARSE_NOT_IP;
+}
+
+#endif

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * PROTOCOL.md §1 and §2.3 in C: the checks the kernel runs on a config bus
+ * datagram. The reference is internal/codec; the Go tests run every vector in
+ * testdata/ and a differential fuzzer through these functions (Program.Run)
+ * and require the same verdict and reason.
+ *
+ * The datagram is first copied into a scratch buffer (a per-CPU map value),
+ * so every access below is at a bounded offset of one buffer.
+ */
+#ifndef REGEDGE_PROTOCOL_H
+#define REGEDGE_PROTOCOL_H
+
+#include <linux/types.h>
+#include "reason.h"
+
+#define STATE_SIZE 13
+#define FIXED_FRAME_SIZE 14
+#define BULK_ENTRY_SIZE 13
+#define MAX_BULK_ENTRIES 16
+#define MAX_FRAME_SIZE (2 + BULK_ENTRY_SIZE * MAX_BULK_ENTRIES) /* 210 */
+#define MIN_DATAGRAM (STATE_SIZE + FIXED_FRAME_SIZE)             /* 27 */
+#define MAX_DATAGRAM (STATE_SIZE + MAX_FRAME_SIZE)               /* 223 */
+#define SCRATCH_SIZE 256
+
+#define TYPE_UPDATE 0x01
+#define TYPE_FEATURE_TOGGLE 0x02
+#define TYPE_RESIZE 0x04
+#define TYPE_HEARTBEAT 0x05
+#define TYPE_ACK 0x06
+#define TYPE_ERROR 0x07
+#define TYPE_BULK 0x20
+
+#define NUM_FEATURE_FLAGS 11
+
+struct scratch {
+	__u8 b[SCRATCH_SIZE];
+};
+
+/* Runtime config that userspace changes without reloading: the accepted
+ * config versions, a 256-bit set. */
+struct regedge_cfg {
+	__u64 versions[4];
+};
+
+static __always_inline __u32 be32_at(const __u8 *p)
+{
+	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | (__u32)p[3];
+}
+
+static __always_inline __u64 be64_at(const __u8 *p)
+{
+	return ((__u64)be32_at(p) << 32) | (__u64)be32_at(p + 4);
+}
+
+/* §1 on 13 wire bytes. featureFlags <= 0x7ff <=> bytes 5, 6 zero and byte 7 <= 7. */
+static __always_inline int state_reason(const __u8 *s)
+{
+	if (s[0] == 0 || s[5] != 0 || s[6] != 0 || s[7] > 7 || s[9] > 3 || s[10] == 0 ||
+	    s[11] == 0 || s[12] != 0)
+		return REASON_STATE;
+	return REASON_OK;
+}
+
+static __always_inline int version_ok(const struct regedge_cfg *cfg, __u8 v)
+{
+	return (cfg->versions[(v >> 6) & 3] >> (v & 63)) & 1;
+}
+
+static __always_inline int known_field(__u32 id)
+{
+	return id == 0 || id == 1 || id == 5 || id == 9 || id == 10 || id == 11 || id == 12;
+}
+
+/* The UPDATE rules of one field id and value: field, then value. */
+static __always_inline int entry_reason(__u32 id, __u64 v)
+{
+	switch (id) {
+	case 0:  /* version */
+	case 10: /* rows */
+	case 11: /* cols */
+		return (v >= 1 && v <= 255) ? REASON_OK : REASON_VALUE;
+	case 1: /* registryHash */
+		return v <= 0xffffffffULL ? REASON_OK : REASON_VALUE;
+	case 5: /* featureFlags */
+		return v <= 0x7ff ? REASON_OK : REASON_VALUE;
+	case 9: /* terminalMode */
+		return v <= 3 ? REASON_OK : REASON_VALUE;
+	case 12: /* reserved */
+		return v == 0 ? REASON_OK : REASON_VALUE;
+	}
+	return REASON_FIELD;
+}
+
+/* ERROR message: printable ASCII, left-aligned, zero-padded. */
+static __always_inline int error_message_ok(const __u8 *m)
+{
+	int padding = 0;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < 8; i++) {
+		__u8 c = m[i];
+		if (c == 0)
+			padding = 1;
+		else if (padding || c < 0x20 || c > 0x7e)
+			return 0;
+	}
+	return 1;
+}
+
+/* A 14-byte frame at f: type, checksum, field, value. */
+static __always_inline int fixed_reason(const __u8 *f)
+{
+	__u8 t = f[0];
+	if (t != TYPE_UPDATE && t != TYPE_FEATURE_TOGGLE && t != TYPE_RESIZE && t != TYPE_HEARTBEAT &&
+	    t != TYPE_ACK && t != TYPE_ERROR)
+		return REASON_TYPE;
+
+	__u8 x = 0;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < FIXED_FRAME_SIZE - 1; i++)
+		x ^= f[i];
+	if (x != f[FIXED_FRAME_SIZE - 1])
+		return REASON_CHECKSUM;
+
+	__u32 id = be32_at(f + 1);
+	__u64 v = be64_at(f + 5);
+	switch (t) {
+	case TYPE_UPDATE:
+		return entry_reason(id, v);
+	case TYPE_FEATURE_TOGGLE:
+		if (id != 5)
+			return REASON_FIELD;
+		return (v >> 1) < NUM_FEATURE_FLAGS ? REASON_OK : REASON_VALUE;
+	case TYPE_RESIZE:
+		if (id != 0)
+			return REASON_FIELD;
+		if ((v & ~0x00ff00ffULL) != 0 || (v & 0xff) == 0 || (v & 0xff0000) == 0)
+			return REASON_VALUE;
+		return REASON_OK;
+	case TYPE_HEARTBEAT:
+		return id == 0 ? REASON_OK : REASON_FIELD;
+	case TYPE_ACK:
+		if (id != TYPE_UPDATE && id != TYPE_FEATURE_TOGGLE && id != TYPE_RESIZE && id != TYPE_BULK)
+			return REASON_FIELD;
+		return v == 0 ? REASON_OK : REASON_VALUE;
+	case TYPE_ERROR:
+		if (id < 1 || id > 5)
+			return REASON_FIELD;
+		return error_message_ok(f + 5) ? REASON_OK : REASON_VALUE;
+	}
+	return REASON_TYPE;
+}
+
+/* A BULK frame of flen bytes at buf[STATE_SIZE]; its length is checked. */
+static __always_inline int bulk_reason(const struct scratch *sc, __u32 flen)
+{
+	const __u8 *f = sc->b + STATE_SIZE;
+	__u32 last = flen - 1;
+	__u8 x = 0;
+
+	for (__u32 i = 0; i < MAX_FRAME_SIZE - 1; i++) {
+		if (i >= last)
+			break;
+		x ^= f[i];
+	}
+	if (last >= MAX_FRAME_SIZE)
+		return REASON_LENGTH; /* unreachable; bounds the access for the verifier */
+	if (x != f[last])
+		return REASON_CHECKSUM;
+
+	__u32 n = (flen - 2) / BULK_ENTRY_SIZE;
+	for (__u32 e = 0; e < MAX_BULK_ENTRIES; e++) {
+		if (e >= n)
+			break;
+		const __u8 *p = f + 1 + e * BULK_ENTRY_SIZE;
+		__u32 id = be32_at(p);
+		if (!known_field(id))
+			return REASON_FIELD;
+		if (p[12] != 0)
+			return REASON_VALUE;
+		int r = entry_reason(id, be64_at(p + 4));
+		if (r != REASON_OK)
+			return r;
+	}
+	return REASON_OK;
+}
+
+/*
+ * §2.3 for a datagram of len bytes whose first min(len, MAX_DATAGRAM) bytes
+ * are in sc: length, state, version, then the frame.
+ */
+static __always_inline int datagram_reason(const struct scratch *sc, __u32 len,
+					   const struct regedge_cfg *cfg)
+{
+	if (len < MIN_DATAGRAM)
+		return REASON_LENGTH;
+	if (state_reason(sc->b) != REASON_OK)
+		return REASON_STATE;
+	if (!version_ok(cfg, sc->b[0]))
+		return REASON_VERSION;
+
+	__u32 flen = len - STATE_SIZE;
+	if (sc->b[STATE_SIZE] == TYPE_BULK) {
+		if (flen < 2 + BULK_ENTRY_SIZE || flen > MAX_FRAME_SIZE || (flen - 2) % BULK_ENTRY_SIZE != 0)
+			return REASON_LENGTH;
+		return bulk_reason(sc, flen);
+	}
+	if (flen != FIXED_FRAME_SIZE)
+		return REASON_LENGTH;
+	return fixed_reason(sc->b + STATE_SIZE);
+}
+
+#endif

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one enum of verdict and drop reasons, shared by the kernel programs and
+ * Go. 0..7 are PROTOCOL.md §2.3 and equal internal/codec's Reason values;
+ * 8.. are the kernel's own. internal/loader has a test that parses this file
+ * and fails when it drifts from the Go constants. Never renumber.
+ */
+#ifndef REGEDGE_REASON_H
+#define REGEDGE_REASON_H
+
+enum regedge_reason {
+	REASON_OK = 0, /* passed: the counter at this index counts passes */
+	REASON_LENGTH = 1,
+	REASON_TYPE = 2,
+	REASON_CHECKSUM = 3,
+	REASON_FIELD = 4,
+	REASON_VALUE = 5,
+	REASON_STATE = 6,
+	REASON_VERSION = 7,
+	REASON_SOURCE = 8,
+	REASON_FRAGMENT = 9,
+	REASON_BLOCKED = 10,
+	REASON_SYNFLOOD = 11,
+	REASON_MALFORMED = 12,
+	REASON_MAX = 13,
+};
+
+#endif

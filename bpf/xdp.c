@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * regedge XDP program, on ingress of each configured interface:
+ *   - malformed L3/L4 headers                         -> drop (malformed)
+ *   - source on the block list (not expired)          -> drop (blocked)
+ *   - fragment of a UDP datagram to the bus port      -> drop (fragment)
+ *   - TCP SYN to a proxy port over the per-source rate -> drop (synflood)
+ *   - UDP to the bus port from outside the allow-list -> drop (source)
+ *   - an invalid config bus datagram (PROTOCOL.md §2.3) -> drop (its reason)
+ * Everything else passes. Valid bus datagrams are counted per registry hash.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "include/reason.h"
+#include "include/protocol.h"
+#include "include/parse.h"
+#include "include/maps.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+struct stats_map xdp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_v4);
+	__type(value, struct block_entry);
+} block_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_v6);
+	__type(value, struct block_entry);
+} block_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_v4);
+	__type(value, __u8);
+} allow_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_v6);
+	__type(value, __u8);
+} allow_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct addr_key);
+	__type(value, struct syn_bucket);
+} syn_buckets SEC(".maps");
+
+/* Set by the loader through CollectionSpec.Variables before load. */
+volatile const __u16 bus_port = 4874;
+volatile const __u16 proxy_ports[MAX_PROXY_PORTS] = {4873};
+volatile const __u64 syn_rate = 0; /* SYNs per second per source; 0 = guard off */
+volatile const __u64 syn_burst = 0;
+
+static __always_inline int verdict(int reason)
+{
+	__u32 key = reason;
+	__u64 *c = bpf_map_lookup_elem(&xdp_stats, &key);
+	if (c)
+		*c += 1;
+	return reason == REASON_OK ? XDP_PASS : XDP_DROP;
+}
+
+static __always_inline int is_blocked(const struct pkt *p)
+{
+	struct block_entry *b;
+	if (p->family == 4) {
+		struct lpm_v4 k = {.prefixlen = 32, .addr = p->saddr[0]};
+		b = bpf_map_lookup_elem(&block_v4, &k);
+	} else {
+		struct lpm_v6 k = {.prefixlen = 128};
+		__builtin_memcpy(k.addr, p->saddr, 16);
+		b = bpf_map_lookup_elem(&block_v6, &k);
+	}
+	if (!b)
+		return 0;
+	return b->expires_ns == 0 || b->expires_ns > bpf_ktime_get_boot_ns();
+}
+
+static __always_inline int is_allowed(const struct pkt *p)
+{
+	if (p->family == 4) {
+		struct lpm_v4 k = {.prefixlen = 32, .addr = p->saddr[0]};
+		return bpf_map_lookup_elem(&allow_v4, &k) != NULL;
+	}
+	struct lpm_v6 k = {.prefixlen = 128};
+	__builtin_memcpy(k.addr, p->saddr, 16);
+	return bpf_map_lookup_elem(&allow_v6, &k) != NULL;
+}
+
+static __always_inline int is_proxy_port(__u16 port)
+{
+#pragma clang loop unroll(full)
+	for (int i = 0; i < MAX_PROXY_PORTS; i++)
+		if (proxy_ports[i] != 0 && proxy_ports[i] == port)
+			return 1;
+	return 0;
+}
+
+/* Token bucket per source, in nano-tokens: one SYN costs 1e9. */
+static __always_inline int syn_over_limit(const struct pkt *p)
+{
+	const __u64 one = 1000000000ULL;
+	struct addr_key k = {};
+	__builtin_memcpy(k.addr, p->saddr, 16);
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct syn_bucket *b = bpf_map_lookup_elem(&syn_buckets, &k);
+	if (!b) {
+		struct syn_bucket nb = {.tokens = (syn_burst - 1) * one, .last_ns = now};
+		bpf_map_update_elem(&syn_buckets, &k, &nb, BPF_ANY);
+		return syn_burst == 0;
+	}
+	__u64 elapsed = now - b->last_ns;
+	if (elapsed > 10 * one)
+		elapsed = 10 * one; /* keeps elapsed * rate within 64 bits */
+	__u64 tokens = b->tokens + elapsed * syn_rate;
+	if (tokens > syn_burst * one)
+		tokens = syn_burst * one;
+	b->last_ns = now;
+	if (tokens < one) {
+		b->tokens = tokens;
+		return 1;
+	}
+	b->tokens = tokens - one;
+	return 0;
+}
+
+static __always_inline void count_registry(__u32 hash, __u64 bytes)
+{
+	struct registry_key k = {.hash = hash, .dir = DIR_INGRESS};
+	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);
+	if (c) {
+		c->packets += 1;
+		c->bytes += bytes;
+		return;
+	}
+	struct registry_counters nc = {.packets = 1, .bytes = bytes};
+	bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST);
+}
+
+static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct pkt *p)
+{
+	__u32 zero = 0;
+	__u32 len = p->payload_len;
+	if (len < MIN_DATAGRAM)
+		return verdict(REASON_LENGTH);
+
+	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!sc || !cfg)
+		return XDP_ABORTED;
+	__u32 n = len < MAX_DATAGRAM ? len : MAX_DATAGRAM;
+	if (n < 1 || n > MAX_DATAGRAM)
+		return XDP_ABORTED; /* unreachable; bounds n for the verifier */
+	if (bpf_xdp_load_bytes(ctx, p->payload_off, sc->b, n) < 0)
+		return verdict(REASON_MALFORMED);
+
+	int r = datagram_reason(sc, len, cfg);
+	if (r != REASON_OK)
+		return verdict(r);
+	count_registry(be32_at(sc->b + 1), (__u64)(ctx->data_end - ctx->data));
+	return verdict(REASON_OK);
+}
+
+SEC("xdp")
+int regedge_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+
+	int pr = parse_packet(data, data_end, &p);
+	if (pr == PARSE_NOT_IP)
+		return verdict(REASON_OK);
+	if (pr != PARSE_OK)
+		return verdict(REASON_MALFORMED);
+
+	if (is_blocked(&p))
+		return verdict(REASON_BLOCKED);
+
+	if (p.frag) {
+		/* A first fragment shows its ports; later ones cannot reassemble
+		 * into a bus datagram once the first is gone. */
+		if (p.frag_first && p.has_ports && p.l4proto == IPPROTO_UDP && p.dport == bus_port)
+			return verdict(REASON_FRAGMENT);
+		return verdict(REASON_OK);
+	}
+
+	if (p.l4proto == IPPROTO_TCP) {
+		/* SYN without ACK to a proxy port */
+		if (syn_rate != 0 && (p.tcp_flags & 0x12) == 0x02 && is_proxy_port(p.dport) &&
+		    syn_over_limit(&p))
+			return verdict(REASON_SYNFLOOD);
+		return verdict(REASON_OK);
+	}
+
+	if (p.l4proto == IPPROTO_UDP && p.dport == bus_port) {
+		if (!is_allowed(&p))
+			return verdict(REASON_SOURCE);
+		return check_bus_datagram(ctx, &p);
+	}
+	return verdict(REASON_OK);
+}

@@ -1,0 +1,176 @@
+// Package loader loads, attaches, pins and reads regedge's kernel programs
+// (bpf/, compiled by bpf2go into the *_bpfel.go/.o files beside this one).
+// It is the only package that talks to the kernel's BPF subsystem; the rest of
+// the agent uses its APIs: push config, block list, counters, flow tags.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/regedge/regedge/internal/codec"
+)
+
+// MaxProxyPorts is how many proxy ports the SYN guard and TC program watch.
+const MaxProxyPorts = 4
+
+// Options are fixed when the programs are loaded. Runtime settings (accepted
+// versions, allow-list, block list) have their own calls.
+type Options struct {
+	BusPort    uint16   // UDP config bus port (default 4874)
+	ProxyPorts []uint16 // TCP proxy ports (default 4873); at most MaxProxyPorts
+	// SYN guard: SYNs per second per source, and burst. Rate 0 turns it off.
+	SynRate  uint64
+	SynBurst uint64
+	// Map sizes; zero keeps the default of bpf/include/maps.h and bpf/xdp.c.
+	RegistryEntries uint32
+	BlockEntries    uint32
+	SynEntries      uint32
+}
+
+// DefaultOptions are the seed's ports with the SYN guard off.
+func DefaultOptions() Options {
+	return Options{BusPort: 4874, ProxyPorts: []uint16{4873}}
+}
+
+func (o *Options) validate() error {
+	if o.BusPort == 0 {
+		return errors.New("loader: bus port 0")
+	}
+	if len(o.ProxyPorts) > MaxProxyPorts {
+		return fmt.Errorf("loader: %d proxy ports, at most %d", len(o.ProxyPorts), MaxProxyPorts)
+	}
+	if o.SynRate != 0 && o.SynBurst == 0 {
+		return errors.New("loader: SYN guard rate set with burst 0")
+	}
+	return nil
+}
+
+// Objects are the loaded kernel objects, not yet attached.
+type Objects struct {
+	xdp xdpObjects
+}
+
+// xdpSpec returns the XDP collection spec with opts applied.
+func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
+	spec, err := loadXdp()
+	if err != nil {
+		return nil, err
+	}
+	var ports [MaxProxyPorts]uint16
+	copy(ports[:], opts.ProxyPorts)
+	for name, v := range map[string]any{
+		xdpVarBusPort: opts.BusPort, xdpVarProxyPorts: ports,
+		xdpVarSynRate: opts.SynRate, xdpVarSynBurst: opts.SynBurst,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("loader: set %s: %w", name, err)
+		}
+	}
+	resize := func(name string, n uint32) {
+		if n != 0 {
+			spec.Maps[name].MaxEntries = n
+		}
+	}
+	resize(xdpMapRegistryStats, opts.RegistryEntries)
+	resize(xdpMapBlockV4, opts.BlockEntries)
+	resize(xdpMapBlockV6, opts.BlockEntries)
+	resize(xdpMapSynBuckets, opts.SynEntries)
+	return spec, nil
+}
+
+// Load loads the programs and maps into the kernel without attaching them,
+// with config versions {1} and an empty allow-list.
+func Load(opts Options) (*Objects, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	spec, err := xdpSpec(opts)
+	if err != nil {
+		return nil, err
+	}
+	o := &Objects{}
+	if err := spec.LoadAndAssign(&o.xdp, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loader: verifier rejected the XDP program: %+v", ve)
+		}
+		return nil, fmt.Errorf("loader: load XDP objects: %w", err)
+	}
+	if err := o.SetVersions(codec.DefaultVersions); err != nil {
+		o.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+// Close releases the objects (pinned ones stay in bpffs).
+func (o *Objects) Close() error { return o.xdp.Close() }
+
+// XDP returns the XDP program.
+func (o *Objects) XDP() *ebpf.Program { return o.xdp.RegedgeXdp }
+
+// SetVersions replaces the set of config versions the kernel accepts.
+func (o *Objects) SetVersions(vs codec.VersionSet) error {
+	cfg := xdpRegedgeCfg{Versions: vs}
+	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("loader: set versions: %w", err)
+	}
+	return nil
+}
+
+// SetAllow replaces the bus source allow-list with prefixes.
+func (o *Objects) SetAllow(prefixes []netip.Prefix) error {
+	return replaceLPM(o.xdp.AllowV4, o.xdp.AllowV6, prefixes, func() any { v := uint8(1); return &v })
+}
+
+// Counters returns the per-reason counters of the XDP hook, summed over CPUs.
+// Index ReasonOK counts passed packets.
+func (o *Objects) Counters() ([NumReasons]uint64, error) {
+	return sumStats(o.xdp.XdpStats)
+}
+
+func sumStats(m *ebpf.Map) ([NumReasons]uint64, error) {
+	var out [NumReasons]uint64
+	var perCPU []uint64
+	for i := uint32(0); i < NumReasons; i++ {
+		if err := m.Lookup(i, &perCPU); err != nil {
+			return out, fmt.Errorf("loader: read %s[%d]: %w", m, i, err)
+		}
+		for _, v := range perCPU {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// RegistryCounter is the traffic of one registry hash in one direction.
+type RegistryCounter struct {
+	Hash    uint32
+	Egress  bool
+	Packets uint64
+	Bytes   uint64
+}
+
+// RegistryCounters returns the per-registry-hash counters, summed over CPUs.
+func (o *Objects) RegistryCounters() ([]RegistryCounter, error) {
+	var out []RegistryCounter
+	var k xdpRegistryKey
+	var perCPU []xdpRegistryCounters
+	it := o.xdp.RegistryStats.Iterate()
+	for it.Next(&k, &perCPU) {
+		c := RegistryCounter{Hash: k.Hash, Egress: k.Dir == 1}
+		for _, v := range perCPU {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out = append(out, c)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("loader: read registry_stats: %w", err)
+	}
+	return out, nil
+}

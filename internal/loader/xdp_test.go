@@ -1,0 +1,238 @@
+package loader
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/testutil"
+	"github.com/regedge/regedge/internal/vectors"
+)
+
+const (
+	xdpDrop = 1
+	xdpPass = 2
+)
+
+// loadForTest loads the objects with the default options and lets the test
+// sources send to the bus.
+func loadForTest(t testing.TB) *Objects {
+	t.Helper()
+	testutil.RequireRoot(t)
+	o, err := Load(DefaultOptions())
+	if err != nil {
+		testutil.SkipOrFail(t, fmt.Sprintf("cannot load BPF programs: %v", err))
+	}
+	t.Cleanup(func() { o.Close() })
+	if err := o.SetAllow([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/64")}); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// runXDP runs one packet through the XDP program and returns the XDP action
+// and the reason whose counter moved.
+func runXDP(t testing.TB, o *Objects, pkt []byte) (uint32, Reason) {
+	t.Helper()
+	before, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ret, err := o.XDP().Run(&ebpf.RunOptions{Data: pkt})
+	if err != nil {
+		t.Fatalf("Program.Run: %v", err)
+	}
+	after, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := -1
+	for i := range after {
+		if d := after[i] - before[i]; d != 0 {
+			if d != 1 || moved != -1 {
+				t.Fatalf("counters moved by more than one packet: before %v after %v", before, after)
+			}
+			moved = i
+		}
+	}
+	if moved < 0 {
+		t.Fatalf("no counter moved (action %d)", ret)
+	}
+	return ret, Reason(moved)
+}
+
+func wantAction(r Reason) uint32 {
+	if r == ReasonOK {
+		return xdpPass
+	}
+	return xdpDrop
+}
+
+// TestXDPVectors runs every datagram and frame vector in testdata/, wrapped
+// in Ethernet/IPv4/UDP and Ethernet/IPv6/UDP with 0, 1 and 2 VLAN tags: the
+// XDP verdict and reason equal the vector's (and so the Go codec's).
+func TestXDPVectors(t *testing.T) {
+	o := loadForTest(t)
+	all, err := vectors.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type input struct {
+		name    string
+		payload []byte
+		verdict string
+	}
+	var inputs []input
+	for _, v := range all.Datagrams {
+		inputs = append(inputs, input{"datagram/" + v.Name, v.Bytes(), v.Verdict})
+	}
+	// Every frame vector behind the default state, as a datagram.
+	def := codec.DefaultState()
+	for _, v := range all.Frames {
+		inputs = append(inputs, input{"frame/" + v.Name, append(def.Append(nil), v.Bytes()...), v.Verdict})
+	}
+	// Every state vector as a sender, with a valid frame.
+	upd := codec.Update(codec.FieldTerminalMode, 2)
+	for _, v := range all.States {
+		want := v.Verdict
+		if want == "ok" && v.Bytes()[0] != 1 {
+			want = "version" // the kernel accepts only version 1 by default
+		}
+		inputs = append(inputs, input{"state/" + v.Name, upd.Append(v.Bytes()), want})
+	}
+	for _, in := range inputs {
+		for _, v6 := range []bool{false, true} {
+			for vlans := 0; vlans <= 2; vlans++ {
+				name := fmt.Sprintf("%s/v6=%v/vlans=%d", in.name, v6, vlans)
+				ret, reason := runXDP(t, o, busPacket(v6, vlans, in.payload))
+				// Frames shorter than a datagram: the datagram verdict is length.
+				want := in.verdict
+				if len(in.payload) < codec.MinDatagramSize {
+					want = "length"
+				}
+				if reason.String() != want || ret != wantAction(reason) {
+					t.Errorf("%s: action %d reason %s, want %s", name, ret, reason, want)
+				}
+				if goReason := codec.CheckDatagram(in.payload, &codec.DefaultVersions); goReason.String() != reason.String() {
+					t.Errorf("%s: kernel %s, codec %s", name, reason, goReason)
+				}
+			}
+		}
+	}
+}
+
+// TestXDPDifferentialFuzz sends random and mutated datagrams through XDP and
+// the codec; every disagreement is written out as a vector and fails the test.
+// REGEDGE_KERNEL_FUZZ sets the count (default 100000; make fuzz-kernel runs more).
+func TestXDPDifferentialFuzz(t *testing.T) {
+	o := loadForTest(t)
+	n := 100000
+	if s := os.Getenv("REGEDGE_KERNEL_FUZZ"); s != "" {
+		if _, err := fmt.Sscan(s, &n); err != nil {
+			t.Fatalf("REGEDGE_KERNEL_FUZZ=%q: %v", s, err)
+		}
+	}
+	if testing.Short() {
+		n = 5000
+	}
+	all, err := vectors.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seeds [][]byte
+	for _, v := range all.Datagrams {
+		seeds = append(seeds, v.Bytes())
+	}
+	def := codec.DefaultState()
+	for _, v := range all.Frames {
+		seeds = append(seeds, append(def.Append(nil), v.Bytes()...))
+	}
+	seed := rand.Uint64()
+	t.Logf("seed %d, %d inputs", seed, n)
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+
+	versions := codec.NewVersionSet(1, 2)
+	if err := o.SetVersions(versions); err != nil {
+		t.Fatal(err)
+	}
+	var seen [NumReasons]int
+	var disagreements []vectors.Vector
+	for i := 0; i < n && len(disagreements) < 20; i++ {
+		payload := mutate(rng, seeds[rng.IntN(len(seeds))])
+		want := codec.CheckDatagram(payload, &versions)
+		ret, got := runXDP(t, o, busPacket(i%2 == 1, i%3, payload))
+		seen[got]++
+		if got.String() != want.String() || ret != wantAction(got) {
+			disagreements = append(disagreements, vectors.Vector{
+				Name: fmt.Sprintf("kernel fuzz %d: kernel %s", i, got), Hex: hex.EncodeToString(payload), Verdict: want.String(),
+			})
+		}
+	}
+	t.Logf("verdicts: %v", seen)
+	for r := ReasonOK; r <= ReasonVersion; r++ {
+		if seen[r] == 0 && n >= 10000 {
+			t.Errorf("no input reached verdict %s: the generator needs work", r)
+		}
+	}
+	if len(disagreements) > 0 {
+		path := filepath.Join(t.TempDir(), "kernel-disagreements.json")
+		if dir := os.Getenv("REGEDGE_DISAGREEMENTS_DIR"); dir != "" {
+			path = filepath.Join(dir, "kernel-disagreements.json")
+		}
+		b, _ := json.MarshalIndent(map[string]any{"datagrams": disagreements}, "", " ")
+		_ = os.WriteFile(path, b, 0o644)
+		for _, d := range disagreements {
+			t.Errorf("%s: %s, codec says %s", d.Name, d.Hex, d.Verdict)
+		}
+		t.Fatalf("%d disagreements written to %s", len(disagreements), path)
+	}
+}
+
+// mutate returns a variant of seed: bit flips, byte writes, truncation,
+// extension, a fixed checksum (so later checks are reached), or noise.
+func mutate(rng *rand.Rand, seed []byte) []byte {
+	b := append([]byte(nil), seed...)
+	switch rng.IntN(10) {
+	case 0: // pure noise of any length up to past the maximum
+		b = make([]byte, rng.IntN(260))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	case 1: // truncate
+		if len(b) > 0 {
+			b = b[:rng.IntN(len(b))]
+		}
+		return b
+	case 2: // extend
+		for k := rng.IntN(40); k > 0; k-- {
+			b = append(b, byte(rng.Uint32()))
+		}
+		return b
+	}
+	for k := 1 + rng.IntN(3); k > 0 && len(b) > 0; k-- {
+		i := rng.IntN(len(b))
+		if rng.IntN(2) == 0 {
+			b[i] ^= 1 << rng.IntN(8)
+		} else {
+			b[i] = byte(rng.Uint32())
+		}
+	}
+	// Most of the time repair the checksum so field and value checks are hit.
+	if rng.IntN(4) != 0 && len(b) > codec.StateSize+1 {
+		var x byte
+		for _, c := range b[codec.StateSize : len(b)-1] {
+			x ^= c
+		}
+		b[len(b)-1] = x
+	}
+	return b
+}
