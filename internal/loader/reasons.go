@@ -8,14 +8,14 @@ import "github.com/regedge/regedge/internal/codec"
 type Reason uint32
 
 const (
-	ReasonOK        = Reason(codec.ReasonOK)
-	ReasonLength    = Reason(codec.ReasonLength)
-	ReasonType      = Reason(codec.ReasonType)
-	ReasonChecksum  = Reason(codec.ReasonChecksum)
-	ReasonField     = Reason(codec.ReasonField)
-	ReasonValue     = Reason(codec.ReasonValue)
-	ReasonState     = Reason(codec.ReasonState)
-	ReasonVersion   = Reason(codec.ReasonVersion)
+	ReasonOK               = Reason(codec.ReasonOK)
+	ReasonLength           = Reason(codec.ReasonLength)
+	ReasonType             = Reason(codec.ReasonType)
+	ReasonChecksum         = Reason(codec.ReasonChecksum)
+	ReasonField            = Reason(codec.ReasonField)
+	ReasonValue            = Reason(codec.ReasonValue)
+	ReasonState            = Reason(codec.ReasonState)
+	ReasonVersion          = Reason(codec.ReasonVersion)
 	ReasonSource    Reason = 8
 	ReasonFragment  Reason = 9
 	ReasonBlocked   Reason = 10
