@@ -38,9 +38,11 @@ struct scratch {
 };
 
 /* Runtime config that userspace changes without reloading: the accepted
- * config versions, a 256-bit set. */
+ * config versions (a 256-bit set) and the agent's own 13-byte state, which a
+ * request without config headers is given (PROTOCOL.md §4.1). */
 struct regedge_cfg {
 	__u64 versions[4];
+	__u8 own[16]; /* the state's wire bytes; 3 bytes of padding */
 };
 
 static __always_inline __u32 be32_at(const __u8 *p)

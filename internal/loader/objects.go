@@ -29,6 +29,7 @@ type Options struct {
 	RegistryEntries uint32
 	BlockEntries    uint32
 	SynEntries      uint32
+	FlowEntries     uint32
 }
 
 // DefaultOptions are the seed's ports with the SYN guard off.
@@ -49,9 +50,15 @@ func (o *Options) validate() error {
 	return nil
 }
 
-// Objects are the loaded kernel objects, not yet attached.
+// Objects are the loaded kernel objects, not yet attached. The XDP and TC
+// objects share registry_stats and config_map: the TC collection is loaded
+// with the XDP collection's maps in their place.
 type Objects struct {
 	xdp xdpObjects
+	tc  tcObjects
+
+	versions codec.VersionSet
+	own      codec.State
 }
 
 // xdpSpec returns the XDP collection spec with opts applied.
@@ -82,6 +89,33 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
+func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
+	spec, err := loadTc()
+	if err != nil {
+		return nil, err
+	}
+	var ports [MaxProxyPorts]uint16
+	copy(ports[:], opts.ProxyPorts)
+	if err := spec.Variables[tcVarProxyPorts].Set(ports); err != nil {
+		return nil, fmt.Errorf("loader: set %s: %w", tcVarProxyPorts, err)
+	}
+	if opts.RegistryEntries != 0 {
+		spec.Maps[tcMapRegistryStats].MaxEntries = opts.RegistryEntries
+	}
+	if opts.FlowEntries != 0 {
+		spec.Maps[tcMapFlowTags].MaxEntries = opts.FlowEntries
+	}
+	return spec, nil
+}
+
+func loadErr(what string, err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("loader: verifier rejected the %s program: %+v", what, ve)
+	}
+	return fmt.Errorf("loader: load %s objects: %w", what, err)
+}
+
 // Load loads the programs and maps into the kernel without attaching them,
 // with config versions {1} and an empty allow-list.
 func Load(opts Options) (*Objects, error) {
@@ -92,15 +126,24 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Objects{}
+	o := &Objects{versions: codec.DefaultVersions, own: codec.DefaultState()}
 	if err := spec.LoadAndAssign(&o.xdp, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("loader: verifier rejected the XDP program: %+v", ve)
-		}
-		return nil, fmt.Errorf("loader: load XDP objects: %w", err)
+		return nil, loadErr("XDP", err)
 	}
-	if err := o.SetVersions(codec.DefaultVersions); err != nil {
+	tspec, err := tcSpec(opts)
+	if err != nil {
+		o.xdp.Close()
+		return nil, err
+	}
+	err = tspec.LoadAndAssign(&o.tc, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		tcMapRegistryStats: o.xdp.RegistryStats,
+		tcMapConfigMap:     o.xdp.ConfigMap,
+	}})
+	if err != nil {
+		o.xdp.Close()
+		return nil, loadErr("TC", err)
+	}
+	if err := o.writeConfig(); err != nil {
 		o.Close()
 		return nil, err
 	}
@@ -108,16 +151,47 @@ func Load(opts Options) (*Objects, error) {
 }
 
 // Close releases the objects (pinned ones stay in bpffs).
-func (o *Objects) Close() error { return o.xdp.Close() }
+func (o *Objects) Close() error { return errors.Join(o.tc.Close(), o.xdp.Close()) }
 
 // XDP returns the XDP program.
 func (o *Objects) XDP() *ebpf.Program { return o.xdp.RegedgeXdp }
 
+// TCIngress and TCEgress return the TC programs.
+func (o *Objects) TCIngress() *ebpf.Program { return o.tc.RegedgeTcIngress }
+func (o *Objects) TCEgress() *ebpf.Program  { return o.tc.RegedgeTcEgress }
+
 // SetVersions replaces the set of config versions the kernel accepts.
 func (o *Objects) SetVersions(vs codec.VersionSet) error {
-	cfg := xdpRegedgeCfg{Versions: vs}
+	old := o.versions
+	o.versions = vs
+	if err := o.writeConfig(); err != nil {
+		o.versions = old
+		return err
+	}
+	return nil
+}
+
+// SetOwnState tells the kernel the agent's own state: what a request
+// without config headers is given.
+func (o *Objects) SetOwnState(s codec.State) error {
+	if err := s.Validate(); err != nil {
+		return fmt.Errorf("loader: own state: %w", err)
+	}
+	old := o.own
+	o.own = s
+	if err := o.writeConfig(); err != nil {
+		o.own = old
+		return err
+	}
+	return nil
+}
+
+func (o *Objects) writeConfig() error {
+	cfg := xdpRegedgeCfg{Versions: o.versions}
+	b := o.own.Bytes()
+	copy(cfg.Own[:], b[:])
 	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {
-		return fmt.Errorf("loader: set versions: %w", err)
+		return fmt.Errorf("loader: write config_map: %w", err)
 	}
 	return nil
 }
@@ -131,6 +205,12 @@ func (o *Objects) SetAllow(prefixes []netip.Prefix) error {
 // Index ReasonOK counts passed packets.
 func (o *Objects) Counters() ([NumReasons]uint64, error) {
 	return sumStats(o.xdp.XdpStats)
+}
+
+// TCCounters returns the TC hook's counters (it drops nothing: index
+// ReasonOK counts every packet it saw).
+func (o *Objects) TCCounters() ([NumReasons]uint64, error) {
+	return sumStats(o.tc.TcStats)
 }
 
 func sumStats(m *ebpf.Map) ([NumReasons]uint64, error) {

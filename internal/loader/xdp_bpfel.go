@@ -38,6 +38,7 @@ type xdpLpmV6 struct {
 type xdpRegedgeCfg struct {
 	_        structs.HostLayout
 	Versions [4]uint64
+	Own      [16]uint8
 }
 
 type xdpRegistryCounters struct {
