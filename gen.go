@@ -10,3 +10,4 @@ package regedge
 
 //go:generate go tool bpf2go -target bpfel -go-package loader -output-dir internal/loader xdp bpf/xdp.c
 //go:generate go tool bpf2go -target bpfel -go-package loader -output-dir internal/loader tc bpf/tc.c
+//go:generate go tool bpf2go -target bpfel -go-package loader -output-dir internal/loader sklookup bpf/sklookup.c

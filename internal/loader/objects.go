@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/cilium/ebpf"
 
@@ -56,6 +57,7 @@ func (o *Options) validate() error {
 type Objects struct {
 	xdp xdpObjects
 	tc  tcObjects
+	sk  sklookupObjects
 
 	versions codec.VersionSet
 	own      codec.State
@@ -116,32 +118,70 @@ func loadErr(what string, err error) error {
 	return fmt.Errorf("loader: load %s objects: %w", what, err)
 }
 
-// Load loads the programs and maps into the kernel without attaching them,
-// with config versions {1} and an empty allow-list.
-func Load(opts Options) (*Objects, error) {
+// Load loads the programs and maps into the kernel without attaching or
+// pinning them, with config versions {1} and an empty allow-list.
+func Load(opts Options) (*Objects, error) { return load(opts, "") }
+
+// load loads the objects; with pinDir set, every map is pinned there by name
+// and a map already pinned there (by an earlier agent) is reused, so its
+// contents survive a restart.
+func load(opts Options, pinDir string) (*Objects, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	spec, err := xdpSpec(opts)
+	xspec, err := xdpSpec(opts)
 	if err != nil {
 		return nil, err
-	}
-	o := &Objects{versions: codec.DefaultVersions, own: codec.DefaultState()}
-	if err := spec.LoadAndAssign(&o.xdp, nil); err != nil {
-		return nil, loadErr("XDP", err)
 	}
 	tspec, err := tcSpec(opts)
 	if err != nil {
-		o.xdp.Close()
 		return nil, err
 	}
-	err = tspec.LoadAndAssign(&o.tc, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+	sspec, err := loadSklookup()
+	if err != nil {
+		return nil, err
+	}
+	var mapOpts ebpf.MapOptions
+	if pinDir != "" {
+		mapOpts.PinPath = pinDir
+		for _, spec := range []*ebpf.CollectionSpec{xspec, tspec, sspec} {
+			for name, m := range spec.Maps {
+				if !strings.HasPrefix(name, ".") { // not .rodata: constants are per load
+					m.Pinning = ebpf.PinByName
+				}
+			}
+		}
+		// Shared maps come from the XDP collection.
+		tspec.Maps[tcMapRegistryStats].Pinning = ebpf.PinNone
+		tspec.Maps[tcMapConfigMap].Pinning = ebpf.PinNone
+	}
+	o := &Objects{versions: codec.DefaultVersions, own: codec.DefaultState()}
+	if err := xspec.LoadAndAssign(&o.xdp, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
+		return nil, loadErr("XDP", err)
+	}
+	err = tspec.LoadAndAssign(&o.tc, &ebpf.CollectionOptions{Maps: mapOpts, MapReplacements: map[string]*ebpf.Map{
 		tcMapRegistryStats: o.xdp.RegistryStats,
 		tcMapConfigMap:     o.xdp.ConfigMap,
 	}})
 	if err != nil {
 		o.xdp.Close()
 		return nil, loadErr("TC", err)
+	}
+	if err := sspec.LoadAndAssign(&o.sk, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
+		o.tc.Close()
+		o.xdp.Close()
+		return nil, loadErr("sk_lookup", err)
+	}
+	if pinDir != "" {
+		// A reused config_map holds the previous agent's settings; they are
+		// rewritten by the caller's SetVersions/SetOwnState.
+		var prev xdpRegedgeCfg
+		if err := o.xdp.ConfigMap.Lookup(uint32(0), &prev); err == nil && prev.Versions != (codec.VersionSet{}) {
+			o.versions = prev.Versions
+			if s, err := codec.StateFromBytes([codec.StateSize]byte(prev.Own[:codec.StateSize])); err == nil {
+				o.own = s
+			}
+		}
 	}
 	if err := o.writeConfig(); err != nil {
 		o.Close()
@@ -151,7 +191,7 @@ func Load(opts Options) (*Objects, error) {
 }
 
 // Close releases the objects (pinned ones stay in bpffs).
-func (o *Objects) Close() error { return errors.Join(o.tc.Close(), o.xdp.Close()) }
+func (o *Objects) Close() error { return errors.Join(o.sk.Close(), o.tc.Close(), o.xdp.Close()) }
 
 // XDP returns the XDP program.
 func (o *Objects) XDP() *ebpf.Program { return o.xdp.RegedgeXdp }
