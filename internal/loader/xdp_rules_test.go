@@ -1,0 +1,220 @@
+package loader
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/testutil"
+)
+
+func validDatagram() []byte {
+	f := codec.Update(codec.FieldRows, 40)
+	return codec.AppendDatagram(nil, codec.DefaultState(), &f)
+}
+
+// TestXDPMalformedAndFragments: the L3/L4 checks, each on a packet that is
+// otherwise a valid datagram to the bus.
+func TestXDPMalformedAndFragments(t *testing.T) {
+	o := loadForTest(t)
+	good4 := busPacket(false, 0, validDatagram())
+	const l3 = 14 // IPv4 header offset without VLAN
+	mod := func(b []byte, f func([]byte)) []byte {
+		c := append([]byte(nil), b...)
+		f(c)
+		return c
+	}
+	fixIPCsum := func(b []byte) {
+		b[l3+10], b[l3+11] = 0, 0
+		binary.BigEndian.PutUint16(b[l3+10:], checksum(b[l3:l3+20], 0))
+	}
+	frag := func(off uint16, mf bool, dport uint16) []byte {
+		p := packet{src: testSrc4, dst: testDst4, sport: 40000, dport: dport, payload: validDatagram(), fragOff: off, moreFrags: mf}
+		return p.bytes()
+	}
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want Reason
+	}{
+		{"valid datagram", good4, ReasonOK},
+		{"IPv4 header checksum wrong", mod(good4, func(b []byte) { b[l3+10] ^= 1 }), ReasonMalformed},
+		{"IPv4 version 5", mod(good4, func(b []byte) { b[l3] = 0x55; fixIPCsum(b) }), ReasonMalformed},
+		{"IPv4 IHL 4", mod(good4, func(b []byte) { b[l3] = 0x44; fixIPCsum(b) }), ReasonMalformed},
+		{"IPv4 total length past the frame", mod(good4, func(b []byte) { binary.BigEndian.PutUint16(b[l3+2:], 1000); fixIPCsum(b) }), ReasonMalformed},
+		{"IPv4 total length below the header", mod(good4, func(b []byte) { binary.BigEndian.PutUint16(b[l3+2:], 19); fixIPCsum(b) }), ReasonMalformed},
+		{"UDP length longer than the IP payload", mod(good4, func(b []byte) { binary.BigEndian.PutUint16(b[l3+24:], 200) }), ReasonMalformed},
+		{"UDP length below 8", mod(good4, func(b []byte) { binary.BigEndian.PutUint16(b[l3+24:], 7) }), ReasonMalformed},
+		{"truncated IPv4 header", good4[:l3+12], ReasonMalformed},
+		{"IPv4 ethertype, no header", good4[:14], ReasonMalformed},
+		{"trailing Ethernet padding is fine", append(append([]byte(nil), good4...), 0, 0, 0, 0), ReasonOK},
+		{"first fragment to the bus port", frag(0, true, 4874), ReasonFragment},
+		{"first fragment elsewhere", frag(0, true, 53), ReasonOK},
+		{"later fragment (ports unknown)", frag(8, false, 4874), ReasonOK},
+		{"TCP data offset 4", mod(tcpPacket(false, 1, 4873, 0x18, "x"), func(b []byte) { b[l3+20+12] = 4 << 4 }), ReasonMalformed},
+		{"TCP data offset past the segment", mod(tcpPacket(false, 1, 4873, 0x18, "x"), func(b []byte) { b[l3+20+12] = 15 << 4 }), ReasonMalformed},
+		{"ARP", append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06}, make([]byte, 28)...), ReasonOK},
+	} {
+		ret, got := runXDP(t, o, tc.pkt)
+		if got != tc.want || ret != wantAction(tc.want) {
+			t.Errorf("%s: action %d reason %s, want %s", tc.name, ret, got, tc.want)
+		}
+	}
+}
+
+func ipv6WithExt(exts [][]byte, payload []byte) []byte {
+	p := packet{src: testSrc6, dst: testDst6, sport: 40000, dport: 4874, payload: payload}
+	b := p.bytes()
+	const l3 = 14
+	udp := append([]byte(nil), b[l3+40:]...)
+	var ext []byte
+	next := byte(ipProtoUDP)
+	for i := len(exts) - 1; i >= 0; i-- {
+		e := append([]byte(nil), exts[i]...)
+		e[0] = next
+		next = exts[i][0]
+		ext = append(e, ext...)
+	}
+	out := append([]byte(nil), b[:l3+40]...)
+	out[l3+6] = next
+	binary.BigEndian.PutUint16(out[l3+4:], uint16(len(ext)+len(udp)))
+	return append(append(out, ext...), udp...)
+}
+
+// hopByHop and destOpts are 8-byte option headers; byte 0 is the type of
+// this header (ipv6WithExt moves it into the previous header's next field).
+func hopByHop() []byte { return []byte{0, 0, 1, 4, 0, 0, 0, 0} }
+func destOpts() []byte { return []byte{60, 0, 1, 4, 0, 0, 0, 0} }
+func fragHdr(off uint16, more bool) []byte {
+	v := off << 3
+	if more {
+		v |= 1
+	}
+	return []byte{44, 0, byte(v >> 8), byte(v), 0, 0, 0, 1}
+}
+
+func TestXDPIPv6ExtensionHeaders(t *testing.T) {
+	o := loadForTest(t)
+	dg := validDatagram()
+	bad := append([]byte(nil), dg...)
+	bad[len(bad)-1] ^= 1
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want Reason
+	}{
+		{"hop-by-hop, valid datagram", ipv6WithExt([][]byte{hopByHop()}, dg), ReasonOK},
+		{"hop-by-hop + dest opts, bad checksum", ipv6WithExt([][]byte{hopByHop(), destOpts()}, bad), ReasonChecksum},
+		{"four headers, judged", ipv6WithExt([][]byte{hopByHop(), destOpts(), destOpts(), destOpts()}, bad), ReasonChecksum},
+		{"five headers: deeper than parsed", ipv6WithExt([][]byte{hopByHop(), destOpts(), destOpts(), destOpts(), destOpts()}, dg), ReasonMalformed},
+		{"first fragment to the bus", ipv6WithExt([][]byte{fragHdr(0, true)}, dg), ReasonFragment},
+		{"later fragment", ipv6WithExt([][]byte{fragHdr(1, false)}, dg), ReasonOK},
+	} {
+		ret, got := runXDP(t, o, tc.pkt)
+		if got != tc.want || ret != wantAction(tc.want) {
+			t.Errorf("%s: action %d reason %s, want %s", tc.name, ret, got, tc.want)
+		}
+	}
+}
+
+func TestXDPBlockList(t *testing.T) {
+	o := loadForTest(t)
+	pkt := busPacket(false, 0, validDatagram())
+	tcp := tcpPacket(false, 1234, 4873, 0x02, "")
+	pkt6 := busPacket(true, 1, validDatagram())
+	if _, r := runXDP(t, o, pkt); r != ReasonOK {
+		t.Fatalf("before blocking: %s", r)
+	}
+	if err := o.Block(netip.MustParsePrefix("192.0.2.0/28"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Block(netip.MustParsePrefix("2001:db8::10/128"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string][]byte{"udp": pkt, "tcp": tcp, "ipv6": pkt6} {
+		if ret, r := runXDP(t, o, p); r != ReasonBlocked || ret != xdpDrop {
+			t.Errorf("%s from a blocked source: %d %s", name, ret, r)
+		}
+	}
+	list, err := o.Blocked()
+	if err != nil || len(list) != 2 {
+		t.Fatalf("Blocked = %v, %v", list, err)
+	}
+	for _, e := range list {
+		switch e.Prefix.String() {
+		case "192.0.2.0/28":
+			if !e.Expires.IsZero() {
+				t.Errorf("%v expires %v, want never", e.Prefix, e.Expires)
+			}
+		case "2001:db8::10/128":
+			if d := time.Until(e.Expires); d < 59*time.Minute || d > time.Hour {
+				t.Errorf("%v expires in %v, want about an hour", e.Prefix, d)
+			}
+		default:
+			t.Errorf("unexpected entry %v", e)
+		}
+	}
+	// An entry whose time has passed no longer blocks, and listing drops it.
+	if err := o.Block(netip.MustParsePrefix("192.0.2.0/28"), time.Nanosecond); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, pkt); return r == ReasonOK })
+	if list, _ := o.Blocked(); len(list) != 1 {
+		t.Fatalf("after expiry Blocked = %v", list)
+	}
+	if err := o.Unblock(netip.MustParsePrefix("2001:db8::10/128")); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := runXDP(t, o, pkt6); r != ReasonOK {
+		t.Fatalf("after unblock: %s", r)
+	}
+}
+
+func TestXDPSynGuard(t *testing.T) {
+	testutil.RequireRoot(t)
+	opts := DefaultOptions()
+	opts.SynRate, opts.SynBurst = 1, 5 // 1 per second after a burst of 5
+	o, err := Load(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	syn := tcpPacket(false, 1000, 4873, 0x02, "")
+	var drops int
+	for i := 0; i < 20; i++ {
+		if _, r := runXDP(t, o, syn); r == ReasonSynflood {
+			drops++
+		}
+	}
+	// 5 pass at once; in the few ms the loop takes, at most one more token.
+	if drops < 14 || drops > 15 {
+		t.Fatalf("%d of 20 SYNs dropped, want 14 or 15", drops)
+	}
+	for name, p := range map[string][]byte{
+		"SYN-ACK":        tcpPacket(false, 1000, 4873, 0x12, ""),
+		"data":           tcpPacket(false, 1000, 4873, 0x18, "GET"),
+		"SYN other port": tcpPacket(false, 1000, 8080, 0x02, ""),
+	} {
+		if _, r := runXDP(t, o, p); r != ReasonOK {
+			t.Errorf("%s: %s, want ok", name, r)
+		}
+	}
+	// Another source has its own bucket.
+	other := packet{src: netip.MustParseAddr("192.0.2.99"), dst: testDst4, sport: 1, dport: 4873, tcp: true, tcpFlags: 0x02}
+	if _, r := runXDP(t, o, other.bytes()); r != ReasonOK {
+		t.Errorf("another source's first SYN: %s", r)
+	}
+}
+
+// TestSynGuardOffByDefault: with the default options SYNs are never dropped.
+func TestSynGuardOffByDefault(t *testing.T) {
+	o := loadForTest(t)
+	syn := tcpPacket(false, 1001, 4873, 0x02, "")
+	for i := 0; i < 50; i++ {
+		if _, r := runXDP(t, o, syn); r != ReasonOK {
+			t.Fatalf("SYN %d: %s", i, r)
+		}
+	}
+}
