@@ -18,7 +18,9 @@ import (
 type Status interface {
 	State() codec.State
 	WebSocketClients() int
-	BPFMode() string // "kernel" or "userspace"
+	BPFMode() string   // "kernel" or "userspace"
+	BPFReason() string // why userspace, in plain words
+	BPFNotes() []string
 	Interfaces() []string
 	Ready() bool
 }
@@ -38,7 +40,7 @@ func Handler(st Status, reg *prometheus.Registry, started time.Time) http.Handle
 			Config:      healthConfig{Version: s.Version, RegistryHash: config.Hash(s.RegistryHash), Uptime: up},
 			Connections: healthConns{WebSocket: st.WebSocketClients(), Uptime: up},
 			Timestamp:   time.Now().UnixMilli(),
-			BPF:         healthBPF{Mode: st.BPFMode(), Interfaces: ifaces},
+			BPF:         healthBPF{Mode: st.BPFMode(), Interfaces: ifaces, Reason: st.BPFReason(), Notes: st.BPFNotes()},
 		})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -78,6 +80,8 @@ type healthConns struct {
 type healthBPF struct {
 	Mode       string   `json:"mode"`
 	Interfaces []string `json:"interfaces"`
+	Reason     string   `json:"reason,omitempty"` // why userspace
+	Notes      []string `json:"notes,omitempty"`  // fallbacks in force
 }
 
 // APIConfig is the body of GET /api/config.

@@ -1,7 +1,8 @@
-// Package agent runs the regedge agent: it owns the config state and starts
-// the listeners of INTERFACE.md. Today that is the admin listener (/health,
-// /readyz, /metrics, /api/config); the proxy, the kernel datapath, the
-// WebSocket server and the config bus are added here as their issues land.
+// Package agent runs the regedge agent: it owns the config state, attaches
+// the kernel datapath (per agent.bpf) and starts the listeners of
+// INTERFACE.md. Today that is the admin listener (/health, /readyz, /metrics,
+// /api/config); the proxy, the WebSocket server and the config bus are added
+// here as their issues land.
 package agent
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/loader"
 )
 
 // ErrBPFRequired is returned by Run when agent.bpf is "required" and the
@@ -36,10 +38,13 @@ type Agent struct {
 	mu    sync.RWMutex
 	state codec.State
 
-	ready    atomic.Bool
-	bpfMode  string
-	adminLn  net.Listener
-	registry *prometheus.Registry
+	ready     atomic.Bool
+	bpfMode   string
+	bpfReason string   // why the mode is userspace, in plain words
+	bpfNotes  []string // fallbacks in force
+	dp        *loader.Datapath
+	adminLn   net.Listener
+	registry  *prometheus.Registry
 }
 
 // New checks cfg and prepares an agent; nothing listens until Run.
@@ -48,13 +53,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: log, state: cfg.State(), registry: prometheus.NewRegistry()}
-	// The kernel datapath is not part of this build yet: every check runs in
-	// userspace, and the agent says so in its log, /health and metrics.
-	switch cfg.Agent.BPF {
-	case "required":
-		return nil, ErrBPFRequired
-	default:
-		a.bpfMode = "userspace"
+	if err := a.openDatapath(); err != nil {
+		return nil, err
 	}
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
@@ -69,6 +69,66 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 	a.registry.MustRegister(mode, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return a, nil
 }
+
+// openDatapath attaches the kernel half per agent.bpf: "off" never tries,
+// "auto" falls back to userspace checks and says why, "required" fails.
+func (a *Agent) openDatapath() error {
+	a.bpfMode = "userspace"
+	cfg := a.cfg
+	switch {
+	case cfg.Agent.BPF == "off":
+		a.bpfReason = "agent.bpf is off"
+		return nil
+	case len(cfg.Agent.Interfaces) == 0:
+		a.bpfReason = "no interfaces configured (agent.interfaces, REGEDGE_INTERFACES or --interface)"
+		if cfg.Agent.BPF == "required" {
+			return fmt.Errorf("%w: %s", ErrBPFRequired, a.bpfReason)
+		}
+		return nil
+	}
+	opts := loader.DefaultOptions()
+	opts.BusPort = uint16(cfg.Bus.Port)
+	opts.ProxyPorts = []uint16{uint16(cfg.Proxy.ListenPort)}
+	dp, err := loader.Open(loader.Config{
+		Options: opts, BPFFS: cfg.Agent.BPFFS, Interfaces: cfg.Agent.Interfaces,
+		XDPGeneric: cfg.Agent.XDPMode == "generic",
+	})
+	if err == nil {
+		err = a.pushToKernel(dp.Objects)
+		if err != nil {
+			dp.Close()
+		}
+	}
+	if err != nil {
+		a.bpfReason = loader.Explain(err)
+		if cfg.Agent.BPF == "required" {
+			return fmt.Errorf("%w: %s", ErrBPFRequired, a.bpfReason)
+		}
+		return nil
+	}
+	a.dp, a.bpfMode, a.bpfReason, a.bpfNotes = dp, "kernel", "", dp.Notes
+	a.registry.MustRegister(loader.NewCollector(dp.Objects))
+	return nil
+}
+
+// pushToKernel applies the config the kernel judges by: accepted versions,
+// the bus allow-list and the agent's own state.
+func (a *Agent) pushToKernel(o *loader.Objects) error {
+	s := a.State()
+	if err := o.SetVersions(codec.NewVersionSet(s.Version)); err != nil {
+		return err
+	}
+	if err := o.SetAllow(a.cfg.AllowPrefixes()); err != nil {
+		return err
+	}
+	return o.SetOwnState(s)
+}
+
+// BPFReason says why the agent runs in userspace mode ("" in kernel mode).
+func (a *Agent) BPFReason() string { return a.bpfReason }
+
+// BPFNotes lists the fallbacks in force in kernel mode.
+func (a *Agent) BPFNotes() []string { return a.bpfNotes }
 
 // State returns the current config state.
 func (a *Agent) State() codec.State {
@@ -126,8 +186,14 @@ func (a *Agent) Serve(ctx context.Context) error {
 		"admin", a.adminLn.Addr().String(),
 		"state", a.State().Dump(),
 		"bpf_mode", a.bpfMode,
-		"bpf_reason", "the kernel datapath is not in this build; every check runs in userspace",
+		"interfaces", a.Interfaces(),
 	)
+	if a.bpfMode == "userspace" {
+		a.log.Warn("kernel datapath not attached: every check runs in userspace", "reason", a.bpfReason)
+	}
+	for _, n := range a.bpfNotes {
+		a.log.Info("kernel datapath fallback", "note", n)
+	}
 	a.ready.Store(true)
 	select {
 	case <-ctx.Done():
@@ -138,6 +204,10 @@ func (a *Agent) Serve(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
+	if a.dp != nil {
+		// Pins stay: the programs keep judging packets until the next agent.
+		err = errors.Join(err, a.dp.Close())
+	}
 	a.log.Info("agent stopped")
 	return err
 }

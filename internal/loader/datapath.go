@@ -84,15 +84,23 @@ func Open(cfg Config) (*Datapath, error) {
 	return d, nil
 }
 
-func (d *Datapath) open() error {
+func (d *Datapath) open() (err error) {
 	fresh := false
 	target := d.dir
-	if _, err := os.Stat(d.dir); errors.Is(err, os.ErrNotExist) {
+	if _, statErr := os.Stat(d.dir); errors.Is(statErr, os.ErrNotExist) {
 		// First start: build everything in a temporary directory and rename
 		// it into place once complete, so a crash never leaves half a layout.
 		fresh = true
 		target = filepath.Join(d.root, fmt.Sprintf("tmp-%d", os.Getpid())) // bpffs refuses names with dots
 		_ = os.RemoveAll(target)
+		defer func() {
+			if err != nil {
+				// Nothing half-built stays behind: removing the pins
+				// detaches whatever this attempt attached.
+				d.closeAll()
+				_ = os.RemoveAll(target)
+			}
+		}()
 	}
 	for _, sub := range []string{"maps", "links"} {
 		if err := os.MkdirAll(filepath.Join(target, sub), 0o700); err != nil {
