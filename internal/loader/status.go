@@ -53,7 +53,7 @@ func ReadStatus(bpffs string) (*Status, error) {
 	}
 	for _, e := range links {
 		ls := LinkStatus{Name: e.Name()}
-		l, err := link.LoadPinnedLink(filepath.Join(st.Dir, "links", e.Name()), &ebpf.LoadPinOptions{ReadOnly: true})
+		l, err := link.LoadPinnedLink(filepath.Join(st.Dir, "links", e.Name()), nil) // links cannot be opened read-only
 		if err == nil {
 			if info, err := l.Info(); err == nil {
 				ls.Type = linkTypeName(info.Type)

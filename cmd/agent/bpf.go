@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/loader"
+)
+
+func newBPFCmd() *cobra.Command {
+	var file string
+	var bpffs string
+	cmd := &cobra.Command{
+		Use:   "bpf",
+		Short: "Inspect or remove the kernel datapath (pins under bpffs)",
+	}
+	cmd.PersistentFlags().StringVar(&file, "config", "", "config file (JSON): agent.bpffs and agent.interfaces")
+	cmd.PersistentFlags().StringVar(&bpffs, "bpffs", "", "bpffs mount point (default: agent.bpffs, /sys/fs/bpf)")
+	resolve := func() (*config.Config, string, error) {
+		c, err := config.Load(file, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		if bpffs != "" {
+			return c, bpffs, nil
+		}
+		return c, c.Agent.BPFFS, nil
+	}
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Attached programs, links, pinned maps and kernel counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, fs, err := resolve()
+			if err != nil {
+				return err
+			}
+			st, err := loader.ReadStatus(fs)
+			if err != nil {
+				return err
+			}
+			writeStatus(cmd, st)
+			return nil
+		},
+	}
+	var ifaces []string
+	detach := &cobra.Command{
+		Use:   "detach [--interface IF]...",
+		Short: "Remove all of regedge's kernel state: links, programs, maps",
+		Long: `Remove every pinned link (detaching its program) and every pinned map
+under bpffs, and any netlink/clsact fallback attachment on the configured
+interfaces. Packets are no longer judged in the kernel afterwards.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, fs, err := resolve()
+			if err != nil {
+				return err
+			}
+			if len(ifaces) == 0 {
+				ifaces = c.Agent.Interfaces
+			}
+			if err := loader.Detach(fs, ifaces); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "detached: removed %s\n", loader.PinRoot(fs))
+			return nil
+		},
+	}
+	detach.Flags().StringArrayVar(&ifaces, "interface", nil, "interface to clear of fallback attachments (default: agent.interfaces)")
+	cmd.AddCommand(status, detach)
+	return cmd
+}
+
+func writeStatus(cmd *cobra.Command, st *loader.Status) {
+	w := cmd.OutOrStdout()
+	if len(st.Links) == 0 && len(st.Maps) == 0 {
+		fmt.Fprintf(w, "no regedge kernel state under %s\n", st.Dir)
+		return
+	}
+	fmt.Fprintf(w, "pins: %s\n\n", st.Dir)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "LINK\tTYPE\tPROGRAM\tPROG ID")
+	for _, l := range st.Links {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", l.Name, l.Type, l.Program, l.ProgramID)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "MAP\tTYPE\tKEY\tVALUE\tMAX ENTRIES\tMEMORY")
+	for _, m := range st.Maps {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", m.Name, m.Type, m.KeySize, m.ValueSize, m.MaxEntries, bytesText(m.Memlock))
+	}
+	fmt.Fprintf(tw, "total\t\t\t\t\t%s\n", bytesText(st.MapMemory()))
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "HOOK\tREASON\tPACKETS")
+	for r := loader.Reason(0); r < loader.NumReasons; r++ {
+		word := r.String()
+		if r == loader.ReasonOK {
+			word = "pass"
+		}
+		if st.XDP[r] != 0 || r == loader.ReasonOK {
+			fmt.Fprintf(tw, "xdp\t%s\t%d\n", word, st.XDP[r])
+		}
+	}
+	fmt.Fprintf(tw, "tc\tpass\t%d\n", st.TC[loader.ReasonOK])
+	tw.Flush()
+	if len(st.Registries) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(tw, "REGISTRY HASH\tDIRECTION\tPACKETS\tBYTES")
+		for _, r := range st.Registries {
+			dir := "ingress"
+			if r.Egress {
+				dir = "egress"
+			}
+			fmt.Fprintf(tw, "0x%08x\t%s\t%d\t%d\n", r.Hash, dir, r.Packets, r.Bytes)
+		}
+		tw.Flush()
+	}
+}
+
+func bytesText(n uint64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
