@@ -159,16 +159,30 @@ static __always_inline void count_registry(__u32 hash, __u64 bytes)
 	bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST);
 }
 
-static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct pkt *p)
+static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct pkt *p,
+					      const struct regedge_cfg *cfg)
 {
 	__u32 zero = 0;
 	__u32 len = p->payload_len;
 	if (len < MIN_DATAGRAM)
 		return verdict(REASON_LENGTH);
 
+	__u64 bytes = ctx->data_end - ctx->data;
+	if (len == MIN_DATAGRAM) {
+		/* The common case is judged in place: no copy. */
+		const __u8 *d = (void *)(long)ctx->data + (p->payload_off & 0xffff);
+		if ((void *)(d + MIN_DATAGRAM) <= (void *)(long)ctx->data_end) {
+			int r = small_datagram_reason(d, cfg);
+			if (r != REASON_OK)
+				return verdict(r);
+			count_registry(be32_at(d + 1), bytes);
+			return verdict(REASON_OK);
+		}
+	}
+
+	/* Longer datagrams (BULK) or a frame in several buffers: copy first. */
 	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
-	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
-	if (!sc || !cfg)
+	if (!sc)
 		return XDP_ABORTED;
 	__u32 n = len < MAX_DATAGRAM ? len : MAX_DATAGRAM;
 	if (n < 1 || n > MAX_DATAGRAM)
@@ -179,7 +193,7 @@ static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct p
 	int r = datagram_reason(sc, len, cfg);
 	if (r != REASON_OK)
 		return verdict(r);
-	count_registry(be32_at(sc->b + 1), (__u64)(ctx->data_end - ctx->data));
+	count_registry(be32_at(sc->b + 1), bytes);
 	return verdict(REASON_OK);
 }
 
@@ -196,7 +210,12 @@ int regedge_xdp(struct xdp_md *ctx)
 	if (pr != PARSE_OK)
 		return verdict(REASON_MALFORMED);
 
-	if (is_blocked(&p))
+	__u32 zero = 0;
+	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return XDP_ABORTED;
+	/* Most edges block nobody: skip the trie lookup then. */
+	if (cfg->block_count != 0 && is_blocked(&p))
 		return verdict(REASON_BLOCKED);
 
 	if (p.frag) {
@@ -218,7 +237,7 @@ int regedge_xdp(struct xdp_md *ctx)
 	if (p.l4proto == IPPROTO_UDP && p.dport == bus_port) {
 		if (!is_allowed(&p))
 			return verdict(REASON_SOURCE);
-		return check_bus_datagram(ctx, &p);
+		return check_bus_datagram(ctx, &p, cfg);
 	}
 	return verdict(REASON_OK);
 }

@@ -77,6 +77,8 @@ static __always_inline int ipv4_csum_bad(struct iphdr *ip, void *data_end, __u32
 {
 	__u16 *w = (__u16 *)ip;
 	__u32 sum = (__u32)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7] + w[8] + w[9];
+	if (ihl == 5)
+		return csum_fold(sum) != 0; /* no options: the common case */
 	IPV4_CSUM_WORD(10); IPV4_CSUM_WORD(11); IPV4_CSUM_WORD(12); IPV4_CSUM_WORD(13);
 	IPV4_CSUM_WORD(14); IPV4_CSUM_WORD(15); IPV4_CSUM_WORD(16); IPV4_CSUM_WORD(17);
 	IPV4_CSUM_WORD(18); IPV4_CSUM_WORD(19); IPV4_CSUM_WORD(20); IPV4_CSUM_WORD(21);

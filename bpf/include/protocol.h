@@ -42,7 +42,9 @@ struct scratch {
  * request without config headers is given (PROTOCOL.md §4.1). */
 struct regedge_cfg {
 	__u64 versions[4];
-	__u8 own[16]; /* the state's wire bytes; 3 bytes of padding */
+	__u8 own[16];      /* the state's wire bytes; 3 bytes of padding */
+	__u32 block_count; /* entries on the block list: 0 skips its lookup */
+	__u32 pad;
 };
 
 static __always_inline __u32 be32_at(const __u8 *p)
@@ -188,6 +190,21 @@ static __always_inline int bulk_reason(const struct scratch *sc, __u32 flen)
 }
 
 /*
+ * §2.3 for a datagram of exactly MIN_DATAGRAM bytes (a state and a fixed
+ * frame, the common case) at b, which may point into the packet itself.
+ */
+static __always_inline int small_datagram_reason(const __u8 *b, const struct regedge_cfg *cfg)
+{
+	if (state_reason(b) != REASON_OK)
+		return REASON_STATE;
+	if (!version_ok(cfg, b[0]))
+		return REASON_VERSION;
+	if (b[STATE_SIZE] == TYPE_BULK)
+		return REASON_LENGTH; /* a BULK is never 14 bytes */
+	return fixed_reason(b + STATE_SIZE);
+}
+
+/*
  * §2.3 for a datagram of len bytes whose first min(len, MAX_DATAGRAM) bytes
  * are in sc: length, state, version, then the frame.
  */
@@ -196,6 +213,8 @@ static __always_inline int datagram_reason(const struct scratch *sc, __u32 len,
 {
 	if (len < MIN_DATAGRAM)
 		return REASON_LENGTH;
+	if (len == MIN_DATAGRAM)
+		return small_datagram_reason(sc->b, cfg);
 	if (state_reason(sc->b) != REASON_OK)
 		return REASON_STATE;
 	if (!version_ok(cfg, sc->b[0]))

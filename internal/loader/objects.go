@@ -59,8 +59,9 @@ type Objects struct {
 	tc  tcObjects
 	sk  sklookupObjects
 
-	versions codec.VersionSet
-	own      codec.State
+	versions   codec.VersionSet
+	own        codec.State
+	blockCount uint32
 }
 
 // xdpSpec returns the XDP collection spec with opts applied.
@@ -183,7 +184,7 @@ func load(opts Options, pinDir string) (*Objects, error) {
 			}
 		}
 	}
-	if err := o.writeConfig(); err != nil {
+	if err := o.countBlocked(); err != nil {
 		o.Close()
 		return nil, err
 	}
@@ -227,7 +228,7 @@ func (o *Objects) SetOwnState(s codec.State) error {
 }
 
 func (o *Objects) writeConfig() error {
-	cfg := xdpRegedgeCfg{Versions: o.versions}
+	cfg := xdpRegedgeCfg{Versions: o.versions, BlockCount: o.blockCount}
 	b := o.own.Bytes()
 	copy(cfg.Own[:], b[:])
 	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {

@@ -47,9 +47,11 @@ type tcHeadScratch struct {
 }
 
 type tcRegedgeCfg struct {
-	_        structs.HostLayout
-	Versions [4]uint64
-	Own      [16]uint8
+	_          structs.HostLayout
+	Versions   [4]uint64
+	Own        [16]uint8
+	BlockCount uint32
+	Pad        uint32
 }
 
 type tcRegistryCounters struct {

@@ -36,9 +36,11 @@ type xdpLpmV6 struct {
 }
 
 type xdpRegedgeCfg struct {
-	_        structs.HostLayout
-	Versions [4]uint64
-	Own      [16]uint8
+	_          structs.HostLayout
+	Versions   [4]uint64
+	Own        [16]uint8
+	BlockCount uint32
+	Pad        uint32
 }
 
 type xdpRegistryCounters struct {
