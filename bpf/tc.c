@@ -69,19 +69,6 @@ static __always_inline int is_proxy_port(__u16 port)
 	return 0;
 }
 
-static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 bytes)
-{
-	struct registry_key k = {.hash = hash, .dir = dir};
-	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);
-	if (c) {
-		c->packets += 1;
-		c->bytes += bytes;
-		return;
-	}
-	struct registry_counters nc = {.packets = 1, .bytes = bytes};
-	bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST);
-}
-
 /* flow_key_of builds the key with the client as source, the proxy as dest. */
 static __always_inline void flow_key_of(const struct pkt *p, int from_client, struct flow_key *k)
 {

@@ -98,11 +98,31 @@ static __always_inline int is_blocked(const struct pkt *p)
 	return b->expires_ns == 0 || b->expires_ns > bpf_ktime_get_boot_ns();
 }
 
-static __always_inline int is_allowed(const struct pkt *p)
+static __always_inline int is_allowed(const struct pkt *p, const struct regedge_cfg *cfg)
 {
 	if (p->family == 4) {
+		if (cfg->allow4_n != ALLOW_USE_TRIE) {
+			for (__u32 i = 0; i < ALLOW_FAST_V4; i++) {
+				if (i >= cfg->allow4_n)
+					break;
+				if ((p->saddr[0] & cfg->allow4[i].mask) == cfg->allow4[i].addr)
+					return 1;
+			}
+			return 0;
+		}
 		struct lpm_v4 k = {.prefixlen = 32, .addr = p->saddr[0]};
 		return bpf_map_lookup_elem(&allow_v4, &k) != NULL;
+	}
+	if (cfg->allow6_n != ALLOW_USE_TRIE) {
+		for (__u32 i = 0; i < ALLOW_FAST_V6; i++) {
+			if (i >= cfg->allow6_n)
+				break;
+			const struct allow6 *a = &cfg->allow6[i];
+			if ((p->saddr[0] & a->mask[0]) == a->addr[0] && (p->saddr[1] & a->mask[1]) == a->addr[1] &&
+			    (p->saddr[2] & a->mask[2]) == a->addr[2] && (p->saddr[3] & a->mask[3]) == a->addr[3])
+				return 1;
+		}
+		return 0;
 	}
 	struct lpm_v6 k = {.prefixlen = 128};
 	__builtin_memcpy(k.addr, p->saddr, 16);
@@ -146,19 +166,6 @@ static __always_inline int syn_over_limit(const struct pkt *p)
 	return 0;
 }
 
-static __always_inline void count_registry(__u32 hash, __u64 bytes)
-{
-	struct registry_key k = {.hash = hash, .dir = DIR_INGRESS};
-	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);
-	if (c) {
-		c->packets += 1;
-		c->bytes += bytes;
-		return;
-	}
-	struct registry_counters nc = {.packets = 1, .bytes = bytes};
-	bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST);
-}
-
 static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct pkt *p,
 					      const struct regedge_cfg *cfg)
 {
@@ -175,7 +182,7 @@ static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct p
 			int r = small_datagram_reason(d, cfg);
 			if (r != REASON_OK)
 				return verdict(r);
-			count_registry(be32_at(d + 1), bytes);
+			count_registry(be32_at(d + 1), DIR_INGRESS, bytes);
 			return verdict(REASON_OK);
 		}
 	}
@@ -193,7 +200,7 @@ static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct p
 	int r = datagram_reason(sc, len, cfg);
 	if (r != REASON_OK)
 		return verdict(r);
-	count_registry(be32_at(sc->b + 1), bytes);
+	count_registry(be32_at(sc->b + 1), DIR_INGRESS, bytes);
 	return verdict(REASON_OK);
 }
 
@@ -235,7 +242,7 @@ int regedge_xdp(struct xdp_md *ctx)
 	}
 
 	if (p.l4proto == IPPROTO_UDP && p.dport == bus_port) {
-		if (!is_allowed(&p))
+		if (!is_allowed(&p, cfg))
 			return verdict(REASON_SOURCE);
 		return check_bus_datagram(ctx, &p, cfg);
 	}

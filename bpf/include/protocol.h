@@ -40,11 +40,32 @@ struct scratch {
 /* Runtime config that userspace changes without reloading: the accepted
  * config versions (a 256-bit set) and the agent's own 13-byte state, which a
  * request without config headers is given (PROTOCOL.md §4.1). */
+#define ALLOW_FAST_V4 16
+#define ALLOW_FAST_V6 8
+#define ALLOW_USE_TRIE 0xffffffff
+
+struct allow4 {
+	__u32 addr; /* network order, masked */
+	__u32 mask;
+};
+
+struct allow6 {
+	__u32 addr[4];
+	__u32 mask[4];
+};
+
 struct regedge_cfg {
 	__u64 versions[4];
 	__u8 own[16];      /* the state's wire bytes; 3 bytes of padding */
 	__u32 block_count; /* entries on the block list: 0 skips its lookup */
+	/* The bus allow-list, when short, as a list checked in a few compares
+	 * (an LPM trie lookup costs more than the rest of the datagram check);
+	 * ALLOW_USE_TRIE when longer: then allow_v4/allow_v6 decide. */
+	__u32 allow4_n;
+	__u32 allow6_n;
 	__u32 pad;
+	struct allow4 allow4[ALLOW_FAST_V4];
+	struct allow6 allow6[ALLOW_FAST_V6];
 };
 
 static __always_inline __u32 be32_at(const __u8 *p)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -62,6 +63,7 @@ type Objects struct {
 	versions   codec.VersionSet
 	own        codec.State
 	blockCount uint32
+	allow      []netip.Prefix // canonical
 }
 
 // xdpSpec returns the XDP collection spec with opts applied.
@@ -154,6 +156,7 @@ func load(opts Options, pinDir string) (*Objects, error) {
 		}
 		// Shared maps come from the XDP collection.
 		tspec.Maps[tcMapRegistryStats].Pinning = ebpf.PinNone
+		tspec.Maps[tcMapRegistrySlots].Pinning = ebpf.PinNone
 		tspec.Maps[tcMapConfigMap].Pinning = ebpf.PinNone
 	}
 	o := &Objects{versions: codec.DefaultVersions, own: codec.DefaultState()}
@@ -162,6 +165,7 @@ func load(opts Options, pinDir string) (*Objects, error) {
 	}
 	err = tspec.LoadAndAssign(&o.tc, &ebpf.CollectionOptions{Maps: mapOpts, MapReplacements: map[string]*ebpf.Map{
 		tcMapRegistryStats: o.xdp.RegistryStats,
+		tcMapRegistrySlots: o.xdp.RegistrySlots,
 		tcMapConfigMap:     o.xdp.ConfigMap,
 	}})
 	if err != nil {
@@ -229,6 +233,7 @@ func (o *Objects) SetOwnState(s codec.State) error {
 
 func (o *Objects) writeConfig() error {
 	cfg := xdpRegedgeCfg{Versions: o.versions, BlockCount: o.blockCount}
+	o.fillAllow(&cfg)
 	b := o.own.Bytes()
 	copy(cfg.Own[:], b[:])
 	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {
@@ -237,9 +242,63 @@ func (o *Objects) writeConfig() error {
 	return nil
 }
 
-// SetAllow replaces the bus source allow-list with prefixes.
+// SetAllow replaces the bus source allow-list with prefixes. The tries
+// always hold the list; a short list is also written into config_map, where
+// XDP checks it in a few compares instead of a trie lookup.
 func (o *Objects) SetAllow(prefixes []netip.Prefix) error {
-	return replaceLPM(o.xdp.AllowV4, o.xdp.AllowV6, prefixes, func() any { v := uint8(1); return &v })
+	canon := make([]netip.Prefix, 0, len(prefixes))
+	for _, p := range prefixes {
+		c, err := canonical(p)
+		if err != nil {
+			return err
+		}
+		canon = append(canon, c)
+	}
+	if err := replaceLPM(o.xdp.AllowV4, o.xdp.AllowV6, canon, func() any { v := uint8(1); return &v }); err != nil {
+		return err
+	}
+	o.allow = canon
+	return o.writeConfig()
+}
+
+const allowUseTrie = 0xffffffff
+
+// fillAllow writes the short-list form of the allow-list into cfg.
+func (o *Objects) fillAllow(cfg *xdpRegedgeCfg) {
+	var v4, v6 []netip.Prefix
+	for _, p := range o.allow {
+		if p.Addr().Is4() {
+			v4 = append(v4, p)
+		} else {
+			v6 = append(v6, p)
+		}
+	}
+	cfg.Allow4N, cfg.Allow6N = allowUseTrie, allowUseTrie
+	if len(v4) <= len(cfg.Allow4) {
+		cfg.Allow4N = uint32(len(v4))
+		for i, p := range v4 {
+			a, m := p.Addr().As4(), maskBytes(p.Bits(), 4)
+			cfg.Allow4[i].Addr, cfg.Allow4[i].Mask = nativeU32(a[:]), nativeU32(m)
+		}
+	}
+	if len(v6) <= len(cfg.Allow6) {
+		cfg.Allow6N = uint32(len(v6))
+		for i, p := range v6 {
+			a, m := p.Addr().As16(), maskBytes(p.Bits(), 16)
+			for w := 0; w < 4; w++ {
+				cfg.Allow6[i].Addr[w], cfg.Allow6[i].Mask[w] = nativeU32(a[4*w:]), nativeU32(m[4*w:])
+			}
+		}
+	}
+}
+
+// maskBytes is the netmask of a prefix length, in network order.
+func maskBytes(bits, size int) []byte {
+	m := make([]byte, size)
+	for i := 0; i < bits; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
 }
 
 // Counters returns the per-reason counters of the XDP hook, summed over CPUs.
@@ -276,22 +335,59 @@ type RegistryCounter struct {
 	Bytes   uint64
 }
 
-// RegistryCounters returns the per-registry-hash counters, summed over CPUs.
+// RegistryCounters returns the per-registry-hash counters, summed over CPUs
+// and over the slot cache and the hash map that back them.
 func (o *Objects) RegistryCounters() ([]RegistryCounter, error) {
-	var out []RegistryCounter
+	return registryCounters(o.xdp.RegistrySlots, o.xdp.RegistryStats)
+}
+
+func registryCounters(slots, stats *ebpf.Map) ([]RegistryCounter, error) {
+	type key struct {
+		hash   uint32
+		egress bool
+	}
+	sum := map[key]*RegistryCounter{}
+	add := func(hash uint32, dir uint32, packets, bytes uint64) {
+		k := key{hash, dir == 1}
+		c := sum[k]
+		if c == nil {
+			c = &RegistryCounter{Hash: hash, Egress: dir == 1}
+			sum[k] = c
+		}
+		c.Packets += packets
+		c.Bytes += bytes
+	}
+	var perCPUSlot []xdpRegistrySlot
+	for i := uint32(0); i < slots.MaxEntries(); i++ {
+		if err := slots.Lookup(i, &perCPUSlot); err != nil {
+			return nil, fmt.Errorf("loader: read registry_slots[%d]: %w", i, err)
+		}
+		for _, s := range perCPUSlot {
+			if s.Packets != 0 {
+				add(s.Hash, s.Dir, s.Packets, s.Bytes)
+			}
+		}
+	}
 	var k xdpRegistryKey
 	var perCPU []xdpRegistryCounters
-	it := o.xdp.RegistryStats.Iterate()
+	it := stats.Iterate()
 	for it.Next(&k, &perCPU) {
-		c := RegistryCounter{Hash: k.Hash, Egress: k.Dir == 1}
 		for _, v := range perCPU {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
+			add(k.Hash, k.Dir, v.Packets, v.Bytes)
 		}
-		out = append(out, c)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("loader: read registry_stats: %w", err)
 	}
+	out := make([]RegistryCounter, 0, len(sum))
+	for _, c := range sum {
+		out = append(out, *c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Hash != out[j].Hash {
+			return out[i].Hash < out[j].Hash
+		}
+		return !out[i].Egress
+	})
 	return out, nil
 }

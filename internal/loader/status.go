@@ -73,6 +73,7 @@ func ReadStatus(bpffs string) (*Status, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("loader: %w", err)
 	}
+	keep := map[string]*ebpf.Map{}
 	for _, e := range maps {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(st.Dir, "maps", e.Name()), &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
@@ -89,11 +90,19 @@ func ReadStatus(bpffs string) (*Status, error) {
 			st.XDP, _ = sumStats(m)
 		case tcMapTcStats:
 			st.TC, _ = sumStats(m)
-		case xdpMapRegistryStats:
-			st.Registries, _ = (&Objects{xdp: xdpObjects{xdpMaps: xdpMaps{RegistryStats: m}}}).RegistryCounters()
+		case xdpMapRegistryStats, xdpMapRegistrySlots:
+			keep[e.Name()] = m
+			st.Maps = append(st.Maps, ms)
+			continue
 		}
 		m.Close()
 		st.Maps = append(st.Maps, ms)
+	}
+	if slots, stats := keep[xdpMapRegistrySlots], keep[xdpMapRegistryStats]; slots != nil && stats != nil {
+		st.Registries, _ = registryCounters(slots, stats)
+	}
+	for _, m := range keep {
+		m.Close()
 	}
 	sort.Slice(st.Maps, func(i, j int) bool { return st.Maps[i].Name < st.Maps[j].Name })
 	return st, nil

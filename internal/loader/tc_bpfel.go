@@ -51,7 +51,19 @@ type tcRegedgeCfg struct {
 	Versions   [4]uint64
 	Own        [16]uint8
 	BlockCount uint32
+	Allow4N    uint32
+	Allow6N    uint32
 	Pad        uint32
+	Allow4     [16]struct {
+		_    structs.HostLayout
+		Addr uint32
+		Mask uint32
+	}
+	Allow6 [8]struct {
+		_    structs.HostLayout
+		Addr [4]uint32
+		Mask [4]uint32
+	}
 }
 
 type tcRegistryCounters struct {
@@ -66,6 +78,14 @@ type tcRegistryKey struct {
 	Dir  uint32
 }
 
+type tcRegistrySlot struct {
+	_       structs.HostLayout
+	Hash    uint32
+	Dir     uint32
+	Packets uint64
+	Bytes   uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -74,6 +94,7 @@ const (
 	tcMapFlowTags          = "flow_tags"
 	tcMapHashClasses       = "hash_classes"
 	tcMapHeadScratchMap    = "head_scratch_map"
+	tcMapRegistrySlots     = "registry_slots"
 	tcMapRegistryStats     = "registry_stats"
 	tcMapTcStats           = "tc_stats"
 	tcProgRegedgeTcEgress  = "regedge_tc_egress"
@@ -135,6 +156,7 @@ type tcMapSpecs struct {
 	FlowTags       *ebpf.MapSpec `ebpf:"flow_tags"`
 	HashClasses    *ebpf.MapSpec `ebpf:"hash_classes"`
 	HeadScratchMap *ebpf.MapSpec `ebpf:"head_scratch_map"`
+	RegistrySlots  *ebpf.MapSpec `ebpf:"registry_slots"`
 	RegistryStats  *ebpf.MapSpec `ebpf:"registry_stats"`
 	TcStats        *ebpf.MapSpec `ebpf:"tc_stats"`
 }
@@ -170,6 +192,7 @@ type tcMaps struct {
 	FlowTags       *ebpf.Map `ebpf:"flow_tags"`
 	HashClasses    *ebpf.Map `ebpf:"hash_classes"`
 	HeadScratchMap *ebpf.Map `ebpf:"head_scratch_map"`
+	RegistrySlots  *ebpf.Map `ebpf:"registry_slots"`
 	RegistryStats  *ebpf.Map `ebpf:"registry_stats"`
 	TcStats        *ebpf.Map `ebpf:"tc_stats"`
 }
@@ -180,6 +203,7 @@ func (m *tcMaps) Close() error {
 		m.FlowTags,
 		m.HashClasses,
 		m.HeadScratchMap,
+		m.RegistrySlots,
 		m.RegistryStats,
 		m.TcStats,
 	)

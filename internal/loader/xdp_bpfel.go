@@ -40,7 +40,19 @@ type xdpRegedgeCfg struct {
 	Versions   [4]uint64
 	Own        [16]uint8
 	BlockCount uint32
+	Allow4N    uint32
+	Allow6N    uint32
 	Pad        uint32
+	Allow4     [16]struct {
+		_    structs.HostLayout
+		Addr uint32
+		Mask uint32
+	}
+	Allow6 [8]struct {
+		_    structs.HostLayout
+		Addr [4]uint32
+		Mask [4]uint32
+	}
 }
 
 type xdpRegistryCounters struct {
@@ -53,6 +65,14 @@ type xdpRegistryKey struct {
 	_    structs.HostLayout
 	Hash uint32
 	Dir  uint32
+}
+
+type xdpRegistrySlot struct {
+	_       structs.HostLayout
+	Hash    uint32
+	Dir     uint32
+	Packets uint64
+	Bytes   uint64
 }
 
 type xdpScratch struct {
@@ -75,6 +95,7 @@ const (
 	xdpMapBlockV4       = "block_v4"
 	xdpMapBlockV6       = "block_v6"
 	xdpMapConfigMap     = "config_map"
+	xdpMapRegistrySlots = "registry_slots"
 	xdpMapRegistryStats = "registry_stats"
 	xdpMapScratchMap    = "scratch_map"
 	xdpMapSynBuckets    = "syn_buckets"
@@ -140,6 +161,7 @@ type xdpMapSpecs struct {
 	BlockV4       *ebpf.MapSpec `ebpf:"block_v4"`
 	BlockV6       *ebpf.MapSpec `ebpf:"block_v6"`
 	ConfigMap     *ebpf.MapSpec `ebpf:"config_map"`
+	RegistrySlots *ebpf.MapSpec `ebpf:"registry_slots"`
 	RegistryStats *ebpf.MapSpec `ebpf:"registry_stats"`
 	ScratchMap    *ebpf.MapSpec `ebpf:"scratch_map"`
 	SynBuckets    *ebpf.MapSpec `ebpf:"syn_buckets"`
@@ -181,6 +203,7 @@ type xdpMaps struct {
 	BlockV4       *ebpf.Map `ebpf:"block_v4"`
 	BlockV6       *ebpf.Map `ebpf:"block_v6"`
 	ConfigMap     *ebpf.Map `ebpf:"config_map"`
+	RegistrySlots *ebpf.Map `ebpf:"registry_slots"`
 	RegistryStats *ebpf.Map `ebpf:"registry_stats"`
 	ScratchMap    *ebpf.Map `ebpf:"scratch_map"`
 	SynBuckets    *ebpf.Map `ebpf:"syn_buckets"`
@@ -194,6 +217,7 @@ func (m *xdpMaps) Close() error {
 		m.BlockV4,
 		m.BlockV6,
 		m.ConfigMap,
+		m.RegistrySlots,
 		m.RegistryStats,
 		m.ScratchMap,
 		m.SynBuckets,

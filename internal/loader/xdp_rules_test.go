@@ -218,3 +218,71 @@ func TestSynGuardOffByDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowListShortAndLong: a short allow-list is checked from config_map,
+// a long one through the tries; both give the same verdicts.
+func TestAllowListShortAndLong(t *testing.T) {
+	o := loadForTest(t)
+	long := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/64")}
+	for i := 0; i < 20; i++ { // past both short-list sizes
+		long = append(long, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 0}), 24))
+		long = append(long, netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb9, byte(i)}), 48))
+	}
+	for name, allow := range map[string][]netip.Prefix{
+		"short": {netip.MustParsePrefix("192.0.2.0/28"), netip.MustParsePrefix("2001:db8::10/127")},
+		"long":  long,
+	} {
+		if err := o.SetAllow(allow); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			src  netip.Addr
+			want Reason
+		}{
+			{testSrc4, ReasonOK},                                  // 192.0.2.10
+			{netip.MustParseAddr("192.0.3.10"), ReasonSource},     // outside
+			{testSrc6, ReasonOK},                                  // 2001:db8::10
+			{netip.MustParseAddr("2001:db8:1::10"), ReasonSource}, // outside
+		} {
+			dst := testDst4
+			if tc.src.Is6() {
+				dst = testDst6
+			}
+			p := packet{src: tc.src, dst: dst, sport: 1, dport: 4874, payload: validDatagram()}
+			if _, r := runXDP(t, o, p.bytes()); r != tc.want {
+				t.Errorf("%s list: from %v: %s, want %s", name, tc.src, r, tc.want)
+			}
+		}
+	}
+}
+
+// TestRegistrySlotCollision: two registries whose hashes map to the same
+// cache slot are both counted exactly (one in the slot, one in the map).
+func TestRegistrySlotCollision(t *testing.T) {
+	o := loadForTest(t)
+	slot := func(h uint32) uint32 { return (h * 2654435761) >> 24 }
+	a := uint32(0x1234)
+	b := a + 1
+	for slot(b) != slot(a) {
+		b++
+	}
+	for i, h := range []uint32{a, b, a, b, b} {
+		s := codec.DefaultState()
+		s.RegistryHash = h
+		f := codec.Update(codec.FieldRows, uint64(10+i))
+		if _, r := runXDP(t, o, busPacket(false, 0, codec.AppendDatagram(nil, s, &f))); r != ReasonOK {
+			t.Fatalf("datagram %d: %s", i, r)
+		}
+	}
+	cs, err := o.RegistryCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint32]uint64{}
+	for _, c := range cs {
+		got[c.Hash] = c.Packets
+	}
+	if got[a] != 2 || got[b] != 3 {
+		t.Fatalf("counters %+v: want 0x%x=2 and 0x%x=3", cs, a, b)
+	}
+}
