@@ -11,7 +11,7 @@ BENCHCOUNT  ?= 5
 # so that a skip there is a failure.
 TESTFLAGS   ?=
 
-.PHONY: build run test test-race generate bench fuzz lint clean
+.PHONY: build run test test-race generate bench bench-kernel bench-veth fuzz fuzz-kernel lint clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/agent
@@ -36,6 +36,20 @@ generate:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./internal/codec
+
+# Program.Benchmark of the XDP program against an XDP_PASS floor (root).
+bench-kernel:
+	$(GO) test ./internal/loader -run '^$$' -bench BenchmarkXDP -benchtime 21x
+
+# XDP drop rate vs a Go receiver over a veth pair between two namespaces (root).
+bench-veth:
+	$(GO) run ./bench/vethrate -duration 3s -senders 1
+	$(GO) run ./bench/vethrate -duration 3s -senders 2
+
+# The kernel-vs-codec differential fuzzer, longer than in every test run (root).
+KERNEL_FUZZ ?= 2000000
+fuzz-kernel:
+	REGEDGE_KERNEL_FUZZ=$(KERNEL_FUZZ) $(GO) test ./internal/loader -run TestXDPDifferentialFuzz -count=1 -v -timeout 30m
 
 # Short runs of every fuzz target (go test runs one target at a time).
 fuzz:
