@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -489,5 +490,90 @@ func regedgePrograms(t *testing.T) []string {
 		if err == nil && strings.HasPrefix(info.Name, "regedge_") {
 			names = append(names, fmt.Sprintf("%d:%s", id, info.Name))
 		}
+	}
+}
+
+// TestNetlinkFallbacks exercises the attachments used where the kernel has
+// no XDP bpf_link or no TCX: XDP through netlink and TC through clsact, and
+// their removal by Detach.
+func TestNetlinkFallbacks(t *testing.T) {
+	h := testutil.NewHosts(t)
+	o := loadForTest(t)
+	bpffs := testBPFFS(t)
+	recv := udpIn(t, h, "B", "192.0.2.2:4874")
+	send := udpIn(t, h, "A", ":0")
+	dst, _ := net.ResolveUDPAddr("udp", "192.0.2.2:4874")
+	bad := validDatagram()
+	bad[len(bad)-1] ^= 1
+	testutil.In(t, h.B, func() {
+		idx, err := ifindex(h.IfB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlinkXDP(idx, o.XDP(), false); err != nil {
+			t.Fatalf("netlink XDP: %v", err)
+		}
+		for _, ingress := range []bool{true, false} {
+			prog := o.TCEgress()
+			if ingress {
+				prog = o.TCIngress()
+			}
+			if err := clsactAttach(idx, ingress, prog); err != nil {
+				t.Fatalf("clsact: %v", err)
+			}
+		}
+	})
+	before, _ := o.Counters()
+	beforeTC, _ := o.TCCounters()
+	if _, err := send.WriteToUDP(bad, dst); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the netlink-attached XDP program to drop the datagram", func() bool {
+		c, _ := o.Counters()
+		return c[ReasonChecksum] > before[ReasonChecksum]
+	})
+	// TC sees the reply traffic (ARP/ND aside, our own packets) on egress.
+	if _, err := send.WriteToUDP(validDatagram(), dst); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, recv, 1, 5*time.Second); len(got) != 1 {
+		t.Fatal("the valid datagram did not arrive")
+	}
+	waitFor(t, 5*time.Second, "the clsact TC program to see packets", func() bool {
+		c, _ := o.TCCounters()
+		return c[ReasonOK] > beforeTC[ReasonOK]
+	})
+	testutil.In(t, h.B, func() {
+		ours := func() int {
+			l, err := netlink.LinkByName(h.IfB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+				fs, _ := netlink.FilterList(l, parent)
+				for _, f := range fs {
+					if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == filterName {
+						n++
+					}
+				}
+			}
+			return n
+		}
+		if n := ours(); n != 2 {
+			t.Fatalf("%d regedge clsact filters before Detach, want 2", n)
+		}
+		if err := Detach(bpffs, []string{h.IfB}); err != nil {
+			t.Fatalf("Detach: %v", err)
+		}
+		if n := ours(); n != 0 {
+			t.Errorf("%d regedge clsact filters left after Detach", n)
+		}
+	})
+	if _, err := send.WriteToUDP(bad, dst); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, recv, 1, 5*time.Second); len(got) != 1 {
+		t.Fatal("after Detach the invalid datagram was still dropped: the netlink XDP program is attached")
 	}
 }
