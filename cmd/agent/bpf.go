@@ -65,7 +65,7 @@ interfaces. Packets are no longer judged in the kernel afterwards.`,
 			if err := loader.Detach(fs, ifaces); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "detached: removed %s\n", loader.PinRoot(fs))
+			fmt.Fprintf(cmd.OutOrStdout(), "detached: removed every pin under %s\n", loader.PinRoot(fs))
 			return nil
 		},
 	}

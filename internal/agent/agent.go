@@ -192,7 +192,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		a.log.Warn("kernel datapath not attached: every check runs in userspace", "reason", a.bpfReason)
 	}
 	for _, n := range a.bpfNotes {
-		a.log.Info("kernel datapath fallback", "note", n)
+		a.log.Info("kernel datapath note", "note", n)
 	}
 	a.ready.Store(true)
 	select {
