@@ -1,0 +1,180 @@
+package configbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/regedge/regedge/internal/codec"
+)
+
+// PushOptions say what to push and how hard to try.
+type PushOptions struct {
+	Sender   codec.State   // the pusher's own state, carried in each datagram
+	Entries  []codec.Entry // the fields to set, sent as one BULK frame
+	Deadline time.Duration // give up on a target after this long (default 10 s)
+	Retry    time.Duration // first wait for an answer (default 200 ms), doubled per attempt
+	MaxRetry time.Duration // longest wait between attempts (default 2 s)
+}
+
+// Result is one target's outcome.
+type Result struct {
+	Target    string
+	Attempts  int
+	Reported  codec.State // the last state the target reported
+	HasReport bool
+	Converged bool   // Reported has every pushed field at its pushed value
+	Err       string // the last error: an ERROR frame, a timeout, a send failure
+}
+
+// Push sends one BULK update to every target and retries each, with
+// backoff, until the state it reports holds the pushed values or its
+// deadline passes. It returns one Result per target, in order. Sockets are
+// opened before Push returns control to goroutines, so a caller inside a
+// network namespace sends from it.
+func Push(ctx context.Context, targets []string, opts PushOptions) ([]Result, error) {
+	if opts.Deadline <= 0 {
+		opts.Deadline = 10 * time.Second
+	}
+	if opts.Retry <= 0 {
+		opts.Retry = 200 * time.Millisecond
+	}
+	if opts.MaxRetry < opts.Retry {
+		opts.MaxRetry = 2 * time.Second
+		if opts.MaxRetry < opts.Retry {
+			opts.MaxRetry = opts.Retry
+		}
+	}
+	frame, err := codec.Bulk(opts.Entries...)
+	if err != nil {
+		return nil, err
+	}
+	if err := frame.Check(); err != nil {
+		return nil, err
+	}
+	if err := opts.Sender.Validate(); err != nil {
+		return nil, fmt.Errorf("configbus: sender state: %w", err)
+	}
+	dg := codec.AppendDatagram(nil, opts.Sender, &frame)
+
+	results := make([]Result, len(targets))
+	conns := make([]*net.UDPConn, len(targets))
+	addrs := make([]netip.AddrPort, len(targets))
+	for i, t := range targets {
+		results[i].Target = t
+		ua, err := net.ResolveUDPAddr("udp", t)
+		if err != nil {
+			results[i].Err = err.Error()
+			continue
+		}
+		addrs[i] = ua.AddrPort()
+		// Unconnected: an ICMP error must not make later sends fail.
+		network := "udp4"
+		if !addrs[i].Addr().Unmap().Is4() {
+			network = "udp6"
+		}
+		if conns[i], err = net.ListenUDP(network, nil); err != nil {
+			results[i].Err = err.Error()
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range targets {
+		if conns[i] == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conns[i].Close()
+			pushOne(ctx, conns[i], addrs[i], dg, opts, &results[i])
+		}()
+	}
+	wg.Wait()
+	return results, nil
+}
+
+func pushOne(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, dg []byte, opts PushOptions, res *Result) {
+	deadline := time.Now().Add(opts.Deadline)
+	wait := opts.Retry
+	buf := make([]byte, 2048)
+	all := allVersions()
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		res.Attempts++
+		if _, err := conn.WriteToUDPAddrPort(dg, to); err != nil {
+			res.Err = "send: " + err.Error()
+		}
+		waitUntil := time.Now().Add(wait)
+		if waitUntil.After(deadline) {
+			waitUntil = deadline
+		}
+		for {
+			conn.SetReadDeadline(waitUntil)
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if isTimeout(err) {
+					res.Err = fmt.Sprintf("no answer within %v", wait)
+				} else {
+					res.Err = "receive: " + err.Error()
+				}
+				break
+			}
+			if from.Addr().Unmap() != to.Addr().Unmap() || from.Port() != to.Port() {
+				continue // not our target
+			}
+			var d codec.Datagram
+			if err := codec.DecodeDatagramInto(&d, buf[:n], &all); err != nil {
+				res.Err = "bad answer: " + err.Error()
+				continue
+			}
+			res.Reported, res.HasReport = d.Sender, true
+			switch d.Frame.Type {
+			case codec.TypeAck:
+				if holds(d.Sender, opts.Entries) {
+					res.Converged, res.Err = true, ""
+					return
+				}
+				res.Err = "acknowledged, but the reported state differs (another writer?)"
+			case codec.TypeError:
+				res.Err = fmt.Sprintf("ERROR %d %q", d.Frame.Field, d.Frame.ErrorMessage())
+				if code := codec.ErrorCode(d.Frame.Field); code == codec.ErrCodeInvalid || code == codec.ErrCodeNotAllowed {
+					return // retrying cannot help
+				}
+			default:
+				continue
+			}
+			break
+		}
+		if wait *= 2; wait > opts.MaxRetry {
+			wait = opts.MaxRetry
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// holds reports whether s has every entry's field at its value.
+func holds(s codec.State, entries []codec.Entry) bool {
+	for _, e := range entries {
+		if s.Get(e.Field) != e.Value {
+			return false
+		}
+	}
+	return true
+}
+
+// allVersions accepts any version in an answer: the pusher judges the
+// state an agent reports, not whether it would accept it.
+func allVersions() codec.VersionSet {
+	var vs codec.VersionSet
+	for v := 1; v < 256; v++ {
+		vs.Add(uint8(v))
+	}
+	return vs
+}
