@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,17 +32,38 @@ func newConfigCmd() *cobra.Command {
 		writeStateTable(cmd.OutOrStdout(), s)
 		return nil
 	}
+	var to string
 	cmd := &cobra.Command{
-		Use:   "config",
-		Short: "Show the config state as a table and its dump",
-		Long: `Show the 13-byte config state as a table and its X-Bun-Config-Dump.
+		Use:   "config [FIELD VALUE]",
+		Short: "Show the config state, or set one field of a running agent",
+		Long: `Show the 13-byte config state as a table and its X-Bun-Config-Dump: the
+state the agent would start with (the embedded defaults, then --config FILE,
+then the BUN_CONFIG_* environment variables).
 
-Without --from it is the state the agent would start with: the embedded
-defaults, then --config FILE, then the BUN_CONFIG_* environment variables.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return show(cmd, "") },
+With FIELD VALUE (the seed's form) it does what "config set" does.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 0 && len(args) != 2 {
+				return usageErr("config takes no arguments, or FIELD VALUE")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 2 {
+				return setField(cmd, file, to, args[0], args[1])
+			}
+			return show(cmd, "")
+		},
 	}
 	cmd.PersistentFlags().StringVar(&file, "config", "", "config file (JSON)")
+	cmd.Flags().StringVar(&to, "to", "", "admin address of the agent (default: admin.listen)")
+	set := &cobra.Command{
+		Use:   "set FIELD VALUE",
+		Short: "Change one field of a running agent (admin API) and print the new dump",
+		Args:  cobra.ExactArgs(2),
+		RunE:  func(cmd *cobra.Command, args []string) error { return setField(cmd, file, to, args[0], args[1]) },
+	}
+	set.Flags().StringVar(&to, "to", "", "admin address of the agent (default: admin.listen)")
+	cmd.AddCommand(set, newPushCmd(&file))
 	var from string
 	get := &cobra.Command{
 		Use:   "get",
@@ -54,6 +76,53 @@ defaults, then --config FILE, then the BUN_CONFIG_* environment variables.`,
 	return cmd
 }
 
+// setField sends PUT /api/config {"set":{FIELD:VALUE}} to an agent.
+func setField(cmd *cobra.Command, file, to, field, value string) error {
+	f, ok := codec.FieldByName(field)
+	if !ok {
+		return usageErr("unknown field %q", field)
+	}
+	if to == "" {
+		c, err := config.Load(file, nil)
+		if err != nil {
+			return err
+		}
+		to = c.Admin.Listen
+	}
+	body, _ := json.Marshal(map[string]map[string]string{"set": {f.Name: value}})
+	req, err := http.NewRequest(http.MethodPut, adminURL(to)+"/api/config", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("config set: %w", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Dump  string `json:"dump"`
+		Error string `json:"error"`
+		Field string `json:"field"`
+		Rule  string `json:"rule"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out); err != nil {
+		return fmt.Errorf("config set: %s answered %s", to, resp.Status)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("config set: %s refused (%s): %s", to, resp.Status, strings.TrimSpace(strings.Join([]string{out.Error, out.Field, out.Rule}, " ")))
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), out.Dump)
+	return nil
+}
+
+func adminURL(admin string) string {
+	if strings.Contains(admin, "://") {
+		return strings.TrimSuffix(admin, "/")
+	}
+	return "http://" + admin
+}
+
 func localState(file string) (codec.State, error) {
 	c, err := config.Load(file, nil)
 	if err != nil {
@@ -64,12 +133,8 @@ func localState(file string) (codec.State, error) {
 
 // fetchState reads GET /api/config from an agent's admin listener.
 func fetchState(admin string) (codec.State, error) {
-	url := admin
-	if !strings.Contains(url, "://") {
-		url = "http://" + admin
-	}
 	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get(strings.TrimSuffix(url, "/") + "/api/config")
+	resp, err := client.Get(adminURL(admin) + "/api/config")
 	if err != nil {
 		return codec.State{}, fmt.Errorf("config get: %w", err)
 	}

@@ -4,7 +4,11 @@ package admin
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,11 +16,14 @@ import (
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/state"
 )
 
-// Status is what the admin endpoints report about the running agent.
+// Status is what the admin endpoints report about the running agent, and
+// how they change its state.
 type Status interface {
 	State() codec.State
+	SetState(codec.State) (codec.State, error)
 	WebSocketClients() int
 	BPFMode() string   // "kernel" or "userspace"
 	BPFReason() string // why userspace, in plain words
@@ -54,8 +61,101 @@ func Handler(st Status, reg *prometheus.Registry, started time.Time) http.Handle
 		s := st.State()
 		writeJSON(w, http.StatusOK, apiConfig{State: config.FromCodec(s), Dump: s.Dump()})
 	})
+	mux.HandleFunc("PUT /api/config", func(w http.ResponseWriter, r *http.Request) {
+		if !fromLoopbackListener(r) {
+			// Admin tokens (scope config:write) arrive with the proxy's
+			// token support; until then writes need a loopback listener.
+			writeJSON(w, http.StatusForbidden, apiError{Error: "admin writes are accepted only on a loopback admin listener", Rule: "admin.listen"})
+			return
+		}
+		next, herr := parsePut(r, st.State())
+		if herr != nil {
+			writeJSON(w, http.StatusBadRequest, herr)
+			return
+		}
+		got, err := st.SetState(next)
+		switch {
+		case errors.Is(err, state.ErrNotAllowed):
+			writeJSON(w, http.StatusForbidden, apiError{Error: err.Error(), Rule: "version"})
+			return
+		case err != nil:
+			var ce *codec.Error
+			if errors.As(err, &ce) {
+				writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error(), Field: ce.Field})
+				return
+			}
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, apiConfig{State: config.FromCodec(got), Dump: got.Dump()})
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	return mux
+}
+
+// PutBody is the body of PUT /api/config: a whole state as a dump, or some
+// fields by name (numbers, or "0x…" strings) applied to the current state.
+type PutBody struct {
+	Dump string                     `json:"dump,omitempty"`
+	Set  map[string]json.RawMessage `json:"set,omitempty"`
+}
+
+type apiError struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+	Rule  string `json:"rule,omitempty"`
+}
+
+func parsePut(r *http.Request, cur codec.State) (codec.State, *apiError) {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	var body PutBody
+	if err := dec.Decode(&body); err != nil {
+		return cur, &apiError{Error: "body: " + err.Error(), Rule: `want {"dump":"0x…"} or {"set":{"field":value}}`}
+	}
+	if (body.Dump == "") == (len(body.Set) == 0) {
+		return cur, &apiError{Error: "give either dump or set", Rule: `want {"dump":"0x…"} or {"set":{"field":value}}`}
+	}
+	if body.Dump != "" {
+		s, err := codec.ParseDump(body.Dump)
+		if err != nil {
+			return cur, &apiError{Error: err.Error(), Field: "dump"}
+		}
+		return s, nil
+	}
+	next := cur
+	for name, raw := range body.Set {
+		f, ok := codec.FieldByName(name)
+		if !ok {
+			return cur, &apiError{Error: "unknown field", Field: name}
+		}
+		var v uint64
+		var str string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			if err := json.Unmarshal(raw, &str); err != nil {
+				return cur, &apiError{Error: "value must be a number or a \"0x…\" string", Field: name}
+			}
+			h, err := config.ParseHash(str)
+			if err != nil {
+				return cur, &apiError{Error: err.Error(), Field: name}
+			}
+			v = uint64(h)
+		}
+		var err error
+		if next, err = next.With(f.ID, v); err != nil {
+			return cur, &apiError{Error: err.Error(), Field: name}
+		}
+	}
+	return next, nil
+}
+
+func fromLoopbackListener(r *http.Request) bool {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(la.String())
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 type health struct {

@@ -1,8 +1,8 @@
-// Package agent runs the regedge agent: it owns the config state, attaches
-// the kernel datapath (per agent.bpf) and starts the listeners of
-// INTERFACE.md. Today that is the admin listener (/health, /readyz, /metrics,
-// /api/config); the proxy, the WebSocket server and the config bus are added
-// here as their issues land.
+// Package agent runs the regedge agent: it owns the config state (through
+// internal/state), attaches the kernel datapath (per agent.bpf) and starts
+// the listeners of INTERFACE.md: the admin listener (/health, /readyz,
+// /metrics, /api/config) and the UDP config bus. The proxy and the WebSocket
+// server are added here as their issues land.
 package agent
 
 import (
@@ -22,10 +22,12 @@ import (
 	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/configbus"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/state"
 )
 
-// ErrBPFRequired is returned by Run when agent.bpf is "required" and the
+// ErrBPFRequired is returned by New when agent.bpf is "required" and the
 // kernel datapath cannot be attached.
 var ErrBPFRequired = errors.New("agent: agent.bpf is \"required\" but the kernel datapath is not available")
 
@@ -34,9 +36,7 @@ type Agent struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	started time.Time
-
-	mu    sync.RWMutex
-	state codec.State
+	store   *state.Store
 
 	ready     atomic.Bool
 	bpfMode   string
@@ -44,18 +44,35 @@ type Agent struct {
 	bpfNotes  []string // fallbacks in force
 	dp        *loader.Datapath
 	adminLn   net.Listener
+	busConn   *net.UDPConn
 	registry  *prometheus.Registry
 }
 
-// New checks cfg and prepares an agent; nothing listens until Run.
+// New checks cfg, attaches the kernel datapath per agent.bpf and restores
+// the state; nothing listens until Listen.
 func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log, state: cfg.State(), registry: prometheus.NewRegistry()}
+	a := &Agent{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
 	if err := a.openDatapath(); err != nil {
 		return nil, err
 	}
+	var kernel state.Kernel
+	if a.dp != nil {
+		kernel = a.dp.Objects
+	}
+	store, err := state.Open(state.Options{
+		Initial:  cfg.State(),
+		Versions: codec.NewVersionSet(cfg.Config.Version),
+		File:     cfg.Agent.StateFile,
+		Kernel:   kernel,
+	})
+	if err != nil {
+		a.closeDatapath()
+		return nil, err
+	}
+	a.store = store
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
 	}, []string{"mode"})
@@ -66,7 +83,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 		}
 		mode.WithLabelValues(m).Set(v)
 	}
-	a.registry.MustRegister(mode, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.registry.MustRegister(mode, store.Collector(),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return a, nil
 }
 
@@ -94,7 +112,7 @@ func (a *Agent) openDatapath() error {
 		XDPGeneric: cfg.Agent.XDPMode == "generic",
 	})
 	if err == nil {
-		err = a.pushToKernel(dp.Objects)
+		err = errors.Join(dp.SetVersions(codec.NewVersionSet(cfg.Config.Version)), dp.SetAllow(cfg.AllowPrefixes()))
 		if err != nil {
 			dp.Close()
 		}
@@ -111,18 +129,18 @@ func (a *Agent) openDatapath() error {
 	return nil
 }
 
-// pushToKernel applies the config the kernel judges by: accepted versions,
-// the bus allow-list and the agent's own state.
-func (a *Agent) pushToKernel(o *loader.Objects) error {
-	s := a.State()
-	if err := o.SetVersions(codec.NewVersionSet(s.Version)); err != nil {
-		return err
+func (a *Agent) closeDatapath() error {
+	if a.dp == nil {
+		return nil
 	}
-	if err := o.SetAllow(a.cfg.AllowPrefixes()); err != nil {
-		return err
-	}
-	return o.SetOwnState(s)
+	// Pins stay: the programs keep judging packets until the next agent.
+	err := a.dp.Close()
+	a.dp = nil
+	return err
 }
+
+// Store returns the agent's config state store.
+func (a *Agent) Store() *state.Store { return a.store }
 
 // BPFReason says why the agent runs in userspace mode ("" in kernel mode).
 func (a *Agent) BPFReason() string { return a.bpfReason }
@@ -131,11 +149,10 @@ func (a *Agent) BPFReason() string { return a.bpfReason }
 func (a *Agent) BPFNotes() []string { return a.bpfNotes }
 
 // State returns the current config state.
-func (a *Agent) State() codec.State {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.state
-}
+func (a *Agent) State() codec.State { return a.store.State() }
+
+// SetState replaces the state (admin API, CLI).
+func (a *Agent) SetState(s codec.State) (codec.State, error) { return a.store.Set(s, state.SourceCLI) }
 
 // WebSocketClients is the number of connected config clients.
 func (a *Agent) WebSocketClients() int { return 0 }
@@ -154,7 +171,7 @@ func (a *Agent) Interfaces() []string {
 // Ready reports whether every listener is up.
 func (a *Agent) Ready() bool { return a.ready.Load() }
 
-// AdminAddr is the admin listener's address once Run has bound it.
+// AdminAddr is the admin listener's address once Listen has bound it.
 func (a *Agent) AdminAddr() net.Addr {
 	if a.adminLn == nil {
 		return nil
@@ -162,14 +179,28 @@ func (a *Agent) AdminAddr() net.Addr {
 	return a.adminLn.Addr()
 }
 
+// BusAddr is the config bus socket's address once Listen has bound it.
+func (a *Agent) BusAddr() net.Addr {
+	if a.busConn == nil {
+		return nil
+	}
+	return a.busConn.LocalAddr()
+}
+
 // Listen binds the listeners; Serve then serves them. Split so that callers
-// (and tests) learn the bound addresses before serving starts.
+// (and tests, inside a network namespace) bind before serving starts.
 func (a *Agent) Listen() error {
 	ln, err := net.Listen("tcp", a.cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("agent: admin listener: %w", err)
 	}
-	a.adminLn = ln
+	bus, err := net.ListenUDP("udp", &net.UDPAddr{Port: a.cfg.Bus.Port})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("agent: config bus on port %d: %w", a.cfg.Bus.Port, err)
+	}
+	_ = bus.SetReadBuffer(4 << 20)
+	a.adminLn, a.busConn = ln, bus
 	return nil
 }
 
@@ -180,10 +211,20 @@ func (a *Agent) Serve(ctx context.Context) error {
 		Handler:           admin.Handler(a, a.registry, a.started),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(a.adminLn) }()
+	bus := configbus.NewServer(a.busConn, a.store, a.cfg.AllowPrefixes(), a.log)
+	a.registry.MustRegister(bus.Collector())
+	defer a.registry.Unregister(bus.Collector())
+
+	errc := make(chan error, 2)
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); errc <- srv.Serve(a.adminLn) }()
+	go func() { defer wg.Done(); errc <- bus.Serve(serveCtx) }()
 	a.log.Info("agent started",
 		"admin", a.adminLn.Addr().String(),
+		"bus", a.busConn.LocalAddr().String(),
 		"state", a.State().Dump(),
 		"bpf_mode", a.bpfMode,
 		"interfaces", a.Interfaces(),
@@ -195,19 +236,22 @@ func (a *Agent) Serve(ctx context.Context) error {
 		a.log.Info("kernel datapath note", "note", n)
 	}
 	a.ready.Store(true)
+	var runErr error
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
-		return fmt.Errorf("agent: admin listener: %w", err)
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			runErr = fmt.Errorf("agent: listener stopped: %w", err)
+		}
 	}
 	a.ready.Store(false)
+	stopServing()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
-	if a.dp != nil {
-		// Pins stay: the programs keep judging packets until the next agent.
-		err = errors.Join(err, a.dp.Close())
-	}
+	a.busConn.Close()
+	wg.Wait()
+	err = errors.Join(runErr, err, a.closeDatapath())
 	a.log.Info("agent stopped")
 	return err
 }

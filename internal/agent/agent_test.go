@@ -6,16 +6,21 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
 )
 
 func startAgent(t *testing.T, cfg *config.Config) *Agent {
 	t.Helper()
 	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.Bus.Port = 0 // tests run in parallel processes: no fixed port
 	a, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -110,5 +115,76 @@ func TestInvalidConfigRefused(t *testing.T) {
 	cfg.Config.Rows = 0
 	if _, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
 		t.Fatal("New accepted rows=0")
+	}
+}
+
+func put(t *testing.T, a *Agent, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+a.AdminAddr().String()+"/api/config", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAdminPutConfig(t *testing.T) {
+	a := startAgent(t, config.Default())
+	for _, tc := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"set":{"rows":40,"registryHash":"0xdeadbeef"}}`, 200, `"dump":"0x01deadbeef0000000702285000"`},
+		{`{"dump":"0x01a1b2c3d40000000702185000"}`, 200, `"dump":"0x01a1b2c3d40000000702185000"`},
+		{`{"set":{"rows":0}}`, 400, `"field":"rows"`},
+		{`{"set":{"bogus":1}}`, 400, `"field":"bogus"`},
+		{`{"set":{"version":2}}`, 403, `"rule":"version"`},
+		{`{"dump":"0x01"}`, 400, `"field":"dump"`},
+		{`{"dump":"0x01a1b2c3d40000000702185000","set":{"rows":3}}`, 400, `give either dump or set`},
+		{`{"other":1}`, 400, `unknown field`},
+	} {
+		before := a.State()
+		code, body := put(t, a, tc.body)
+		if code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("PUT %s: %d %s; want %d with %s", tc.body, code, body, tc.code, tc.want)
+		}
+		if code != 200 && a.State() != before {
+			t.Errorf("PUT %s: refused but the state changed", tc.body)
+		}
+	}
+}
+
+// TestBusChangesStateAndItPersists: a datagram to the agent's bus socket
+// changes the state, the answer carries it, and a new agent restores it.
+func TestBusChangesStateAndItPersists(t *testing.T) {
+	cfg := config.Default()
+	cfg.Agent.StateFile = filepath.Join(t.TempDir(), "state")
+	a := startAgent(t, cfg)
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	f := codec.Resize(40, 120)
+	bus := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: a.BusAddr().(*net.UDPAddr).Port}
+	if _, err := conn.WriteToUDP(codec.AppendDatagram(nil, codec.DefaultState(), &f), bus); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	n, _, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := codec.DecodeDatagram(buf[:n], &codec.DefaultVersions)
+	if err != nil || d.Frame.Type != codec.TypeAck || d.Sender.Rows != 40 || d.Sender.Cols != 120 || a.State() != d.Sender {
+		t.Fatalf("answer %+v, %v; state %v", d, err, a.State())
+	}
+	b := startAgent(t, cfg) // a restart, as far as the state file is concerned
+	if b.State() != d.Sender {
+		t.Fatalf("restored %v, want %v", b.State(), d.Sender)
 	}
 }
