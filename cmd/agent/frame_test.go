@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regedge/regedge/internal/vectors"
 )
@@ -149,5 +150,17 @@ func TestFrameEncodeRefusesInvalid(t *testing.T) {
 		if code == 0 || out != "" || errs == "" {
 			t.Errorf("encode %v: exit %d, out %q, err %q; want an error and no output", args, code, out, errs)
 		}
+	}
+}
+
+// waitUntil polls cond for up to 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

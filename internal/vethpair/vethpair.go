@@ -157,3 +157,133 @@ func In(ns netns.NsHandle, fn func()) error {
 	fn()
 	return nil
 }
+
+// Star is a hub namespace joined to N spoke namespaces, each by its own
+// veth pair on its own /30: spoke i is 192.0.2.(4i+2), the hub's end of its
+// link 192.0.2.(4i+1). For fleet tests: a controller in the hub, agents in
+// the spokes.
+type Star struct {
+	Hub     netns.NsHandle
+	HubName string
+	Spokes  []Spoke
+}
+
+// Spoke is one spoke namespace.
+type Spoke struct {
+	NS      netns.NsHandle
+	Name    string
+	If      string     // the veth end in the spoke
+	HubIf   string     // the veth end in the hub
+	Addr    netip.Addr // the spoke's address
+	HubAddr netip.Addr // the hub's address on this link
+}
+
+// CreateStar makes the hub and n spokes (n <= 60). Close removes them.
+func CreateStar(n int) (st *Star, err error) {
+	if n < 1 || n > 60 {
+		return nil, fmt.Errorf("vethpair: %d spokes, want 1..60", n)
+	}
+	id := seq.Add(1)
+	st = &Star{HubName: fmt.Sprintf("regedge-%d-hub-%d", os.Getpid(), id), Hub: netns.None()}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	defer netns.Set(orig)
+	if st.Hub, err = netns.NewNamed(st.HubName); err != nil {
+		return nil, fmt.Errorf("vethpair: create netns %s: %w", st.HubName, err)
+	}
+	for i := 0; i < n; i++ {
+		sp := Spoke{
+			Name: fmt.Sprintf("regedge-%d-s%d-%d", os.Getpid(), i, id), NS: netns.None(),
+			If: fmt.Sprintf("rgS%d_%d", id, i), HubIf: fmt.Sprintf("rgH%d_%d", id, i),
+			Addr:    netip.AddrFrom4([4]byte{192, 0, 2, byte(4*i + 2)}),
+			HubAddr: netip.AddrFrom4([4]byte{192, 0, 2, byte(4*i + 1)}),
+		}
+		if sp.NS, err = netns.NewNamed(sp.Name); err != nil {
+			return nil, fmt.Errorf("vethpair: create netns %s: %w", sp.Name, err)
+		}
+		st.Spokes = append(st.Spokes, sp)
+	}
+	if err := netns.Set(orig); err != nil {
+		return nil, err
+	}
+	hh, err := netlink.NewHandleAt(st.Hub)
+	if err != nil {
+		return nil, err
+	}
+	defer hh.Close()
+	for _, sp := range st.Spokes {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: sp.HubIf}, PeerName: sp.If, PeerNamespace: netlink.NsFd(int(sp.NS))}
+		if err := hh.LinkAdd(veth); err != nil {
+			return nil, fmt.Errorf("vethpair: add veth %s/%s: %w", sp.HubIf, sp.If, err)
+		}
+		sh, err := netlink.NewHandleAt(sp.NS)
+		if err != nil {
+			return nil, err
+		}
+		err = errors.Join(setup4(hh, sp.HubIf, sp.HubAddr), setup4(sh, sp.If, sp.Addr))
+		sh.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func setup4(hd *netlink.Handle, ifname string, a netip.Addr) error {
+	l, err := hd.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(30, 32)}}
+	if err := hd.AddrAdd(l, addr); err != nil {
+		return fmt.Errorf("vethpair: add %v to %s: %w", a, ifname, err)
+	}
+	if err := hd.LinkSetUp(l); err != nil {
+		return err
+	}
+	if lo, err := hd.LinkByName("lo"); err == nil {
+		_ = hd.LinkSetUp(lo)
+	}
+	return nil
+}
+
+// AddHubAddr adds an extra address to the hub's end of spoke i's link (for
+// tests that send from a source outside an allow-list).
+func (st *Star) AddHubAddr(i int, a netip.Prefix) error {
+	hh, err := netlink.NewHandleAt(st.Hub)
+	if err != nil {
+		return err
+	}
+	defer hh.Close()
+	l, err := hh.LinkByName(st.Spokes[i].HubIf)
+	if err != nil {
+		return err
+	}
+	return hh.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), 32)}})
+}
+
+// Close deletes every namespace of the star.
+func (st *Star) Close() error {
+	var errs []error
+	if st.Hub.IsOpen() {
+		st.Hub.Close()
+		errs = append(errs, netns.DeleteNamed(st.HubName))
+	}
+	for _, sp := range st.Spokes {
+		if sp.NS.IsOpen() {
+			sp.NS.Close()
+			errs = append(errs, netns.DeleteNamed(sp.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
