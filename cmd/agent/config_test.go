@@ -47,7 +47,8 @@ func TestConfigGetFromRunningAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Admin.Listen = "127.0.0.1:0"
-	cfg.Bus.Port = 0 // tests run in parallel processes: no fixed port
+	cfg.Bus.Port = 0 // tests run in parallel processes: no fixed ports
+	cfg.WebSocket.Port = 0
 	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +88,7 @@ func runningAgent(t *testing.T) *agent.Agent {
 	}
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Bus.Port = 0
+	cfg.WebSocket.Port = 0
 	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

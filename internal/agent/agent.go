@@ -1,8 +1,8 @@
 // Package agent runs the regedge agent: it owns the config state (through
 // internal/state), attaches the kernel datapath (per agent.bpf) and starts
 // the listeners of INTERFACE.md: the admin listener (/health, /readyz,
-// /metrics, /api/config) and the UDP config bus. The proxy and the WebSocket
-// server are added here as their issues land.
+// /metrics, /api/config), the WebSocket config server and the UDP config
+// bus. The proxy is added here as its issue lands.
 package agent
 
 import (
@@ -25,6 +25,7 @@ import (
 	"github.com/regedge/regedge/internal/configbus"
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/state"
+	"github.com/regedge/regedge/internal/wsconfig"
 )
 
 // ErrBPFRequired is returned by New when agent.bpf is "required" and the
@@ -44,6 +45,8 @@ type Agent struct {
 	bpfNotes  []string // fallbacks in force
 	dp        *loader.Datapath
 	adminLn   net.Listener
+	wsLn      net.Listener
+	ws        *wsconfig.Server
 	busConn   *net.UDPConn
 	registry  *prometheus.Registry
 }
@@ -73,6 +76,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.store = store
+	a.ws = wsconfig.New(store, wsconfig.Options{
+		HeartbeatInterval: time.Duration(cfg.WebSocket.HeartbeatInterval) * time.Millisecond,
+		ClientTimeout:     time.Duration(cfg.WebSocket.ClientTimeout) * time.Millisecond,
+	}, log)
+	a.registry.MustRegister(a.ws.Collectors()...)
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
 	}, []string{"mode"})
@@ -155,7 +163,7 @@ func (a *Agent) State() codec.State { return a.store.State() }
 func (a *Agent) SetState(s codec.State) (codec.State, error) { return a.store.Set(s, state.SourceCLI) }
 
 // WebSocketClients is the number of connected config clients.
-func (a *Agent) WebSocketClients() int { return 0 }
+func (a *Agent) WebSocketClients() int { return a.ws.Clients() }
 
 // BPFMode is "kernel" or "userspace".
 func (a *Agent) BPFMode() string { return a.bpfMode }
@@ -179,6 +187,14 @@ func (a *Agent) AdminAddr() net.Addr {
 	return a.adminLn.Addr()
 }
 
+// WebSocketAddr is the WebSocket listener's address once Listen has bound it.
+func (a *Agent) WebSocketAddr() net.Addr {
+	if a.wsLn == nil {
+		return nil
+	}
+	return a.wsLn.Addr()
+}
+
 // BusAddr is the config bus socket's address once Listen has bound it.
 func (a *Agent) BusAddr() net.Addr {
 	if a.busConn == nil {
@@ -194,13 +210,20 @@ func (a *Agent) Listen() error {
 	if err != nil {
 		return fmt.Errorf("agent: admin listener: %w", err)
 	}
+	wsAddr := net.JoinHostPort(a.cfg.WebSocket.Hostname, fmt.Sprint(a.cfg.WebSocket.Port))
+	wsLn, err := net.Listen("tcp", wsAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("agent: WebSocket listener on %s: %w", wsAddr, err)
+	}
 	bus, err := net.ListenUDP("udp", &net.UDPAddr{Port: a.cfg.Bus.Port})
 	if err != nil {
 		ln.Close()
+		wsLn.Close()
 		return fmt.Errorf("agent: config bus on port %d: %w", a.cfg.Bus.Port, err)
 	}
 	_ = bus.SetReadBuffer(4 << 20)
-	a.adminLn, a.busConn = ln, bus
+	a.adminLn, a.wsLn, a.busConn = ln, wsLn, bus
 	return nil
 }
 
@@ -215,15 +238,19 @@ func (a *Agent) Serve(ctx context.Context) error {
 	a.registry.MustRegister(bus.Collector())
 	defer a.registry.Unregister(bus.Collector())
 
-	errc := make(chan error, 2)
+	wsSrv := &http.Server{Handler: a.ws, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 4)
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(4)
 	go func() { defer wg.Done(); errc <- srv.Serve(a.adminLn) }()
+	go func() { defer wg.Done(); errc <- wsSrv.Serve(a.wsLn) }()
+	go func() { defer wg.Done(); a.ws.Run(serveCtx); errc <- nil }()
 	go func() { defer wg.Done(); errc <- bus.Serve(serveCtx) }()
 	a.log.Info("agent started",
 		"admin", a.adminLn.Addr().String(),
+		"websocket", a.wsLn.Addr().String(),
 		"bus", a.busConn.LocalAddr().String(),
 		"state", a.State().Dump(),
 		"bpf_mode", a.bpfMode,
@@ -248,7 +275,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	stopServing()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
+	err := errors.Join(srv.Shutdown(shutdownCtx), wsSrv.Shutdown(shutdownCtx))
 	a.busConn.Close()
 	wg.Wait()
 	err = errors.Join(runErr, err, a.closeDatapath())

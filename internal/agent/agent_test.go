@@ -13,14 +13,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/wsconfig"
 )
 
 func startAgent(t *testing.T, cfg *config.Config) *Agent {
 	t.Helper()
 	cfg.Admin.Listen = "127.0.0.1:0"
-	cfg.Bus.Port = 0 // tests run in parallel processes: no fixed port
+	cfg.Bus.Port = 0 // tests run in parallel processes: no fixed ports
+	cfg.WebSocket.Port = 0
 	a, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -186,5 +190,40 @@ func TestBusChangesStateAndItPersists(t *testing.T) {
 	b := startAgent(t, cfg) // a restart, as far as the state file is concerned
 	if b.State() != d.Sender {
 		t.Fatalf("restored %v, want %v", b.State(), d.Sender)
+	}
+}
+
+// TestWebSocketInTheAgent: the agent's WebSocket listener shares the state
+// with the bus and the admin API, and /health counts its clients.
+func TestWebSocketInTheAgent(t *testing.T) {
+	a := startAgent(t, config.Default())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+a.WebSocketAddr().String()+wsconfig.Path, &websocket.DialOptions{Subprotocols: []string{wsconfig.Subprotocol}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if _, b, err := c.Read(ctx); err != nil || len(b) != codec.StateSize {
+		t.Fatalf("first message %x, %v", b, err)
+	}
+	f := codec.Update(codec.FieldCols, 132)
+	if err := c.Write(ctx, websocket.MessageBinary, f.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fr, _ := codec.DecodeFrame(b); fr.Type == codec.TypeAck {
+			break
+		}
+	}
+	if a.State().Cols != 132 {
+		t.Fatalf("state %v", a.State())
+	}
+	if _, body := get(t, a, "/health"); !strings.Contains(body, `"websocket":1`) {
+		t.Fatalf("/health %s", body)
 	}
 }
