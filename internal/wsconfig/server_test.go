@@ -24,7 +24,7 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func startServer(t *testing.T, opts Options) (*Server, *state.Store, string) {
+func startServer(t testing.TB, opts Options) (*Server, *state.Store, string) {
 	t.Helper()
 	st, err := state.Open(state.Options{Initial: codec.DefaultState()})
 	if err != nil {
