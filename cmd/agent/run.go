@@ -21,7 +21,9 @@ func newRunCmd() *cobra.Command {
 		Short: "Run the agent with the embedded defaults, a config file and the environment",
 		Long: `Run the agent. Configuration is the embedded defaults, then --config FILE
 (JSON, unknown keys are errors), then environment variables, then flags.
-Logs are JSON on stderr. SIGINT or SIGTERM stops it gracefully.`,
+Logs are JSON on stderr. SIGHUP re-reads the file and applies its config
+state; SIGINT or SIGTERM stops the agent gracefully (the kernel programs stay
+attached through their pins).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(file, nil)
@@ -44,6 +46,26 @@ Logs are JSON on stderr. SIGINT or SIGTERM stops it gracefully.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						// A bad file changes nothing: the error is logged.
+						c, err := config.Load(file, nil)
+						if err == nil {
+							err = a.Reload(c)
+						}
+						if err != nil {
+							log.Error("config reload refused", "err", err)
+						}
+					}
+				}
+			}()
 			return a.Serve(ctx)
 		},
 	}

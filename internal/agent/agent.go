@@ -162,6 +162,21 @@ func (a *Agent) State() codec.State { return a.store.State() }
 // SetState replaces the state (admin API, CLI).
 func (a *Agent) SetState(s codec.State) (codec.State, error) { return a.store.Set(s, state.SourceCLI) }
 
+// Reload applies a re-read config file (SIGHUP): its state becomes the
+// agent's, through the same path as every other change (source "file").
+// Listeners, interfaces and the other settings take effect on restart.
+func (a *Agent) Reload(c *config.Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	s, err := a.store.Set(c.State(), state.SourceFile)
+	if err != nil {
+		return err
+	}
+	a.log.Info("config reloaded", "state", s.Dump(), "note", "listeners, interfaces and limits change on restart")
+	return nil
+}
+
 // WebSocketClients is the number of connected config clients.
 func (a *Agent) WebSocketClients() int { return a.ws.Clients() }
 

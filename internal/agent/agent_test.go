@@ -227,3 +227,20 @@ func TestWebSocketInTheAgent(t *testing.T) {
 		t.Fatalf("/health %s", body)
 	}
 }
+
+func TestReloadAppliesTheFileState(t *testing.T) {
+	a := startAgent(t, config.Default())
+	c := config.Default()
+	c.Config.Rows = 60
+	if err := a.Reload(c); err != nil || a.State().Rows != 60 {
+		t.Fatalf("Reload: %v, state %v", err, a.State())
+	}
+	bad := config.Default()
+	bad.Config.TerminalMode = 9
+	if err := a.Reload(bad); err == nil || a.State().Rows != 60 || a.State().TerminalMode != 2 {
+		t.Fatalf("a bad reload: %v, state %v", err, a.State())
+	}
+	if _, body := get(t, a, "/metrics"); !strings.Contains(body, `regedge_config_updates_total{source="file"} 1`) {
+		t.Fatal("the reload was not counted as source file")
+	}
+}
