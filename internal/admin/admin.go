@@ -17,6 +17,7 @@ import (
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/state"
+	"github.com/regedge/regedge/internal/token"
 )
 
 // Status is what the admin endpoints report about the running agent, and
@@ -33,7 +34,9 @@ type Status interface {
 }
 
 // Handler returns the admin mux. reg is the registry /metrics exposes.
-func Handler(st Status, reg *prometheus.Registry, started time.Time) http.Handler {
+// authorize admits writes (PUT /api/config) that arrive on a non-loopback
+// address; nil refuses them there.
+func Handler(st Status, reg *prometheus.Registry, started time.Time, authorize func(*http.Request) error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		up := time.Since(started).Seconds()
@@ -63,10 +66,19 @@ func Handler(st Status, reg *prometheus.Registry, started time.Time) http.Handle
 	})
 	mux.HandleFunc("PUT /api/config", func(w http.ResponseWriter, r *http.Request) {
 		if !fromLoopbackListener(r) {
-			// Admin tokens (scope config:write) arrive with the proxy's
-			// token support; until then writes need a loopback listener.
-			writeJSON(w, http.StatusForbidden, apiError{Error: "admin writes are accepted only on a loopback admin listener", Rule: "admin.listen"})
-			return
+			if authorize == nil {
+				writeJSON(w, http.StatusForbidden, apiError{Error: "admin writes off loopback need tokens.publicKeys and an admin token", Rule: "scope config:write"})
+				return
+			}
+			if err := authorize(r); err != nil {
+				reason := "invalid"
+				var te *token.Error
+				if errors.As(err, &te) {
+					reason = te.Result
+				}
+				writeJSON(w, http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Rule: reason})
+				return
+			}
 		}
 		next, herr := parsePut(r, st.State())
 		if herr != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/regedge/regedge/internal/configbus"
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/state"
+	"github.com/regedge/regedge/internal/token"
 	"github.com/regedge/regedge/internal/wsconfig"
 )
 
@@ -49,6 +50,7 @@ type Agent struct {
 	ws        *wsconfig.Server
 	busConn   *net.UDPConn
 	registry  *prometheus.Registry
+	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
 }
 
 // New checks cfg, attaches the kernel datapath per agent.bpf and restores
@@ -76,9 +78,18 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.store = store
+	if len(cfg.Tokens.PublicKeys) > 0 {
+		v, err := token.NewVerifier(cfg.Tokens.PublicKeys, time.Duration(cfg.Tokens.Leeway)*time.Second)
+		if err != nil {
+			a.closeDatapath()
+			return nil, err
+		}
+		a.authorize = v.AdminAuthorizer()
+	}
 	a.ws = wsconfig.New(store, wsconfig.Options{
 		HeartbeatInterval: time.Duration(cfg.WebSocket.HeartbeatInterval) * time.Millisecond,
 		ClientTimeout:     time.Duration(cfg.WebSocket.ClientTimeout) * time.Millisecond,
+		Authorize:         a.authorize,
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -246,7 +257,7 @@ func (a *Agent) Listen() error {
 func (a *Agent) Serve(ctx context.Context) error {
 	a.started = time.Now()
 	srv := &http.Server{
-		Handler:           admin.Handler(a, a.registry, a.started),
+		Handler:           admin.Handler(a, a.registry, a.started, a.authorize),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	bus := configbus.NewServer(a.busConn, a.store, a.cfg.AllowPrefixes(), a.log)

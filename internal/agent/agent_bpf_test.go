@@ -24,7 +24,7 @@ import (
 func scrape(t *testing.T, a *Agent, path string) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	admin.Handler(a, a.registry, time.Now()).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	admin.Handler(a, a.registry, time.Now(), nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("%s: %d", path, rec.Code)
 	}

@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/state"
 	"github.com/regedge/regedge/internal/testutil"
+	"github.com/regedge/regedge/internal/token"
 	"github.com/regedge/regedge/internal/vectors"
 )
 
@@ -292,15 +294,28 @@ func TestSlowClientDoesNotBlockFast(t *testing.T) {
 	}
 }
 
-// TestWriteWithoutTokenRefusedOffLoopback: on a listener that is not
-// loopback, a client without an admin token may read but not write.
-func TestWriteWithoutTokenRefusedOffLoopback(t *testing.T) {
+// TestWriteNeedsAdminTokenOffLoopback: on a listener that is not loopback,
+// a client without an admin token may read but not write; one with a token
+// of scope config:write may.
+func TestWriteNeedsAdminTokenOffLoopback(t *testing.T) {
 	h := testutil.NewHosts(t)
 	st, err := state.Open(state.Options{Initial: codec.DefaultState()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(st, Options{HeartbeatInterval: time.Hour}, quiet)
+	keyFile, pubFile, err := token.GenerateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := token.NewVerifier([]string{pubFile}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := token.ReadPrivateKey(keyFile)
+	admin, _ := token.Issue(key, "", token.Claims{Scope: token.ScopeConfigWrite, RegisteredClaims: jwt.RegisteredClaims{
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
+	}})
+	srv := New(st, Options{HeartbeatInterval: time.Hour, Authorize: v.AdminAuthorizer()}, quiet)
 	var ln net.Listener
 	testutil.In(t, h.B, func() {
 		if ln, err = net.Listen("tcp", h.B4.String()+":3000"); err != nil {
@@ -310,32 +325,42 @@ func TestWriteWithoutTokenRefusedOffLoopback(t *testing.T) {
 	hs := &http.Server{Handler: srv}
 	go hs.Serve(ln)
 	defer hs.Close()
-	var c *websocket.Conn
-	testutil.In(t, h.A, func() {
-		// Dial's connection is made on this thread, inside A.
-		conn, err := net.Dial("tcp", h.B4.String()+":3000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, _, err = websocket.Dial(ctx, "ws://"+h.B4.String()+":3000"+Path, &websocket.DialOptions{
-			Subprotocols: []string{Subprotocol},
-			HTTPClient: &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-				return conn, nil
-			}}},
+	connect := func(header http.Header) *websocket.Conn {
+		var c *websocket.Conn
+		testutil.In(t, h.A, func() {
+			// The TCP connection is made on this thread, inside A.
+			conn, err := net.Dial("tcp", h.B4.String()+":3000")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, _, err = websocket.Dial(ctx, "ws://"+h.B4.String()+":3000"+Path, &websocket.DialOptions{
+				Subprotocols: []string{Subprotocol},
+				HTTPHeader:   header,
+				HTTPClient: &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+					return conn, nil
+				}}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
-	defer c.CloseNow()
-	read(t, c) // the state
-	send(t, c, codec.Update(codec.FieldRows, 40))
-	if f := next(t, c); f.Type != codec.TypeError || codec.ErrorCode(f.Field) != codec.ErrCodeNotAllowed || f.ErrorMessage() != "token" {
+		t.Cleanup(func() { c.CloseNow() })
+		read(t, c) // the state
+		return c
+	}
+	anon := connect(nil)
+	send(t, anon, codec.Update(codec.FieldRows, 40))
+	if f := next(t, anon); f.Type != codec.TypeError || codec.ErrorCode(f.Field) != codec.ErrCodeNotAllowed || f.ErrorMessage() != "token" {
 		t.Fatalf("write without a token: %+v", f)
 	}
 	if st.State().Rows != 24 {
 		t.Fatal("the refused write changed the state")
+	}
+	authed := connect(http.Header{"Authorization": {"Bearer " + admin}})
+	send(t, authed, codec.Update(codec.FieldRows, 40))
+	if f := next(t, authed); f.Type != codec.TypeAck || st.State().Rows != 40 {
+		t.Fatalf("write with an admin token: %+v, state %v", f, st.State())
 	}
 }

@@ -1,0 +1,79 @@
+package admin
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/state"
+	"github.com/regedge/regedge/internal/token"
+)
+
+type fakeStatus struct{ st *state.Store }
+
+func (f fakeStatus) State() codec.State { return f.st.State() }
+func (f fakeStatus) SetState(s codec.State) (codec.State, error) {
+	return f.st.Set(s, state.SourceCLI)
+}
+func (fakeStatus) WebSocketClients() int { return 0 }
+func (fakeStatus) BPFMode() string       { return "userspace" }
+func (fakeStatus) BPFReason() string     { return "test" }
+func (fakeStatus) BPFNotes() []string    { return nil }
+func (fakeStatus) Interfaces() []string  { return nil }
+func (fakeStatus) Ready() bool           { return true }
+
+// putFrom sends PUT /api/config as if it arrived on local address local.
+func putFrom(h http.Handler, local string, auth string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodPut, "/api/config", strings.NewReader(`{"set":{"rows":40}}`))
+	addr, _ := net.ResolveTCPAddr("tcp", local)
+	r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(addr)))
+	if auth != "" {
+		r.Header.Set("Authorization", "Bearer "+auth)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func TestPutOffLoopbackNeedsAdminToken(t *testing.T) {
+	st, _ := state.Open(state.Options{Initial: codec.DefaultState()})
+	keyFile, pubFile, err := token.GenerateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := token.NewVerifier([]string{pubFile}, 0)
+	key, _ := token.ReadPrivateKey(keyFile)
+	exp := jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}
+	adminTok, _ := token.Issue(key, "", token.Claims{Scope: token.ScopeConfigWrite, RegisteredClaims: exp})
+	userTok, _ := token.Issue(key, "", token.Claims{RegisteredClaims: exp})
+
+	noTokens := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), nil)
+	if w := putFrom(noTokens, "192.0.2.2:9873", adminTok); w.Code != http.StatusForbidden {
+		t.Fatalf("off loopback without tokens configured: %d", w.Code)
+	}
+	h := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), v.AdminAuthorizer())
+	for _, tc := range []struct {
+		local, tok string
+		code       int
+	}{
+		{"192.0.2.2:9873", "", http.StatusUnauthorized},
+		{"192.0.2.2:9873", userTok, http.StatusUnauthorized},
+		{"192.0.2.2:9873", "garbage", http.StatusUnauthorized},
+		{"127.0.0.1:9873", "", http.StatusOK},
+		{"192.0.2.2:9873", adminTok, http.StatusOK},
+	} {
+		if w := putFrom(h, tc.local, tc.tok); w.Code != tc.code {
+			t.Errorf("PUT on %s with %q: %d %s, want %d", tc.local, tc.tok, w.Code, w.Body, tc.code)
+		} else if tc.code == http.StatusUnauthorized && !strings.Contains(w.Body.String(), "Invalid proxy token") {
+			t.Errorf("401 body %s", w.Body)
+		}
+	}
+}

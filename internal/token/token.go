@@ -1,0 +1,258 @@
+// Package token issues and verifies regedge's proxy and admin tokens
+// (PROTOCOL.md §4.3): JWS compact, signed with Ed25519 ({"alg":"EdDSA"}),
+// verified with github.com/golang-jwt/jwt/v5 against an allow-list of one
+// algorithm. Keys are PEM files: private keys PKCS#8, public keys PKIX; a
+// public key's kid is its file name without the extension, so keys rotate by
+// adding a file.
+package token
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// ScopeConfigWrite marks an admin token: it may change the config state.
+const ScopeConfigWrite = "config:write"
+
+// Claims are the token's claims.
+type Claims struct {
+	RegistryHash   string   `json:"registryHash,omitempty"`
+	RegistryHashes []string `json:"registryHashes,omitempty"`
+	Scope          string   `json:"scope,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Result words of regedge_token_verifications_total (INTERFACE.md).
+const (
+	ResultOK        = "ok"
+	ResultMalformed = "malformed"
+	ResultAlg       = "alg"
+	ResultSignature = "signature"
+	ResultExpired   = "expired"
+	ResultNotYet    = "notyet"
+	ResultHash      = "hash"
+	ResultMissing   = "missing"
+)
+
+// Error is a failed verification; Result is the short reason code a 401
+// body carries (never key material).
+type Error struct {
+	Result string
+	Err    error
+}
+
+func (e *Error) Error() string { return "token: " + e.Result + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Verifier checks tokens against a set of public keys.
+type Verifier struct {
+	keys   map[string]ed25519.PublicKey // by kid
+	leeway time.Duration
+	now    func() time.Time
+}
+
+// NewVerifier loads PKIX PEM public keys from files.
+func NewVerifier(files []string, leeway time.Duration) (*Verifier, error) {
+	v := &Verifier{keys: map[string]ed25519.PublicKey{}, leeway: leeway, now: time.Now}
+	for _, f := range files {
+		k, err := ReadPublicKey(f)
+		if err != nil {
+			return nil, err
+		}
+		v.keys[kidOf(f)] = k
+	}
+	return v, nil
+}
+
+func kidOf(path string) string {
+	return strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+}
+
+// Verify checks a token's signature, algorithm and times.
+func (v *Verifier) Verify(tok string) (*Claims, error) {
+	if tok == "" {
+		return nil, &Error{ResultMissing, errors.New("no token")}
+	}
+	// Only EdDSA is accepted; say so before anything else is looked at.
+	if alg, ok := headerAlg(tok); ok && alg != jwt.SigningMethodEdDSA.Alg() {
+		return nil, &Error{ResultAlg, fmt.Errorf("alg %q is not accepted, only EdDSA", alg)}
+	}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(v.leeway),
+		jwt.WithTimeFunc(v.now),
+	)
+	var c Claims
+	_, err := parser.ParseWithClaims(tok, &c, func(t *jwt.Token) (any, error) {
+		if kid, ok := t.Header["kid"].(string); ok && kid != "" {
+			if k, ok := v.keys[kid]; ok {
+				return k, nil
+			}
+			return nil, fmt.Errorf("unknown kid %q", kid)
+		}
+		keys := make([]jwt.VerificationKey, 0, len(v.keys))
+		for _, k := range v.keys {
+			keys = append(keys, k)
+		}
+		return jwt.VerificationKeySet{Keys: keys}, nil
+	})
+	if err == nil {
+		return &c, nil
+	}
+	result := ResultSignature
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		result = ResultMalformed
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		result = ResultSignature
+	case errors.Is(err, jwt.ErrTokenExpired), errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		result = ResultExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		result = ResultNotYet
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		result = ResultAlg
+	}
+	return nil, &Error{result, err}
+}
+
+// headerAlg reads the alg of a compact JWS header without verifying anything.
+func headerAlg(tok string) (string, bool) {
+	h, _, ok := strings.Cut(tok, ".")
+	if !ok {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		return "", false
+	}
+	var hdr struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(b, &hdr) != nil {
+		return "", false
+	}
+	return hdr.Alg, true
+}
+
+// FromRequest returns the token of a request: X-Bun-Proxy-Token, else an
+// Authorization Bearer token (what stock npm and bun clients send).
+func FromRequest(r *http.Request) string {
+	if t := r.Header.Get("X-Bun-Proxy-Token"); t != "" {
+		return t
+	}
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
+}
+
+// AdminAuthorizer accepts a request carrying a valid token with scope
+// config:write.
+func (v *Verifier) AdminAuthorizer() func(r *http.Request) error {
+	return func(r *http.Request) error {
+		c, err := v.Verify(FromRequest(r))
+		if err != nil {
+			return err
+		}
+		if c.Scope != ScopeConfigWrite {
+			return &Error{"scope", errors.New("not an admin token (scope config:write)")}
+		}
+		return nil
+	}
+}
+
+// Issue signs claims with key (EdDSA), with kid in the header when set.
+func Issue(key ed25519.PrivateKey, kid string, c Claims) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+	if kid != "" {
+		t.Header["kid"] = kid
+	}
+	return t.SignedString(key)
+}
+
+// GenerateKey writes DIR/edge.key (PKCS#8 PEM, 0600) and DIR/edge.pub (PKIX PEM).
+func GenerateKey(dir string) (keyFile, pubFile string, err error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	p8, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return "", "", err
+	}
+	pk, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	keyFile, pubFile = filepath.Join(dir, "edge.key"), filepath.Join(dir, "edge.pub")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk}), 0o644); err != nil {
+		return "", "", err
+	}
+	return keyFile, pubFile, nil
+}
+
+// ReadPrivateKey reads a PKCS#8 PEM Ed25519 private key.
+func ReadPrivateKey(path string) (ed25519.PrivateKey, error) {
+	der, err := readPEM(path, "PRIVATE KEY")
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("token: %s: %w", path, err)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("token: %s: not an Ed25519 key", path)
+	}
+	return ek, nil
+}
+
+// ReadPublicKey reads a PKIX PEM Ed25519 public key.
+func ReadPublicKey(path string) (ed25519.PublicKey, error) {
+	der, err := readPEM(path, "PUBLIC KEY")
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("token: %s: %w", path, err)
+	}
+	ek, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("token: %s: not an Ed25519 key", path)
+	}
+	return ek, nil
+}
+
+func readPEM(path, typ string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("token: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != typ {
+		return nil, fmt.Errorf("token: %s: want a PEM %q block", path, typ)
+	}
+	return blk.Bytes, nil
+}

@@ -1,0 +1,145 @@
+package token
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func keys(t *testing.T) (ed25519.PrivateKey, string) {
+	t.Helper()
+	dir := t.TempDir()
+	kf, pf, err := GenerateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(kf); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v", st.Mode())
+	}
+	k, err := ReadPrivateKey(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, pf
+}
+
+func claims(exp time.Duration) Claims {
+	now := time.Now()
+	return Claims{RegistryHash: "0xa1b2c3d4", RegisteredClaims: jwt.RegisteredClaims{
+		Subject: "@mycompany", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(exp)),
+	}}
+}
+
+func TestVerifyResults(t *testing.T) {
+	k, pub := keys(t)
+	v, err := NewVerifier([]string{pub}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := Issue(k, "edge", claims(time.Hour))
+	expired, _ := Issue(k, "", claims(-time.Hour))
+	future := claims(2 * time.Hour)
+	future.NotBefore = jwt.NewNumericDate(time.Now().Add(time.Hour))
+	notyet, _ := Issue(k, "", future)
+	noExp := claims(time.Hour)
+	noExp.ExpiresAt = nil
+	missingExp, _ := Issue(k, "", noExp)
+	k2, _ := keys(t)
+	wrongKey, _ := Issue(k2, "", claims(time.Hour))
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, claims(time.Hour))
+	hmac, _ := hs.SignedString([]byte("secret"))
+	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(`{"exp":9999999999}`)) + "."
+	for name, tc := range map[string]struct {
+		tok  string
+		want string
+	}{
+		"good":         {good, ResultOK},
+		"expired":      {expired, ResultExpired},
+		"not yet":      {notyet, ResultNotYet},
+		"no exp":       {missingExp, ResultExpired},
+		"wrong key":    {wrongKey, ResultSignature},
+		"HMAC":         {hmac, ResultAlg},
+		"alg none":     {none, ResultAlg},
+		"garbage":      {"not.a.token", ResultMalformed},
+		"missing":      {"", ResultMissing},
+		"tampered sig": {good[:len(good)-4] + "AAAA", ResultSignature},
+	} {
+		c, err := v.Verify(tc.tok)
+		got := ResultOK
+		var te *Error
+		if errors.As(err, &te) {
+			got = te.Result
+		} else if err != nil {
+			got = "untyped: " + err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("%s: %s (%v), want %s", name, got, err, tc.want)
+		}
+		if tc.want == ResultOK && (c == nil || c.Subject != "@mycompany" || c.RegistryHash != "0xa1b2c3d4") {
+			t.Errorf("%s: claims %+v", name, c)
+		}
+		if err != nil && strings.Contains(err.Error(), "PRIVATE") {
+			t.Errorf("%s: error mentions key material", name)
+		}
+	}
+	// Leeway lets a token a few seconds past exp through.
+	lv, _ := NewVerifier([]string{pub}, 30*time.Second)
+	justExpired, _ := Issue(k, "", claims(-5*time.Second))
+	if _, err := lv.Verify(justExpired); err != nil {
+		t.Errorf("within leeway: %v", err)
+	}
+}
+
+func TestKidSelectsKeyAndAdminScope(t *testing.T) {
+	dir := t.TempDir()
+	k1, p1 := keys(t)
+	k2, p2 := keys(t)
+	a, b := filepath.Join(dir, "old.pub"), filepath.Join(dir, "new.pub")
+	os.Rename(p1, a)
+	os.Rename(p2, b)
+	v, err := NewVerifier([]string{a, b}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for kid, k := range map[string]ed25519.PrivateKey{"old": k1, "new": k2} {
+		tok, _ := Issue(k, kid, claims(time.Hour))
+		if _, err := v.Verify(tok); err != nil {
+			t.Errorf("kid %s: %v", kid, err)
+		}
+	}
+	tok, _ := Issue(k1, "new", claims(time.Hour)) // signed by the other key
+	if _, err := v.Verify(tok); err == nil {
+		t.Error("a token whose kid names another key verified")
+	}
+	admin := claims(time.Hour)
+	admin.Scope = ScopeConfigWrite
+	at, _ := Issue(k2, "new", admin)
+	plain, _ := Issue(k2, "new", claims(time.Hour))
+	authz := v.AdminAuthorizer()
+	req := func(h, v string) *http.Request {
+		r, _ := http.NewRequest("PUT", "http://x/", nil)
+		r.Header.Set(h, v)
+		return r
+	}
+	if err := authz(req("Authorization", "Bearer "+at)); err != nil {
+		t.Errorf("admin token as Bearer: %v", err)
+	}
+	if err := authz(req("X-Bun-Proxy-Token", at)); err != nil {
+		t.Errorf("admin token in X-Bun-Proxy-Token: %v", err)
+	}
+	if err := authz(req("Authorization", "Bearer "+plain)); err == nil {
+		t.Error("a token without scope config:write was accepted as admin")
+	}
+	if err := authz(req("Accept", "*/*")); err == nil {
+		t.Error("no token was accepted")
+	}
+}
