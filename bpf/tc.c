@@ -17,12 +17,10 @@
 #include "include/protocol.h"
 #include "include/parse.h"
 #include "include/maps.h"
+#include "include/ports.h"
 #include "include/flow.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
-
-/* Set by the loader through CollectionSpec.Variables before load. */
-volatile const __u16 proxy_ports[MAX_PROXY_PORTS] = {4873};
 
 struct stats_map tc_stats SEC(".maps");
 
@@ -58,15 +56,6 @@ static __always_inline int tc_count(int reason)
 	if (c)
 		*c += 1;
 	return TC_NEXT;
-}
-
-static __always_inline int is_proxy_port(__u16 port)
-{
-#pragma clang loop unroll(full)
-	for (int i = 0; i < MAX_PROXY_PORTS; i++)
-		if (proxy_ports[i] != 0 && proxy_ports[i] == port)
-			return 1;
-	return 0;
 }
 
 /* flow_key_of builds the key with the client as source, the proxy as dest. */

@@ -16,6 +16,7 @@
 #include "include/protocol.h"
 #include "include/parse.h"
 #include "include/maps.h"
+#include "include/ports.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -69,7 +70,6 @@ struct {
 
 /* Set by the loader through CollectionSpec.Variables before load. */
 volatile const __u16 bus_port = 4874;
-volatile const __u16 proxy_ports[MAX_PROXY_PORTS] = {4873};
 volatile const __u64 syn_rate = 0; /* SYNs per second per source; 0 = guard off */
 volatile const __u64 syn_burst = 0;
 
@@ -127,15 +127,6 @@ static __always_inline int is_allowed(const struct pkt *p, const struct regedge_
 	struct lpm_v6 k = {.prefixlen = 128};
 	__builtin_memcpy(k.addr, p->saddr, 16);
 	return bpf_map_lookup_elem(&allow_v6, &k) != NULL;
-}
-
-static __always_inline int is_proxy_port(__u16 port)
-{
-#pragma clang loop unroll(full)
-	for (int i = 0; i < MAX_PROXY_PORTS; i++)
-		if (proxy_ports[i] != 0 && proxy_ports[i] == port)
-			return 1;
-	return 0;
 }
 
 /* Token bucket per source, in nano-tokens: one SYN costs 1e9. */

@@ -42,25 +42,7 @@ func TestConfigEnvAndErrors(t *testing.T) {
 
 func TestConfigGetFromRunningAgent(t *testing.T) {
 	t.Setenv("BUN_CONFIG_TERMINAL_COLS", "120")
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Admin.Listen = "127.0.0.1:0"
-	cfg.Bus.Port = 0 // tests run in parallel processes: no fixed ports
-	cfg.WebSocket.Port = 0
-	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
-
+	a := runningAgent(t)
 	t.Setenv("BUN_CONFIG_TERMINAL_COLS", "80") // the local state differs from the agent's
 	out, errs, code := run(t, "", "config", "get", "--from", a.AdminAddr().String())
 	if code != 0 || !strings.Contains(out, "dump: 0x01a1b2c3d40000000702187800") {
