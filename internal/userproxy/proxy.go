@@ -1,0 +1,460 @@
+// Package userproxy is regedge's userspace registry proxy: what npm, bun,
+// pnpm and yarn talk to with registry=http://EDGE:4873/. Every request goes
+// through the checks of PROTOCOL.md §4.2 in order, config headers (400),
+// version (503), token (401), rate limit (429), routing (502), then is
+// forwarded to the upstream registry chosen by registry hash, with the
+// agent's config headers and the upstream's own credential; the client's
+// token is verified here and never forwarded.
+package userproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/token"
+)
+
+// Upstream is one registry the proxy forwards to.
+type Upstream struct {
+	Hash      uint32
+	URL       *url.URL // scheme and host[:port] (and an optional path prefix)
+	AuthToken string   // the edge's own credential upstream ("" for none)
+}
+
+// Config is what the proxy needs.
+type Config struct {
+	Upstreams []Upstream
+	Scopes    map[string]uint32 // "@scope" -> registry hash
+	PerMinute int               // requests per minute per registry hash
+	Timeout   time.Duration     // upstream response header timeout
+	Versions  codec.VersionSet
+	Tokens    *token.Verifier // nil: tokens are not checked (an open edge)
+	PublicURL string          // base for rewritten tarball URLs; "" = from the request
+	Transport http.RoundTripper
+}
+
+// StateSource gives the agent's current state (the default for requests
+// without config headers).
+type StateSource interface{ State() codec.State }
+
+// Proxy serves registry requests.
+type Proxy struct {
+	cfg      Config
+	states   StateSource
+	log      *slog.Logger
+	routes   map[uint32]*Upstream
+	fallback *Upstream
+	rt       http.RoundTripper
+	tokens   *tokenCache
+
+	limMu    sync.Mutex
+	limiters map[uint32]*rate.Limiter
+
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	tokenChecks *prometheus.CounterVec
+	limited     *prometheus.CounterVec
+}
+
+// New returns a proxy. states supplies the agent's state per request.
+func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
+	if cfg.PerMinute <= 0 {
+		cfg.PerMinute = 1000
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	p := &Proxy{
+		cfg: cfg, states: states, log: log, routes: map[uint32]*Upstream{},
+		limiters: map[uint32]*rate.Limiter{}, tokens: newTokenCache(10000),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regedge_proxy_requests_total", Help: "Proxied requests, by registry hash, method and status code.",
+		}, []string{"registry_hash", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "regedge_proxy_request_duration_seconds", Help: "Time to the end of the response, by registry hash.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"registry_hash"}),
+		tokenChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regedge_token_verifications_total", Help: "Proxy token checks, by result.",
+		}, []string{"result"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regedge_rate_limited_total", Help: "Requests refused with 429, by registry hash.",
+		}, []string{"registry_hash"}),
+	}
+	for i := range cfg.Upstreams {
+		u := &cfg.Upstreams[i]
+		if _, dup := p.routes[u.Hash]; dup {
+			return nil, fmt.Errorf("userproxy: two upstreams for hash 0x%08x", u.Hash)
+		}
+		p.routes[u.Hash] = u
+		if u.Hash == 0 {
+			p.fallback = u
+		}
+	}
+	p.rt = cfg.Transport
+	if p.rt == nil {
+		p.rt = &http.Transport{
+			Proxy:                 nil, // never chain to an environment proxy
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: cfg.Timeout,
+			ForceAttemptHTTP2:     true,
+		}
+	}
+	return p, nil
+}
+
+// Collectors returns the proxy's metrics.
+func (p *Proxy) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited}
+}
+
+// apiError is the JSON body of a refusal.
+type apiError struct {
+	Error  string `json:"error"`
+	Header string `json:"header,omitempty"`
+	Rule   string `json:"rule,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ServeHTTP runs the checks in the order of §4.2 and forwards.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &recorder{ResponseWriter: w, code: http.StatusOK}
+	reqID := r.Header.Get(codec.HeaderRequestID)
+	if !codec.ValidRequestID(reqID) {
+		reqID = codec.NewRequestID()
+	}
+	rw.Header().Set(codec.HeaderRequestID, reqID)
+	hash, upstream, tokenResult := uint32(0), "", ""
+	defer func() {
+		hs := fmt.Sprintf("0x%08x", hash)
+		p.requests.WithLabelValues(hs, r.Method, strconv.Itoa(rw.code)).Inc()
+		p.duration.WithLabelValues(hs).Observe(time.Since(start).Seconds())
+		p.log.Info("request", "id", reqID, "registry_hash", hs, "method", r.Method, "path", r.URL.EscapedPath(),
+			"status", rw.code, "bytes", rw.bytes, "duration_ms", float64(time.Since(start).Microseconds())/1000,
+			"upstream", upstream, "token", tokenResult)
+	}()
+
+	own := p.states.State()
+	st, err := codec.ExtractHeaders(r.Header, own)
+	if err != nil {
+		var he *codec.HeaderError
+		if errors.As(err, &he) {
+			writeJSON(rw, http.StatusBadRequest, apiError{Error: "Invalid config headers", Header: he.Header, Rule: he.Rule})
+			return
+		}
+		writeJSON(rw, http.StatusBadRequest, apiError{Error: err.Error()})
+		return
+	}
+	hash = st.RegistryHash
+	if !p.cfg.Versions.Has(st.Version) {
+		writeJSON(rw, http.StatusServiceUnavailable, apiError{Error: "Config version mismatch", Rule: fmt.Sprintf("accepted: %s", p.cfg.Versions)})
+		return
+	}
+	scoped := false
+	if scope := scopeOf(r.URL); scope != "" {
+		if h, ok := p.cfg.Scopes[scope]; ok {
+			hash, scoped = h, true
+		}
+	}
+	if p.cfg.Tokens != nil {
+		tokenResult = p.checkToken(token.FromRequest(r), hash)
+		p.tokenChecks.WithLabelValues(tokenResult).Inc()
+		if tokenResult != token.ResultOK && tokenResult != "cached" {
+			writeJSON(rw, http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: tokenResult})
+			return
+		}
+	}
+	if wait, ok := p.allow(hash); !ok {
+		p.limited.WithLabelValues(fmt.Sprintf("0x%08x", hash)).Inc()
+		rw.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		writeJSON(rw, http.StatusTooManyRequests, apiError{Error: "Rate limit exceeded", Rule: fmt.Sprintf("%d per minute per registry hash", p.cfg.PerMinute)})
+		return
+	}
+	up := p.routes[hash]
+	if up == nil && !scoped { // a scope's hash never falls through: dependency-confusion guard
+		up = p.fallback
+	}
+	if up == nil {
+		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Unknown registry hash", Rule: fmt.Sprintf("no upstream for 0x%08x", hash)})
+		return
+	}
+	upstream = up.URL.Host
+	p.forward(rw, r, up, st, reqID)
+}
+
+// checkToken verifies tok for a request of registry hash; it returns the
+// result word of regedge_token_verifications_total.
+func (p *Proxy) checkToken(tok string, hash uint32) string {
+	claims, cached := p.tokens.get(tok)
+	if !cached {
+		c, err := p.cfg.Tokens.Verify(tok)
+		if err != nil {
+			var te *token.Error
+			if errors.As(err, &te) {
+				return te.Result
+			}
+			return token.ResultMalformed
+		}
+		claims = c
+		p.tokens.put(tok, c)
+	}
+	want := fmt.Sprintf("0x%08x", hash)
+	ok := strings.EqualFold(claims.RegistryHash, want)
+	for _, h := range claims.RegistryHashes {
+		ok = ok || strings.EqualFold(h, want)
+	}
+	if !ok {
+		return token.ResultHash
+	}
+	if cached {
+		return "cached"
+	}
+	return token.ResultOK
+}
+
+// allow takes a token from the hash's bucket; when empty it says how long
+// until one is available.
+func (p *Proxy) allow(hash uint32) (time.Duration, bool) {
+	p.limMu.Lock()
+	l := p.limiters[hash]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(float64(p.cfg.PerMinute)/60), p.cfg.PerMinute)
+		p.limiters[hash] = l
+	}
+	p.limMu.Unlock()
+	res := l.Reserve()
+	if d := res.Delay(); d > 0 {
+		res.Cancel()
+		return d, false
+	}
+	return 0, true
+}
+
+// hop-by-hop headers (RFC 9110 §7.6.1) and the client's credentials, which
+// never go upstream.
+var dropHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Authorization", codec.HeaderProxyToken,
+	"Accept-Encoding", // the transport negotiates gzip itself and decodes it
+}
+
+func (p *Proxy) forward(rw *recorder, r *http.Request, up *Upstream, st codec.State, reqID string) {
+	target := *up.URL
+	target.Path = strings.TrimSuffix(up.URL.Path, "/") + r.URL.Path
+	if r.URL.RawPath != "" { // keep %2f in scoped names as the client sent them
+		target.RawPath = strings.TrimSuffix(up.URL.EscapedPath(), "/") + r.URL.RawPath
+	}
+	target.RawQuery = r.URL.RawQuery
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	out, err := http.NewRequestWithContext(ctx, r.Method, target.String(), r.Body)
+	if err != nil {
+		writeJSON(rw, http.StatusBadGateway, apiError{Error: "bad upstream request: " + err.Error()})
+		return
+	}
+	out.ContentLength = r.ContentLength
+	for k, vs := range r.Header {
+		out.Header[k] = vs
+	}
+	for _, h := range dropHeaders {
+		out.Header.Del(h)
+	}
+	for _, h := range strings.Split(r.Header.Get("Connection"), ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out.Header.Del(h)
+		}
+	}
+	codec.NewHeaderBlock(st).Inject(out.Header)
+	out.Header.Set(codec.HeaderRequestID, reqID)
+	if up.AuthToken != "" {
+		out.Header.Set("Authorization", "Bearer "+up.AuthToken)
+	}
+	resp, err := p.rt.RoundTrip(out)
+	if err != nil {
+		code, msg := http.StatusBadGateway, "Upstream unreachable"
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+			code, msg = http.StatusGatewayTimeout, "Upstream timed out"
+		}
+		rw.Header().Set("Retry-After", "5")
+		writeJSON(rw, code, apiError{Error: msg})
+		return
+	}
+	defer resp.Body.Close()
+
+	if rewritable(r, resp) {
+		p.serveRewritten(rw, r, resp, up)
+		return
+	}
+	copyHeaders(rw.Header(), resp.Header)
+	rw.WriteHeader(resp.StatusCode)
+	if _, err := io.Copy(rw, resp.Body); err != nil {
+		// Never a truncated body that looks complete: abort the connection.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func copyHeaders(dst, src http.Header) {
+	for k, vs := range src {
+		switch http.CanonicalHeaderKey(k) {
+		case "Connection", "Keep-Alive", "Transfer-Encoding", "Trailer", "Upgrade", "Proxy-Connection":
+			continue
+		}
+		dst[k] = vs
+	}
+}
+
+// maxPackument bounds a packument read into memory for rewriting.
+const maxPackument = 64 << 20
+
+// rewritable: a successful GET of a packument (JSON), whose tarball URLs
+// point at the upstream and must point at the edge.
+func rewritable(r *http.Request, resp *http.Response) bool {
+	if r.Method != http.MethodGet || resp.StatusCode != http.StatusOK || strings.Contains(r.URL.Path, "/-/") {
+		return false
+	}
+	ct := resp.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/vnd.npm.install-v1+json")
+}
+
+// serveRewritten rewrites dist.tarball URLs of every version from the
+// upstream's origin to the edge's, so clients never bypass the edge.
+func (p *Proxy) serveRewritten(rw *recorder, r *http.Request, resp *http.Response, up *Upstream) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPackument+1))
+	if err != nil {
+		rw.Header().Set("Retry-After", "5")
+		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream response broke off"})
+		return
+	}
+	if len(body) > maxPackument {
+		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Packument too large"})
+		return
+	}
+	edge := p.edgeBase(r)
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(body, &doc) == nil {
+		if vs, ok := doc["versions"]; ok {
+			var versions map[string]map[string]json.RawMessage
+			if json.Unmarshal(vs, &versions) == nil {
+				for _, v := range versions {
+					var dist map[string]any
+					if json.Unmarshal(v["dist"], &dist) != nil {
+						continue
+					}
+					if tb, ok := dist["tarball"].(string); ok {
+						dist["tarball"] = rebase(tb, up.URL, edge)
+						v["dist"], _ = json.Marshal(dist)
+					}
+				}
+				doc["versions"], _ = json.Marshal(versions)
+				if b, err := json.Marshal(doc); err == nil {
+					body = b
+				}
+			}
+		}
+	}
+	copyHeaders(rw.Header(), resp.Header)
+	rw.Header().Del("Content-Length")
+	rw.Header().Del("Content-Encoding")
+	rw.Header().Del("Etag") // the body is ours now
+	rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	rw.WriteHeader(resp.StatusCode)
+	rw.Write(body)
+}
+
+// rebase moves a URL on the upstream's origin onto the edge's base.
+func rebase(u string, upstream *url.URL, edge string) string {
+	parsed, err := url.Parse(u)
+	if err != nil || !strings.EqualFold(parsed.Host, upstream.Host) {
+		return u
+	}
+	path := parsed.EscapedPath()
+	if prefix := strings.TrimSuffix(upstream.EscapedPath(), "/"); prefix != "" {
+		path = strings.TrimPrefix(path, prefix)
+	}
+	return edge + path
+}
+
+// edgeBase is the edge's base URL as the client sees it.
+func (p *Proxy) edgeBase(r *http.Request) string {
+	if p.cfg.PublicURL != "" {
+		return strings.TrimSuffix(p.cfg.PublicURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// scopeOf returns the "@scope" of a package path (/@scope%2fname or
+// /@scope/name), or "".
+func scopeOf(u *url.URL) string {
+	p := u.EscapedPath()
+	if !strings.HasPrefix(p, "/@") {
+		return ""
+	}
+	p = p[1:]
+	if i := strings.IndexAny(p, "/%"); i > 0 {
+		return strings.ToLower(p[:i])
+	}
+	return ""
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	var buf bytes.Buffer
+	json.NewEncoder(&buf).Encode(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(code)
+	w.Write(buf.Bytes())
+}
+
+// recorder notes the status and bytes for the access log and metrics.
+type recorder struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+	wrote bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.code, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}

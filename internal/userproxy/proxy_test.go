@@ -1,0 +1,252 @@
+package userproxy
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/token"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type fixedState codec.State
+
+func (s fixedState) State() codec.State { return codec.State(s) }
+
+const (
+	companyHash = 0xa1b2c3d4
+	otherHash   = 0x0000beef
+)
+
+type edge struct {
+	*httptest.Server
+	proxy *Proxy
+	key   ed25519.PrivateKey
+	reg   *registry
+}
+
+func mustURL(s string) *url.URL { u, _ := url.Parse(s); return u }
+
+func newEdge(t testing.TB, tweak func(*Config)) *edge {
+	t.Helper()
+	reg := newRegistry(t,
+		pkg{name: "hello-dep", version: "1.0.0", files: map[string]string{"index.js": "module.exports = 'dep';\n"}},
+		pkg{name: "@mycompany/hello", version: "1.2.3", deps: map[string]string{"hello-dep": "^1.0.0"},
+			files: map[string]string{"index.js": "module.exports = require('hello-dep') + ' hello';\n"}},
+	)
+	keyFile, pubFile, err := token.GenerateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := token.ReadPrivateKey(keyFile)
+	v, err := token.NewVerifier([]string{pubFile}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Upstreams: []Upstream{{Hash: companyHash, URL: mustURL(reg.URL), AuthToken: "upstream-secret"}},
+		Scopes:    map[string]uint32{"@mycompany": companyHash},
+		PerMinute: 1000,
+		Timeout:   2 * time.Second,
+		Versions:  codec.DefaultVersions,
+		Tokens:    v,
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	p, err := New(cfg, fixedState(codec.DefaultState()), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return &edge{Server: srv, proxy: p, key: key, reg: reg}
+}
+
+func (e *edge) token(t testing.TB, hashes ...string) string {
+	t.Helper()
+	c := token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "@mycompany", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}
+	if len(hashes) == 1 {
+		c.RegistryHash = hashes[0]
+	} else {
+		c.RegistryHashes = hashes
+	}
+	tok, err := token.Issue(e.key, "", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func (e *edge) get(t testing.TB, path string, headers map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.URL+path, nil)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestPackumentRewrittenAndHeadersInjected(t *testing.T) {
+	e := newEdge(t, nil)
+	tok := e.token(t, "0xa1b2c3d4")
+	resp, body := e.get(t, "/@mycompany%2fhello", map[string]string{"Authorization": "Bearer " + tok})
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	var doc struct {
+		Versions map[string]struct {
+			Dist struct{ Tarball string } `json:"dist"`
+		} `json:"versions"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if tb := doc.Versions["1.2.3"].Dist.Tarball; tb != e.URL+"/@mycompany/hello/-/hello-1.2.3.tgz" {
+		t.Fatalf("tarball URL %q, want it on the edge %s", tb, e.URL)
+	}
+	path, h := e.reg.last()
+	if path != "/@mycompany%2fhello" {
+		t.Errorf("upstream path %q: the scoped name must keep its %%2f", path)
+	}
+	if h.Get("X-Bun-Config-Dump") != "0x01a1b2c3d40000000702185000" || !codec.ValidRequestID(h.Get(codec.HeaderRequestID)) {
+		t.Errorf("upstream headers %v", h)
+	}
+	if h.Get("Authorization") != "Bearer upstream-secret" || h.Get(codec.HeaderProxyToken) != "" {
+		t.Errorf("upstream got Authorization %q: the client's token must never be forwarded", h.Get("Authorization"))
+	}
+	if resp.Header.Get(codec.HeaderRequestID) != h.Get(codec.HeaderRequestID) {
+		t.Error("the request ID answered differs from the one sent upstream")
+	}
+	// The tarball through the edge, byte for byte.
+	resp, tgz := e.get(t, "/@mycompany/hello/-/hello-1.2.3.tgz", map[string]string{"Authorization": "Bearer " + tok})
+	if resp.StatusCode != 200 || tgz != string(e.reg.tarballs["/@mycompany/hello/-/hello-1.2.3.tgz"]) {
+		t.Fatalf("tarball: %d, %d bytes", resp.StatusCode, len(tgz))
+	}
+	if got := promtest.ToFloat64(e.proxy.tokenChecks.WithLabelValues("cached")); got != 1 {
+		t.Errorf("second request with the same token: cached verifications %v, want 1", got)
+	}
+}
+
+func TestVerdictsInOrder(t *testing.T) {
+	e := newEdge(t, func(c *Config) { c.PerMinute = 3 })
+	tok := e.token(t, "0xa1b2c3d4")
+	auth := "Bearer " + tok
+	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(`{"registryHash":"0xa1b2c3d4","exp":9999999999}`)) + "."
+	for _, tc := range []struct {
+		name    string
+		path    string
+		headers map[string]string
+		code    int
+		body    string
+	}{
+		{"malformed header", "/hello-dep", map[string]string{"X-Bun-Terminal-Rows": "0", "Authorization": auth}, 400, `"header":"X-Bun-Terminal-Rows"`},
+		{"disagreeing header", "/hello-dep", map[string]string{"X-Bun-Config-Dump": "0x01a1b2c3d40000000702185000", "X-Bun-Terminal-Rows": "40", "Authorization": auth}, 400, `disagrees`},
+		{"version 2", "/hello-dep", map[string]string{"X-Bun-Config-Dump": "0x02a1b2c3d40000000702185000", "Authorization": auth}, 503, `Config version mismatch`},
+		{"no token", "/hello-dep", nil, 401, `"reason":"missing"`},
+		{"alg none", "/hello-dep", map[string]string{"Authorization": "Bearer " + none}, 401, `"reason":"alg"`},
+		{"garbage token", "/hello-dep", map[string]string{"Authorization": "Bearer " + strings.Repeat("x", 8192)}, 401, `"reason":"malformed"`},
+		{"token for another hash", "/hello-dep", map[string]string{"Authorization": "Bearer " + e.token(t, "0x0000beef")}, 401, `"reason":"hash"`},
+		{"unknown hash, no fallback", "/hello-dep", map[string]string{"X-Bun-Registry-Hash": "0x0000beef", "Authorization": "Bearer " + e.token(t, "0x0000beef")}, 502, `Unknown registry hash`},
+		{"ok 1", "/hello-dep", map[string]string{"Authorization": auth}, 200, `"hello-dep"`},
+		{"ok 2", "/hello-dep", map[string]string{"X-Bun-Proxy-Token": tok}, 200, `"hello-dep"`},
+		{"ok 3", "/hello-dep", map[string]string{"Authorization": auth}, 200, `"hello-dep"`},
+		{"over the limit", "/hello-dep", map[string]string{"Authorization": auth}, 429, `Rate limit`},
+	} {
+		resp, body := e.get(t, tc.path, tc.headers)
+		if resp.StatusCode != tc.code || !strings.Contains(body, tc.body) {
+			t.Errorf("%s: %d %s; want %d with %s", tc.name, resp.StatusCode, body, tc.code, tc.body)
+		}
+		if tc.code == 429 && resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s: no Retry-After", tc.name)
+		}
+		if strings.Contains(body, "PRIVATE") || strings.Contains(body, "BEGIN") {
+			t.Errorf("%s: key material in the body", tc.name)
+		}
+	}
+}
+
+func TestScopeNeverFallsThrough(t *testing.T) {
+	fallback := newRegistry(t, pkg{name: "@evil/thing", version: "9.9.9"})
+	e := newEdge(t, func(c *Config) {
+		c.Scopes["@evil"] = otherHash // a scope with no upstream of its own
+		c.Upstreams = append(c.Upstreams, Upstream{Hash: 0, URL: mustURL(fallback.URL)})
+	})
+	tok := e.token(t, "0xa1b2c3d4", "0x0000beef", "0x00000000")
+	resp, body := e.get(t, "/@evil%2fthing", map[string]string{"Authorization": "Bearer " + tok})
+	if resp.StatusCode != 502 || fallback.count() != 0 {
+		t.Fatalf("scoped to a hash without upstream: %d %s; fallback saw %d requests", resp.StatusCode, body, fallback.count())
+	}
+	// An unscoped request with an unrouted hash does use the fallback.
+	resp, _ = e.get(t, "/left-pad", map[string]string{"Authorization": "Bearer " + tok, "X-Bun-Registry-Hash": "0x0000beef"})
+	if resp.StatusCode != 404 || fallback.count() != 1 {
+		t.Fatalf("unscoped unrouted request: %d, fallback saw %d", resp.StatusCode, fallback.count())
+	}
+}
+
+func TestUpstreamFailures(t *testing.T) {
+	// Down: a closed port answers 502 with Retry-After, quickly.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	// Stalled: accepts and never answers.
+	stall := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer stall.Close()
+	// Broken: promises 1000 bytes, sends 10, hangs up.
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write([]byte("0123456789"))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	defer broken.Close()
+	for _, tc := range []struct {
+		name, upstream, path string
+		code                 int
+	}{
+		{"down", down, "/x", 502},
+		{"stalled", stall.URL, "/x", 504},
+	} {
+		e := newEdge(t, func(c *Config) {
+			c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(tc.upstream)}}
+			c.Timeout = 300 * time.Millisecond
+		})
+		resp, body := e.get(t, tc.path, map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")})
+		if resp.StatusCode != tc.code || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s: %d %s (Retry-After %q)", tc.name, resp.StatusCode, body, resp.Header.Get("Retry-After"))
+		}
+	}
+	e := newEdge(t, func(c *Config) { c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(broken.URL)}} })
+	req, _ := http.NewRequest(http.MethodGet, e.URL+"/hello-dep/-/hello-dep-1.0.0.tgz", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token(t, "0xa1b2c3d4"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return // aborted before the headers: the client sees a failure, good
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("a body that broke off upstream arrived as complete (%d bytes)", len(b))
+	}
+}
