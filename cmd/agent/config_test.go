@@ -71,6 +71,7 @@ func runningAgent(t *testing.T) *agent.Agent {
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Bus.Port = 0
 	cfg.WebSocket.Port = 0
+	cfg.Proxy.ListenPort = 0
 	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

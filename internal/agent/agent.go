@@ -1,8 +1,8 @@
 // Package agent runs the regedge agent: it owns the config state (through
 // internal/state), attaches the kernel datapath (per agent.bpf) and starts
 // the listeners of INTERFACE.md: the admin listener (/health, /readyz,
-// /metrics, /api/config), the WebSocket config server and the UDP config
-// bus. The proxy is added here as its issue lands.
+// /metrics, /api/config), the registry proxy, the WebSocket config server
+// and the UDP config bus.
 package agent
 
 import (
@@ -12,6 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +29,7 @@ import (
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/state"
 	"github.com/regedge/regedge/internal/token"
+	"github.com/regedge/regedge/internal/userproxy"
 	"github.com/regedge/regedge/internal/wsconfig"
 )
 
@@ -48,6 +52,8 @@ type Agent struct {
 	adminLn   net.Listener
 	wsLn      net.Listener
 	ws        *wsconfig.Server
+	proxyLn   net.Listener
+	proxy     *userproxy.Proxy
 	busConn   *net.UDPConn
 	registry  *prometheus.Registry
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
@@ -92,6 +98,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 		Authorize:         a.authorize,
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
+	if err := a.newProxy(); err != nil {
+		a.closeDatapath()
+		return nil, err
+	}
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
 	}, []string{"mode"})
@@ -105,6 +115,52 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 	a.registry.MustRegister(mode, store.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return a, nil
+}
+
+// newProxy builds the registry proxy from proxy.* and tokens.*.
+func (a *Agent) newProxy() error {
+	cfg := a.cfg
+	pc := userproxy.Config{
+		Scopes:    map[string]uint32{},
+		PerMinute: cfg.Proxy.RateLimit.PerMinute,
+		Timeout:   time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
+		Versions:  codec.NewVersionSet(cfg.Config.Version),
+	}
+	for scope, h := range cfg.Proxy.Scopes {
+		pc.Scopes[strings.ToLower(scope)] = uint32(h)
+	}
+	for _, u := range cfg.Proxy.Upstreams {
+		scheme := "http"
+		if u.TLS {
+			scheme = "https"
+		}
+		up := userproxy.Upstream{Hash: uint32(u.Hash), URL: &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Host, fmt.Sprint(u.Port))}}
+		if u.Auth != nil {
+			b, err := os.ReadFile(u.Auth.TokenFile)
+			if err != nil {
+				return fmt.Errorf("agent: upstream %s credential: %w", u.Host, err)
+			}
+			up.AuthToken = strings.TrimSpace(string(b))
+		}
+		pc.Upstreams = append(pc.Upstreams, up)
+	}
+	if len(cfg.Tokens.PublicKeys) > 0 {
+		v, err := token.NewVerifier(cfg.Tokens.PublicKeys, time.Duration(cfg.Tokens.Leeway)*time.Second)
+		if err != nil {
+			return err
+		}
+		pc.Tokens = v
+	}
+	if a.dp != nil {
+		pc.Kernel = a.dp.Objects
+	}
+	p, err := userproxy.New(pc, a.store, a.log)
+	if err != nil {
+		return err
+	}
+	a.proxy = p
+	a.registry.MustRegister(p.Collectors()...)
+	return nil
 }
 
 // openDatapath attaches the kernel half per agent.bpf: "off" never tries,
@@ -221,6 +277,14 @@ func (a *Agent) WebSocketAddr() net.Addr {
 	return a.wsLn.Addr()
 }
 
+// ProxyAddr is the proxy listener's address once Listen has bound it.
+func (a *Agent) ProxyAddr() net.Addr {
+	if a.proxyLn == nil {
+		return nil
+	}
+	return a.proxyLn.Addr()
+}
+
 // BusAddr is the config bus socket's address once Listen has bound it.
 func (a *Agent) BusAddr() net.Addr {
 	if a.busConn == nil {
@@ -249,7 +313,17 @@ func (a *Agent) Listen() error {
 		return fmt.Errorf("agent: config bus on port %d: %w", a.cfg.Bus.Port, err)
 	}
 	_ = bus.SetReadBuffer(4 << 20)
-	a.adminLn, a.wsLn, a.busConn = ln, wsLn, bus
+	// Plain TCP, not Go's default MPTCP: sk_lookup's SOCKMAP can hold it.
+	lc := loader.ListenConfig()
+	proxyAddr := net.JoinHostPort(a.cfg.Proxy.ListenHost, fmt.Sprint(a.cfg.Proxy.ListenPort))
+	proxyLn, err := lc.Listen(context.Background(), "tcp", proxyAddr)
+	if err != nil {
+		ln.Close()
+		wsLn.Close()
+		bus.Close()
+		return fmt.Errorf("agent: proxy listener on %s: %w", proxyAddr, err)
+	}
+	a.adminLn, a.wsLn, a.busConn, a.proxyLn = ln, wsLn, bus, proxyLn
 	return nil
 }
 
@@ -265,17 +339,26 @@ func (a *Agent) Serve(ctx context.Context) error {
 	defer a.registry.Unregister(bus.Collector())
 
 	wsSrv := &http.Server{Handler: a.ws, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 4)
+	proxySrv := &http.Server{
+		Handler:           a.proxy,
+		ReadHeaderTimeout: 10 * time.Second, // a slowloris client does not hold a connection for long
+		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 5)
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); errc <- proxySrv.Serve(a.proxyLn) }()
 	go func() { defer wg.Done(); errc <- srv.Serve(a.adminLn) }()
 	go func() { defer wg.Done(); errc <- wsSrv.Serve(a.wsLn) }()
 	go func() { defer wg.Done(); a.ws.Run(serveCtx); errc <- nil }()
 	go func() { defer wg.Done(); errc <- bus.Serve(serveCtx) }()
 	a.log.Info("agent started",
 		"admin", a.adminLn.Addr().String(),
+		"proxy", a.proxyLn.Addr().String(),
 		"websocket", a.wsLn.Addr().String(),
 		"bus", a.busConn.LocalAddr().String(),
 		"state", a.State().Dump(),
@@ -301,7 +384,8 @@ func (a *Agent) Serve(ctx context.Context) error {
 	stopServing()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := errors.Join(srv.Shutdown(shutdownCtx), wsSrv.Shutdown(shutdownCtx))
+	// In-flight proxy requests finish (up to the grace period) before exit.
+	err := errors.Join(proxySrv.Shutdown(shutdownCtx), srv.Shutdown(shutdownCtx), wsSrv.Shutdown(shutdownCtx))
 	a.busConn.Close()
 	wg.Wait()
 	err = errors.Join(runErr, err, a.closeDatapath())

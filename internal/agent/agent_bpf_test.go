@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -118,5 +120,86 @@ func TestAgentAutoFallsBackAndRequiredFails(t *testing.T) {
 	cfg.Agent.BPF = "required"
 	if _, err := New(cfg, log); !errors.Is(err, ErrBPFRequired) || !strings.Contains(err.Error(), "rgnosuchif0") {
 		t.Fatalf("required: %v", err)
+	}
+}
+
+// TestProxyHandoffMismatch: a request whose registry hash header sits past
+// the kernel's 1024-byte scan gets a kernel tag with the agent's own hash;
+// the proxy trusts the headers and counts the disagreement.
+func TestProxyHandoffMismatch(t *testing.T) {
+	h := testutil.NewHosts(t)
+	bpffs := t.TempDir()
+	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
+		testutil.SkipOrFail(t, err.Error())
+	}
+	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	// The upstream listens in the test's own namespace: the proxy's dials
+	// run on goroutines that are not locked into B (in production the whole
+	// agent lives in one namespace).
+	upstream, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(upstream, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		io.WriteString(w, "ok")
+	}))
+	defer upstream.Close()
+	port := upstream.Addr().(*net.TCPAddr).Port
+
+	cfg := config.Default()
+	cfg.Agent.Interfaces = []string{h.IfB}
+	cfg.Agent.BPFFS = bpffs
+	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: port, Hash: 0}}
+	var a *Agent
+	testutil.In(t, h.B, func() {
+		var err error
+		if a, err = New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Listen(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	send := func(padding int) int {
+		var code int
+		testutil.In(t, h.A, func() {
+			c, err := net.DialTimeout("tcp", "192.0.2.2:4873", 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			req := "GET /left-pad/-/left-pad-1.0.0.tgz HTTP/1.1\r\nHost: 192.0.2.2:4873\r\n" +
+				"X-Padding: " + strings.Repeat("p", padding) + "\r\n" +
+				"X-Bun-Registry-Hash: 0x0000beef\r\nConnection: close\r\n\r\n"
+			io.WriteString(c, req)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code = resp.StatusCode
+		})
+		return code
+	}
+	mismatches := func() string {
+		for _, line := range strings.Split(scrape(t, a, "/metrics"), "\n") {
+			if strings.HasPrefix(line, "regedge_handoff_mismatch_total ") {
+				return strings.TrimPrefix(line, "regedge_handoff_mismatch_total ")
+			}
+		}
+		return "absent"
+	}
+	if code := send(10); code != 200 || mismatches() != "0" {
+		t.Fatalf("header inside the scan: %d, mismatches %s", code, mismatches())
+	}
+	if code := send(1100); code != 200 || mismatches() != "1" {
+		t.Fatalf("header past the scan: %d, mismatches %s", code, mismatches())
 	}
 }

@@ -25,6 +25,7 @@ func startAgent(t *testing.T, cfg *config.Config) *Agent {
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Bus.Port = 0 // tests run in parallel processes: no fixed ports
 	cfg.WebSocket.Port = 0
+	cfg.Proxy.ListenPort = 0
 	a, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -147,3 +147,13 @@ func (o *Objects) SetHashClass(hash uint32, c HashClass) error {
 	}
 	return nil
 }
+
+// FlowHash is the registry hash of a connection's flow tag, for the proxy's
+// handoff check; ok is false without a tag (or with a malformed-header tag).
+func (o *Objects) FlowHash(client, server netip.AddrPort) (uint32, bool) {
+	tag, ok, err := o.FlowTag(client, server)
+	if err != nil || !ok || tag.Verdict == ReasonMalformed {
+		return 0, false
+	}
+	return tag.RegistryHash, true
+}

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -47,6 +48,14 @@ type Config struct {
 	Tokens    *token.Verifier // nil: tokens are not checked (an open edge)
 	PublicURL string          // base for rewritten tarball URLs; "" = from the request
 	Transport http.RoundTripper
+	// Kernel, when the datapath is attached, gives the flow tag TC wrote for
+	// a connection: a hint compared with what the headers say.
+	Kernel FlowTagger
+}
+
+// FlowTagger reads the kernel's flow tag of a connection (loader.Objects).
+type FlowTagger interface {
+	FlowHash(client, server netip.AddrPort) (hash uint32, ok bool)
 }
 
 // StateSource gives the agent's current state (the default for requests
@@ -70,6 +79,7 @@ type Proxy struct {
 	duration    *prometheus.HistogramVec
 	tokenChecks *prometheus.CounterVec
 	limited     *prometheus.CounterVec
+	mismatch    prometheus.Counter
 }
 
 // New returns a proxy. states supplies the agent's state per request.
@@ -96,6 +106,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regedge_rate_limited_total", Help: "Requests refused with 429, by registry hash.",
 		}, []string{"registry_hash"}),
+		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
+		}),
 	}
 	for i := range cfg.Upstreams {
 		u := &cfg.Upstreams[i]
@@ -125,7 +138,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 
 // Collectors returns the proxy's metrics.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited}
+	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch}
 }
 
 // apiError is the JSON body of a refusal.
@@ -167,6 +180,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hash = st.RegistryHash
+	p.compareKernel(r, st.RegistryHash)
 	if !p.cfg.Versions.Has(st.Version) {
 		writeJSON(rw, http.StatusServiceUnavailable, apiError{Error: "Config version mismatch", Rule: fmt.Sprintf("accepted: %s", p.cfg.Versions)})
 		return
@@ -201,6 +215,26 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	upstream = up.URL.Host
 	p.forward(rw, r, up, st, reqID)
+}
+
+// compareKernel counts a request whose kernel flow tag disagrees with the
+// hash its headers give; userspace's answer is the one used.
+func (p *Proxy) compareKernel(r *http.Request, headerHash uint32) {
+	if p.cfg.Kernel == nil {
+		return
+	}
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return
+	}
+	local, err1 := netip.ParseAddrPort(la.String())
+	remote, err2 := netip.ParseAddrPort(r.RemoteAddr)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	if kh, ok := p.cfg.Kernel.FlowHash(remote, local); ok && kh != headerHash {
+		p.mismatch.Inc()
+	}
 }
 
 // checkToken verifies tok for a request of registry hash; it returns the
