@@ -214,7 +214,69 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	upstream = up.URL.Host
+	if r.Method == http.MethodConnect {
+		p.tunnel(rw, r, up)
+		return
+	}
 	p.forward(rw, r, up, st, reqID)
+}
+
+// tunnel serves CONNECT host:port: only to the upstream routed for the
+// request's registry hash (never an open proxy); after the checks the
+// tunnel is plain TCP.
+func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *Upstream) {
+	want := up.URL.Host
+	if up.URL.Port() == "" {
+		port := "80"
+		if up.URL.Scheme == "https" {
+			port = "443"
+		}
+		want = net.JoinHostPort(up.URL.Hostname(), port)
+	}
+	if !strings.EqualFold(r.Host, want) {
+		writeJSON(rw, http.StatusForbidden, apiError{Error: "CONNECT target is not the upstream for this registry hash", Rule: "want " + want})
+		return
+	}
+	hj, ok := rw.ResponseWriter.(http.Hijacker)
+	if !ok {
+		writeJSON(rw, http.StatusInternalServerError, apiError{Error: "CONNECT needs HTTP/1.1"})
+		return
+	}
+	upConn, err := net.DialTimeout("tcp", want, 5*time.Second)
+	if err != nil {
+		rw.Header().Set("Retry-After", "5")
+		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream unreachable"})
+		return
+	}
+	client, buf, err := hj.Hijack()
+	if err != nil {
+		upConn.Close()
+		return
+	}
+	rw.code, rw.wrote = http.StatusOK, true
+	if _, err := client.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n")); err != nil {
+		client.Close()
+		upConn.Close()
+		return
+	}
+	// Bytes the client sent after the CONNECT head are already buffered.
+	if n := buf.Reader.Buffered(); n > 0 {
+		pending, _ := buf.Reader.Peek(n)
+		upConn.Write(pending)
+	}
+	copied := make(chan int64, 2)
+	pipe := func(dst, src net.Conn) {
+		n, _ := io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		copied <- n
+	}
+	go pipe(upConn, client)
+	go pipe(client, upConn)
+	rw.bytes += <-copied + <-copied
+	client.Close()
+	upConn.Close()
 }
 
 // compareKernel counts a request whose kernel flow tag disagrees with the

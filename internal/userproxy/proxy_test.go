@@ -1,6 +1,7 @@
 package userproxy
 
 import (
+	"bufio"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -248,5 +249,52 @@ func TestUpstreamFailures(t *testing.T) {
 	defer resp.Body.Close()
 	if b, err := io.ReadAll(resp.Body); err == nil {
 		t.Fatalf("a body that broke off upstream arrived as complete (%d bytes)", len(b))
+	}
+}
+
+func connect(t *testing.T, e *edge, target string, headers map[string]string) (net.Conn, *http.Response) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n"
+	for k, v := range headers {
+		req += k + ": " + v + "\r\n"
+	}
+	io.WriteString(c, req+"\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, resp
+}
+
+func TestConnectOnlyToTheRoutedUpstream(t *testing.T) {
+	e := newEdge(t, nil)
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	routed := strings.TrimPrefix(e.reg.URL, "http://")
+	// Another host: 403, the proxy is never an open proxy.
+	if _, resp := connect(t, e, "example.com:443", auth); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("CONNECT to another host: %d", resp.StatusCode)
+	}
+	if _, resp := connect(t, e, routed, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("CONNECT without a token: %d", resp.StatusCode)
+	}
+	c, resp := connect(t, e, routed, auth)
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT to the routed upstream: %d", resp.StatusCode)
+	}
+	// Plain TCP through the tunnel: an HTTP request straight to the upstream.
+	io.WriteString(c, "GET /hello-dep HTTP/1.1\r\nHost: "+routed+"\r\nConnection: close\r\n\r\n")
+	r, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || !strings.Contains(string(body), `"hello-dep"`) {
+		t.Fatalf("through the tunnel: %d %s", r.StatusCode, body)
 	}
 }
