@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -153,6 +154,14 @@ func (a *Agent) newProxy() error {
 	}
 	if a.dp != nil {
 		pc.Kernel = a.dp.Objects
+		tf := cfg.Proxy.TokenFailures
+		pc.Blocker, pc.BlockAfter = a.dp.Objects, tf.Threshold
+		pc.BlockWindow = time.Duration(tf.Window) * time.Millisecond
+		pc.BlockTTL = time.Duration(tf.BlockTTL) * time.Millisecond
+	}
+	for _, tp := range cfg.Proxy.TrustedProxies {
+		pr, _ := netip.ParsePrefix(tp) // Validate has checked it
+		pc.TrustedProxies = append(pc.TrustedProxies, pr)
 	}
 	p, err := userproxy.New(pc, a.store, a.log)
 	if err != nil {

@@ -116,6 +116,18 @@ type Proxy struct {
 	Scopes     map[string]Hash `json:"scopes"`
 	TLS        TLS             `json:"tls"`
 	RateLimit  RateLimit       `json:"rateLimit"`
+	// Sources with repeated token failures go into the XDP block list.
+	TokenFailures TokenFailures `json:"tokenFailures"`
+	// Only these may set X-Forwarded-Proto/Host.
+	TrustedProxies []string `json:"trustedProxies"`
+}
+
+// TokenFailures: Threshold failures within Window (ms) block the source for
+// BlockTTL (ms). Threshold 0 turns it off.
+type TokenFailures struct {
+	Threshold int `json:"threshold"`
+	Window    int `json:"window"`
+	BlockTTL  int `json:"blockTTL"`
 }
 
 // Upstream is one registry the proxy forwards to.
@@ -306,6 +318,14 @@ func (c *Config) Validate() error {
 	}
 	if (c.Proxy.TLS.Cert == "") != (c.Proxy.TLS.Key == "") {
 		return bad("proxy.tls", "cert and key must both be set or both be empty")
+	}
+	if tf := c.Proxy.TokenFailures; tf.Threshold < 0 || (tf.Threshold > 0 && (tf.Window <= 0 || tf.BlockTTL <= 0)) {
+		return bad("proxy.tokenFailures", "want threshold >= 0 and, when set, window and blockTTL > 0 (ms)")
+	}
+	for i, tp := range c.Proxy.TrustedProxies {
+		if _, err := netip.ParsePrefix(tp); err != nil {
+			return bad(fmt.Sprintf("proxy.trustedProxies[%d]", i), "%q: want a CIDR prefix", tp)
+		}
 	}
 	if c.Proxy.RateLimit.PerMinute <= 0 {
 		return bad("proxy.rateLimit.perMinute", "want > 0, got %d", c.Proxy.RateLimit.PerMinute)

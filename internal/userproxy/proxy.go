@@ -51,6 +51,21 @@ type Config struct {
 	// Kernel, when the datapath is attached, gives the flow tag TC wrote for
 	// a connection: a hint compared with what the headers say.
 	Kernel FlowTagger
+	// Blocker, when set, takes sources with repeated token failures into
+	// the XDP block list: BlockAfter failures within BlockWindow block the
+	// source for BlockTTL.
+	Blocker     Blocker
+	BlockAfter  int
+	BlockWindow time.Duration
+	BlockTTL    time.Duration
+	// TrustedProxies may set X-Forwarded-Proto and X-Forwarded-Host (used
+	// for rewritten tarball URLs); from anyone else they are ignored.
+	TrustedProxies []netip.Prefix
+}
+
+// Blocker puts a source prefix on the block list (loader.Objects).
+type Blocker interface {
+	Block(prefix netip.Prefix, ttl time.Duration) error
 }
 
 // FlowTagger reads the kernel's flow tag of a connection (loader.Objects).
@@ -71,6 +86,7 @@ type Proxy struct {
 	fallback *Upstream
 	rt       http.RoundTripper
 	tokens   *tokenCache
+	failures *failureCounter
 
 	limMu    sync.Mutex
 	limiters map[uint32]*rate.Limiter
@@ -92,7 +108,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 	}
 	p := &Proxy{
 		cfg: cfg, states: states, log: log, routes: map[uint32]*Upstream{},
-		limiters: map[uint32]*rate.Limiter{}, tokens: newTokenCache(10000),
+		limiters: map[uint32]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regedge_proxy_requests_total", Help: "Proxied requests, by registry hash, method and status code.",
 		}, []string{"registry_hash", "method", "code"}),
@@ -195,6 +211,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tokenResult = p.checkToken(token.FromRequest(r), hash)
 		p.tokenChecks.WithLabelValues(tokenResult).Inc()
 		if tokenResult != token.ResultOK && tokenResult != "cached" {
+			p.tokenFailed(r)
 			writeJSON(rw, http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: tokenResult})
 			return
 		}
@@ -277,6 +294,27 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *Upstream) {
 	rw.bytes += <-copied + <-copied
 	client.Close()
 	upConn.Close()
+}
+
+// tokenFailed counts a token failure of the request's source and blocks
+// the source in XDP once it fails too often.
+func (p *Proxy) tokenFailed(r *http.Request) {
+	if p.cfg.Blocker == nil || p.cfg.BlockAfter <= 0 {
+		return
+	}
+	src, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return
+	}
+	a := src.Addr().Unmap()
+	if !p.failures.add(a, p.cfg.BlockAfter, p.cfg.BlockWindow) {
+		return
+	}
+	if err := p.cfg.Blocker.Block(netip.PrefixFrom(a, a.BitLen()), p.cfg.BlockTTL); err != nil {
+		p.log.Warn("could not block a source", "source", a.String(), "err", err)
+		return
+	}
+	p.log.Warn("source blocked in XDP after repeated token failures", "source", a.String(), "ttl", p.cfg.BlockTTL.String())
 }
 
 // compareKernel counts a request whose kernel flow tag disagrees with the
@@ -497,11 +535,32 @@ func (p *Proxy) edgeBase(r *http.Request) string {
 	if p.cfg.PublicURL != "" {
 		return strings.TrimSuffix(p.cfg.PublicURL, "/")
 	}
-	scheme := "http"
+	scheme, host := "http", r.Host
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	return scheme + "://" + r.Host
+	if p.trusted(r) {
+		if v := r.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
+			scheme = v
+		}
+		if v := r.Header.Get("X-Forwarded-Host"); v != "" && !strings.ContainsAny(v, "/ ,") {
+			host = v
+		}
+	}
+	return scheme + "://" + host
+}
+
+func (p *Proxy) trusted(r *http.Request) bool {
+	src, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	for _, pr := range p.cfg.TrustedProxies {
+		if pr.Contains(src.Addr().Unmap()) {
+			return true
+		}
+	}
+	return false
 }
 
 // scopeOf returns the "@scope" of a package path (/@scope%2fname or

@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -296,5 +298,60 @@ func TestConnectOnlyToTheRoutedUpstream(t *testing.T) {
 	body, _ := io.ReadAll(r.Body)
 	if r.StatusCode != 200 || !strings.Contains(string(body), `"hello-dep"`) {
 		t.Fatalf("through the tunnel: %d %s", r.StatusCode, body)
+	}
+}
+
+type recordingBlocker struct {
+	mu      sync.Mutex
+	blocked []netip.Prefix
+	ttl     time.Duration
+}
+
+func (b *recordingBlocker) Block(p netip.Prefix, ttl time.Duration) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.blocked, b.ttl = append(b.blocked, p), ttl
+	return nil
+}
+
+// TestRepeatedTokenFailuresBlockTheSource: the proxy hands a source that
+// keeps failing token checks to the block list (loader.Objects.Block in the
+// agent; its XDP effect is tested in internal/loader).
+func TestRepeatedTokenFailuresBlockTheSource(t *testing.T) {
+	b := &recordingBlocker{}
+	e := newEdge(t, func(c *Config) {
+		c.Blocker, c.BlockAfter, c.BlockWindow, c.BlockTTL = b, 3, time.Minute, 10*time.Minute
+	})
+	good := e.token(t, "0xa1b2c3d4")
+	for i := 0; i < 2; i++ {
+		e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer bad"})
+	}
+	e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer " + good}) // successes do not count
+	if len(b.blocked) != 0 {
+		t.Fatalf("blocked after 2 failures: %v", b.blocked)
+	}
+	e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer bad"})
+	if len(b.blocked) != 1 || b.blocked[0] != netip.MustParsePrefix("127.0.0.1/32") || b.ttl != 10*time.Minute {
+		t.Fatalf("after 3 failures: %v for %v", b.blocked, b.ttl)
+	}
+}
+
+func TestForwardedHeadersOnlyFromTrustedProxies(t *testing.T) {
+	for _, trusted := range []bool{false, true} {
+		e := newEdge(t, func(c *Config) {
+			if trusted {
+				c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+			}
+		})
+		_, body := e.get(t, "/hello-dep", map[string]string{
+			"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4"), "X-Forwarded-Proto": "https", "X-Forwarded-Host": "edge.example",
+		})
+		want := e.URL + "/hello-dep/-/"
+		if trusted {
+			want = "https://edge.example/hello-dep/-/"
+		}
+		if !strings.Contains(body, want) {
+			t.Errorf("trusted=%v: tarball URL is not on %s: %s", trusted, want, body)
+		}
 	}
 }
