@@ -55,6 +55,7 @@ type Agent struct {
 	ws        *wsconfig.Server
 	proxyLn   net.Listener
 	proxy     *userproxy.Proxy
+	certs     *userproxy.CertReloader // proxy.tls, reloaded on SIGHUP
 	busConn   *net.UDPConn
 	registry  *prometheus.Registry
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
@@ -167,6 +168,11 @@ func (a *Agent) newProxy() error {
 	if err != nil {
 		return err
 	}
+	if cfg.Proxy.TLS.Cert != "" {
+		if a.certs, err = userproxy.NewCertReloader(cfg.Proxy.TLS.Cert, cfg.Proxy.TLS.Key); err != nil {
+			return err
+		}
+	}
 	a.proxy = p
 	a.registry.MustRegister(p.Collectors()...)
 	return nil
@@ -238,12 +244,19 @@ func (a *Agent) State() codec.State { return a.store.State() }
 // SetState replaces the state (admin API, CLI).
 func (a *Agent) SetState(s codec.State) (codec.State, error) { return a.store.Set(s, state.SourceCLI) }
 
-// Reload applies a re-read config file (SIGHUP): its state becomes the
-// agent's, through the same path as every other change (source "file").
+// Reload applies a re-read config file (SIGHUP): the proxy's TLS
+// certificate is re-read and the file's state becomes the agent's, through
+// the same path as every other change (source "file").
 // Listeners, interfaces and the other settings take effect on restart.
 func (a *Agent) Reload(c *config.Config) error {
 	if err := c.Validate(); err != nil {
 		return err
+	}
+	if a.certs != nil {
+		// A bad certificate refuses the whole reload: nothing changes.
+		if err := a.certs.Reload(); err != nil {
+			return err
+		}
 	}
 	s, err := a.store.Set(c.State(), state.SourceFile)
 	if err != nil {
@@ -360,7 +373,15 @@ func (a *Agent) Serve(ctx context.Context) error {
 	defer stopServing()
 	var wg sync.WaitGroup
 	wg.Add(5)
-	go func() { defer wg.Done(); errc <- proxySrv.Serve(a.proxyLn) }()
+	go func() {
+		defer wg.Done()
+		if a.certs != nil {
+			proxySrv.TLSConfig = a.certs.TLSConfig()
+			errc <- proxySrv.ServeTLS(a.proxyLn, "", "")
+			return
+		}
+		errc <- proxySrv.Serve(a.proxyLn)
+	}()
 	go func() { defer wg.Done(); errc <- srv.Serve(a.adminLn) }()
 	go func() { defer wg.Done(); errc <- wsSrv.Serve(a.wsLn) }()
 	go func() { defer wg.Done(); a.ws.Run(serveCtx); errc <- nil }()

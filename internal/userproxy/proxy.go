@@ -10,6 +10,8 @@ package userproxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +50,7 @@ type Config struct {
 	Tokens    *token.Verifier // nil: tokens are not checked (an open edge)
 	PublicURL string          // base for rewritten tarball URLs; "" = from the request
 	Transport http.RoundTripper
+	RootCAs   *x509.CertPool // CAs for upstream TLS; nil = the system's
 	// Kernel, when the datapath is attached, gives the flow tag TC wrote for
 	// a connection: a hint compared with what the headers say.
 	Kernel FlowTagger
@@ -145,6 +148,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   10 * time.Second,
+			TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 			ResponseHeaderTimeout: cfg.Timeout,
 			ForceAttemptHTTP2:     true,
 		}

@@ -3,15 +3,23 @@ package userproxy
 import (
 	"bufio"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -354,4 +362,89 @@ func TestForwardedHeadersOnlyFromTrustedProxies(t *testing.T) {
 			t.Errorf("trusted=%v: tarball URL is not on %s: %s", trusted, want, body)
 		}
 	}
+}
+
+// TestTLSBothSides: the edge serves TLS (certificate reloaded on demand) and
+// forwards to an upstream over TLS signed by a test CA; a real TLS client
+// fetches a packument whose tarball URLs point at the edge over https.
+func TestTLSBothSides(t *testing.T) {
+	reg := newRegistry(t, pkg{name: "hello-dep", version: "1.0.0"})
+	reg.Close()
+	tlsReg := httptest.NewUnstartedServer(reg.Config.Handler)
+	tlsReg.StartTLS()
+	defer tlsReg.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(tlsReg.Certificate())
+
+	p, err := New(Config{
+		Upstreams: []Upstream{{Hash: companyHash, URL: mustURL(tlsReg.URL)}},
+		Versions:  codec.DefaultVersions,
+		RootCAs:   pool,
+	}, fixedState(codec.DefaultState()), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := writeSelfSigned(t, dir, "first")
+	certs, err := NewCertReloader(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edgeSrv := httptest.NewUnstartedServer(p)
+	edgeSrv.TLS = certs.TLSConfig()
+	edgeSrv.StartTLS()
+	defer edgeSrv.Close()
+
+	fetch := func() (*http.Response, string) {
+		t.Helper()
+		cp := x509.NewCertPool()
+		raw, _ := os.ReadFile(certFile)
+		cp.AppendCertsFromPEM(raw)
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cp, ServerName: "edge.test"}}}
+		resp, err := c.Get(edgeSrv.URL + "/hello-dep")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, body := fetch()
+	if resp.StatusCode != 200 || !strings.Contains(body, `"tarball":"https://`+strings.TrimPrefix(edgeSrv.URL, "https://")+`/hello-dep/-/`) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	first := resp.TLS.PeerCertificates[0].SerialNumber
+	// A new pair on disk is served after Reload; a broken one is refused.
+	writeSelfSigned(t, dir, "second")
+	if err := certs.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = fetch()
+	if resp.TLS.PeerCertificates[0].SerialNumber.Cmp(first) == 0 {
+		t.Fatal("the reloaded certificate is not served")
+	}
+	os.WriteFile(certFile, []byte("broken"), 0o600)
+	if err := certs.Reload(); err == nil {
+		t.Fatal("a broken certificate was accepted")
+	}
+}
+
+func writeSelfSigned(t *testing.T, dir, cn string) (string, string) {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: []string{"edge.test"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p8, _ := x509.MarshalPKCS8PrivateKey(priv)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600)
+	return certFile, keyFile
 }
