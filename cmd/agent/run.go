@@ -73,3 +73,33 @@ attached through their pins).`,
 	cmd.Flags().StringArrayVar(&ifaces, "interface", nil, "interface to attach the kernel datapath to (repeatable)")
 	return cmd
 }
+
+func newProxyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "proxy", Short: "The registry proxy alone"}
+	var file string
+	start := &cobra.Command{
+		Use:   "start [--config FILE]",
+		Short: "Run the proxy and the admin listener alone: no BPF, no WebSocket server, no config bus",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(file, nil)
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+			a, err := agent.NewProxyOnly(cfg, log)
+			if err != nil {
+				return err
+			}
+			if err := a.Listen(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Serve(ctx)
+		},
+	}
+	start.Flags().StringVar(&file, "config", "", "config file (JSON)")
+	cmd.AddCommand(start)
+	return cmd
+}

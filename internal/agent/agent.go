@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -56,6 +57,7 @@ type Agent struct {
 	proxyLn   net.Listener
 	proxy     *userproxy.Proxy
 	certs     *userproxy.CertReloader // proxy.tls, reloaded on SIGHUP
+	proxyOnly bool                    // regedge proxy start
 	busConn   *net.UDPConn
 	registry  *prometheus.Registry
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
@@ -63,11 +65,13 @@ type Agent struct {
 
 // New checks cfg, attaches the kernel datapath per agent.bpf and restores
 // the state; nothing listens until Listen.
-func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
+func New(cfg *config.Config, log *slog.Logger) (*Agent, error) { return newAgent(cfg, log, false) }
+
+func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	a := &Agent{cfg: cfg, log: log, registry: prometheus.NewRegistry(), proxyOnly: proxyOnly}
 	if err := a.openDatapath(); err != nil {
 		return nil, err
 	}
@@ -299,6 +303,15 @@ func (a *Agent) WebSocketAddr() net.Addr {
 	return a.wsLn.Addr()
 }
 
+// NewProxyOnly is New for `regedge proxy start`: the proxy and the admin
+// listener, without BPF, the WebSocket server or the config bus.
+func NewProxyOnly(cfg *config.Config, log *slog.Logger) (*Agent, error) {
+	c := *cfg
+	c.Agent.BPF = "off"
+	a, err := newAgent(&c, log, true)
+	return a, err
+}
+
 // ProxyAddr is the proxy listener's address once Listen has bound it.
 func (a *Agent) ProxyAddr() net.Addr {
 	if a.proxyLn == nil {
@@ -318,34 +331,41 @@ func (a *Agent) BusAddr() net.Addr {
 // Listen binds the listeners; Serve then serves them. Split so that callers
 // (and tests, inside a network namespace) bind before serving starts.
 func (a *Agent) Listen() error {
+	var opened []io.Closer
+	fail := func(err error) error {
+		for _, c := range opened {
+			c.Close()
+		}
+		return err
+	}
 	ln, err := net.Listen("tcp", a.cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("agent: admin listener: %w", err)
 	}
-	wsAddr := net.JoinHostPort(a.cfg.WebSocket.Hostname, fmt.Sprint(a.cfg.WebSocket.Port))
-	wsLn, err := net.Listen("tcp", wsAddr)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("agent: WebSocket listener on %s: %w", wsAddr, err)
+	opened = append(opened, ln)
+	if !a.proxyOnly {
+		wsAddr := net.JoinHostPort(a.cfg.WebSocket.Hostname, fmt.Sprint(a.cfg.WebSocket.Port))
+		wsLn, err := net.Listen("tcp", wsAddr)
+		if err != nil {
+			return fail(fmt.Errorf("agent: WebSocket listener on %s: %w", wsAddr, err))
+		}
+		opened = append(opened, wsLn)
+		bus, err := net.ListenUDP("udp", &net.UDPAddr{Port: a.cfg.Bus.Port})
+		if err != nil {
+			return fail(fmt.Errorf("agent: config bus on port %d: %w", a.cfg.Bus.Port, err))
+		}
+		opened = append(opened, bus)
+		_ = bus.SetReadBuffer(4 << 20)
+		a.wsLn, a.busConn = wsLn, bus
 	}
-	bus, err := net.ListenUDP("udp", &net.UDPAddr{Port: a.cfg.Bus.Port})
-	if err != nil {
-		ln.Close()
-		wsLn.Close()
-		return fmt.Errorf("agent: config bus on port %d: %w", a.cfg.Bus.Port, err)
-	}
-	_ = bus.SetReadBuffer(4 << 20)
 	// Plain TCP, not Go's default MPTCP: sk_lookup's SOCKMAP can hold it.
 	lc := loader.ListenConfig()
 	proxyAddr := net.JoinHostPort(a.cfg.Proxy.ListenHost, fmt.Sprint(a.cfg.Proxy.ListenPort))
 	proxyLn, err := lc.Listen(context.Background(), "tcp", proxyAddr)
 	if err != nil {
-		ln.Close()
-		wsLn.Close()
-		bus.Close()
-		return fmt.Errorf("agent: proxy listener on %s: %w", proxyAddr, err)
+		return fail(fmt.Errorf("agent: proxy listener on %s: %w", proxyAddr, err))
 	}
-	a.adminLn, a.wsLn, a.busConn, a.proxyLn = ln, wsLn, bus, proxyLn
+	a.adminLn, a.proxyLn = ln, proxyLn
 	return nil
 }
 
@@ -356,11 +376,6 @@ func (a *Agent) Serve(ctx context.Context) error {
 		Handler:           admin.Handler(a, a.registry, a.started, a.authorize),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
-	bus := configbus.NewServer(a.busConn, a.store, a.cfg.AllowPrefixes(), a.log)
-	a.registry.MustRegister(bus.Collector())
-	defer a.registry.Unregister(bus.Collector())
-
-	wsSrv := &http.Server{Handler: a.ws, ReadHeaderTimeout: 5 * time.Second}
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
 		ReadHeaderTimeout: 10 * time.Second, // a slowloris client does not hold a connection for long
@@ -372,25 +387,33 @@ func (a *Agent) Serve(ctx context.Context) error {
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	var wg sync.WaitGroup
-	wg.Add(5)
-	go func() {
-		defer wg.Done()
+	run := func(f func() error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- f() }()
+	}
+	run(func() error {
 		if a.certs != nil {
 			proxySrv.TLSConfig = a.certs.TLSConfig()
-			errc <- proxySrv.ServeTLS(a.proxyLn, "", "")
-			return
+			return proxySrv.ServeTLS(a.proxyLn, "", "")
 		}
-		errc <- proxySrv.Serve(a.proxyLn)
-	}()
-	go func() { defer wg.Done(); errc <- srv.Serve(a.adminLn) }()
-	go func() { defer wg.Done(); errc <- wsSrv.Serve(a.wsLn) }()
-	go func() { defer wg.Done(); a.ws.Run(serveCtx); errc <- nil }()
-	go func() { defer wg.Done(); errc <- bus.Serve(serveCtx) }()
+		return proxySrv.Serve(a.proxyLn)
+	})
+	run(func() error { return srv.Serve(a.adminLn) })
+	var wsSrv *http.Server
+	if !a.proxyOnly {
+		wsSrv = &http.Server{Handler: a.ws, ReadHeaderTimeout: 5 * time.Second}
+		bus := configbus.NewServer(a.busConn, a.store, a.cfg.AllowPrefixes(), a.log)
+		a.registry.MustRegister(bus.Collector())
+		defer a.registry.Unregister(bus.Collector())
+		run(func() error { return wsSrv.Serve(a.wsLn) })
+		run(func() error { a.ws.Run(serveCtx); return nil })
+		run(func() error { return bus.Serve(serveCtx) })
+	}
 	a.log.Info("agent started",
 		"admin", a.adminLn.Addr().String(),
 		"proxy", a.proxyLn.Addr().String(),
-		"websocket", a.wsLn.Addr().String(),
-		"bus", a.busConn.LocalAddr().String(),
+		"websocket", a.WebSocketAddr(),
+		"bus", a.BusAddr(),
 		"state", a.State().Dump(),
 		"bpf_mode", a.bpfMode,
 		"interfaces", a.Interfaces(),
@@ -415,8 +438,11 @@ func (a *Agent) Serve(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit.
-	err := errors.Join(proxySrv.Shutdown(shutdownCtx), srv.Shutdown(shutdownCtx), wsSrv.Shutdown(shutdownCtx))
-	a.busConn.Close()
+	err := errors.Join(proxySrv.Shutdown(shutdownCtx), srv.Shutdown(shutdownCtx))
+	if wsSrv != nil {
+		err = errors.Join(err, wsSrv.Shutdown(shutdownCtx))
+		a.busConn.Close()
+	}
 	wg.Wait()
 	err = errors.Join(runErr, err, a.closeDatapath())
 	a.log.Info("agent stopped")

@@ -1,15 +1,19 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,5 +247,81 @@ func TestReloadAppliesTheFileState(t *testing.T) {
 	}
 	if _, body := get(t, a, "/metrics"); !strings.Contains(body, `regedge_config_updates_total{source="file"} 1`) {
 		t.Fatal("the reload was not counted as source file")
+	}
+}
+
+// rawRequest sends raw bytes to addr and returns the status line answered.
+func rawRequest(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, raw)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "closed: " + err.Error()
+	}
+	return strings.TrimSpace(line)
+}
+
+// TestProxyOnlyAndHostileRequests: regedge proxy start serves the proxy and
+// admin alone; oversized headers and conflicting lengths are refused before
+// any check or upstream work, and a request with both Content-Length and
+// Transfer-Encoding reaches the upstream once, with one framing, so nothing
+// can be smuggled behind it.
+func TestProxyOnlyAndHostileRequests(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen = append(seen, fmt.Sprintf("%s %s cl=%q te=%v body=%q", r.Method, r.URL.Path, r.Header.Get("Content-Length"), r.TransferEncoding, body))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer upstream.Close()
+	port := upstream.Listener.Addr().(*net.TCPAddr).Port
+	cfg := config.Default()
+	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.Proxy.ListenHost, cfg.Proxy.ListenPort = "127.0.0.1", 0
+	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: port, Hash: 0xa1b2c3d4}}
+	a, err := NewProxyOnly(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	if a.WebSocketAddr() != nil || a.BusAddr() != nil || a.BPFMode() != "userspace" {
+		t.Fatalf("proxy start opened ws %v bus %v, mode %s", a.WebSocketAddr(), a.BusAddr(), a.BPFMode())
+	}
+	addr := a.ProxyAddr().String()
+	for _, tc := range []struct{ name, raw, want string }{
+		{"plain request", "GET /-/ping HTTP/1.1\r\nHost: e\r\n\r\n", "HTTP/1.1 204"},
+		{"two Content-Lengths", "POST /x HTTP/1.1\r\nHost: e\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", "HTTP/1.1 400"},
+		{"oversized headers", "GET /x HTTP/1.1\r\nHost: e\r\nX-Big: " + strings.Repeat("a", 128<<10) + "\r\n\r\n", "HTTP/1.1 431"},
+		{"CL and TE, a second request hidden in the body",
+			"POST /first HTTP/1.1\r\nHost: e\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: e\r\n\r\n", "HTTP/1.1 204"},
+	} {
+		if got := rawRequest(t, addr, tc.raw); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range seen {
+		if strings.Contains(s, "/smuggled") || strings.Contains(s, "/x") {
+			t.Errorf("the upstream saw %s", s)
+		}
+	}
+	if len(seen) != 2 {
+		t.Errorf("the upstream saw %d requests (%q), want the ping and /first", len(seen), seen)
 	}
 }
