@@ -131,6 +131,16 @@ func (a *Agent) newProxy() error {
 		PerMinute: cfg.Proxy.RateLimit.PerMinute,
 		Timeout:   time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
 		Versions:  codec.NewVersionSet(cfg.Config.Version),
+		// 0 in the file turns these off; 0 here would mean the defaults.
+		BreakerFailures: cfg.Proxy.Breaker.Failures,
+		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
+		RetryRatio:      cfg.Proxy.RetryRatio,
+	}
+	if pc.BreakerFailures == 0 {
+		pc.BreakerFailures = -1
+	}
+	if pc.RetryRatio == 0 {
+		pc.RetryRatio = -1
 	}
 	for scope, h := range cfg.Proxy.Scopes {
 		pc.Scopes[strings.ToLower(scope)] = uint32(h)
@@ -140,7 +150,10 @@ func (a *Agent) newProxy() error {
 		if u.TLS {
 			scheme = "https"
 		}
-		up := userproxy.Upstream{Hash: uint32(u.Hash), URL: &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Host, fmt.Sprint(u.Port))}}
+		up := userproxy.Upstream{
+			Hash: uint32(u.Hash), URL: &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Host, fmt.Sprint(u.Port))},
+			Timeout: time.Duration(u.Timeout) * time.Millisecond,
+		}
 		if u.Auth != nil {
 			b, err := os.ReadFile(u.Auth.TokenFile)
 			if err != nil {

@@ -120,6 +120,16 @@ type Proxy struct {
 	TokenFailures TokenFailures `json:"tokenFailures"`
 	// Only these may set X-Forwarded-Proto/Host.
 	TrustedProxies []string `json:"trustedProxies"`
+	// Per-upstream circuit breaker and the retry budget.
+	Breaker    Breaker `json:"breaker"`
+	RetryRatio float64 `json:"retryRatio"`
+}
+
+// Breaker opens after Failures consecutive upstream failures for Cooldown
+// ms, then lets one probe through. Failures 0 turns it off.
+type Breaker struct {
+	Failures int `json:"failures"`
+	Cooldown int `json:"cooldown"`
 }
 
 // TokenFailures: Threshold failures within Window (ms) block the source for
@@ -137,6 +147,8 @@ type Upstream struct {
 	Hash Hash   `json:"hash"`
 	TLS  bool   `json:"tls"`
 	Auth *Auth  `json:"auth,omitempty"`
+	// Timeout (ms) for this upstream's response headers; 0 = proxy.timeout.
+	Timeout int `json:"timeout,omitempty"`
 }
 
 // Auth is the credential the edge presents upstream.
@@ -307,6 +319,9 @@ func (c *Config) Validate() error {
 			return bad(key+".hash", "%s is also the hash of proxy.upstreams[%d]", u.Hash, j)
 		}
 		seen[u.Hash] = i
+		if u.Timeout < 0 {
+			return bad(key+".timeout", "want milliseconds >= 0")
+		}
 		if u.Auth != nil && u.Auth.TokenFile == "" {
 			return bad(key+".auth.tokenFile", "empty")
 		}
@@ -321,6 +336,12 @@ func (c *Config) Validate() error {
 	}
 	if tf := c.Proxy.TokenFailures; tf.Threshold < 0 || (tf.Threshold > 0 && (tf.Window <= 0 || tf.BlockTTL <= 0)) {
 		return bad("proxy.tokenFailures", "want threshold >= 0 and, when set, window and blockTTL > 0 (ms)")
+	}
+	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) {
+		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms)")
+	}
+	if r := c.Proxy.RetryRatio; r < 0 || r > 1 {
+		return bad("proxy.retryRatio", "want 0..1, got %v", r)
 	}
 	for i, tp := range c.Proxy.TrustedProxies {
 		if _, err := netip.ParsePrefix(tp); err != nil {

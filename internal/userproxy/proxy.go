@@ -36,8 +36,16 @@ import (
 // Upstream is one registry the proxy forwards to.
 type Upstream struct {
 	Hash      uint32
-	URL       *url.URL // scheme and host[:port] (and an optional path prefix)
-	AuthToken string   // the edge's own credential upstream ("" for none)
+	URL       *url.URL      // scheme and host[:port] (and an optional path prefix)
+	AuthToken string        // the edge's own credential upstream ("" for none)
+	Timeout   time.Duration // response header timeout; 0 = Config.Timeout
+}
+
+// route is an upstream with its own connection pool and circuit breaker.
+type route struct {
+	*Upstream
+	rt http.RoundTripper
+	br *breaker
 }
 
 // Config is what the proxy needs.
@@ -64,6 +72,15 @@ type Config struct {
 	// TrustedProxies may set X-Forwarded-Proto and X-Forwarded-Host (used
 	// for rewritten tarball URLs); from anyone else they are ignored.
 	TrustedProxies []netip.Prefix
+	// Circuit breaker per upstream: open after BreakerFailures consecutive
+	// failures (connection errors, timeouts, 5xx) for BreakerCooldown, then
+	// one probe. BreakerFailures < 0 turns it off; 0 means the default 5.
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	// Idempotent requests (GET, HEAD) that could not connect are retried
+	// once while retries stay within RetryRatio of requests (default 0.1;
+	// < 0 turns retries off).
+	RetryRatio float64
 }
 
 // Blocker puts a source prefix on the block list (loader.Objects).
@@ -85,9 +102,9 @@ type Proxy struct {
 	cfg      Config
 	states   StateSource
 	log      *slog.Logger
-	routes   map[uint32]*Upstream
-	fallback *Upstream
-	rt       http.RoundTripper
+	routes   map[uint32]*route
+	fallback *route
+	budget   *retryBudget
 	tokens   *tokenCache
 	failures *failureCounter
 
@@ -110,7 +127,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		cfg.Timeout = 30 * time.Second
 	}
 	p := &Proxy{
-		cfg: cfg, states: states, log: log, routes: map[uint32]*Upstream{},
+		cfg: cfg, states: states, log: log, routes: map[uint32]*route{},
 		limiters: map[uint32]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regedge_proxy_requests_total", Help: "Proxied requests, by registry hash, method and status code.",
@@ -129,28 +146,44 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
 		}),
 	}
+	if cfg.BreakerFailures == 0 {
+		cfg.BreakerFailures = 5
+	}
+	if cfg.BreakerCooldown <= 0 {
+		cfg.BreakerCooldown = 10 * time.Second
+	}
+	if cfg.RetryRatio == 0 {
+		cfg.RetryRatio = 0.1
+	}
+	p.cfg = cfg
+	p.budget = newRetryBudget(cfg.RetryRatio)
 	for i := range cfg.Upstreams {
 		u := &cfg.Upstreams[i]
 		if _, dup := p.routes[u.Hash]; dup {
 			return nil, fmt.Errorf("userproxy: two upstreams for hash 0x%08x", u.Hash)
 		}
-		p.routes[u.Hash] = u
-		if u.Hash == 0 {
-			p.fallback = u
+		timeout := u.Timeout
+		if timeout <= 0 {
+			timeout = cfg.Timeout
 		}
-	}
-	p.rt = cfg.Transport
-	if p.rt == nil {
-		p.rt = &http.Transport{
-			Proxy:                 nil, // never chain to an environment proxy
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          256,
-			MaxIdleConnsPerHost:   64,
-			IdleConnTimeout:       90 * time.Second,
-			TLSHandshakeTimeout:   10 * time.Second,
-			TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
-			ResponseHeaderTimeout: cfg.Timeout,
-			ForceAttemptHTTP2:     true,
+		rt := cfg.Transport
+		if rt == nil {
+			rt = &http.Transport{
+				Proxy:                 nil, // never chain to an environment proxy
+				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConns:          256,
+				MaxIdleConnsPerHost:   64,
+				IdleConnTimeout:       90 * time.Second,
+				TLSHandshakeTimeout:   10 * time.Second,
+				TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
+				ResponseHeaderTimeout: timeout,
+				ForceAttemptHTTP2:     true,
+			}
+		}
+		r := &route{Upstream: u, rt: rt, br: newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown)}
+		p.routes[u.Hash] = r
+		if u.Hash == 0 {
+			p.fallback = r
 		}
 	}
 	return p, nil
@@ -245,7 +278,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // tunnel serves CONNECT host:port: only to the upstream routed for the
 // request's registry hash (never an open proxy); after the checks the
 // tunnel is plain TCP.
-func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *Upstream) {
+func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	want := up.URL.Host
 	if up.URL.Port() == "" {
 		port := "80"
@@ -397,7 +430,7 @@ var dropHeaders = []string{
 	"Accept-Encoding", // the transport negotiates gzip itself and decodes it
 }
 
-func (p *Proxy) forward(rw *recorder, r *http.Request, up *Upstream, st codec.State, reqID string) {
+func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string) {
 	target := *up.URL
 	target.Path = strings.TrimSuffix(up.URL.Path, "/") + r.URL.Path
 	if r.URL.RawPath != "" { // keep %2f in scoped names as the client sent them
@@ -428,7 +461,17 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *Upstream, st codec.St
 	if up.AuthToken != "" {
 		out.Header.Set("Authorization", "Bearer "+up.AuthToken)
 	}
-	resp, err := p.rt.RoundTrip(out)
+	if ok, wait := up.br.allow(); !ok {
+		rw.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream unreachable", Reason: "circuit open"})
+		return
+	}
+	p.budget.deposit()
+	resp, err := up.rt.RoundTrip(out)
+	if err != nil && retryable(out, err) && p.budget.spend() {
+		resp, err = up.rt.RoundTrip(out)
+	}
+	up.br.done(err == nil && resp.StatusCode < 500)
 	if err != nil {
 		code, msg := http.StatusBadGateway, "Upstream unreachable"
 		var ne net.Error
@@ -451,6 +494,20 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *Upstream, st codec.St
 		// Never a truncated body that looks complete: abort the connection.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// retryable: an idempotent request without a body that failed to connect
+// (a timeout is not retried: the upstream may be working on it).
+func retryable(r *http.Request, err error) bool {
+	if (r.Method != http.MethodGet && r.Method != http.MethodHead) || (r.Body != nil && r.Body != http.NoBody) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 func copyHeaders(dst, src http.Header) {
@@ -478,7 +535,7 @@ func rewritable(r *http.Request, resp *http.Response) bool {
 
 // serveRewritten rewrites dist.tarball URLs of every version from the
 // upstream's origin to the edge's, so clients never bypass the edge.
-func (p *Proxy) serveRewritten(rw *recorder, r *http.Request, resp *http.Response, up *Upstream) {
+func (p *Proxy) serveRewritten(rw *recorder, r *http.Request, resp *http.Response, up *route) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPackument+1))
 	if err != nil {
 		rw.Header().Set("Retry-After", "5")

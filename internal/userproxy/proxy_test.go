@@ -2,6 +2,7 @@ package userproxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
@@ -10,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -447,4 +449,72 @@ func writeSelfSigned(t *testing.T, dir, cn string) (string, string) {
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600)
 	return certFile, keyFile
+}
+
+func TestCircuitBreaker(t *testing.T) {
+	var mu sync.Mutex
+	failing := true
+	calls := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if failing {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer up.Close()
+	e := newEdge(t, func(c *Config) {
+		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
+		c.BreakerFailures, c.BreakerCooldown = 2, 300*time.Millisecond
+	})
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	for i := 0; i < 2; i++ {
+		if resp, _ := e.get(t, "/x", auth); resp.StatusCode != 500 {
+			t.Fatalf("request %d: %d, want the upstream's 500", i, resp.StatusCode)
+		}
+	}
+	resp, body := e.get(t, "/x", auth)
+	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") == "" || calls != 2 {
+		t.Fatalf("open breaker: %d %s, upstream calls %d", resp.StatusCode, body, calls)
+	}
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	// After the cooldown one probe goes through; its success closes the breaker.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, _ = e.get(t, "/x", auth)
+		if resp.StatusCode == 204 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the breaker never let a probe through: %d", resp.StatusCode)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if resp, _ = e.get(t, "/x", auth); resp.StatusCode != 204 {
+		t.Fatalf("after a good probe: %d", resp.StatusCode)
+	}
+}
+
+func TestRetryOnlyIdempotentConnectFailures(t *testing.T) {
+	dialErr := &net.OpError{Op: "dial", Err: errors.New("connection refused")}
+	get, _ := http.NewRequest(http.MethodGet, "http://u/", http.NoBody)
+	put, _ := http.NewRequest(http.MethodPut, "http://u/", strings.NewReader("x"))
+	if !retryable(get, dialErr) || retryable(put, dialErr) || retryable(get, context.DeadlineExceeded) {
+		t.Fatal("retryable: want GET after a dial error only")
+	}
+	b := newRetryBudget(0.1)
+	if !b.spend() || b.spend() {
+		t.Fatal("the budget allows one retry up front")
+	}
+	for i := 0; i < 10; i++ {
+		b.deposit()
+	}
+	if !b.spend() {
+		t.Fatal("ten requests earn one retry")
+	}
 }
