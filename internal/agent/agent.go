@@ -391,7 +391,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
-		ReadHeaderTimeout: 10 * time.Second, // a slowloris client does not hold a connection for long
+		ReadHeaderTimeout: time.Duration(a.cfg.Proxy.HeaderTimeout) * time.Millisecond, // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
@@ -448,7 +448,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	a.ready.Store(false)
 	stopServing()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Proxy.Grace)*time.Millisecond)
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit.
 	err := errors.Join(proxySrv.Shutdown(shutdownCtx), srv.Shutdown(shutdownCtx))

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -323,5 +324,66 @@ func TestProxyOnlyAndHostileRequests(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Errorf("the upstream saw %d requests (%q), want the ping and /first", len(seen), seen)
+	}
+}
+
+// TestShutdownLetsInFlightRequestsFinishAndSlowlorisIsCut: a request in
+// flight when the agent is told to stop completes; a client that dribbles
+// its head is disconnected after proxy.headerTimeout.
+func TestShutdownLetsInFlightRequestsFinishAndSlowlorisIsCut(t *testing.T) {
+	arrived := make(chan struct{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		time.Sleep(300 * time.Millisecond) // a slow upstream, not a wait in the test
+		io.WriteString(w, "done")
+	}))
+	defer upstream.Close()
+	cfg := config.Default()
+	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.Proxy.ListenHost, cfg.Proxy.ListenPort = "127.0.0.1", 0
+	cfg.Proxy.HeaderTimeout = 300
+	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: upstream.Listener.Addr().(*net.TCPAddr).Port, Hash: 0xa1b2c3d4}}
+	a, err := NewProxyOnly(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	addr := a.ProxyAddr().String()
+
+	// Slowloris: part of a head, then nothing.
+	slow, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	io.WriteString(slow, "GET / HTTP/1.1\r\nHost: e\r\nX-A: ")
+	slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := slow.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a dribbling client was not cut off: %v", err)
+	}
+
+	result := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/left-pad")
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	<-arrived
+	cancel() // what SIGTERM does
+	if got := <-result; got != "200 done" {
+		t.Fatalf("in-flight request: %s", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -123,6 +123,10 @@ type Proxy struct {
 	// Per-upstream circuit breaker and the retry budget.
 	Breaker    Breaker `json:"breaker"`
 	RetryRatio float64 `json:"retryRatio"`
+	// A client must send its request head within HeaderTimeout ms; Grace
+	// is how long in-flight requests may run on at shutdown (ms).
+	HeaderTimeout int `json:"headerTimeout"`
+	Grace         int `json:"grace"`
 }
 
 // Breaker opens after Failures consecutive upstream failures for Cooldown
@@ -339,6 +343,9 @@ func (c *Config) Validate() error {
 	}
 	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) {
 		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms)")
+	}
+	if c.Proxy.HeaderTimeout <= 0 || c.Proxy.Grace <= 0 {
+		return bad("proxy.headerTimeout", "headerTimeout and grace must be milliseconds > 0")
 	}
 	if r := c.Proxy.RetryRatio; r < 0 || r > 1 {
 		return bad("proxy.retryRatio", "want 0..1, got %v", r)
