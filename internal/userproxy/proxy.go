@@ -377,7 +377,7 @@ func (p *Proxy) compareKernel(r *http.Request, headerHash uint32) {
 // checkToken verifies tok for a request of registry hash; it returns the
 // result word of regedge_token_verifications_total.
 func (p *Proxy) checkToken(tok string, hash uint32) string {
-	claims, cached := p.tokens.get(tok)
+	e, cached := p.tokens.get(tok)
 	if !cached {
 		c, err := p.cfg.Tokens.Verify(tok)
 		if err != nil {
@@ -387,15 +387,9 @@ func (p *Proxy) checkToken(tok string, hash uint32) string {
 			}
 			return token.ResultMalformed
 		}
-		claims = c
-		p.tokens.put(tok, c)
+		e = p.tokens.put(tok, c)
 	}
-	want := fmt.Sprintf("0x%08x", hash)
-	ok := strings.EqualFold(claims.RegistryHash, want)
-	for _, h := range claims.RegistryHashes {
-		ok = ok || strings.EqualFold(h, want)
-	}
-	if !ok {
+	if !e.allows(hash) {
 		return token.ResultHash
 	}
 	if cached {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -516,5 +517,31 @@ func TestRetryOnlyIdempotentConnectFailures(t *testing.T) {
 	}
 	if !b.spend() {
 		t.Fatal("ten requests earn one retry")
+	}
+}
+
+func TestTokenCacheExpiresAndIsBounded(t *testing.T) {
+	c := newTokenCache(3)
+	short := &token.Claims{RegistryHash: "0xa1b2c3d4", RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(1500 * time.Millisecond))}} // NumericDate keeps whole seconds
+	c.put("tok-short", short)
+	if e, ok := c.get("tok-short"); !ok || !e.allows(companyHash) || e.allows(otherHash) {
+		t.Fatal("a fresh entry was not served")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := c.get("tok-short"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an expired token was still served from the cache")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	long := &token.Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}
+	for i := 0; i < 10; i++ {
+		c.put(fmt.Sprintf("tok-%d", i), long)
+	}
+	if len(c.m) > 3 {
+		t.Fatalf("%d entries in a cache bounded at 3", len(c.m))
 	}
 }
