@@ -25,7 +25,7 @@ func fakeClients(srv *Server, n int) []*client {
 	cs := make([]*client, n)
 	for i := range cs {
 		cs[i] = &client{send: make(chan []byte, 4), done: make(chan struct{})}
-		srv.clients[cs[i]] = struct{}{}
+		srv.addLocked(cs[i])
 	}
 	return cs
 }
@@ -66,7 +66,7 @@ func BenchmarkBroadcastLoop(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			next := states[i%2]
-			for c := range srv.clients {
+			for _, c := range srv.clients {
 				diff, _ := codec.Diff(sent, next)
 				srv.enqueue(c, diff.Bytes())
 			}

@@ -54,7 +54,7 @@ type Server struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex // guards clients and sent
-	clients map[*client]struct{}
+	clients []*client // a slice: a broadcast walks it faster than a map
 	sent    codec.State // the state every client has been told
 
 	connected prometheus.Gauge
@@ -62,6 +62,7 @@ type Server struct {
 }
 
 type client struct {
+	idx       int // position in Server.clients
 	conn      *websocket.Conn
 	send      chan []byte
 	lastHeard atomic.Int64 // unix nanos
@@ -85,7 +86,7 @@ func New(store *state.Store, opts Options, log *slog.Logger) *Server {
 		opts.WriteTimeout = 5 * time.Second
 	}
 	return &Server{
-		store: store, opts: opts, log: log, clients: map[*client]struct{}{}, sent: store.State(),
+		store: store, opts: opts, log: log, sent: store.State(),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "regedge_ws_clients", Help: "Connected WebSocket config clients."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_ws_dropped_total", Help: "WebSocket clients dropped because their send queue overflowed or a write timed out.",
@@ -115,7 +116,7 @@ func (s *Server) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
-			for c := range s.clients {
+			for _, c := range s.clients {
 				c.close(websocket.StatusGoingAway, "server shutting down")
 			}
 			s.mu.Unlock()
@@ -154,8 +155,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := s.store.State()
 	first := st.Bytes()
 	c.send <- first[:] // the 13-byte state, before any broadcast can reach this client
-	s.clients[c] = struct{}{}
-	s.connected.Set(float64(len(s.clients)))
+	s.addLocked(c)
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(r.Context())
@@ -164,8 +164,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.readLoop(ctx, c)
 
 	s.mu.Lock()
-	delete(s.clients, c)
-	s.connected.Set(float64(len(s.clients)))
+	s.removeLocked(c)
 	s.mu.Unlock()
 	c.close(websocket.StatusNormalClosure, "")
 }
@@ -302,11 +301,30 @@ func (s *Server) broadcastLocked(next codec.State, except *client) {
 		u := codec.Update(diff.Entries[0].Field, diff.Entries[0].Value)
 		msg = u.Bytes()
 	}
-	for c := range s.clients {
+	for _, c := range s.clients {
 		if c != except {
 			s.enqueue(c, msg)
 		}
 	}
+}
+
+func (s *Server) addLocked(c *client) {
+	c.idx = len(s.clients)
+	s.clients = append(s.clients, c)
+	s.connected.Set(float64(len(s.clients)))
+}
+
+// removeLocked swaps the last client into c's place.
+func (s *Server) removeLocked(c *client) {
+	last := len(s.clients) - 1
+	if c.idx > last || s.clients[c.idx] != c {
+		return
+	}
+	s.clients[c.idx] = s.clients[last]
+	s.clients[c.idx].idx = c.idx
+	s.clients[last] = nil
+	s.clients = s.clients[:last]
+	s.connected.Set(float64(len(s.clients)))
 }
 
 func errorFrame(code codec.ErrorCode, msg string) []byte {
