@@ -36,7 +36,9 @@ attached through their pins).`,
 					return err
 				}
 			}
-			log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+			lw := newLogWriter(cmd.ErrOrStderr())
+			defer lw.Close()
+			log := slog.New(slog.NewJSONHandler(lw, nil))
 			a, err := agent.New(cfg, log)
 			if err != nil {
 				return err
@@ -86,7 +88,9 @@ func newProxyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+			lw := newLogWriter(cmd.ErrOrStderr())
+			defer lw.Close()
+			log := slog.New(slog.NewJSONHandler(lw, nil))
 			a, err := agent.NewProxyOnly(cfg, log)
 			if err != nil {
 				return err

@@ -62,6 +62,17 @@ func (b *breaker) done(ok bool) {
 	}
 }
 
+// abandon ends a request allow let through without judging the upstream
+// (the client went away).
+func (b *breaker) abandon() {
+	if b == nil || b.limit <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
+}
+
 // state is "closed", "open" or "half-open", for logs and tests.
 func (b *breaker) state() string {
 	b.mu.Lock()

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,18 +105,72 @@ type Proxy struct {
 	log      *slog.Logger
 	routes   map[uint32]*route
 	fallback *route
+	labels   map[uint32]string // the hashes the config knows, as labels
 	budget   *retryBudget
 	tokens   *tokenCache
 	failures *failureCounter
 
 	limMu    sync.Mutex
-	limiters map[uint32]*rate.Limiter
+	limiters map[string]*rate.Limiter // by hashLabel
 
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	tokenChecks *prometheus.CounterVec
 	limited     *prometheus.CounterVec
 	mismatch    prometheus.Counter
+
+	// Per-request work that repeats with the same inputs is done once:
+	// the rendered config headers of the last state seen, and the request
+	// counters by (hash, method, code).
+	lastBlock atomic.Pointer[codec.HeaderBlock]
+	counters  sync.Map // counterKey -> prometheus.Counter
+}
+
+type counterKey struct {
+	hash   string
+	method string
+	code   int
+}
+
+// counter returns regedge_proxy_requests_total for the labels, cached.
+func (p *Proxy) counter(hash, method string, code int) prometheus.Counter {
+	k := counterKey{hash, method, code}
+	if c, ok := p.counters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := p.requests.WithLabelValues(hash, method, strconv.Itoa(code))
+	p.counters.Store(k, c)
+	return c
+}
+
+// headerBlock returns the rendered config headers of st, reusing the last
+// block when the state is the same (the common case: the agent's state).
+func (p *Proxy) headerBlock(st codec.State) *codec.HeaderBlock {
+	if b := p.lastBlock.Load(); b != nil && b.State() == st {
+		return b
+	}
+	b := codec.NewHeaderBlock(st)
+	p.lastBlock.Store(b)
+	return b
+}
+
+// hashLabel is the registry_hash label of a request: its hash when the
+// config knows it (an upstream's or a scope's), else "other". Hashes come
+// from clients; labels, counters and rate limiters must not grow with them.
+func (p *Proxy) hashLabel(h uint32) string {
+	if l, ok := p.labels[h]; ok {
+		return l
+	}
+	return "other"
+}
+
+// methodLabel keeps the method label to the methods registries see.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodPatch:
+		return m
+	}
+	return "OTHER"
 }
 
 // New returns a proxy. states supplies the agent's state per request.
@@ -128,7 +183,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 	}
 	p := &Proxy{
 		cfg: cfg, states: states, log: log, routes: map[uint32]*route{},
-		limiters: map[uint32]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
+		limiters: map[string]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regedge_proxy_requests_total", Help: "Proxied requests, by registry hash, method and status code.",
 		}, []string{"registry_hash", "method", "code"}),
@@ -157,6 +212,10 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 	}
 	p.cfg = cfg
 	p.budget = newRetryBudget(cfg.RetryRatio)
+	p.labels = map[uint32]string{}
+	for _, h := range cfg.Scopes {
+		p.labels[h] = fmt.Sprintf("0x%08x", h)
+	}
 	for i := range cfg.Upstreams {
 		u := &cfg.Upstreams[i]
 		if _, dup := p.routes[u.Hash]; dup {
@@ -180,6 +239,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 				ForceAttemptHTTP2:     true,
 			}
 		}
+		p.labels[u.Hash] = fmt.Sprintf("0x%08x", u.Hash)
 		r := &route{Upstream: u, rt: rt, br: newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown)}
 		p.routes[u.Hash] = r
 		if u.Hash == 0 {
@@ -213,8 +273,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw.Header().Set(codec.HeaderRequestID, reqID)
 	hash, upstream, tokenResult := uint32(0), "", ""
 	defer func() {
-		hs := fmt.Sprintf("0x%08x", hash)
-		p.requests.WithLabelValues(hs, r.Method, strconv.Itoa(rw.code)).Inc()
+		hs := p.hashLabel(hash)
+		p.counter(hs, methodLabel(r.Method), rw.code).Inc()
 		p.duration.WithLabelValues(hs).Observe(time.Since(start).Seconds())
 		p.log.Info("request", "id", reqID, "registry_hash", hs, "method", r.Method, "path", r.URL.EscapedPath(),
 			"status", rw.code, "bytes", rw.bytes, "duration_ms", float64(time.Since(start).Microseconds())/1000,
@@ -254,7 +314,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if wait, ok := p.allow(hash); !ok {
-		p.limited.WithLabelValues(fmt.Sprintf("0x%08x", hash)).Inc()
+		p.limited.WithLabelValues(p.hashLabel(hash)).Inc()
 		rw.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		writeJSON(rw, http.StatusTooManyRequests, apiError{Error: "Rate limit exceeded", Rule: fmt.Sprintf("%d per minute per registry hash", p.cfg.PerMinute)})
 		return
@@ -401,11 +461,12 @@ func (p *Proxy) checkToken(tok string, hash uint32) string {
 // allow takes a token from the hash's bucket; when empty it says how long
 // until one is available.
 func (p *Proxy) allow(hash uint32) (time.Duration, bool) {
+	key := p.hashLabel(hash) // "other": one bucket for every hash the config does not know
 	p.limMu.Lock()
-	l := p.limiters[hash]
+	l := p.limiters[key]
 	if l == nil {
 		l = rate.NewLimiter(rate.Limit(float64(p.cfg.PerMinute)/60), p.cfg.PerMinute)
-		p.limiters[hash] = l
+		p.limiters[key] = l
 	}
 	p.limMu.Unlock()
 	res := l.Reserve()
@@ -450,7 +511,7 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State
 			out.Header.Del(h)
 		}
 	}
-	codec.NewHeaderBlock(st).Inject(out.Header)
+	p.headerBlock(st).Inject(out.Header)
 	out.Header.Set(codec.HeaderRequestID, reqID)
 	if up.AuthToken != "" {
 		out.Header.Set("Authorization", "Bearer "+up.AuthToken)
@@ -464,6 +525,13 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State
 	resp, err := up.rt.RoundTrip(out)
 	if err != nil && retryable(out, err) && p.budget.spend() {
 		resp, err = up.rt.RoundTrip(out)
+	}
+	if err != nil && r.Context().Err() != nil {
+		// The client went away: not the upstream's failure. 499, as nginx
+		// logs it; there is nobody to answer.
+		up.br.abandon()
+		rw.code = 499
+		return
 	}
 	up.br.done(err == nil && resp.StatusCode < 500)
 	if err != nil {
@@ -484,11 +552,18 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State
 	}
 	copyHeaders(rw.Header(), resp.Header)
 	rw.WriteHeader(resp.StatusCode)
-	if _, err := io.Copy(rw, resp.Body); err != nil {
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(rw, resp.Body, *buf)
+	copyBufs.Put(buf)
+	if err != nil {
 		// Never a truncated body that looks complete: abort the connection.
 		panic(http.ErrAbortHandler)
 	}
 }
+
+// copyBufs are the buffers responses stream through: io.Copy would
+// allocate and clear 32 KiB per request (pprof).
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // retryable: an idempotent request without a body that failed to connect
 // (a timeout is not retried: the upstream may be working on it).

@@ -545,3 +545,18 @@ func TestTokenCacheExpiresAndIsBounded(t *testing.T) {
 		t.Fatalf("%d entries in a cache bounded at 3", len(c.m))
 	}
 }
+
+// TestClientHashesDoNotGrowState: hashes chosen by clients never become
+// metric labels or rate limit buckets of their own.
+func TestClientHashesDoNotGrowState(t *testing.T) {
+	e := newEdge(t, func(c *Config) { c.Tokens = nil })
+	for i := 0; i < 50; i++ {
+		e.get(t, "/x", map[string]string{"X-Bun-Registry-Hash": fmt.Sprintf("0x%08x", 0x10000+i)})
+	}
+	if n := len(e.proxy.limiters); n != 1 {
+		t.Fatalf("%d rate limit buckets after 50 unknown hashes, want 1 (other)", n)
+	}
+	if n := promtest.CollectAndCount(e.proxy.requests); n != 1 {
+		t.Fatalf("%d request series after 50 unknown hashes, want 1", n)
+	}
+}
