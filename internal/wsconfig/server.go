@@ -53,8 +53,8 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 
-	mu      sync.Mutex // guards clients and sent
-	clients []*client // a slice: a broadcast walks it faster than a map
+	mu      sync.Mutex  // guards clients and sent
+	clients []*client   // a slice: a broadcast walks it faster than a map
 	sent    codec.State // the state every client has been told
 
 	connected prometheus.Gauge
