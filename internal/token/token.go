@@ -57,6 +57,8 @@ type Error struct {
 func (e *Error) Error() string { return "token: " + e.Result + ": " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
+var errUnknownKid = errors.New("unknown kid")
+
 // Verifier checks tokens against a set of public keys.
 type Verifier struct {
 	keys   map[string]ed25519.PublicKey // by kid
@@ -102,7 +104,7 @@ func (v *Verifier) Verify(tok string) (*Claims, error) {
 			if k, ok := v.keys[kid]; ok {
 				return k, nil
 			}
-			return nil, fmt.Errorf("unknown kid %q", kid)
+			return nil, fmt.Errorf("%w %q", errUnknownKid, kid)
 		}
 		keys := make([]jwt.VerificationKey, 0, len(v.keys))
 		for _, k := range v.keys {
@@ -123,6 +125,8 @@ func (v *Verifier) Verify(tok string) (*Claims, error) {
 		result = ResultExpired
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		result = ResultNotYet
+	case errors.Is(err, errUnknownKid):
+		result = ResultSignature // no key to check it with: as good as a bad signature
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		result = ResultAlg
 	}

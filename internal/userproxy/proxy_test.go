@@ -560,3 +560,42 @@ func TestClientHashesDoNotGrowState(t *testing.T) {
 		t.Fatalf("%d request series after 50 unknown hashes, want 1", n)
 	}
 }
+
+// TestTokenAttacks: every forged or broken token is a 401 with its own
+// reason, in the body and in regedge_token_verifications_total.
+func TestTokenAttacks(t *testing.T) {
+	e := newEdge(t, nil)
+	good := e.token(t, "0xa1b2c3d4")
+	parts := strings.Split(good, ".")
+	pub := e.key.Public().(ed25519.PublicKey)
+	// HS256 keyed with the public key's bytes (the classic alg confusion).
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, token.Claims{RegistryHash: "0xa1b2c3d4",
+		RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}})
+	confused, _ := hs.SignedString([]byte(pub))
+	unknownKid, _ := token.Issue(e.key, "nosuchkey", token.Claims{RegistryHash: "0xa1b2c3d4",
+		RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}})
+	tamperedPayload := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"registryHash":"0x0000beef","exp":9999999999}`)) + "." + parts[2]
+	expired, _ := token.Issue(e.key, "", token.Claims{RegistryHash: "0xa1b2c3d4",
+		RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Hour))}})
+	notyet, _ := token.Issue(e.key, "", token.Claims{RegistryHash: "0xa1b2c3d4", RegisteredClaims: jwt.RegisteredClaims{
+		NotBefore: jwt.NewNumericDate(time.Now().Add(time.Hour)), ExpiresAt: jwt.NewNumericDate(time.Now().Add(2 * time.Hour))}})
+	for _, tc := range []struct{ name, tok, reason string }{
+		{"HS256 keyed with the public key", confused, "alg"},
+		{"unknown kid", unknownKid, "signature"},
+		{"tampered payload", tamperedPayload, "signature"},
+		{"truncated", good[:len(good)/2], "malformed"},
+		{"expired", expired, "expired"},
+		{"nbf in the future", notyet, "notyet"},
+		{"8 KiB of junk", strings.Repeat("A", 8192), "malformed"},
+		{"wrong registryHash", e.token(t, "0x0000beef"), "hash"},
+	} {
+		before := promtest.ToFloat64(e.proxy.tokenChecks.WithLabelValues(tc.reason))
+		resp, body := e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer " + tc.tok})
+		if resp.StatusCode != 401 || !strings.Contains(body, `"reason":"`+tc.reason+`"`) {
+			t.Errorf("%s: %d %s, want 401 reason %s", tc.name, resp.StatusCode, body, tc.reason)
+		}
+		if got := promtest.ToFloat64(e.proxy.tokenChecks.WithLabelValues(tc.reason)) - before; got != 1 {
+			t.Errorf("%s: regedge_token_verifications_total{result=%q} moved by %v", tc.name, tc.reason, got)
+		}
+	}
+}
