@@ -36,39 +36,7 @@ attached through their pins).`,
 					return err
 				}
 			}
-			lw := newLogWriter(cmd.ErrOrStderr())
-			defer lw.Close()
-			log := slog.New(slog.NewJSONHandler(lw, nil))
-			a, err := agent.New(cfg, log)
-			if err != nil {
-				return err
-			}
-			if err := a.Listen(); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-hup:
-						// A bad file changes nothing: the error is logged.
-						c, err := config.Load(file, nil)
-						if err == nil {
-							err = a.Reload(c)
-						}
-						if err != nil {
-							log.Error("config reload refused", "err", err)
-						}
-					}
-				}
-			}()
-			return a.Serve(ctx)
+			return serve(cmd, file, cfg, agent.New)
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "", "config file (JSON)")
@@ -88,22 +56,48 @@ func newProxyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			lw := newLogWriter(cmd.ErrOrStderr())
-			defer lw.Close()
-			log := slog.New(slog.NewJSONHandler(lw, nil))
-			a, err := agent.NewProxyOnly(cfg, log)
-			if err != nil {
-				return err
-			}
-			if err := a.Listen(); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return a.Serve(ctx)
+			return serve(cmd, file, cfg, agent.NewProxyOnly)
 		},
 	}
 	start.Flags().StringVar(&file, "config", "", "config file (JSON)")
 	cmd.AddCommand(start)
 	return cmd
+}
+
+// serve builds an agent with newAgent, binds its listeners and serves until
+// SIGINT or SIGTERM; SIGHUP re-reads file and applies it (a bad file changes
+// nothing: the error is logged). Logs are JSON, buffered (logbuf.go).
+func serve(cmd *cobra.Command, file string, cfg *config.Config, newAgent func(*config.Config, *slog.Logger) (*agent.Agent, error)) error {
+	lw := newLogWriter(cmd.ErrOrStderr())
+	defer lw.Close()
+	log := slog.New(slog.NewJSONHandler(lw, nil))
+	a, err := newAgent(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := a.Listen(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				c, err := config.Load(file, nil)
+				if err == nil {
+					err = a.Reload(c)
+				}
+				if err != nil {
+					log.Error("config reload refused", "err", err)
+				}
+			}
+		}
+	}()
+	return a.Serve(ctx)
 }

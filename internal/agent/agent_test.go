@@ -289,16 +289,7 @@ func TestProxyOnlyAndHostileRequests(t *testing.T) {
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Proxy.ListenHost, cfg.Proxy.ListenPort = "127.0.0.1", 0
 	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: port, Hash: 0xa1b2c3d4}}
-	a, err := NewProxyOnly(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
+	a, cancel, done := serveProxyOnly(t, cfg)
 	defer func() { cancel(); <-done }()
 	if a.WebSocketAddr() != nil || a.BusAddr() != nil || a.BPFMode() != "userspace" {
 		t.Fatalf("proxy start opened ws %v bus %v, mode %s", a.WebSocketAddr(), a.BusAddr(), a.BPFMode())
@@ -343,16 +334,7 @@ func TestShutdownLetsInFlightRequestsFinishAndSlowlorisIsCut(t *testing.T) {
 	cfg.Proxy.ListenHost, cfg.Proxy.ListenPort = "127.0.0.1", 0
 	cfg.Proxy.HeaderTimeout = 300
 	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: upstream.Listener.Addr().(*net.TCPAddr).Port, Hash: 0xa1b2c3d4}}
-	a, err := NewProxyOnly(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
+	a, cancel, done := serveProxyOnly(t, cfg)
 	addr := a.ProxyAddr().String()
 
 	// Slowloris: part of a head, then nothing.
@@ -386,4 +368,21 @@ func TestShutdownLetsInFlightRequestsFinishAndSlowlorisIsCut(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// serveProxyOnly starts `regedge proxy start` in-process; the caller stops
+// it with cancel and reads Serve's result from done.
+func serveProxyOnly(t *testing.T, cfg *config.Config) (*Agent, context.CancelFunc, chan error) {
+	t.Helper()
+	a, err := NewProxyOnly(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	return a, cancel, done
 }
