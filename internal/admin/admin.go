@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ import (
 type Status interface {
 	State() codec.State
 	SetState(codec.State) (codec.State, error)
+	PurgeCache(pkg, version string) (int, error)
 	WebSocketClients() int
 	BPFMode() string   // "kernel" or "userspace"
 	BPFReason() string // why userspace, in plain words
@@ -65,21 +67,25 @@ func Handler(st Status, reg *prometheus.Registry, started time.Time, authorize f
 		s := st.State()
 		writeJSON(w, http.StatusOK, apiConfig{State: config.FromCodec(s), Dump: s.Dump()})
 	})
+	mux.HandleFunc("DELETE /api/cache/{pkg...}", func(w http.ResponseWriter, r *http.Request) {
+		if !mayWrite(w, r, authorize) {
+			return
+		}
+		pkg := r.PathValue("pkg")
+		if pkg == "" || strings.Contains(pkg, "..") {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "want /api/cache/PKG[?version=V]"})
+			return
+		}
+		n, err := st.PurgeCache(pkg, r.URL.Query().Get("version"))
+		if err != nil {
+			writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"purged": n, "package": pkg, "version": r.URL.Query().Get("version")})
+	})
 	mux.HandleFunc("PUT /api/config", func(w http.ResponseWriter, r *http.Request) {
-		if !fromLoopbackListener(r) {
-			if authorize == nil {
-				writeJSON(w, http.StatusForbidden, apiError{Error: "admin writes off loopback need tokens.publicKeys and an admin token", Rule: "scope config:write"})
-				return
-			}
-			if err := authorize(r); err != nil {
-				reason := "invalid"
-				var te *token.Error
-				if errors.As(err, &te) {
-					reason = te.Result
-				}
-				writeJSON(w, http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Rule: reason})
-				return
-			}
+		if !mayWrite(w, r, authorize) {
+			return
 		}
 		next, herr := parsePut(r, st.State())
 		if herr != nil {
@@ -166,6 +172,28 @@ func parsePut(r *http.Request, cur codec.State) (codec.State, *apiError) {
 		}
 	}
 	return next, nil
+}
+
+// mayWrite admits a write: on a loopback address always; elsewhere with an
+// admin token (scope config:write). It answers the refusal itself.
+func mayWrite(w http.ResponseWriter, r *http.Request, authorize func(*http.Request) error) bool {
+	if fromLoopbackListener(r) {
+		return true
+	}
+	if authorize == nil {
+		writeJSON(w, http.StatusForbidden, apiError{Error: "admin writes off loopback need tokens.publicKeys and an admin token", Rule: "scope config:write"})
+		return false
+	}
+	if err := authorize(r); err != nil {
+		reason := "invalid"
+		var te *token.Error
+		if errors.As(err, &te) {
+			reason = te.Result
+		}
+		writeJSON(w, http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Rule: reason})
+		return false
+	}
+	return true
 }
 
 func fromLoopbackListener(r *http.Request) bool {

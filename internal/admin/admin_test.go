@@ -23,12 +23,13 @@ func (f fakeStatus) State() codec.State { return f.st.State() }
 func (f fakeStatus) SetState(s codec.State) (codec.State, error) {
 	return f.st.Set(s, state.SourceCLI)
 }
-func (fakeStatus) WebSocketClients() int { return 0 }
-func (fakeStatus) BPFMode() string       { return "userspace" }
-func (fakeStatus) BPFReason() string     { return "test" }
-func (fakeStatus) BPFNotes() []string    { return nil }
-func (fakeStatus) Interfaces() []string  { return nil }
-func (fakeStatus) Ready() bool           { return true }
+func (fakeStatus) WebSocketClients() int                  { return 0 }
+func (fakeStatus) PurgeCache(string, string) (int, error) { return 0, nil }
+func (fakeStatus) BPFMode() string                        { return "userspace" }
+func (fakeStatus) BPFReason() string                      { return "test" }
+func (fakeStatus) BPFNotes() []string                     { return nil }
+func (fakeStatus) Interfaces() []string                   { return nil }
+func (fakeStatus) Ready() bool                            { return true }
 
 // putFrom sends PUT /api/config as if it arrived on local address local.
 func putFrom(h http.Handler, local string, auth string) *httptest.ResponseRecorder {

@@ -28,6 +28,7 @@ import (
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/configbus"
+	"github.com/regedge/regedge/internal/edgecache"
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/state"
 	"github.com/regedge/regedge/internal/token"
@@ -58,6 +59,7 @@ type Agent struct {
 	proxy     *userproxy.Proxy
 	certs     *userproxy.CertReloader // proxy.tls, reloaded on SIGHUP
 	proxyOnly bool                    // regedge proxy start
+	cache     *edgecache.Cache
 	busConn   *net.UDPConn
 	registry  *prometheus.Registry
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
@@ -181,6 +183,18 @@ func (a *Agent) newProxy() error {
 		pr, _ := netip.ParsePrefix(tp) // Validate has checked it
 		pc.TrustedProxies = append(pc.TrustedProxies, pr)
 	}
+	if cc := cfg.Proxy.Cache; cc.Dir != "" {
+		c, err := edgecache.Open(cc.Dir, cc.MaxBytes)
+		if err != nil {
+			return err
+		}
+		pc.Cache = c
+		pc.PackumentTTL = time.Duration(cc.PackumentTTL) * time.Millisecond
+		pc.StaleIfError = time.Duration(cc.StaleIfError) * time.Millisecond
+		pc.NegativeTTL = time.Duration(cc.NegativeTTL) * time.Millisecond
+		a.cache = c
+		a.registry.MustRegister(c.Collectors()...)
+	}
 	p, err := userproxy.New(pc, a.store, a.log)
 	if err != nil {
 		return err
@@ -281,6 +295,15 @@ func (a *Agent) Reload(c *config.Config) error {
 	}
 	a.log.Info("config reloaded", "state", s.Dump(), "note", "listeners, interfaces and limits change on restart")
 	return nil
+}
+
+// PurgeCache drops the cached packuments and tarballs of a package (or of
+// one version) and returns how many entries went.
+func (a *Agent) PurgeCache(pkg, version string) (int, error) {
+	if a.cache == nil {
+		return 0, errors.New("the edge cache is off (proxy.cache.dir)")
+	}
+	return a.cache.Purge(userproxy.PurgeKeys(pkg, version)), nil
 }
 
 // WebSocketClients is the number of connected config clients.

@@ -127,6 +127,17 @@ type Proxy struct {
 	// is how long in-flight requests may run on at shutdown (ms).
 	HeaderTimeout int `json:"headerTimeout"`
 	Grace         int `json:"grace"`
+	// The edge cache of tarballs and packuments; off when Dir is empty.
+	Cache Cache `json:"cache"`
+}
+
+// Cache configures the edge cache. Times are ms.
+type Cache struct {
+	Dir          string `json:"dir"`
+	MaxBytes     int64  `json:"maxBytes"`
+	PackumentTTL int    `json:"packumentTTL"`
+	StaleIfError int    `json:"staleIfError"`
+	NegativeTTL  int    `json:"negativeTTL"`
 }
 
 // Breaker opens after Failures consecutive upstream failures for Cooldown
@@ -343,6 +354,9 @@ func (c *Config) Validate() error {
 	}
 	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) {
 		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms)")
+	}
+	if cc := c.Proxy.Cache; cc.Dir != "" && (cc.MaxBytes <= 0 || cc.PackumentTTL < 0 || cc.StaleIfError < 0 || cc.NegativeTTL < 0) {
+		return bad("proxy.cache", "want maxBytes > 0 and times >= 0 (ms)")
 	}
 	if c.Proxy.HeaderTimeout <= 0 || c.Proxy.Grace <= 0 {
 		return bad("proxy.headerTimeout", "headerTimeout and grace must be milliseconds > 0")

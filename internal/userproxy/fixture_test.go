@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -91,8 +92,15 @@ func newRegistry(t testing.TB, pkgs ...pkg) *registry {
 		}
 		name := strings.TrimPrefix(r.URL.Path, "/") // decoded: @scope/name
 		if doc, ok := reg.docs[name]; ok {
+			body, _ := json.Marshal(doc("http://" + r.Host))
+			etag := fmt.Sprintf(`"%x"`, sha1.Sum(body))
+			w.Header().Set("Etag", etag)
+			if r.Header.Get("If-None-Match") == etag {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
 			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(doc("http://" + r.Host))
+			w.Write(body)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/edgecache"
 	"github.com/regedge/regedge/internal/token"
 )
 
@@ -82,6 +83,14 @@ type Config struct {
 	// once while retries stay within RetryRatio of requests (default 0.1;
 	// < 0 turns retries off).
 	RetryRatio float64
+	// Cache, when set, keeps tarballs and packuments on disk: packuments are
+	// fresh for PackumentTTL then revalidated; a 404 is kept NegativeTTL;
+	// when the upstream fails, a stale entry is served for up to
+	// StaleIfError past its freshness.
+	Cache        *edgecache.Cache
+	PackumentTTL time.Duration
+	NegativeTTL  time.Duration
+	StaleIfError time.Duration
 }
 
 // Blocker puts a source prefix on the block list (loader.Objects).
@@ -516,32 +525,13 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State
 	if up.AuthToken != "" {
 		out.Header.Set("Authorization", "Bearer "+up.AuthToken)
 	}
-	if ok, wait := up.br.allow(); !ok {
-		rw.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream unreachable", Reason: "circuit open"})
+	if p.cfg.Cache != nil && r.Method == http.MethodGet {
+		p.cachedForward(rw, r, up, out)
 		return
 	}
-	p.budget.deposit()
-	resp, err := up.rt.RoundTrip(out)
-	if err != nil && retryable(out, err) && p.budget.spend() {
-		resp, err = up.rt.RoundTrip(out)
-	}
-	if err != nil && r.Context().Err() != nil {
-		// The client went away: not the upstream's failure. 499, as nginx
-		// logs it; there is nobody to answer.
-		up.br.abandon()
-		rw.code = 499
-		return
-	}
-	up.br.done(err == nil && resp.StatusCode < 500)
+	resp, err := p.roundTrip(r, up, out)
 	if err != nil {
-		code, msg := http.StatusBadGateway, "Upstream unreachable"
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
-			code, msg = http.StatusGatewayTimeout, "Upstream timed out"
-		}
-		rw.Header().Set("Retry-After", "5")
-		writeJSON(rw, code, apiError{Error: msg})
+		p.answerUpstreamError(rw, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -564,6 +554,54 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State
 // copyBufs are the buffers responses stream through: io.Copy would
 // allocate and clear 32 KiB per request (pprof).
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// errClientGone: the client left before the upstream answered.
+var errClientGone = errors.New("client went away")
+
+// circuitOpen: the upstream's breaker is open.
+type circuitOpen struct{ wait time.Duration }
+
+func (c *circuitOpen) Error() string { return "circuit open" }
+
+// roundTrip sends out through the upstream's breaker and the retry budget.
+func (p *Proxy) roundTrip(r *http.Request, up *route, out *http.Request) (*http.Response, error) {
+	if ok, wait := up.br.allow(); !ok {
+		return nil, &circuitOpen{wait}
+	}
+	p.budget.deposit()
+	resp, err := up.rt.RoundTrip(out)
+	if err != nil && retryable(out, err) && p.budget.spend() {
+		resp, err = up.rt.RoundTrip(out)
+	}
+	if err != nil && r.Context().Err() != nil {
+		up.br.abandon() // the client went away: not the upstream's failure
+		return nil, errClientGone
+	}
+	up.br.done(err == nil && resp.StatusCode < 500)
+	return resp, err
+}
+
+// answerUpstreamError answers a failed round trip: 499 in the log when the
+// client left, 502 unreachable or circuit open, 504 timed out.
+func (p *Proxy) answerUpstreamError(rw *recorder, err error) {
+	var co *circuitOpen
+	switch {
+	case errors.Is(err, errClientGone):
+		rw.code = 499 // as nginx logs it; there is nobody to answer
+		return
+	case errors.As(err, &co):
+		rw.Header().Set("Retry-After", strconv.Itoa(int(co.wait.Seconds())+1))
+		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream unreachable", Reason: "circuit open"})
+		return
+	}
+	code, msg := http.StatusBadGateway, "Upstream unreachable"
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		code, msg = http.StatusGatewayTimeout, "Upstream timed out"
+	}
+	rw.Header().Set("Retry-After", "5")
+	writeJSON(rw, code, apiError{Error: msg})
+}
 
 // retryable: an idempotent request without a body that failed to connect
 // (a timeout is not retried: the upstream may be working on it).
@@ -615,36 +653,50 @@ func (p *Proxy) serveRewritten(rw *recorder, r *http.Request, resp *http.Respons
 		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Packument too large"})
 		return
 	}
-	edge := p.edgeBase(r)
-	var doc map[string]json.RawMessage
-	if json.Unmarshal(body, &doc) == nil {
-		if vs, ok := doc["versions"]; ok {
-			var versions map[string]map[string]json.RawMessage
-			if json.Unmarshal(vs, &versions) == nil {
-				for _, v := range versions {
-					var dist map[string]any
-					if json.Unmarshal(v["dist"], &dist) != nil {
-						continue
-					}
-					if tb, ok := dist["tarball"].(string); ok {
-						dist["tarball"] = rebase(tb, up.URL, edge)
-						v["dist"], _ = json.Marshal(dist)
-					}
-				}
-				doc["versions"], _ = json.Marshal(versions)
-				if b, err := json.Marshal(doc); err == nil {
-					body = b
-				}
-			}
-		}
-	}
 	copyHeaders(rw.Header(), resp.Header)
-	rw.Header().Del("Content-Length")
+	p.writePackument(rw, r, up, resp.StatusCode, body)
+}
+
+// writePackument answers with body's tarball URLs rebased onto the edge.
+func (p *Proxy) writePackument(rw *recorder, r *http.Request, up *route, status int, body []byte) {
+	body = rewriteTarballs(body, up.URL, p.edgeBase(r))
 	rw.Header().Del("Content-Encoding")
 	rw.Header().Del("Etag") // the body is ours now
 	rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	rw.WriteHeader(resp.StatusCode)
+	rw.WriteHeader(status)
 	rw.Write(body)
+}
+
+// rewriteTarballs rebases versions.*.dist.tarball URLs; anything that is not
+// a packument comes back unchanged.
+func rewriteTarballs(body []byte, upstream *url.URL, edge string) []byte {
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(body, &doc) != nil {
+		return body
+	}
+	vs, ok := doc["versions"]
+	if !ok {
+		return body
+	}
+	var versions map[string]map[string]json.RawMessage
+	if json.Unmarshal(vs, &versions) != nil {
+		return body
+	}
+	for _, v := range versions {
+		var dist map[string]any
+		if json.Unmarshal(v["dist"], &dist) != nil {
+			continue
+		}
+		if tb, ok := dist["tarball"].(string); ok {
+			dist["tarball"] = rebase(tb, upstream, edge)
+			v["dist"], _ = json.Marshal(dist)
+		}
+	}
+	doc["versions"], _ = json.Marshal(versions)
+	if b, err := json.Marshal(doc); err == nil {
+		return b
+	}
+	return body
 }
 
 // rebase moves a URL on the upstream's origin onto the edge's base.

@@ -1,0 +1,206 @@
+package userproxy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regedge/regedge/internal/edgecache"
+	"github.com/regedge/regedge/internal/testutil"
+)
+
+func cachedEdge(t *testing.T, maxBytes int64, tweak func(*Config)) (*edge, *edgecache.Cache) {
+	t.Helper()
+	c, err := edgecache.Open(t.TempDir(), maxBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEdge(t, func(cfg *Config) {
+		cfg.Cache, cfg.PackumentTTL, cfg.NegativeTTL, cfg.StaleIfError = c, time.Hour, time.Minute, time.Hour
+		if tweak != nil {
+			tweak(cfg)
+		}
+	})
+	return e, c
+}
+
+const tarballPath = "/@mycompany/hello/-/hello-1.2.3.tgz"
+
+func TestCacheServesTarballsAndPackuments(t *testing.T) {
+	e, c := cachedEdge(t, 1<<20, nil)
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	want := string(e.reg.tarballs[tarballPath])
+	for i := 0; i < 3; i++ {
+		resp, body := e.get(t, tarballPath, auth)
+		if resp.StatusCode != 200 || body != want {
+			t.Fatalf("tarball %d: %d, %d bytes", i, resp.StatusCode, len(body))
+		}
+		_, pk := e.get(t, "/@mycompany%2fhello", auth)
+		if !strings.Contains(pk, e.URL+"/@mycompany/hello/-/") {
+			t.Fatalf("cached packument not rewritten to the edge: %s", pk)
+		}
+	}
+	if n := e.reg.count(); n != 2 {
+		t.Fatalf("the upstream saw %d requests for 3 rounds, want 2 (one tarball, one packument)", n)
+	}
+	if promtest.ToFloat64(c.Hits) != 4 || promtest.ToFloat64(c.Misses) != 2 {
+		t.Fatalf("hits %v misses %v", promtest.ToFloat64(c.Hits), promtest.ToFloat64(c.Misses))
+	}
+	// 404s are cached briefly too.
+	e.get(t, "/nope", auth)
+	e.get(t, "/nope", auth)
+	if n := e.reg.count(); n != 3 {
+		t.Fatalf("a cached 404 went upstream again (%d requests)", n)
+	}
+}
+
+func TestCacheRevalidatesAndServesStale(t *testing.T) {
+	e, c := cachedEdge(t, 1<<20, func(cfg *Config) { cfg.PackumentTTL, cfg.StaleIfError = 0, time.Hour })
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	e.get(t, "/hello-dep", auth)
+	e.get(t, "/hello-dep", auth) // expired (TTL 0): revalidated, 304
+	_, h := e.reg.last()
+	if h.Get("If-None-Match") == "" {
+		t.Fatal("the revalidation carried no If-None-Match")
+	}
+	e.reg.Close() // the upstream goes down
+	resp, body := e.get(t, "/hello-dep", auth)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"hello-dep"`) || resp.Header.Get("Age") == "" || promtest.ToFloat64(c.Stale) != 1 {
+		t.Fatalf("stale-if-error: %d Age=%q stale=%v", resp.StatusCode, resp.Header.Get("Age"), promtest.ToFloat64(c.Stale))
+	}
+}
+
+func TestCorruptedCacheFileIsRefetched(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := edgecache.Open(dir, 1<<20)
+	e := newEdge(t, func(cfg *Config) { cfg.Cache, cfg.PackumentTTL = c, time.Hour })
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	e.get(t, tarballPath, auth)
+	bodies, _ := filepath.Glob(filepath.Join(dir, "*.body"))
+	if len(bodies) != 1 {
+		t.Fatalf("%d cache files", len(bodies))
+	}
+	b, _ := os.ReadFile(bodies[0])
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(bodies[0], b, 0o600)
+	resp, body := e.get(t, tarballPath, auth)
+	if resp.StatusCode != 200 || body != string(e.reg.tarballs[tarballPath]) {
+		t.Fatal("a corrupted cache file was served (or not refetched)")
+	}
+	if promtest.ToFloat64(c.Corrupt) != 1 || e.reg.count() != 2 {
+		t.Fatalf("corrupt %v, upstream requests %d", promtest.ToFloat64(c.Corrupt), e.reg.count())
+	}
+}
+
+func TestCacheEvictionKeepsTheBound(t *testing.T) {
+	e, c := cachedEdge(t, 600, nil) // room for about one packument
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4", "0x00000000")}
+	for _, p := range []string{"/hello-dep", "/@mycompany%2fhello", "/hello-dep/-/hello-dep-1.0.0.tgz", tarballPath} {
+		if resp, _ := e.get(t, p, auth); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", p, resp.StatusCode)
+		}
+		if c.Used() > 600 {
+			t.Fatalf("cache holds %d bytes, bound 600", c.Used())
+		}
+	}
+	if promtest.ToFloat64(c.Evictions) == 0 {
+		t.Fatal("nothing was evicted")
+	}
+}
+
+func TestConcurrentMissesFetchOnce(t *testing.T) {
+	e, _ := cachedEdge(t, 1<<20, nil)
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, e.URL+tarballPath, nil)
+			req.Header.Set("Authorization", auth["Authorization"])
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := e.reg.count(); n > 2 {
+		// One fetch; a request that arrived after the first finished is a hit.
+		t.Fatalf("20 concurrent misses made %d upstream requests", n)
+	}
+}
+
+// TestNpmInstallFromCacheWithUpstreamDown: a second npm install, with a
+// fresh npm cache and the upstream stopped, succeeds from the edge cache.
+func TestNpmInstallFromCacheWithUpstreamDown(t *testing.T) {
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		testutil.SkipOrFail(t, "npm is not installed (.ci/run installs nodejs and npm)")
+	}
+	e, c := cachedEdge(t, 1<<20, func(cfg *Config) {
+		cfg.Upstreams = append(cfg.Upstreams, Upstream{Hash: 0, URL: cfg.Upstreams[0].URL})
+		cfg.PackumentTTL = 0 // every packument request revalidates: down means stale
+	})
+	tok := e.token(t, "0xa1b2c3d4", "0x00000000")
+	install := func(name string) error {
+		dir := filepath.Join(t.TempDir(), name)
+		os.MkdirAll(filepath.Join(dir, "home"), 0o700)
+		npmrc := fmt.Sprintf("registry=%s/\n//%s/:_authToken=%s\n", e.URL, strings.TrimPrefix(e.URL, "http://"), tok)
+		os.WriteFile(filepath.Join(dir, ".npmrc"), []byte(npmrc), 0o600)
+		os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"name":"p","version":"1.0.0","private":true}`), 0o644)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn", "@mycompany/hello")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "HOME="+filepath.Join(dir, "home"), "npm_config_cache="+filepath.Join(dir, "npm-cache"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		return nil
+	}
+	if err := install("first"); err != nil {
+		t.Fatal(err)
+	}
+	e.reg.Close()
+	if err := install("second"); err != nil {
+		t.Fatalf("install with the upstream down: %v", err)
+	}
+	if promtest.ToFloat64(c.Stale) == 0 || promtest.ToFloat64(c.Hits) == 0 {
+		t.Fatalf("stale %v hits %v", promtest.ToFloat64(c.Stale), promtest.ToFloat64(c.Hits))
+	}
+}
+
+func TestPurgeKeys(t *testing.T) {
+	keys := []string{
+		"a1b2c3d4 /@mycompany%2fhello", "a1b2c3d4 /@mycompany%2fhello abbreviated",
+		"a1b2c3d4 /@mycompany/hello/-/hello-1.2.3.tgz", "a1b2c3d4 /@mycompany/hello/-/hello-1.2.4.tgz",
+		"00000000 /hello-dep", "00000000 /hello-dep/-/hello-dep-1.0.0.tgz", "00000000 /hello-dependency",
+	}
+	count := func(m func(string) bool) (n int) {
+		for _, k := range keys {
+			if m(k) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(PurgeKeys("@mycompany/hello", "")); n != 4 {
+		t.Errorf("package purge matched %d, want 4", n)
+	}
+	if n := count(PurgeKeys("@mycompany/hello", "1.2.3")); n != 3 {
+		t.Errorf("version purge matched %d, want 3 (two packuments, one tarball)", n)
+	}
+	if n := count(PurgeKeys("hello-dep", "")); n != 2 {
+		t.Errorf("hello-dep purge matched %d, want 2 (not hello-dependency)", n)
+	}
+}
