@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/npmclient"
+)
+
+func newInstallCmd() *cobra.Command {
+	var registry, token, file, dir string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "install PKG[@RANGE]...",
+		Short: "Install packages and their production dependencies into node_modules through an edge",
+		Long: `install resolves every PKG[@RANGE] (a semver range, a dist-tag or a version)
+through the edge (by default the local agent's proxy listener; any registry
+with --registry), sending the config headers of the configured state and the
+token (--token or REGEDGE_TOKEN). Every tarball's integrity is checked; the
+packages and their production dependencies are staged and moved into
+DIR/node_modules at the end, so a failure leaves node_modules as it was.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(file, nil)
+			if err != nil {
+				return err
+			}
+			if registry == "" {
+				registry = "http://" + hostPort(cfg.Proxy.ListenHost, cfg.Proxy.ListenPort)
+			}
+			u, err := url.Parse(registry)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return usageErr("install: --registry %q: want an http(s) URL", registry)
+			}
+			if token == "" {
+				token = os.Getenv("REGEDGE_TOKEN")
+			}
+			c := &npmclient.Client{Registry: u, Token: token, State: cfg.State(), HTTP: &http.Client{Timeout: 5 * time.Minute}}
+			out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if verbose {
+				c.Verbose = errw
+			}
+			if f, ok := errw.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				c.Progress = func(label string, total int64) func(int64) {
+					bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(f),
+						progressbar.OptionSetDescription(label), progressbar.OptionShowBytes(true),
+						progressbar.OptionClearOnFinish())
+					return func(n int64) { bar.Add64(n) }
+				}
+			}
+			specs := make([]npmclient.Spec, len(args))
+			for i, a := range args {
+				specs[i] = npmclient.ParseSpec(a)
+				if specs[i].Name == "" {
+					return usageErr("install: %q: want PKG or PKG@RANGE", a)
+				}
+			}
+			done, err := c.Install(cmd.Context(), dir, specs, out)
+			if err != nil {
+				return fmt.Errorf("install: %w (node_modules unchanged)", err)
+			}
+			fmt.Fprintf(out, "installed %d packages into %s\n", len(done), dir+string(os.PathSeparator)+"node_modules")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&registry, "registry", "", "registry or edge URL (default: the local agent's proxy listener)")
+	cmd.Flags().StringVar(&token, "token", "", "proxy token sent as Authorization: Bearer (default: $REGEDGE_TOKEN)")
+	cmd.Flags().StringVar(&file, "config", "", "config file (JSON) whose state is sent as the X-Bun-* headers")
+	cmd.Flags().StringVarP(&dir, "dir", "C", ".", "project directory")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the headers of every request sent")
+	return cmd
+}
+
+// hostPort makes a dialable address of a listen host and port; a wildcard
+// host becomes loopback.
+func hostPort(host string, port int) string {
+	switch host {
+	case "", "0.0.0.0", "::", "[::]":
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}

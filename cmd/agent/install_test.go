@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/regedge/regedge/internal/npmclient/npmfixture"
+	"github.com/regedge/regedge/internal/testutil"
+)
+
+func fixturePackage(name, version string, deps map[string]string) npmfixture.Package {
+	return npmfixture.Package{Name: name, Version: version, Deps: deps, Files: map[string]string{
+		"package.json": `{"name":"` + name + `","version":"` + version + `","main":"index.js"}`,
+		"index.js":     "module.exports = '" + name + "@" + version + "'\n",
+		"lib/util.js":  strings.Repeat("// util\n", 200),
+	}}
+}
+
+// snapshot reads every file under dir into a map (path -> contents).
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		m[rel] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestInstallThroughTheEdgeMatchesNpm(t *testing.T) {
+	reg := npmfixture.New(t)
+	reg.Add(fixturePackage("greet", "1.0.0", map[string]string{"shout": "^1.0.0"}))
+	reg.Add(fixturePackage("shout", "1.0.0", nil))
+	reg.Add(fixturePackage("shout", "1.4.0", nil))
+	reg.Add(fixturePackage("shout", "2.0.0", nil))
+	t.Setenv("REGEDGE_CACHE_DIR", t.TempDir())
+	t.Setenv("UPSTREAM_FALLBACK", reg.URL)
+	a := runningAgent(t)
+	_, port, _ := net.SplitHostPort(a.ProxyAddr().String())
+	edge := "http://127.0.0.1:" + port
+
+	ours := t.TempDir()
+	out, errs, code := run(t, "", "install", "greet@^1", "--registry", edge, "--dir", ours, "--verbose", "--token", "not-checked-here")
+	if code != 0 {
+		t.Fatalf("install: %d\n%s\n%s", code, out, errs)
+	}
+	if !strings.Contains(out, "installed 2 packages") || !strings.Contains(out, "shout@1.4.0") {
+		t.Fatalf("install output: %s", out)
+	}
+	for _, h := range []string{"X-Bun-Config-Version: ", "X-Bun-Registry-Hash: 0x", "Authorization: Bearer <token>"} {
+		if !strings.Contains(errs, h) {
+			t.Fatalf("--verbose does not show %q:\n%s", h, errs)
+		}
+	}
+	// requests reached the upstream through the edge, not around it
+	if len(reg.Seen) == 0 {
+		t.Fatal("the fixture registry saw no request")
+	}
+
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		testutil.SkipOrFail(t, "npm is not installed (.ci/run installs nodejs and npm)")
+	}
+	theirs := t.TempDir()
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(theirs, "package.json"), []byte(`{"name":"proj","version":"1.0.0","private":true}`), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn",
+		"--registry", edge+"/", "greet@^1")
+	cmd.Dir = theirs
+	cmd.Env = append(os.Environ(), "HOME="+home, "npm_config_cache="+filepath.Join(home, "cache"), "npm_config_userconfig="+filepath.Join(home, ".npmrc"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm install: %v\n%s", err, b)
+	}
+	for _, pkg := range []string{"greet", "shout"} {
+		mine := snapshot(t, filepath.Join(ours, "node_modules", pkg))
+		npms := snapshot(t, filepath.Join(theirs, "node_modules", pkg))
+		if len(mine) != 3 || len(mine) != len(npms) {
+			t.Fatalf("%s: regedge wrote %d files, npm %d", pkg, len(mine), len(npms))
+		}
+		for p, b := range mine {
+			if !bytes.Equal([]byte(b), []byte(npms[p])) {
+				t.Fatalf("%s/%s differs from what npm installed", pkg, p)
+			}
+		}
+	}
+}
+
+func TestInstallErrors(t *testing.T) {
+	if _, errs, code := run(t, "", "install", "x", "--registry", "ftp://nope"); code != 2 || !strings.Contains(errs, "want an http(s) URL") {
+		t.Fatalf("bad registry: %d %s", code, errs)
+	}
+	if _, _, code := run(t, ""); code != 0 {
+		t.Fatalf("no args: %d", code)
+	}
+	reg := npmfixture.New(t)
+	dir := t.TempDir()
+	_, errs, code := run(t, "", "install", "missing", "--registry", reg.URL, "--dir", dir)
+	if code != 1 || !strings.Contains(errs, "missing: not found") || !strings.Contains(errs, "node_modules unchanged") {
+		t.Fatalf("missing package: %d %s", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules")); !os.IsNotExist(err) {
+		t.Fatal("a failed install created node_modules")
+	}
+}

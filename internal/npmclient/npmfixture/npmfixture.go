@@ -1,0 +1,155 @@
+// Package npmfixture is a small npm registry for tests: real HTTP on
+// loopback serving packuments and tarballs built from file maps, and
+// recording the headers of every request it saw.
+package npmfixture
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha1"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Package is one version to serve.
+type Package struct {
+	Name, Version string
+	Deps          map[string]string
+	Files         map[string]string // path inside package/ -> contents
+	Tarball       []byte            // when set, served instead of one built from Files
+	SHA1Only      bool              // publish only dist.shasum, as old registries do
+	BadIntegrity  bool              // advertise an integrity that does not match
+}
+
+// Registry serves the packages added to it.
+type Registry struct {
+	*httptest.Server
+	mu       sync.Mutex
+	pkgs     map[string][]*Package
+	tarballs map[string][]byte
+	Seen     []http.Header
+}
+
+// New starts a registry closed at the end of the test.
+func New(t testing.TB) *Registry {
+	r := &Registry{pkgs: map[string][]*Package{}, tarballs: map[string][]byte{}}
+	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.Close)
+	return r
+}
+
+// Add makes p available.
+func (r *Registry) Add(p Package) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p.Tarball == nil {
+		p.Tarball = Tarball(p.Files)
+	}
+	r.pkgs[p.Name] = append(r.pkgs[p.Name], &p)
+	r.tarballs[tarballPath(p.Name, p.Version)] = p.Tarball
+}
+
+func tarballPath(name, version string) string {
+	base := name
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		base = name[i+1:]
+	}
+	return "/" + name + "/-/" + base + "-" + version + ".tgz"
+}
+
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Seen = append(r.Seen, req.Header.Clone())
+	if tgz, ok := r.tarballs[req.URL.Path]; ok {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(tgz)
+		return
+	}
+	name := strings.TrimPrefix(req.URL.Path, "/")
+	versions, ok := r.pkgs[name]
+	if !ok {
+		http.Error(w, `{"error":"not found"}`, http.StatusNotFound)
+		return
+	}
+	doc := map[string]any{"name": name}
+	vs := map[string]any{}
+	var latest []string
+	for _, p := range versions {
+		sum1 := sha1.Sum(p.Tarball)
+		sum512 := sha512.Sum512(p.Tarball)
+		dist := map[string]any{
+			"tarball": "http://" + req.Host + tarballPath(p.Name, p.Version),
+			"shasum":  hex.EncodeToString(sum1[:]),
+		}
+		if !p.SHA1Only {
+			dist["integrity"] = "sha512-" + base64.StdEncoding.EncodeToString(sum512[:])
+		}
+		if p.BadIntegrity {
+			dist["integrity"] = "sha512-" + base64.StdEncoding.EncodeToString(make([]byte, 64))
+		}
+		vs[p.Version] = map[string]any{"name": p.Name, "version": p.Version, "dependencies": p.Deps, "dist": dist}
+		latest = append(latest, p.Version)
+	}
+	sort.Strings(latest)
+	doc["versions"] = vs
+	doc["dist-tags"] = map[string]string{"latest": latest[len(latest)-1]}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(doc)
+}
+
+// Entry is one raw tar entry, for building hostile tarballs.
+type Entry struct {
+	Name     string
+	Type     byte
+	Body     string
+	Linkname string
+	Mode     int64
+}
+
+// Tarball builds an npm-shaped tarball (package/ prefix) from a file map.
+func Tarball(files map[string]string) []byte {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	entries := make([]Entry, 0, len(names))
+	for _, n := range names {
+		entries = append(entries, Entry{Name: "package/" + n, Type: tar.TypeReg, Body: files[n]})
+	}
+	return RawTarball(entries)
+}
+
+// RawTarball builds a gzip tarball of exactly these entries.
+func RawTarball(entries []Entry) []byte {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, e := range entries {
+		size := int64(len(e.Body))
+		if e.Type != tar.TypeReg {
+			size = 0
+		}
+		mode := e.Mode
+		if mode == 0 {
+			mode = 0o644
+		}
+		tw.WriteHeader(&tar.Header{Name: e.Name, Typeflag: e.Type, Size: size, Linkname: e.Linkname, Mode: mode, Format: tar.FormatPAX})
+		if e.Type == tar.TypeReg {
+			tw.Write([]byte(e.Body))
+		}
+	}
+	tw.Close()
+	gz.Close()
+	return buf.Bytes()
+}
