@@ -31,33 +31,11 @@ packages and their production dependencies are staged and moved into
 DIR/node_modules at the end, so a failure leaves node_modules as it was.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(file, nil)
+			c, err := newNpmClient(cmd, file, registry, token, verbose)
 			if err != nil {
 				return err
 			}
-			if registry == "" {
-				registry = "http://" + hostPort(cfg.Proxy.ListenHost, cfg.Proxy.ListenPort)
-			}
-			u, err := url.Parse(registry)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return usageErr("install: --registry %q: want an http(s) URL", registry)
-			}
-			if token == "" {
-				token = os.Getenv("REGEDGE_TOKEN")
-			}
-			c := &npmclient.Client{Registry: u, Token: token, State: cfg.State(), HTTP: &http.Client{Timeout: 5 * time.Minute}}
-			out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			if verbose {
-				c.Verbose = errw
-			}
-			if f, ok := errw.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				c.Progress = func(label string, total int64) func(int64) {
-					bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(f),
-						progressbar.OptionSetDescription(label), progressbar.OptionShowBytes(true),
-						progressbar.OptionClearOnFinish())
-					return func(n int64) { bar.Add64(n) }
-				}
-			}
+			out := cmd.OutOrStdout()
 			specs := make([]npmclient.Spec, len(args))
 			for i, a := range args {
 				specs[i] = npmclient.ParseSpec(a)
@@ -78,6 +56,87 @@ DIR/node_modules at the end, so a failure leaves node_modules as it was.`,
 	cmd.Flags().StringVar(&file, "config", "", "config file (JSON) whose state is sent as the X-Bun-* headers")
 	cmd.Flags().StringVarP(&dir, "dir", "C", ".", "project directory")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the headers of every request sent")
+	return cmd
+}
+
+// newNpmClient is the client install and publish share: the registry
+// (default: the local agent's proxy listener), the token (flag, then
+// $REGEDGE_TOKEN), the configured state as headers, a progress bar when
+// stderr is a terminal.
+func newNpmClient(cmd *cobra.Command, file, registry, token string, verbose bool) (*npmclient.Client, error) {
+	cfg, err := config.Load(file, nil)
+	if err != nil {
+		return nil, err
+	}
+	if registry == "" {
+		registry = "http://" + hostPort(cfg.Proxy.ListenHost, cfg.Proxy.ListenPort)
+	}
+	u, err := url.Parse(registry)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usageErr("%s: --registry %q: want an http(s) URL", cmd.Name(), registry)
+	}
+	if token == "" {
+		token = os.Getenv("REGEDGE_TOKEN")
+	}
+	c := &npmclient.Client{Registry: u, Token: token, State: cfg.State(), HTTP: &http.Client{Timeout: 5 * time.Minute}}
+	errw := cmd.ErrOrStderr()
+	if verbose {
+		c.Verbose = errw
+	}
+	if f, ok := errw.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		c.Progress = func(label string, total int64) func(int64) {
+			bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(f),
+				progressbar.OptionSetDescription(label), progressbar.OptionShowBytes(true),
+				progressbar.OptionClearOnFinish())
+			return func(n int64) { bar.Add64(n) }
+		}
+	}
+	return c, nil
+}
+
+func newPublishCmd() *cobra.Command {
+	var registry, token, file, dir, tag string
+	var verbose, dryRun bool
+	cmd := &cobra.Command{
+		Use:   "publish",
+		Short: "Pack a package directory as npm does and publish it through the edge",
+		Long: `publish packs DIR (default: the current directory) as npm pack does (package.json
+"files", the root .npmignore or .gitignore, the always-included and
+never-included files), computes its sha512 integrity and sha1 shasum, and PUTs
+the publish document through the edge (or --registry) with the token and the
+config headers. --dry-run lists the files and stops.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newNpmClient(cmd, file, registry, token, verbose)
+			if err != nil {
+				return err
+			}
+			p, err := npmclient.Pack(dir)
+			if err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			for _, f := range p.Files {
+				fmt.Fprintf(out, "packed %s\n", f)
+			}
+			fmt.Fprintf(out, "%s@%s: %d files, %d bytes, %s\n", p.Name, p.Version, len(p.Files), len(p.Tarball), p.Integrity)
+			if dryRun {
+				return nil
+			}
+			if err := c.Publish(cmd.Context(), p, tag); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "published %s@%s to %s (tag %s)\n", p.Name, p.Version, c.Registry, tag)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&registry, "registry", "", "registry or edge URL (default: the local agent's proxy listener)")
+	cmd.Flags().StringVar(&token, "token", "", "proxy token sent as Authorization: Bearer (default: $REGEDGE_TOKEN)")
+	cmd.Flags().StringVar(&file, "config", "", "config file (JSON) whose state is sent as the X-Bun-* headers")
+	cmd.Flags().StringVarP(&dir, "dir", "C", ".", "package directory")
+	cmd.Flags().StringVar(&tag, "tag", "latest", "dist-tag to point at the new version")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "pack and list the files, publish nothing")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the headers of the request sent")
 	return cmd
 }
 

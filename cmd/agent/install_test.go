@@ -119,3 +119,92 @@ func TestInstallErrors(t *testing.T) {
 		t.Fatal("a failed install created node_modules")
 	}
 }
+
+func TestPublishThroughTheEdgeThenInstallWithRegedgeAndNpm(t *testing.T) {
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		testutil.SkipOrFail(t, "npm is not installed (.ci/run installs nodejs and npm)")
+	}
+	reg := npmfixture.New(t)
+	t.Setenv("REGEDGE_CACHE_DIR", t.TempDir())
+	t.Setenv("UPSTREAM_FALLBACK", reg.URL)
+	a := runningAgent(t)
+	_, port, _ := net.SplitHostPort(a.ProxyAddr().String())
+	edge := "http://127.0.0.1:" + port
+
+	src := t.TempDir()
+	files := map[string]string{
+		"package.json":   `{"name":"edge-published","version":"0.3.0","main":"lib/index.js","files":["lib"]}`,
+		"lib/index.js":   "module.exports = require('./impl')\n",
+		"lib/impl.js":    "module.exports = 'published through the edge'\n",
+		"README.md":      "# edge-published\n",
+		"test/secret.js": "not packed\n",
+		".npmrc":         "//x/:_authToken=never-packed\n",
+	}
+	for p, body := range files {
+		os.MkdirAll(filepath.Join(src, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(src, p), []byte(body), 0o644)
+	}
+	out, errs, code := run(t, "", "publish", "--dir", src, "--registry", edge, "--token", "t0k", "--verbose")
+	if code != 0 || !strings.Contains(out, "published edge-published@0.3.0") || !strings.Contains(out, "4 files") {
+		t.Fatalf("publish: %d\n%s\n%s", code, out, errs)
+	}
+	if !strings.Contains(errs, "> PUT "+edge+"/edge-published") {
+		t.Fatalf("publish did not go through the edge: %s", errs)
+	}
+	// the upstream got the config headers; the client's token is the edge's
+	// business and never travels upstream (INTERFACE.md: upstreams[].auth)
+	last := reg.Seen[len(reg.Seen)-1]
+	if last.Get("X-Bun-Config-Version") == "" || strings.Contains(last.Get("Authorization"), "t0k") {
+		t.Fatalf("the upstream got the publish without config headers or with the client token: %v", last)
+	}
+	// publishing the same version again is refused by the upstream, and says so
+	if _, errs, code := run(t, "", "publish", "--dir", src, "--registry", edge); code != 1 || !strings.Contains(errs, "409") {
+		t.Fatalf("republish: %d %s", code, errs)
+	}
+
+	ours := t.TempDir()
+	if out, errs, code := run(t, "", "install", "edge-published", "--registry", edge, "--dir", ours); code != 0 {
+		t.Fatalf("install: %d\n%s\n%s", code, out, errs)
+	}
+	theirs, home := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(theirs, "package.json"), []byte(`{"name":"proj","version":"1.0.0","private":true}`), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn",
+		"--registry", edge+"/", "edge-published")
+	cmd.Dir = theirs
+	cmd.Env = append(os.Environ(), "HOME="+home, "npm_config_cache="+filepath.Join(home, "cache"), "npm_config_userconfig="+filepath.Join(home, ".npmrc"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm install: %v\n%s", err, b)
+	}
+	mine := snapshot(t, filepath.Join(ours, "node_modules", "edge-published"))
+	npms := snapshot(t, filepath.Join(theirs, "node_modules", "edge-published"))
+	want := map[string]string{}
+	for _, p := range []string{"package.json", "lib/index.js", "lib/impl.js", "README.md"} {
+		want[filepath.FromSlash(p)] = files[p]
+	}
+	for who, got := range map[string]map[string]string{"regedge install": mine, "npm install": npms} {
+		if len(got) != len(want) {
+			t.Fatalf("%s: files %v, want %v", who, keys(got), keys(want))
+		}
+		for p, b := range want {
+			if got[p] != b {
+				t.Fatalf("%s: %s = %q, want the published bytes %q", who, p, got[p], b)
+			}
+		}
+	}
+	node := exec.CommandContext(ctx, "node", "-e", "process.stdout.write(require('edge-published'))")
+	node.Dir = ours
+	if b, err := node.Output(); err != nil || string(b) != "published through the edge" {
+		t.Fatalf("node require from the regedge install: %q %v", b, err)
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -70,6 +70,10 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.Seen = append(r.Seen, req.Header.Clone())
+	if req.Method == http.MethodPut {
+		r.publish(w, req)
+		return
+	}
 	if tgz, ok := r.tarballs[req.URL.Path]; ok {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write(tgz)
@@ -152,4 +156,55 @@ func RawTarball(entries []Entry) []byte {
 	tw.Close()
 	gz.Close()
 	return buf.Bytes()
+}
+
+// publish takes an npm publish document, checks that the attachment
+// matches the integrity and shasum it claims, and serves the version.
+func (r *Registry) publish(w http.ResponseWriter, req *http.Request) {
+	var doc struct {
+		Name     string `json:"name"`
+		Versions map[string]struct {
+			Name         string            `json:"name"`
+			Version      string            `json:"version"`
+			Dependencies map[string]string `json:"dependencies"`
+			Dist         struct {
+				Integrity string `json:"integrity"`
+				Shasum    string `json:"shasum"`
+			} `json:"dist"`
+		} `json:"versions"`
+		Attachments map[string]struct {
+			Data   string `json:"data"`
+			Length int    `json:"length"`
+		} `json:"_attachments"`
+	}
+	if err := json.NewDecoder(req.Body).Decode(&doc); err != nil {
+		http.Error(w, `{"error":"bad json"}`, http.StatusBadRequest)
+		return
+	}
+	if len(doc.Versions) != 1 || len(doc.Attachments) != 1 || "/"+doc.Name != req.URL.Path {
+		http.Error(w, `{"error":"want one version, one attachment, name matching the path"}`, http.StatusBadRequest)
+		return
+	}
+	for _, v := range doc.Versions {
+		for _, a := range doc.Attachments {
+			tgz, err := base64.StdEncoding.DecodeString(a.Data)
+			sum1, sum512 := sha1.Sum(tgz), sha512.Sum512(tgz)
+			if err != nil || len(tgz) != a.Length || v.Dist.Shasum != hex.EncodeToString(sum1[:]) ||
+				v.Dist.Integrity != "sha512-"+base64.StdEncoding.EncodeToString(sum512[:]) {
+				http.Error(w, `{"error":"attachment does not match its length, shasum or integrity"}`, http.StatusBadRequest)
+				return
+			}
+			for _, have := range r.pkgs[doc.Name] {
+				if have.Version == v.Version {
+					http.Error(w, `{"error":"cannot publish over the previously published version"}`, http.StatusConflict)
+					return
+				}
+			}
+			p := &Package{Name: doc.Name, Version: v.Version, Deps: v.Dependencies, Tarball: tgz}
+			r.pkgs[p.Name] = append(r.pkgs[p.Name], p)
+			r.tarballs[tarballPath(p.Name, p.Version)] = tgz
+		}
+	}
+	w.WriteHeader(http.StatusCreated)
+	w.Write([]byte(`{"ok":true}`))
 }
