@@ -87,7 +87,7 @@ func newNpmClient(cmd *cobra.Command, file, registry, token string, verbose bool
 		c.Progress = func(label string, total int64) func(int64) {
 			bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(f),
 				progressbar.OptionSetDescription(label), progressbar.OptionShowBytes(true),
-				progressbar.OptionClearOnFinish())
+				progressbar.OptionOnCompletion(func() { fmt.Fprintln(f) }))
 			return func(n int64) { bar.Add64(n) }
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/regedge/regedge/internal/npmclient/npmfixture"
 	"github.com/regedge/regedge/internal/testutil"
@@ -207,4 +210,37 @@ func keys(m map[string]string) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestInstallShowsProgressOnATerminal runs `regedge install` in a
+// pseudo-terminal: the download shows a progress bar there.
+func TestInstallShowsProgressOnATerminal(t *testing.T) {
+	reg := npmfixture.New(t)
+	reg.Add(fixturePackage("greet", "1.0.0", nil))
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "install", "greet", "--registry", reg.URL, "--dir", dir)
+	cmd.Env = append(os.Environ(), "REGEDGE_TEST_RUN_CLI=1", "TERM=xterm-256color")
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 100})
+	if err != nil {
+		t.Skipf("no pseudo-terminal here: %v", err)
+	}
+	defer ptmx.Close()
+	var screen bytes.Buffer
+	read := make(chan struct{})
+	go func() { io.Copy(&screen, ptmx); close(read) }() // ends with EIO when the child exits
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("install exited with %v:\n%q", err, screen.String())
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("install did not finish within 30 s")
+	}
+	<-read
+	if s := screen.String(); !strings.Contains(s, "greet@1.0.0") || !strings.Contains(s, "100%") || !strings.Contains(s, "installed 1 packages") {
+		t.Fatalf("no progress bar on the terminal:\n%q", s)
+	}
 }

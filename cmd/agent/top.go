@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
+	tea "charm.land/bubbletea/v2"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -40,7 +40,7 @@ With --once, or when the output is not a terminal, it prints one plain table
 			if once || !isFile || !term.IsTerminal(int(out.Fd())) {
 				return topOnce(cmd, from)
 			}
-			p := tea.NewProgram(top.New(from), tea.WithAltScreen(), tea.WithInput(cmd.InOrStdin()), tea.WithOutput(out))
+			p := tea.NewProgram(top.New(from), tea.WithInput(cmd.InOrStdin()), tea.WithOutput(out))
 			_, err := p.Run()
 			return err
 		},

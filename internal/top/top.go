@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
+	tea "charm.land/bubbletea/v2"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -260,8 +260,15 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, nil
 }
 
-// View draws the current snapshot.
-func (m Model) View() string {
+// View draws the current snapshot on the alternate screen.
+func (m Model) View() tea.View {
+	v := tea.NewView(m.Text())
+	v.AltScreen = true
+	return v
+}
+
+// Text is the view as plain text.
+func (m Model) Text() string {
 	if m.err != nil && m.cur.At.IsZero() {
 		return fmt.Sprintf("regedge top: %v\n(q to quit)", m.err)
 	}
