@@ -229,19 +229,78 @@ func PurgeKeys(pkg, version string) func(key string) bool {
 	escaped := strings.Replace(pkg, "/", "%2f", 1)
 	base := pkg[strings.LastIndex(pkg, "/")+1:]
 	return func(key string) bool {
-		_, path, ok := strings.Cut(key, " ")
+		path, ok := keyPath(key)
 		if !ok {
 			return false
 		}
-		path, _, _ = strings.Cut(path, " ")
-		for _, name := range []string{pkg, escaped, strings.ToLower(escaped)} {
-			if path == "/"+name {
-				return true // a packument
-			}
-			if version == "" && strings.HasPrefix(path, "/"+name+"/-/") {
-				return true
-			}
+		if isPackumentOf(path, pkg, escaped) {
+			return true
 		}
-		return version != "" && path == "/"+pkg+"/-/"+base+"-"+version+".tgz"
+		if version == "" {
+			for _, name := range []string{pkg, escaped, strings.ToLower(escaped)} {
+				if strings.HasPrefix(path, "/"+name+"/-/") {
+					return true
+				}
+			}
+			return false
+		}
+		return path == "/"+pkg+"/-/"+base+"-"+version+".tgz"
+	}
+}
+
+// packumentKeys matches the cached packuments of pkg (full and abbreviated)
+// and nothing else: what a publish through the edge makes out of date.
+func packumentKeys(pkg string) func(key string) bool {
+	escaped := strings.Replace(pkg, "/", "%2f", 1)
+	return func(key string) bool {
+		path, ok := keyPath(key)
+		return ok && isPackumentOf(path, pkg, escaped)
+	}
+}
+
+// keyPath is the request path of a cache key ("UPSTREAM PATH[ abbreviated]").
+func keyPath(key string) (string, bool) {
+	_, path, ok := strings.Cut(key, " ")
+	path, _, _ = strings.Cut(path, " ")
+	return path, ok
+}
+
+func isPackumentOf(path, pkg, escaped string) bool {
+	return path == "/"+pkg || path == "/"+escaped || path == "/"+strings.ToLower(escaped)
+}
+
+// packageOf is the package a write request is about (PUT /name,
+// PUT /@scope%2fname, DELETE /name/-rev/…), or "" for registry endpoints
+// such as /-/user/….
+func packageOf(path string) string {
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if parts[0] == "" || strings.HasPrefix(parts[0], "-") {
+		return ""
+	}
+	if strings.HasPrefix(parts[0], "@") {
+		if len(parts) < 2 || parts[1] == "" {
+			return ""
+		}
+		return parts[0] + "/" + parts[1]
+	}
+	return parts[0]
+}
+
+// forgetPublished drops the cached packuments of a package after a write
+// to it went through the edge and the upstream took it (2xx), so the next
+// install sees the new version instead of waiting out the TTL.
+func (p *Proxy) forgetPublished(r *http.Request, status int) {
+	if p.cfg.Cache == nil || status/100 != 2 {
+		return
+	}
+	switch r.Method {
+	case http.MethodPut, http.MethodPost, http.MethodPatch, http.MethodDelete:
+	default:
+		return
+	}
+	if pkg := packageOf(r.URL.Path); pkg != "" {
+		if n := p.cfg.Cache.Purge(packumentKeys(pkg)); n > 0 {
+			p.log.Info("cached packuments dropped after a write through the edge", "package", pkg, "method", r.Method, "entries", n)
+		}
 	}
 }

@@ -204,3 +204,53 @@ func TestPurgeKeys(t *testing.T) {
 		t.Errorf("hello-dep purge matched %d, want 2 (not hello-dependency)", n)
 	}
 }
+
+// TestPublishThroughTheEdgeDropsThePackument: a write the upstream takes
+// makes the cached packuments of that package (and only those) go away;
+// the tarballs, immutable, stay.
+func TestPublishThroughTheEdgeDropsThePackument(t *testing.T) {
+	e, c := cachedEdge(t, 1<<20, nil)
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	e.get(t, "/@mycompany%2fhello", auth)
+	e.get(t, tarballPath, auth)
+	e.get(t, "/hello-dep", auth)
+	before := e.reg.count()
+
+	put := func(path string) int {
+		req, _ := http.NewRequest(http.MethodPut, e.URL+path, strings.NewReader(`{}`))
+		req.Header.Set("Authorization", auth["Authorization"])
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put("/@mycompany%2fhello"); code != 200 {
+		t.Fatalf("PUT: %d", code)
+	}
+	e.get(t, "/@mycompany%2fhello", auth) // refetched
+	e.get(t, tarballPath, auth)           // still cached
+	e.get(t, "/hello-dep", auth)          // another package: still cached
+	if n := e.reg.count() - before; n != 2 {
+		t.Fatalf("after the publish the upstream saw %d requests, want 2 (the PUT, the packument)", n)
+	}
+	// a refused write (the fixture 404s unknown packages) drops nothing
+	before = e.reg.count()
+	if code := put("/@mycompany%2fnew"); code != 404 {
+		t.Fatalf("PUT unknown: %d", code)
+	}
+	e.get(t, "/@mycompany%2fhello", auth)
+	if n := e.reg.count() - before; n != 1 {
+		t.Fatalf("a refused write dropped cached entries (%d upstream requests)", n)
+	}
+	if promtest.ToFloat64(c.Hits) != 3 { // tarball, hello-dep, the packument after the refused write
+		t.Fatalf("hits %v", promtest.ToFloat64(c.Hits))
+	}
+	for path, want := range map[string]string{"/left-pad": "left-pad", "/@s/x": "@s/x", "/@s%2fx": "", "/-/user/org.couchdb.user:a": "", "/x/-rev/1-abc": "x", "/": "", "/@s": ""} {
+		if got := packageOf(path); got != want {
+			t.Errorf("packageOf(%q) = %q, want %q", path, got, want)
+		}
+	}
+}

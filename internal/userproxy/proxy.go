@@ -535,6 +535,7 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State
 		return
 	}
 	defer resp.Body.Close()
+	p.forgetPublished(r, resp.StatusCode)
 
 	if rewritable(r, resp) {
 		p.serveRewritten(rw, r, resp, up)
