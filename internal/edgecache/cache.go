@@ -54,8 +54,9 @@ type Cache struct {
 }
 
 type call struct {
-	done chan struct{}
-	err  error
+	done    chan struct{}
+	err     error
+	waiters int // callers waiting on this fetch (under Cache.mu)
 }
 
 // Open opens (creating) a cache in dir bounded to maxBytes.
@@ -84,6 +85,22 @@ func Open(dir string, maxBytes int64) (*Cache, error) {
 		e.lastUse = e.Stored
 		c.index[e.Key] = &e
 		c.used += e.Size
+	}
+	// What a crash can leave: temp files, and bodies whose meta never
+	// landed. Neither is in the index, so both would sit outside the bound.
+	tmps, _ := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+	for _, t := range tmps {
+		os.Remove(t)
+	}
+	known := make(map[string]bool, len(c.index))
+	for k := range c.index {
+		known[c.name(k)] = true
+	}
+	bodies, _ := filepath.Glob(filepath.Join(dir, "*.body"))
+	for _, b := range bodies {
+		if !known[strings.TrimSuffix(filepath.Base(b), ".body")] {
+			os.Remove(b)
+		}
 	}
 	return c, nil
 }
@@ -269,6 +286,7 @@ func (c *Cache) Used() int64 {
 func (c *Cache) Once(key string, fetch func() error) error {
 	c.mu.Lock()
 	if cl, ok := c.calls[key]; ok {
+		cl.waiters++
 		c.mu.Unlock()
 		<-cl.done
 		return cl.err
