@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -17,9 +18,22 @@ import (
 	"github.com/regedge/regedge/internal/npmclient"
 )
 
+// clientFlags are the flags install and publish share.
+type clientFlags struct {
+	registry, token, file, dir string
+	verbose                    bool
+}
+
+func (f *clientFlags) add(cmd *cobra.Command, dirHelp string) {
+	cmd.Flags().StringVar(&f.registry, "registry", "", "registry or edge URL (default: the local agent's proxy listener)")
+	cmd.Flags().StringVar(&f.token, "token", "", "proxy token sent as Authorization: Bearer (default: $REGEDGE_TOKEN)")
+	cmd.Flags().StringVar(&f.file, "config", "", "config file (JSON) whose state is sent as the X-Bun-* headers")
+	cmd.Flags().StringVarP(&f.dir, "dir", "C", ".", dirHelp)
+	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "print the headers of every request sent")
+}
+
 func newInstallCmd() *cobra.Command {
-	var registry, token, file, dir string
-	var verbose bool
+	var f clientFlags
 	cmd := &cobra.Command{
 		Use:   "install PKG[@RANGE]...",
 		Short: "Install packages and their production dependencies into node_modules through an edge",
@@ -31,7 +45,7 @@ packages and their production dependencies are staged and moved into
 DIR/node_modules at the end, so a failure leaves node_modules as it was.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newNpmClient(cmd, file, registry, token, verbose)
+			c, err := newNpmClient(cmd, f)
 			if err != nil {
 				return err
 			}
@@ -43,19 +57,15 @@ DIR/node_modules at the end, so a failure leaves node_modules as it was.`,
 					return usageErr("install: %q: want PKG or PKG@RANGE", a)
 				}
 			}
-			done, err := c.Install(cmd.Context(), dir, specs, out)
+			done, err := c.Install(cmd.Context(), f.dir, specs, out)
 			if err != nil {
 				return fmt.Errorf("install: %w (node_modules unchanged)", err)
 			}
-			fmt.Fprintf(out, "installed %d packages into %s\n", len(done), dir+string(os.PathSeparator)+"node_modules")
+			fmt.Fprintf(out, "installed %d packages into %s\n", len(done), filepath.Join(f.dir, "node_modules"))
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&registry, "registry", "", "registry or edge URL (default: the local agent's proxy listener)")
-	cmd.Flags().StringVar(&token, "token", "", "proxy token sent as Authorization: Bearer (default: $REGEDGE_TOKEN)")
-	cmd.Flags().StringVar(&file, "config", "", "config file (JSON) whose state is sent as the X-Bun-* headers")
-	cmd.Flags().StringVarP(&dir, "dir", "C", ".", "project directory")
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the headers of every request sent")
+	f.add(cmd, "project directory")
 	return cmd
 }
 
@@ -63,8 +73,9 @@ DIR/node_modules at the end, so a failure leaves node_modules as it was.`,
 // (default: the local agent's proxy listener), the token (flag, then
 // $REGEDGE_TOKEN), the configured state as headers, a progress bar when
 // stderr is a terminal.
-func newNpmClient(cmd *cobra.Command, file, registry, token string, verbose bool) (*npmclient.Client, error) {
-	cfg, err := config.Load(file, nil)
+func newNpmClient(cmd *cobra.Command, f clientFlags) (*npmclient.Client, error) {
+	registry, token := f.registry, f.token
+	cfg, err := config.Load(f.file, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -80,14 +91,14 @@ func newNpmClient(cmd *cobra.Command, file, registry, token string, verbose bool
 	}
 	c := &npmclient.Client{Registry: u, Token: token, State: cfg.State(), HTTP: &http.Client{Timeout: 5 * time.Minute}}
 	errw := cmd.ErrOrStderr()
-	if verbose {
+	if f.verbose {
 		c.Verbose = errw
 	}
-	if f, ok := errw.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if tty, ok := errw.(*os.File); ok && term.IsTerminal(int(tty.Fd())) {
 		c.Progress = func(label string, total int64) func(int64) {
-			bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(f),
+			bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(tty),
 				progressbar.OptionSetDescription(label), progressbar.OptionShowBytes(true),
-				progressbar.OptionOnCompletion(func() { fmt.Fprintln(f) }))
+				progressbar.OptionOnCompletion(func() { fmt.Fprintln(tty) }))
 			return func(n int64) { bar.Add64(n) }
 		}
 	}
@@ -95,8 +106,9 @@ func newNpmClient(cmd *cobra.Command, file, registry, token string, verbose bool
 }
 
 func newPublishCmd() *cobra.Command {
-	var registry, token, file, dir, tag string
-	var verbose, dryRun bool
+	var f clientFlags
+	var tag string
+	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "publish",
 		Short: "Pack a package directory as npm does and publish it through the edge",
@@ -107,11 +119,11 @@ the publish document through the edge (or --registry) with the token and the
 config headers. --dry-run lists the files and stops.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newNpmClient(cmd, file, registry, token, verbose)
+			c, err := newNpmClient(cmd, f)
 			if err != nil {
 				return err
 			}
-			p, err := npmclient.Pack(dir)
+			p, err := npmclient.Pack(f.dir)
 			if err != nil {
 				return fmt.Errorf("publish: %w", err)
 			}
@@ -130,13 +142,9 @@ config headers. --dry-run lists the files and stops.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&registry, "registry", "", "registry or edge URL (default: the local agent's proxy listener)")
-	cmd.Flags().StringVar(&token, "token", "", "proxy token sent as Authorization: Bearer (default: $REGEDGE_TOKEN)")
-	cmd.Flags().StringVar(&file, "config", "", "config file (JSON) whose state is sent as the X-Bun-* headers")
-	cmd.Flags().StringVarP(&dir, "dir", "C", ".", "package directory")
+	f.add(cmd, "package directory")
 	cmd.Flags().StringVar(&tag, "tag", "latest", "dist-tag to point at the new version")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "pack and list the files, publish nothing")
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the headers of the request sent")
 	return cmd
 }
 

@@ -79,18 +79,7 @@ func TestInstallThroughTheEdgeMatchesNpm(t *testing.T) {
 	if err != nil {
 		testutil.SkipOrFail(t, "npm is not installed (.ci/run installs nodejs and npm)")
 	}
-	theirs := t.TempDir()
-	home := t.TempDir()
-	os.WriteFile(filepath.Join(theirs, "package.json"), []byte(`{"name":"proj","version":"1.0.0","private":true}`), 0o644)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn",
-		"--registry", edge+"/", "greet@^1")
-	cmd.Dir = theirs
-	cmd.Env = append(os.Environ(), "HOME="+home, "npm_config_cache="+filepath.Join(home, "cache"), "npm_config_userconfig="+filepath.Join(home, ".npmrc"))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install: %v\n%s", err, b)
-	}
+	theirs := npmInstall(t, npm, edge, "greet@^1")
 	for _, pkg := range []string{"greet", "shout"} {
 		mine := snapshot(t, filepath.Join(ours, "node_modules", pkg))
 		npms := snapshot(t, filepath.Join(theirs, "node_modules", pkg))
@@ -170,17 +159,7 @@ func TestPublishThroughTheEdgeThenInstallWithRegedgeAndNpm(t *testing.T) {
 	if out, errs, code := run(t, "", "install", "edge-published", "--registry", edge, "--dir", ours); code != 0 {
 		t.Fatalf("install: %d\n%s\n%s", code, out, errs)
 	}
-	theirs, home := t.TempDir(), t.TempDir()
-	os.WriteFile(filepath.Join(theirs, "package.json"), []byte(`{"name":"proj","version":"1.0.0","private":true}`), 0o644)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn",
-		"--registry", edge+"/", "edge-published")
-	cmd.Dir = theirs
-	cmd.Env = append(os.Environ(), "HOME="+home, "npm_config_cache="+filepath.Join(home, "cache"), "npm_config_userconfig="+filepath.Join(home, ".npmrc"))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install: %v\n%s", err, b)
-	}
+	theirs := npmInstall(t, npm, edge, "edge-published")
 	mine := snapshot(t, filepath.Join(ours, "node_modules", "edge-published"))
 	npms := snapshot(t, filepath.Join(theirs, "node_modules", "edge-published"))
 	want := map[string]string{}
@@ -197,11 +176,32 @@ func TestPublishThroughTheEdgeThenInstallWithRegedgeAndNpm(t *testing.T) {
 			}
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	node := exec.CommandContext(ctx, "node", "-e", "process.stdout.write(require('edge-published'))")
 	node.Dir = ours
 	if b, err := node.Output(); err != nil || string(b) != "published through the edge" {
 		t.Fatalf("node require from the regedge install: %q %v", b, err)
 	}
+}
+
+// npmInstall runs the real npm client against registry in a new project
+// (its own HOME and cache, so nothing of the machine's npm setup leaks in)
+// and returns the project directory.
+func npmInstall(t *testing.T, npm, registry, spec string) string {
+	t.Helper()
+	proj, home := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(proj, "package.json"), []byte(`{"name":"proj","version":"1.0.0","private":true}`), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn",
+		"--registry", registry+"/", spec)
+	cmd.Dir = proj
+	cmd.Env = append(os.Environ(), "HOME="+home, "npm_config_cache="+filepath.Join(home, "cache"), "npm_config_userconfig="+filepath.Join(home, ".npmrc"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm install %s: %v\n%s", spec, err, b)
+	}
+	return proj
 }
 
 func keys(m map[string]string) []string {
@@ -242,5 +242,26 @@ func TestInstallShowsProgressOnATerminal(t *testing.T) {
 	<-read
 	if s := screen.String(); !strings.Contains(s, "greet@1.0.0") || !strings.Contains(s, "100%") || !strings.Contains(s, "installed 1 packages") {
 		t.Fatalf("no progress bar on the terminal:\n%q", s)
+	}
+}
+
+func TestPublishDryRunAndBadPackage(t *testing.T) {
+	reg := npmfixture.New(t)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "package.json"), []byte(`{"name":"dry","version":"1.0.0"}`), 0o644)
+	os.WriteFile(filepath.Join(src, "index.js"), []byte("1\n"), 0o644)
+	out, errs, code := run(t, "", "publish", "--dir", src, "--registry", reg.URL, "--dry-run")
+	if code != 0 || !strings.Contains(out, "packed index.js") || !strings.Contains(out, "dry@1.0.0: 2 files") || strings.Contains(out, "published") {
+		t.Fatalf("dry run: %d\n%s\n%s", code, out, errs)
+	}
+	if len(reg.Seen) != 0 {
+		t.Fatal("a dry run reached the registry")
+	}
+	os.WriteFile(filepath.Join(src, "package.json"), []byte(`{"name":"Dry Run","version":"1.0.0"}`), 0o644)
+	if _, errs, code := run(t, "", "publish", "--dir", src, "--registry", reg.URL); code != 1 || !strings.Contains(errs, "not a valid npm package name") {
+		t.Fatalf("bad name: %d %s", code, errs)
+	}
+	if len(reg.Seen) != 0 {
+		t.Fatal("a package that cannot be packed reached the registry")
 	}
 }
