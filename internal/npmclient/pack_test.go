@@ -163,3 +163,26 @@ func TestPublishThenInstall(t *testing.T) {
 		}
 	}
 }
+
+func TestIgnoreRules(t *testing.T) {
+	rs := compileRules([]string{"# comment", "*.log", "!keep.log", "/docs", "build/", "a/**/z.js", "[ab].txt", "?.md"})
+	for p, want := range map[string]bool{
+		"x.log": true, "sub/x.log": true, "keep.log": false, "sub/keep.log": false,
+		"docs/a.md": true, "sub/docs/ab.md": false, "build/out.js": true, "src/build/out.js": true,
+		"a/z.js": true, "a/b/c/z.js": true, "b/a/z.js": false, "a.txt": true, "c.txt": false,
+		"x.md": true, "xy.md": false, "index.js": false,
+	} {
+		if got := rs.matches(p); got != want {
+			t.Errorf("%s: matched %v, want %v", p, got, want)
+		}
+	}
+}
+
+func FuzzIgnoreRules(f *testing.F) {
+	f.Add("*.log\n!keep.log\n/docs\n", "docs/x.log")
+	f.Add("[\n**\n\\\n", "a/b")
+	f.Fuzz(func(t *testing.T, file, path string) {
+		rs := compileRules(strings.Split(file, "\n"))
+		rs.matches(path) // must not panic on any rule or path
+	})
+}
