@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -177,7 +175,7 @@ func parsePut(r *http.Request, cur codec.State) (codec.State, *apiError) {
 // mayWrite admits a write: on a loopback address always; elsewhere with an
 // admin token (scope config:write). It answers the refusal itself.
 func mayWrite(w http.ResponseWriter, r *http.Request, authorize func(*http.Request) error) bool {
-	if fromLoopbackListener(r) {
+	if token.OnLoopbackListener(r) {
 		return true
 	}
 	if authorize == nil {
@@ -194,15 +192,6 @@ func mayWrite(w http.ResponseWriter, r *http.Request, authorize func(*http.Reque
 		return false
 	}
 	return true
-}
-
-func fromLoopbackListener(r *http.Request) bool {
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok {
-		return false
-	}
-	ap, err := netip.ParseAddrPort(la.String())
-	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 type health struct {

@@ -15,7 +15,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,6 +164,18 @@ func FromRequest(r *http.Request) string {
 		return strings.TrimSpace(a[7:])
 	}
 	return ""
+}
+
+// OnLoopbackListener reports whether r arrived on a listener bound to a
+// loopback address: config writes there need no admin token (the admin API
+// and the WebSocket server share this rule).
+func OnLoopbackListener(r *http.Request) bool {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(la.String())
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 // AdminAuthorizer accepts a request carrying a valid token with scope

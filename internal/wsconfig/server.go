@@ -13,9 +13,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/state"
+	"github.com/regedge/regedge/internal/token"
 )
 
 // Subprotocol is the one subprotocol the server speaks.
@@ -140,7 +139,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	canWrite := true
-	if !fromLoopbackListener(r) {
+	if !token.OnLoopbackListener(r) {
 		canWrite = s.opts.Authorize != nil && s.opts.Authorize(r) == nil
 	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
@@ -342,13 +341,4 @@ func offers(r *http.Request, proto string) bool {
 		}
 	}
 	return false
-}
-
-func fromLoopbackListener(r *http.Request) bool {
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok {
-		return false
-	}
-	ap, err := netip.ParseAddrPort(la.String())
-	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
