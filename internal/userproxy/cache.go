@@ -148,7 +148,8 @@ func isUpstreamErr(err error) bool {
 	return errors.Is(err, errClientGone) || errors.As(err, &co) || errors.As(err, &ue)
 }
 
-// passOn streams an uncacheable answer through (rewriting packuments).
+// passOn streams an upstream answer through (rewriting packuments) and
+// closes its body.
 func (p *Proxy) passOn(rw *recorder, r *http.Request, up *route, resp *http.Response) {
 	defer resp.Body.Close()
 	if rewritable(r, resp) {
@@ -161,6 +162,7 @@ func (p *Proxy) passOn(rw *recorder, r *http.Request, up *route, resp *http.Resp
 	_, err := io.CopyBuffer(rw, resp.Body, *buf)
 	copyBufs.Put(buf)
 	if err != nil {
+		// Never a truncated body that looks complete: abort the connection.
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -534,22 +534,8 @@ func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State
 		p.answerUpstreamError(rw, err)
 		return
 	}
-	defer resp.Body.Close()
 	p.forgetPublished(r, resp.StatusCode)
-
-	if rewritable(r, resp) {
-		p.serveRewritten(rw, r, resp, up)
-		return
-	}
-	copyHeaders(rw.Header(), resp.Header)
-	rw.WriteHeader(resp.StatusCode)
-	buf := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(rw, resp.Body, *buf)
-	copyBufs.Put(buf)
-	if err != nil {
-		// Never a truncated body that looks complete: abort the connection.
-		panic(http.ErrAbortHandler)
-	}
+	p.passOn(rw, r, up, resp)
 }
 
 // copyBufs are the buffers responses stream through: io.Copy would
