@@ -48,15 +48,23 @@ func ListenConfig() net.ListenConfig {
 // SkLookup returns the sk_lookup program.
 func (o *Objects) SkLookup() *ebpf.Program { return o.sk.RegedgeSkLookup }
 
-// Steer sends TCP connections to d to the registered proxy socket.
-func (o *Objects) Steer(d Destination) error {
+// steerEntry is the steering map for d's family and d's key in it.
+func (o *Objects) steerEntry(d Destination) (*ebpf.Map, any, error) {
 	k, v4, err := destKey(d)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	m := o.sk.SteerV6
 	if v4 {
-		m = o.sk.SteerV4
+		return o.sk.SteerV4, k, nil
+	}
+	return o.sk.SteerV6, k, nil
+}
+
+// Steer sends TCP connections to d to the registered proxy socket.
+func (o *Objects) Steer(d Destination) error {
+	m, k, err := o.steerEntry(d)
+	if err != nil {
+		return err
 	}
 	if err := m.Put(k, uint8(1)); err != nil {
 		return fmt.Errorf("loader: steer %s: %w", d, err)
@@ -66,13 +74,9 @@ func (o *Objects) Steer(d Destination) error {
 
 // Unsteer stops steering d.
 func (o *Objects) Unsteer(d Destination) error {
-	k, v4, err := destKey(d)
+	m, k, err := o.steerEntry(d)
 	if err != nil {
 		return err
-	}
-	m := o.sk.SteerV6
-	if v4 {
-		m = o.sk.SteerV4
 	}
 	if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("loader: unsteer %s: %w", d, err)
