@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -79,9 +78,7 @@ func TestAgentAttachesKernelDatapath(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
+	cancel, done := serveInBackground(a)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -162,9 +159,7 @@ func TestProxyHandoffMismatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
+	cancel, done := serveInBackground(a)
 	defer func() { cancel(); <-done }()
 
 	send := func(padding int) int {

@@ -38,9 +38,7 @@ func startAgent(t *testing.T, cfg *config.Config) *Agent {
 	if err := a.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
+	cancel, done := serveInBackground(a)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -370,6 +368,14 @@ func TestShutdownLetsInFlightRequestsFinishAndSlowlorisIsCut(t *testing.T) {
 	}
 }
 
+// serveInBackground runs a.Serve until cancel; done gets its result.
+func serveInBackground(a *Agent) (cancel context.CancelFunc, done chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done = make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	return cancel, done
+}
+
 // serveProxyOnly starts `regedge proxy start` in-process; the caller stops
 // it with cancel and reads Serve's result from done.
 func serveProxyOnly(t *testing.T, cfg *config.Config) (*Agent, context.CancelFunc, chan error) {
@@ -381,8 +387,6 @@ func serveProxyOnly(t *testing.T, cfg *config.Config) (*Agent, context.CancelFun
 	if err := a.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
+	cancel, done := serveInBackground(a)
 	return a, cancel, done
 }
