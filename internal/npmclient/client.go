@@ -161,9 +161,10 @@ func (c *Client) Tarball(ctx context.Context, v *Version) ([]byte, error) {
 			return nil, err
 		}
 	}
-	got := hex.EncodeToString(h.Sum(nil))
+	sum := h.Sum(nil)
+	got := hex.EncodeToString(sum)
 	if strings.HasPrefix(want, "sha512-") {
-		got = "sha512-" + base64.StdEncoding.EncodeToString(h.Sum(nil))
+		got = "sha512-" + base64.StdEncoding.EncodeToString(sum)
 	}
 	if got != want {
 		return nil, fmt.Errorf("%s@%s: integrity check failed: want %s, got %s", v.Name, v.Version, want, got)

@@ -63,10 +63,10 @@ type placed struct {
 	v    *Version
 }
 
-// Plan resolves specs and their production dependencies into a
+// plan resolves specs and their production dependencies into a
 // node_modules layout: hoisted to the top where versions agree, nested
 // under the dependent where they conflict.
-func (c *Client) Plan(ctx context.Context, specs []Spec) ([]placed, error) {
+func (c *Client) plan(ctx context.Context, specs []Spec) ([]placed, error) {
 	docs := map[string]*Packument{}
 	get := func(name string) (*Packument, error) {
 		if p, ok := docs[name]; ok {
@@ -137,7 +137,7 @@ func (c *Client) Plan(ctx context.Context, specs []Spec) ([]placed, error) {
 // dir/node_modules. Everything is staged in a sibling directory and moved
 // into place at the end: on any failure node_modules is as it was.
 func (c *Client) Install(ctx context.Context, dir string, specs []Spec, log io.Writer) ([]string, error) {
-	plan, err := c.Plan(ctx, specs)
+	plan, err := c.plan(ctx, specs)
 	if err != nil {
 		return nil, err
 	}

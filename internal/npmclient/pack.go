@@ -114,6 +114,7 @@ func Pack(dir string) (*Packed, error) {
 	}
 
 	var files []string
+	executable := map[string]bool{}
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -133,7 +134,12 @@ func Pack(dir string) (*Packed, error) {
 			return nil
 		}
 		if alwaysIncluded.MatchString(rel) || forced[rel] || include(rel) {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
 			files = append(files, rel)
+			executable[rel] = info.Mode()&0o111 != 0
 		}
 		return nil
 	})
@@ -146,12 +152,8 @@ func Pack(dir string) (*Packed, error) {
 	gz := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(gz)
 	for _, f := range files {
-		fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(f)))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadPackage, err)
-		}
 		mode := int64(0o644)
-		if fi.Mode()&0o111 != 0 {
+		if executable[f] {
 			mode = 0o755
 		}
 		body, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f)))

@@ -162,6 +162,13 @@ func TestPublishThenInstall(t *testing.T) {
 			t.Fatalf("%s after publish and install: %q %v", f, b, err)
 		}
 	}
+	// the executable bit travels: bin/x.js was 0755 in the source
+	for f, want := range map[string]os.FileMode{"bin/x.js": 0o755, "main.js": 0o644} {
+		fi, err := os.Stat(filepath.Join(proj, "node_modules/@scope/files", f))
+		if err != nil || fi.Mode().Perm() != want {
+			t.Fatalf("%s: mode %v %v, want %v", f, fi.Mode().Perm(), err, want)
+		}
+	}
 }
 
 func TestIgnoreRules(t *testing.T) {
