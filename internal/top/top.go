@@ -262,13 +262,13 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 
 // View draws the current snapshot on the alternate screen.
 func (m Model) View() tea.View {
-	v := tea.NewView(m.Text())
+	v := tea.NewView(m.text())
 	v.AltScreen = true
 	return v
 }
 
-// Text is the view as plain text.
-func (m Model) Text() string {
+// text is the view as plain text.
+func (m Model) text() string {
 	if m.err != nil && m.cur.At.IsZero() {
 		return fmt.Sprintf("regedge top: %v\n(q to quit)", m.err)
 	}
