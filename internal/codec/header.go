@@ -113,49 +113,61 @@ func (e *HeaderError) Error() string {
 // header is absent takes its value from def, so a request with no config
 // headers gets def. The result passes §1; anything else is a *HeaderError.
 func ExtractHeaders(h http.Header, def State) (State, error) {
+	return ExtractHeadersFunc(func(name string) (string, int) {
+		if vs := h[name]; len(vs) > 0 {
+			return vs[0], len(vs)
+		}
+		return "", 0
+	}, def)
+}
+
+// ExtractHeadersFunc is ExtractHeaders for requests not held in an
+// http.Header: get returns the first value of a header (names as the
+// Header* constants, matched case-insensitively) and how often it appears.
+func ExtractHeadersFunc(get func(name string) (first string, n int), def State) (State, error) {
 	s := def
-	dumpVals := h[HeaderConfigDump]
-	haveDump := len(dumpVals) > 0
+	dump, n := get(HeaderConfigDump)
+	haveDump := n > 0
 	if haveDump {
-		if len(dumpVals) > 1 {
-			return def, &HeaderError{Header: HeaderConfigDump, Value: dumpVals[0], Rule: "must appear once"}
+		if n > 1 {
+			return def, &HeaderError{Header: HeaderConfigDump, Value: dump, Rule: "must appear once"}
 		}
 		var b [StateSize]byte
-		if !parseDumpBytes(dumpVals[0], &b) {
-			return def, &HeaderError{Header: HeaderConfigDump, Value: dumpVals[0], Rule: "must be 0x and 26 hex digits"}
+		if !parseDumpBytes(dump, &b) {
+			return def, &HeaderError{Header: HeaderConfigDump, Value: dump, Rule: "must be 0x and 26 hex digits"}
 		}
 		var f fault
 		if checkStateBytes(&b, &f) != ReasonOK {
-			return def, &HeaderError{Header: HeaderConfigDump, Value: dumpVals[0], Rule: ruleOf(f.field)}
+			return def, &HeaderError{Header: HeaderConfigDump, Value: dump, Rule: ruleOf(f.field)}
 		}
 		s = stateOf(&b)
 	}
 	for i := range stateHeaders {
 		sh := &stateHeaders[i]
-		vals := h[sh.name]
-		if len(vals) == 0 {
+		val, n := get(sh.name)
+		if n == 0 {
 			continue
 		}
-		if len(vals) > 1 {
-			return def, &HeaderError{Header: sh.name, Value: vals[0], Rule: "must appear once"}
+		if n > 1 {
+			return def, &HeaderError{Header: sh.name, Value: val, Rule: "must appear once"}
 		}
-		v, ok := parseHeaderValue(sh.hex, vals[0])
+		v, ok := parseHeaderValue(sh.hex, val)
 		if !ok {
 			rule := "must be a decimal number without sign or leading zeros"
 			if sh.hex {
 				rule = "must be 0x and 8 hex digits"
 			}
-			return def, &HeaderError{Header: sh.name, Value: vals[0], Rule: rule}
+			return def, &HeaderError{Header: sh.name, Value: val, Rule: rule}
 		}
 		fi := lookupField(uint32(sh.field))
 		if haveDump {
 			if v != s.Get(sh.field) {
-				return def, &HeaderError{Header: sh.name, Value: vals[0], Rule: "disagrees with " + HeaderConfigDump}
+				return def, &HeaderError{Header: sh.name, Value: val, Rule: "disagrees with " + HeaderConfigDump}
 			}
 			continue
 		}
 		if f := checkFieldValue(fi, v); f.reason != ReasonOK {
-			return def, &HeaderError{Header: sh.name, Value: vals[0], Rule: ruleOf(fi)}
+			return def, &HeaderError{Header: sh.name, Value: val, Rule: ruleOf(fi)}
 		}
 		s = s.set(sh.field, v)
 	}

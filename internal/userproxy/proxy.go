@@ -290,52 +290,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"upstream", upstream, "token", tokenResult)
 	}()
 
-	own := p.states.State()
-	st, err := codec.ExtractHeaders(r.Header, own)
-	if err != nil {
-		var he *codec.HeaderError
-		if errors.As(err, &he) {
-			writeJSON(rw, http.StatusBadRequest, apiError{Error: "Invalid config headers", Header: he.Header, Rule: he.Rule})
-			return
+	v := p.admit(stdRequest{r})
+	hash, tokenResult = v.hash, v.tokenResult
+	if v.code != 0 {
+		if v.retryAfter > 0 {
+			rw.Header().Set("Retry-After", strconv.Itoa(v.retryAfter))
 		}
-		writeJSON(rw, http.StatusBadRequest, apiError{Error: err.Error()})
+		writeJSON(rw, v.code, v.refusal)
 		return
 	}
-	hash = st.RegistryHash
-	p.compareKernel(r, st.RegistryHash)
-	if !p.cfg.Versions.Has(st.Version) {
-		writeJSON(rw, http.StatusServiceUnavailable, apiError{Error: "Config version mismatch", Rule: fmt.Sprintf("accepted: %s", p.cfg.Versions)})
-		return
-	}
-	scoped := false
-	if scope := scopeOf(r.URL); scope != "" {
-		if h, ok := p.cfg.Scopes[scope]; ok {
-			hash, scoped = h, true
-		}
-	}
-	if p.cfg.Tokens != nil {
-		tokenResult = p.checkToken(token.FromRequest(r), hash)
-		p.tokenChecks.WithLabelValues(tokenResult).Inc()
-		if tokenResult != token.ResultOK && tokenResult != "cached" {
-			p.tokenFailed(r)
-			writeJSON(rw, http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: tokenResult})
-			return
-		}
-	}
-	if wait, ok := p.allow(hash); !ok {
-		p.limited.WithLabelValues(p.hashLabel(hash)).Inc()
-		rw.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-		writeJSON(rw, http.StatusTooManyRequests, apiError{Error: "Rate limit exceeded", Rule: fmt.Sprintf("%d per minute per registry hash", p.cfg.PerMinute)})
-		return
-	}
-	up := p.routes[hash]
-	if up == nil && !scoped { // a scope's hash never falls through: dependency-confusion guard
-		up = p.fallback
-	}
-	if up == nil {
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Unknown registry hash", Rule: fmt.Sprintf("no upstream for 0x%08x", hash)})
-		return
-	}
+	up, st := v.route, v.state
 	upstream = up.URL.Host
 	if r.Method == http.MethodConnect {
 		p.tunnel(rw, r, up)
@@ -400,47 +364,6 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	rw.bytes += <-copied + <-copied
 	client.Close()
 	upConn.Close()
-}
-
-// tokenFailed counts a token failure of the request's source and blocks
-// the source in XDP once it fails too often.
-func (p *Proxy) tokenFailed(r *http.Request) {
-	if p.cfg.Blocker == nil || p.cfg.BlockAfter <= 0 {
-		return
-	}
-	src, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return
-	}
-	a := src.Addr().Unmap()
-	if !p.failures.add(a, p.cfg.BlockAfter, p.cfg.BlockWindow) {
-		return
-	}
-	if err := p.cfg.Blocker.Block(netip.PrefixFrom(a, a.BitLen()), p.cfg.BlockTTL); err != nil {
-		p.log.Warn("could not block a source", "source", a.String(), "err", err)
-		return
-	}
-	p.log.Warn("source blocked in XDP after repeated token failures", "source", a.String(), "ttl", p.cfg.BlockTTL.String())
-}
-
-// compareKernel counts a request whose kernel flow tag disagrees with the
-// hash its headers give; userspace's answer is the one used.
-func (p *Proxy) compareKernel(r *http.Request, headerHash uint32) {
-	if p.cfg.Kernel == nil {
-		return
-	}
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok {
-		return
-	}
-	local, err1 := netip.ParseAddrPort(la.String())
-	remote, err2 := netip.ParseAddrPort(r.RemoteAddr)
-	if err1 != nil || err2 != nil {
-		return
-	}
-	if kh, ok := p.cfg.Kernel.FlowHash(remote, local); ok && kh != headerHash {
-		p.mismatch.Inc()
-	}
 }
 
 // checkToken verifies tok for a request of registry hash; it returns the
@@ -699,29 +622,39 @@ func rebase(u string, upstream *url.URL, edge string) string {
 	return edge + path
 }
 
-// edgeBase is the edge's base URL as the client sees it.
+// edgeBase is the edge's base URL as the client of r sees it.
 func (p *Proxy) edgeBase(r *http.Request) string {
+	return p.edgeBaseOf(stdRequest{r}, r.Host, r.TLS != nil)
+}
+
+// edgeBaseOf is the edge's base URL for a request with this Host on a plain
+// or TLS connection: the configured public URL, else from the request,
+// with X-Forwarded-Proto/Host honoured only from trusted proxies.
+func (p *Proxy) edgeBaseOf(in inbound, host string, isTLS bool) string {
 	if p.cfg.PublicURL != "" {
 		return strings.TrimSuffix(p.cfg.PublicURL, "/")
 	}
-	scheme, host := "http", r.Host
-	if r.TLS != nil {
+	scheme := "http"
+	if isTLS {
 		scheme = "https"
 	}
-	if p.trusted(r) {
-		if v := r.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
+	if p.trusted(in) {
+		if v, _ := in.header("X-Forwarded-Proto"); v == "http" || v == "https" {
 			scheme = v
 		}
-		if v := r.Header.Get("X-Forwarded-Host"); v != "" && !strings.ContainsAny(v, "/ ,") {
+		if v, _ := in.header("X-Forwarded-Host"); v != "" && !strings.ContainsAny(v, "/ ,") {
 			host = v
 		}
 	}
 	return scheme + "://" + host
 }
 
-func (p *Proxy) trusted(r *http.Request) bool {
-	src, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
+func (p *Proxy) trusted(in inbound) bool {
+	if len(p.cfg.TrustedProxies) == 0 {
+		return false
+	}
+	src, ok := in.remoteAddr()
+	if !ok {
 		return false
 	}
 	for _, pr := range p.cfg.TrustedProxies {
@@ -734,8 +667,7 @@ func (p *Proxy) trusted(r *http.Request) bool {
 
 // scopeOf returns the "@scope" of a package path (/@scope%2fname or
 // /@scope/name), or "".
-func scopeOf(u *url.URL) string {
-	p := u.EscapedPath()
+func scopeOf(p string) string {
 	if !strings.HasPrefix(p, "/@") {
 		return ""
 	}

@@ -1,0 +1,165 @@
+package userproxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/token"
+)
+
+// inbound is what the checks read from a request, whichever front end
+// parsed it: net/http's (ServeHTTP) or the plain-HTTP fast path (Server).
+type inbound interface {
+	// header returns the first value of a header (name in canonical
+	// form, matched case-insensitively) and how many times it appears.
+	header(name string) (first string, n int)
+	// escapedPath is the request path as the client sent it.
+	escapedPath() string
+	remoteAddr() (netip.AddrPort, bool)
+	localAddr() (netip.AddrPort, bool)
+}
+
+// verdict is the outcome of the checks of §4.2: a refusal (code != 0) or
+// the state, registry hash and upstream to forward to.
+type verdict struct {
+	state       codec.State
+	hash        uint32
+	route       *route
+	tokenResult string
+
+	code       int // the refusal's status; 0 when admitted
+	refusal    apiError
+	retryAfter int // seconds; 0 for none
+}
+
+func refuse(code int, e apiError) verdict { return verdict{code: code, refusal: e} }
+
+// admit runs the checks of §4.2 in order: config headers (400), version
+// (503), token (401), rate limit (429), routing (502). Both front ends
+// call it, so the order, statuses and bodies cannot drift apart.
+func (p *Proxy) admit(in inbound) verdict {
+	own := p.states.State()
+	st, err := codec.ExtractHeadersFunc(in.header, own)
+	if err != nil {
+		var he *codec.HeaderError
+		if errors.As(err, &he) {
+			return refuse(http.StatusBadRequest, apiError{Error: "Invalid config headers", Header: he.Header, Rule: he.Rule})
+		}
+		return refuse(http.StatusBadRequest, apiError{Error: err.Error()})
+	}
+	v := verdict{state: st, hash: st.RegistryHash}
+	p.compareKernel(in, st.RegistryHash)
+	if !p.cfg.Versions.Has(st.Version) {
+		v.code, v.refusal = http.StatusServiceUnavailable, apiError{Error: "Config version mismatch", Rule: fmt.Sprintf("accepted: %s", p.cfg.Versions)}
+		return v
+	}
+	scoped := false
+	if scope := scopeOf(in.escapedPath()); scope != "" {
+		if h, ok := p.cfg.Scopes[scope]; ok {
+			v.hash, scoped = h, true
+		}
+	}
+	if p.cfg.Tokens != nil {
+		v.tokenResult = p.checkToken(tokenOf(in), v.hash)
+		p.tokenChecks.WithLabelValues(v.tokenResult).Inc()
+		if v.tokenResult != token.ResultOK && v.tokenResult != "cached" {
+			p.tokenFailed(in)
+			v.code, v.refusal = http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: v.tokenResult}
+			return v
+		}
+	}
+	if wait, ok := p.allow(v.hash); !ok {
+		p.limited.WithLabelValues(p.hashLabel(v.hash)).Inc()
+		v.code, v.retryAfter = http.StatusTooManyRequests, int(wait.Seconds())+1
+		v.refusal = apiError{Error: "Rate limit exceeded", Rule: fmt.Sprintf("%d per minute per registry hash", p.cfg.PerMinute)}
+		return v
+	}
+	v.route = p.routes[v.hash]
+	if v.route == nil && !scoped { // a scope's hash never falls through: dependency-confusion guard
+		v.route = p.fallback
+	}
+	if v.route == nil {
+		v.code, v.refusal = http.StatusBadGateway, apiError{Error: "Unknown registry hash", Rule: fmt.Sprintf("no upstream for 0x%08x", v.hash)}
+	}
+	return v
+}
+
+// tokenOf is the client's proxy token: X-Bun-Proxy-Token, else an
+// Authorization bearer token (npm's _authToken); as token.FromRequest.
+func tokenOf(in inbound) string {
+	if t, _ := in.header(codec.HeaderProxyToken); t != "" {
+		return t
+	}
+	if a, _ := in.header("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
+}
+
+// tokenFailed counts a token failure of the request's source and blocks
+// the source in XDP once it fails too often.
+func (p *Proxy) tokenFailed(in inbound) {
+	if p.cfg.Blocker == nil || p.cfg.BlockAfter <= 0 {
+		return
+	}
+	src, ok := in.remoteAddr()
+	if !ok {
+		return
+	}
+	a := src.Addr().Unmap()
+	if !p.failures.add(a, p.cfg.BlockAfter, p.cfg.BlockWindow) {
+		return
+	}
+	if err := p.cfg.Blocker.Block(netip.PrefixFrom(a, a.BitLen()), p.cfg.BlockTTL); err != nil {
+		p.log.Warn("could not block a source", "source", a.String(), "err", err)
+		return
+	}
+	p.log.Warn("source blocked in XDP after repeated token failures", "source", a.String(), "ttl", p.cfg.BlockTTL.String())
+}
+
+// compareKernel counts a request whose kernel flow tag disagrees with the
+// hash its headers give; userspace's answer is the one used.
+func (p *Proxy) compareKernel(in inbound, headerHash uint32) {
+	if p.cfg.Kernel == nil {
+		return
+	}
+	local, ok1 := in.localAddr()
+	remote, ok2 := in.remoteAddr()
+	if !ok1 || !ok2 {
+		return
+	}
+	if kh, ok := p.cfg.Kernel.FlowHash(remote, local); ok && kh != headerHash {
+		p.mismatch.Inc()
+	}
+}
+
+// stdRequest is a net/http request seen as an inbound.
+type stdRequest struct{ r *http.Request }
+
+func (s stdRequest) header(name string) (string, int) {
+	if vs := s.r.Header[name]; len(vs) > 0 {
+		return vs[0], len(vs)
+	}
+	return "", 0
+}
+
+func (s stdRequest) escapedPath() string { return s.r.URL.EscapedPath() }
+
+func (s stdRequest) remoteAddr() (netip.AddrPort, bool) {
+	ap, err := netip.ParseAddrPort(s.r.RemoteAddr)
+	return ap, err == nil
+}
+
+func (s stdRequest) localAddr() (netip.AddrPort, bool) {
+	la, ok := s.r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(la.String())
+	return ap, err == nil
+}
