@@ -427,12 +427,19 @@ func (a *Agent) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- f() }()
 	}
+	// Plain HTTP: the fast front end, which hands what it does not serve
+	// to proxySrv. TLS: net/http alone.
+	var fast *userproxy.Server
+	if a.certs == nil {
+		fast = &userproxy.Server{Proxy: a.proxy, Fallback: proxySrv,
+			HeaderTimeout: proxySrv.ReadHeaderTimeout, IdleTimeout: proxySrv.IdleTimeout}
+	}
 	run(func() error {
 		if a.certs != nil {
 			proxySrv.TLSConfig = a.certs.TLSConfig()
 			return proxySrv.ServeTLS(a.proxyLn, "", "")
 		}
-		return proxySrv.Serve(a.proxyLn)
+		return fast.Serve(a.proxyLn)
 	})
 	run(func() error { return srv.Serve(a.adminLn) })
 	var wsSrv *http.Server
@@ -474,7 +481,11 @@ func (a *Agent) Serve(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Proxy.Grace)*time.Millisecond)
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit.
-	err := errors.Join(proxySrv.Shutdown(shutdownCtx), srv.Shutdown(shutdownCtx))
+	shutdownProxy := proxySrv.Shutdown
+	if fast != nil {
+		shutdownProxy = fast.Shutdown
+	}
+	err := errors.Join(shutdownProxy(shutdownCtx), srv.Shutdown(shutdownCtx))
 	if wsSrv != nil {
 		err = errors.Join(err, wsSrv.Shutdown(shutdownCtx))
 		a.busConn.Close()

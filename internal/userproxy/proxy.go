@@ -46,8 +46,11 @@ type Upstream struct {
 // route is an upstream with its own connection pool and circuit breaker.
 type route struct {
 	*Upstream
-	rt http.RoundTripper
-	br *breaker
+	rt      http.RoundTripper
+	br      *breaker
+	pool    *upstreamPool // the fast path's connections
+	prefix  string        // the URL's escaped path without a trailing slash
+	timeout time.Duration // response header timeout
 }
 
 // Config is what the proxy needs.
@@ -133,6 +136,39 @@ type Proxy struct {
 	// counters by (hash, method, code).
 	lastBlock atomic.Pointer[codec.HeaderBlock]
 	counters  sync.Map // counterKey -> prometheus.Counter
+	durations sync.Map // hash label -> prometheus.Observer
+}
+
+// durationOf returns regedge_proxy_request_duration_seconds for a hash
+// label, cached.
+func (p *Proxy) durationOf(hash string) prometheus.Observer {
+	if o, ok := p.durations.Load(hash); ok {
+		return o.(prometheus.Observer)
+	}
+	o := p.duration.WithLabelValues(hash)
+	p.durations.Store(hash, o)
+	return o
+}
+
+// dialAddr is host:port of an upstream URL, the scheme's port by default.
+func dialAddr(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// upstreamTLS is the fast path's TLS config for an https upstream (HTTP/1.1
+// only), nil for http.
+func upstreamTLS(u *url.URL, roots *x509.CertPool) *tls.Config {
+	if u.Scheme != "https" {
+		return nil
+	}
+	return &tls.Config{RootCAs: roots, ServerName: u.Hostname(), MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 }
 
 type counterKey struct {
@@ -249,7 +285,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			}
 		}
 		p.labels[u.Hash] = fmt.Sprintf("0x%08x", u.Hash)
-		r := &route{Upstream: u, rt: rt, br: newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown)}
+		r := &route{Upstream: u, rt: rt, br: newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown),
+			pool:   newUpstreamPool(dialAddr(u.URL), upstreamTLS(u.URL, cfg.RootCAs)),
+			prefix: strings.TrimSuffix(u.URL.EscapedPath(), "/"), timeout: timeout}
 		p.routes[u.Hash] = r
 		if u.Hash == 0 {
 			p.fallback = r
@@ -284,7 +322,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		hs := p.hashLabel(hash)
 		p.counter(hs, methodLabel(r.Method), rw.code).Inc()
-		p.duration.WithLabelValues(hs).Observe(time.Since(start).Seconds())
+		p.durationOf(hs).Observe(time.Since(start).Seconds())
 		p.log.Info("request", "id", reqID, "registry_hash", hs, "method", r.Method, "path", r.URL.EscapedPath(),
 			"status", rw.code, "bytes", rw.bytes, "duration_ms", float64(time.Since(start).Microseconds())/1000,
 			"upstream", upstream, "token", tokenResult)
@@ -312,14 +350,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request's registry hash (never an open proxy); after the checks the
 // tunnel is plain TCP.
 func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
-	want := up.URL.Host
-	if up.URL.Port() == "" {
-		port := "80"
-		if up.URL.Scheme == "https" {
-			port = "443"
-		}
-		want = net.JoinHostPort(up.URL.Hostname(), port)
-	}
+	want := dialAddr(up.URL)
 	if !strings.EqualFold(r.Host, want) {
 		writeJSON(rw, http.StatusForbidden, apiError{Error: "CONNECT target is not the upstream for this registry hash", Rule: "want " + want})
 		return
@@ -354,8 +385,8 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	copied := make(chan int64, 2)
 	pipe := func(dst, src net.Conn) {
 		n, _ := io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			tc.CloseWrite()
+		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
+			hc.CloseWrite()
 		}
 		copied <- n
 	}

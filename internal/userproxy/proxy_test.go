@@ -47,7 +47,7 @@ const (
 )
 
 type edge struct {
-	*httptest.Server
+	URL   string
 	proxy *Proxy
 	key   ed25519.PrivateKey
 	reg   *registry
@@ -86,9 +86,32 @@ func newEdge(t testing.TB, tweak func(*Config)) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	return &edge{Server: srv, proxy: p, key: key, reg: reg}
+	return &edge{URL: serveFront(t, p), proxy: p, key: key, reg: reg}
+}
+
+// serveFront serves p as the agent does on plain HTTP: the fast front end
+// with net/http behind it; it returns the base URL.
+func serveFront(t testing.TB, p *Proxy) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Proxy: p, Fallback: &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second},
+		HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
 }
 
 func (e *edge) token(t testing.TB, hashes ...string) string {

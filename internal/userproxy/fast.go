@@ -1,0 +1,623 @@
+package userproxy
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/regedge/regedge/internal/codec"
+)
+
+// Server is the proxy's plain-HTTP front end. It serves the requests that
+// make up nearly all registry traffic (GET and HEAD of packuments and
+// tarballs) on a lean HTTP/1.1 path: its own head parser, pooled buffers,
+// and an upstream connection pool the request's goroutine drives itself.
+// Every other connection (CONNECT, PUT, bodies, upgrades, anything the
+// narrow parser does not take, and all requests when the edge cache is on)
+// is handed, unread, to Fallback, a net/http server with Proxy as handler.
+// Both paths run the same checks (Proxy.admit). TLS listeners use net/http
+// directly.
+type Server struct {
+	Proxy *Proxy
+	// Fallback serves the connections the fast path hands on; its
+	// Handler is normally Proxy. Its timeouts apply to those connections.
+	Fallback *http.Server
+	// HeaderTimeout bounds the time to read a request head (slowloris);
+	// IdleTimeout the wait for the next request on a kept-alive
+	// connection.
+	HeaderTimeout time.Duration
+	IdleTimeout   time.Duration
+
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*fastConn]bool // true while waiting for a request
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	handoff *handoffListener
+}
+
+type fastConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+// fastReadBuffer is the per-connection read buffer: request heads larger
+// than this go to net/http (whose limit is MaxHeaderBytes).
+const fastReadBuffer = 8 << 10
+
+var (
+	fastReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastReadBuffer) }}
+	fastWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+	fastScratch = sync.Pool{New: func() any { return &scratch{} }}
+)
+
+// scratch is one request's reusable memory.
+type scratch struct {
+	req  fastRequest
+	resp upstreamHead
+	out  []byte // the upstream request head
+	w    plainWriter
+}
+
+// plainWriter hides the connection's ReadFrom from bufio.Writer, which
+// would otherwise hand big bodies to net's generic copy (a new 32 KiB
+// buffer each time).
+type plainWriter struct{ io.Writer }
+
+// Serve accepts connections on ln until Shutdown; it returns
+// http.ErrServerClosed after Shutdown, else the listener's error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	s.ln = ln
+	s.conns = map[*fastConn]bool{}
+	s.handoff = newHandoffListener(ln.Addr())
+	s.mu.Unlock()
+	fallbackDone := make(chan error, 1)
+	go func() { fallbackDone <- s.Fallback.Serve(s.handoff) }()
+	var err error
+	for {
+		var c net.Conn
+		c, err = ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			break
+		}
+		fc := &fastConn{Conn: c}
+		if !s.track(fc, true) {
+			c.Close()
+			break
+		}
+		s.wg.Add(1)
+		go s.serveConn(fc)
+	}
+	if s.closing.Load() {
+		return http.ErrServerClosed
+	}
+	s.handoff.Close()
+	<-fallbackDone
+	return err
+}
+
+// track adds or updates a connection's state; false once shutting down.
+func (s *Server) track(c *fastConn, idle bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = idle
+	return true
+}
+
+func (s *Server) forget(c *fastConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish (their connections close after the response) and waits
+// for them until ctx is done; then it closes what is left. Connections
+// handed to net/http are shut down by Fallback.Shutdown, run alongside.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for c, idle := range s.conns {
+		if idle {
+			c.SetReadDeadline(time.Now()) // wakes the wait for a head
+		}
+	}
+	s.mu.Unlock()
+	fallbackErr := make(chan error, 1)
+	go func() { fallbackErr <- s.Fallback.Shutdown(ctx) }()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		err = ctx.Err()
+	}
+	for _, r := range s.Proxy.routes {
+		if r.pool != nil {
+			r.pool.closeIdle()
+		}
+	}
+	return errors.Join(err, <-fallbackErr)
+}
+
+// serveConn serves requests on one connection while the fast path takes
+// them, then closes it or hands it on.
+func (s *Server) serveConn(c *fastConn) {
+	defer s.wg.Done()
+	br := fastReaders.Get().(*bufio.Reader)
+	br.Reset(c.Conn)
+	c.br = br
+	sc := fastScratch.Get().(*scratch)
+	defer fastScratch.Put(sc)
+	remote, local := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
+	first := true
+	for {
+		if !s.track(c, true) {
+			break
+		}
+		if first {
+			c.SetReadDeadline(time.Now().Add(s.HeaderTimeout))
+		} else {
+			// Wait for the next request's first byte, then for its head.
+			c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+			if _, err := br.Peek(1); err != nil {
+				break
+			}
+			c.SetReadDeadline(time.Now().Add(s.HeaderTimeout))
+		}
+		first = false
+		head, err := peekHead(br)
+		if errors.Is(err, errHeadTooLarge) {
+			s.handOn(c)
+			return
+		}
+		if err != nil || !s.track(c, false) {
+			break
+		}
+		req := &sc.req
+		if !s.Proxy.fastEligible() || !parseRequest(head, req) {
+			s.handOn(c)
+			return
+		}
+		br.Discard(len(head))
+		req.remote, req.local = remote, local
+		if !s.Proxy.serveFast(c.Conn, req, sc, s.closing.Load()) || req.close || s.closing.Load() {
+			break
+		}
+	}
+	s.forget(c)
+	c.Close()
+	br.Reset(nil)
+	fastReaders.Put(br)
+}
+
+// handOn gives the connection, with whatever the fast path peeked at, to
+// net/http.
+func (s *Server) handOn(c *fastConn) {
+	s.forget(c)
+	c.SetReadDeadline(time.Time{})
+	s.handoff.give(&handedConn{Conn: c.Conn, r: c.br})
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// handedConn replays the bytes the fast path buffered before the rest of
+// the connection.
+type handedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (h *handedConn) Read(p []byte) (int, error) { return h.r.Read(p) }
+
+// CloseWrite half-closes the connection (CONNECT tunnels use it).
+func (h *handedConn) CloseWrite() error {
+	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// handoffListener is the listener net/http serves the handed connections
+// from.
+type handoffListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *handoffListener) give(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+// fastEligible: the fast path serves requests only when every feature it
+// would skip is off: the edge cache and a custom transport (tests) go
+// through net/http.
+func (p *Proxy) fastEligible() bool { return p.cfg.Cache == nil && p.cfg.Transport == nil }
+
+// serveFast runs the checks and forwards one request; false means the
+// connection must close (the response could not be completed).
+func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing bool) bool {
+	start := time.Now()
+	bw := fastWriters.Get().(*bufio.Writer)
+	sc.w.Writer = c
+	bw.Reset(&sc.w)
+	defer func() { bw.Reset(nil); fastWriters.Put(bw) }()
+	reqID, _ := req.header(codec.HeaderRequestID)
+	if !codec.ValidRequestID(reqID) {
+		reqID = codec.NewRequestID()
+	}
+	closeConn := req.close || closing
+	code, upstream, written := 0, "", int64(0)
+	v := p.admit(req)
+	defer func() {
+		hs := p.hashLabel(v.hash)
+		p.counter(hs, req.method, code).Inc()
+		p.durationOf(hs).Observe(time.Since(start).Seconds())
+		p.log.Info("request", "id", reqID, "registry_hash", hs, "method", req.method, "path", req.path,
+			"status", code, "bytes", written, "duration_ms", float64(time.Since(start).Microseconds())/1000,
+			"upstream", upstream, "token", v.tokenResult)
+	}()
+	if v.code != 0 {
+		code = v.code
+		written = writeRefusal(bw, req.method, v.code, v.refusal, v.retryAfter, reqID, closeConn)
+		return bw.Flush() == nil
+	}
+	up := v.route
+	upstream = up.URL.Host
+
+	// The upstream request: the client's end-to-end headers, then the
+	// verdict's config headers, the request ID and the edge's credential.
+	out := append(sc.out[:0], req.method...)
+	out = append(out, ' ')
+	out = append(out, up.prefix...)
+	out = append(out, req.target...)
+	out = append(out, " HTTP/1.1\r\nHost: "...)
+	out = append(out, up.URL.Host...)
+	out = append(out, "\r\n"...)
+	for i := 0; i < req.n; i++ {
+		if inList(req.names[i], fastForwardSkip) {
+			continue
+		}
+		out = append(out, req.names[i]...)
+		out = append(out, ": "...)
+		out = append(out, req.values[i]...)
+		out = append(out, "\r\n"...)
+	}
+	out = p.headerBlock(v.state).AppendWire(out)
+	out = append(out, codec.HeaderRequestID+": "...)
+	out = append(out, reqID...)
+	out = append(out, "\r\n"...)
+	if up.AuthToken != "" {
+		out = append(out, "Authorization: Bearer "...)
+		out = append(out, up.AuthToken...)
+		out = append(out, "\r\n"...)
+	}
+	if req.gzipOK {
+		out = append(out, "Accept-Encoding: gzip\r\n"...)
+	}
+	out = append(out, "\r\n"...)
+	sc.out = out
+
+	h := &sc.resp
+	uc, err := p.exchangeFast(up, out, h)
+	if err != nil {
+		code = answerCode(err)
+		e, retry := upstreamRefusal(err)
+		written = writeRefusal(bw, req.method, code, e, retry, reqID, closeConn)
+		return bw.Flush() == nil
+	}
+	var ok bool
+	code, written, ok = p.relay(bw, req, up, uc, h, reqID, closeConn)
+	if !ok {
+		return false
+	}
+	return bw.Flush() == nil
+}
+
+// exchangeFast is roundTrip for the fast path: the breaker, the retry
+// budget (a failed dial of an idempotent request is retried once while the
+// budget lasts), the upstream's timeout.
+func (p *Proxy) exchangeFast(up *route, out []byte, h *upstreamHead) (*upConn, error) {
+	if ok, wait := up.br.allow(); !ok {
+		return nil, &circuitOpen{wait}
+	}
+	p.budget.deposit()
+	ctx := context.Background()
+	uc, err := up.pool.exchange(ctx, out, up.timeout, h)
+	if err != nil && dialFailed(err) && p.budget.spend() {
+		uc, err = up.pool.exchange(ctx, out, up.timeout, h)
+	}
+	up.br.done(err == nil && h.status < 500)
+	return uc, err
+}
+
+func dialFailed(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// answerCode is the status of a failed exchange: 504 timed out, else 502.
+func answerCode(err error) int {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+// upstreamRefusal is the body and Retry-After of a failed exchange, as
+// answerUpstreamError gives them.
+func upstreamRefusal(err error) (apiError, int) {
+	var co *circuitOpen
+	if errors.As(err, &co) {
+		return apiError{Error: "Upstream unreachable", Reason: "circuit open"}, int(co.wait.Seconds()) + 1
+	}
+	if answerCode(err) == http.StatusGatewayTimeout {
+		return apiError{Error: "Upstream timed out"}, 5
+	}
+	return apiError{Error: "Upstream unreachable"}, 5
+}
+
+// relay passes the upstream's response to the client: headers without
+// hop-by-hop ones, the body streamed with the upstream's framing (chunked
+// to the client when the length is unknown), packuments rewritten. false:
+// the response broke off and both connections are closed. It returns the
+// status answered and the body bytes written.
+func (p *Proxy) relay(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn, h *upstreamHead, reqID string, closeConn bool) (int, int64, bool) {
+	body := !noBody(req.method, h.status)
+	rewrite := body && req.method == "GET" && h.status == http.StatusOK && !strings.Contains(req.path, "/-/") &&
+		(strings.HasPrefix(h.contentType, "application/json") || strings.HasPrefix(h.contentType, "application/vnd.npm.install-v1+json")) &&
+		(h.encoding == "" || strings.EqualFold(h.encoding, "gzip"))
+	var src io.Reader
+	switch {
+	case !body:
+	case h.chunked:
+		src = httputil.NewChunkedReader(uc.br)
+	case h.length >= 0:
+		src = &io.LimitedReader{R: uc.br, N: h.length}
+	default:
+		src = uc.br // to the upstream's close
+		h.close = true
+	}
+	if rewrite {
+		doc, err := readPackument(src, h.encoding)
+		if err != nil {
+			uc.Close()
+			e := apiError{Error: "Upstream response broke off"}
+			if errors.Is(err, errPackumentTooLarge) {
+				e = apiError{Error: "Packument too large"}
+			}
+			return http.StatusBadGateway, writeRefusal(bw, req.method, http.StatusBadGateway, e, 5, reqID, closeConn), true
+		}
+		p.finishUpstream(up, uc, h)
+		doc = rewriteTarballs(doc, up.URL, p.edgeBaseOf(req, req.host, false))
+		writeHead(bw, h, reqID, closeConn, false, int64(len(doc)))
+		bw.Write(doc)
+		return h.status, int64(len(doc)), true
+	}
+	chunked := body && h.length < 0
+	writeHead(bw, h, reqID, closeConn, chunked, -1)
+	if !body {
+		p.finishUpstream(up, uc, h)
+		return h.status, 0, true
+	}
+	var n int64
+	var err error
+	if chunked {
+		cw := httputil.NewChunkedWriter(bw)
+		buf := copyBufs.Get().(*[]byte)
+		n, err = io.CopyBuffer(cw, src, *buf)
+		copyBufs.Put(buf)
+		if err == nil {
+			cw.Close()
+			_, err = bw.WriteString("\r\n")
+		}
+	} else {
+		n, err = bw.ReadFrom(src)
+		if err == nil && n != h.length {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err != nil {
+		// Never a truncated body that looks complete: the client's
+		// connection is cut with what it has.
+		bw.Flush()
+		uc.Close()
+		return h.status, n, false
+	}
+	if h.chunked && !skipTrailers(uc.br) {
+		h.close = true
+	}
+	p.finishUpstream(up, uc, h)
+	return h.status, n, true
+}
+
+// finishUpstream returns a connection whose response was read to the end
+// to the pool, or closes it.
+func (p *Proxy) finishUpstream(up *route, uc *upConn, h *upstreamHead) {
+	if h.close || uc.br.Buffered() > 0 {
+		uc.Close()
+		return
+	}
+	up.pool.put(uc)
+}
+
+// skipTrailers reads the trailer section after a chunked body.
+func skipTrailers(br *bufio.Reader) bool {
+	for i := 0; i < 64; i++ {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return false
+		}
+		if len(line) <= 2 && bytes.Equal(bytes.TrimRight(line, "\r\n"), nil) {
+			return true
+		}
+	}
+	return false
+}
+
+// readPackument reads a packument to rewrite, gunzipped, within
+// maxPackument.
+func readPackument(src io.Reader, encoding string) ([]byte, error) {
+	if encoding != "" {
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			return nil, err
+		}
+		src = zr
+	}
+	body, err := io.ReadAll(io.LimitReader(src, maxPackument+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxPackument {
+		return nil, errPackumentTooLarge
+	}
+	return body, nil
+}
+
+var errPackumentTooLarge = errors.New("packument too large")
+
+// writeHead writes the client's response head: chunked when the body is
+// re-framed; rewrittenLen >= 0 replaces the headers that described the
+// upstream's body.
+func writeHead(bw *bufio.Writer, h *upstreamHead, reqID string, closeConn, chunked bool, rewrittenLen int64) {
+	rewritten := rewrittenLen >= 0
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(h.statusLine)
+	bw.WriteString("\r\n")
+	for i, name := range h.names {
+		if inList(name, hopByHopResponse) || connectionListed(h.connNames, name) {
+			continue
+		}
+		if rewritten && (strings.EqualFold(name, "Content-Length") || strings.EqualFold(name, "Content-Encoding") || strings.EqualFold(name, "Etag")) {
+			continue
+		}
+		bw.WriteString(name)
+		bw.WriteString(": ")
+		bw.WriteString(h.values[i])
+		bw.WriteString("\r\n")
+	}
+	if rewritten {
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), rewrittenLen, 10))
+		bw.WriteString("\r\n")
+	} else if chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	bw.WriteString(codec.HeaderRequestID + ": ")
+	bw.WriteString(reqID)
+	bw.WriteString("\r\n")
+	if closeConn {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// connectionListed: name is one of the Connection header's tokens.
+func connectionListed(conn, name string) bool {
+	for conn != "" {
+		var tok string
+		tok, conn, _ = strings.Cut(conn, ",")
+		if strings.EqualFold(trimOWS(tok), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeRefusal writes a JSON refusal as writeJSON does (no body for HEAD);
+// it returns the body's size.
+func writeRefusal(bw *bufio.Writer, method string, code int, e apiError, retryAfter int, reqID string, closeConn bool) int64 {
+	body, _ := json.Marshal(e)
+	body = append(body, '\n')
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(code))
+	bw.WriteString(" ")
+	bw.WriteString(http.StatusText(code))
+	bw.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(body)))
+	bw.WriteString("\r\n" + codec.HeaderRequestID + ": ")
+	bw.WriteString(reqID)
+	bw.WriteString("\r\n")
+	if retryAfter > 0 {
+		bw.WriteString("Retry-After: ")
+		bw.WriteString(strconv.Itoa(retryAfter))
+		bw.WriteString("\r\n")
+	}
+	if closeConn {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	if method == "HEAD" {
+		return 0
+	}
+	bw.Write(body)
+	return int64(len(body))
+}
