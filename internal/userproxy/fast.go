@@ -225,6 +225,7 @@ func (s *Server) serveConn(c *fastConn) {
 // net/http.
 func (s *Server) handOn(c *fastConn) {
 	s.forget(c)
+	s.Proxy.handedOn.Inc()
 	c.SetReadDeadline(time.Time{})
 	s.handoff.give(&handedConn{Conn: c.Conn, r: c.br})
 }
@@ -312,12 +313,7 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 	code, upstream, written := 0, "", int64(0)
 	v := p.admit(req)
 	defer func() {
-		hs := p.hashLabel(v.hash)
-		p.counter(hs, req.method, code).Inc()
-		p.durationOf(hs).Observe(time.Since(start).Seconds())
-		p.log.Info("request", "id", reqID, "registry_hash", hs, "method", req.method, "path", req.path,
-			"status", code, "bytes", written, "duration_ms", float64(time.Since(start).Microseconds())/1000,
-			"upstream", upstream, "token", v.tokenResult)
+		p.finished(start, reqID, v.hash, req.method, req.path, code, written, upstream, v.tokenResult)
 	}()
 	if v.code != 0 {
 		code = v.code

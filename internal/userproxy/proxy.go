@@ -130,6 +130,7 @@ type Proxy struct {
 	tokenChecks *prometheus.CounterVec
 	limited     *prometheus.CounterVec
 	mismatch    prometheus.Counter
+	handedOn    prometheus.Counter
 
 	// Per-request work that repeats with the same inputs is done once:
 	// the rendered config headers of the last state seen, and the request
@@ -242,6 +243,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regedge_rate_limited_total", Help: "Requests refused with 429, by registry hash.",
 		}, []string{"registry_hash"}),
+		handedOn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_proxy_handed_on_total", Help: "Plain-HTTP connections the fast path passed to net/http (CONNECT, bodies, upgrades, large or unusual heads, the edge cache).",
+		}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
 		}),
@@ -298,7 +302,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 
 // Collectors returns the proxy's metrics.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch}
+	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn}
 }
 
 // apiError is the JSON body of a refusal.
@@ -320,12 +324,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw.Header().Set(codec.HeaderRequestID, reqID)
 	hash, upstream, tokenResult := uint32(0), "", ""
 	defer func() {
-		hs := p.hashLabel(hash)
-		p.counter(hs, methodLabel(r.Method), rw.code).Inc()
-		p.durationOf(hs).Observe(time.Since(start).Seconds())
-		p.log.Info("request", "id", reqID, "registry_hash", hs, "method", r.Method, "path", r.URL.EscapedPath(),
-			"status", rw.code, "bytes", rw.bytes, "duration_ms", float64(time.Since(start).Microseconds())/1000,
-			"upstream", upstream, "token", tokenResult)
+		p.finished(start, reqID, hash, r.Method, r.URL.EscapedPath(), rw.code, rw.bytes, upstream, tokenResult)
 	}()
 
 	v := p.admit(stdRequest{r})
@@ -344,6 +343,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.forward(rw, r, up, st, reqID)
+}
+
+// finished counts a request in the metrics and writes its access line.
+func (p *Proxy) finished(start time.Time, reqID string, hash uint32, method, path string, code int, bytes int64, upstream, tokenResult string) {
+	hs := p.hashLabel(hash)
+	took := time.Since(start)
+	p.counter(hs, methodLabel(method), code).Inc()
+	p.durationOf(hs).Observe(took.Seconds())
+	p.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("id", reqID), slog.String("registry_hash", hs), slog.String("method", method),
+		slog.String("path", path), slog.Int("status", code), slog.Int64("bytes", bytes),
+		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+		slog.String("upstream", upstream), slog.String("token", tokenResult))
 }
 
 // tunnel serves CONNECT host:port: only to the upstream routed for the

@@ -117,6 +117,9 @@ func parseRequest(head []byte, r *fastRequest) bool {
 	if q := strings.IndexByte(r.target, '?'); q >= 0 {
 		r.path = r.target[:q]
 	}
+	if !validEscapes(r.path) {
+		return false // net/http answers 400 (found by FuzzParseRequest)
+	}
 	s = s[eol+2 : len(s)-2] // the header lines, each ending in CRLF
 	hosts := 0
 	for len(s) > 0 {
@@ -292,6 +295,25 @@ func trimOWS(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// validEscapes: every % in s starts a %XX escape, as url.ParseRequestURI
+// requires of a path.
+func validEscapes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			continue
+		}
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			return false
+		}
+		i += 2
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
 func visibleASCII(s string) bool {

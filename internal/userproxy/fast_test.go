@@ -1,0 +1,415 @@
+package userproxy
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestParseRequestTakesOnlyWhatItUnderstands(t *testing.T) {
+	const ok = "GET /left-pad HTTP/1.1\r\nHost: e\r\n"
+	for _, tc := range []struct {
+		name, head string
+		take       bool
+	}{
+		{"plain GET", ok + "\r\n", true},
+		{"HEAD with query", "HEAD /-/v1/search?text=x HTTP/1.1\r\nHost: e\r\n\r\n", true},
+		{"scoped, encoded", "GET /@scope%2fname HTTP/1.1\r\nHost: e:4873\r\nAccept: application/vnd.npm.install-v1+json\r\n\r\n", true},
+		{"keep-alive and close", ok + "Connection: keep-alive, close\r\n\r\n", true},
+		{"PUT", "PUT /x HTTP/1.1\r\nHost: e\r\n\r\n", false},
+		{"CONNECT", "CONNECT e:443 HTTP/1.1\r\nHost: e:443\r\n\r\n", false},
+		{"HTTP/1.0", "GET / HTTP/1.0\r\nHost: e\r\n\r\n", false},
+		{"absolute form", "GET http://e/ HTTP/1.1\r\nHost: e\r\n\r\n", false},
+		{"no Host", "GET / HTTP/1.1\r\n\r\n", false},
+		{"two Hosts", ok + "Host: f\r\n\r\n", false},
+		{"Host with a path", "GET / HTTP/1.1\r\nHost: e/x\r\n\r\n", false},
+		{"a body length", ok + "Content-Length: 0\r\n\r\n", false},
+		{"chunked", ok + "Transfer-Encoding: chunked\r\n\r\n", false},
+		{"upgrade", ok + "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false},
+		{"expect", ok + "Expect: 100-continue\r\n\r\n", false},
+		{"Connection names a header", ok + "Connection: X-Secret\r\n\r\n", false},
+		{"obs-fold", ok + "X-A: 1\r\n  folded\r\n\r\n", false},
+		{"bare LF inside", ok + "X-A: 1\nX-B: 2\r\n\r\n", false},
+		{"space before colon", ok + "X-A : 1\r\n\r\n", false},
+		{"NUL in a value", ok + "X-A: a\x00b\r\n\r\n", false},
+		{"space in the target", "GET /a b HTTP/1.1\r\nHost: e\r\n\r\n", false},
+		{"two spaces", "GET  / HTTP/1.1\r\nHost: e\r\n\r\n", false},
+		{"leading empty line", "\r\n" + ok + "\r\n", false},
+		{"fragment", "GET /a#b HTTP/1.1\r\nHost: e\r\n\r\n", false},
+		{"bad escape", "GET /a%zz HTTP/1.1\r\nHost: e\r\n\r\n", false},
+		{"cut escape", "GET /a%4 HTTP/1.1\r\nHost: e\r\n\r\n", false},
+	} {
+		var r fastRequest
+		if got := parseRequest([]byte(tc.head), &r); got != tc.take {
+			t.Errorf("%s: taken %v, want %v", tc.name, got, tc.take)
+		}
+	}
+	var r fastRequest
+	if !parseRequest([]byte("GET /@a%2fb?write=true HTTP/1.1\r\nhost: e\r\naccept-encoding: br, gzip;q=0.5\r\nx-bun-registry-hash: 0x00000001\r\n\r\n"), &r) {
+		t.Fatal("not taken")
+	}
+	if r.path != "/@a%2fb" || r.target != "/@a%2fb?write=true" || r.host != "e" || !r.gzipOK {
+		t.Errorf("parsed %+v", r)
+	}
+	if v, n := r.header("X-Bun-Registry-Hash"); v != "0x00000001" || n != 1 {
+		t.Errorf("header lookup is case-insensitive: %q %d", v, n)
+	}
+	for v, want := range map[string]bool{"gzip": true, "GZIP;q=1": true, "deflate": false, "gzip;q=0": false, "gzip; q=0.000": false, "br, gzip;q=0.1": true} {
+		if acceptsGzip(v) != want {
+			t.Errorf("acceptsGzip(%q) = %v", v, !want)
+		}
+	}
+}
+
+func TestParseResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name, head string
+		ok         bool
+		length     int64
+		chunked    bool
+		close      bool
+	}{
+		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", true, 12, false, false},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true, -1, true, false},
+		{"TE wins over CL", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", true, -1, true, false},
+		{"to close", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", true, -1, false, true},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", true, 1, false, true},
+		{"no reason", "HTTP/1.1 204\r\n\r\n", true, -1, false, false},
+		{"same length twice", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", true, 3, false, false},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", false, 0, false, false},
+		{"negative length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false, 0, false, false},
+		{"gzip transfer coding", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false, 0, false, false},
+		{"not HTTP", "ICY 200 OK\r\n\r\n", false, 0, false, false},
+		{"bad code", "HTTP/1.1 2x0 OK\r\n\r\n", false, 0, false, false},
+		{"CR in a value", "HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n", false, 0, false, false},
+	} {
+		var h upstreamHead
+		err := parseResponse([]byte(tc.head), &h)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err %v", tc.name, err)
+			continue
+		}
+		if tc.ok && (h.length != tc.length || h.chunked != tc.chunked || h.close != tc.close) {
+			t.Errorf("%s: length %d chunked %v close %v", tc.name, h.length, h.chunked, h.close)
+		}
+	}
+}
+
+func FuzzParseRequest(f *testing.F) {
+	f.Add([]byte("GET /left-pad HTTP/1.1\r\nHost: e\r\nAuthorization: Bearer x\r\n\r\n"))
+	f.Add([]byte("HEAD /@a%2fb?x=1 HTTP/1.1\r\nHost: e\r\nConnection: close\r\nAccept-Encoding: gzip\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n"))
+	f.Add([]byte("GET /?a=%zz HTTP/1.1\r\nHost: [::1]:80\r\nX-A:\t v\xff \t\r\nAccept: */*\r\n\r\n"))
+	f.Add([]byte("HEAD /x HTTP/1.1\r\nHOST: e\r\nconnection: Close\r\nX-Bun-Config-Dump: 0x01a1b2c3d40000000702185000\r\n\r\n"))
+	f.Add([]byte("GET /x HTTP/1.1\r\nHost: e\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\nX-Forwarded-Host: h\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		i := bytes.Index(b, crlfcrlf)
+		if i < 0 {
+			return
+		}
+		var r fastRequest
+		if !parseRequest(b[:i+4], &r) {
+			return
+		}
+		// What the fast path takes is a bodiless GET or HEAD with one sane
+		// Host and an origin-form target: nothing that could frame a body.
+		if (r.method != "GET" && r.method != "HEAD") || r.target == "" || r.target[0] != '/' || r.host == "" || !visibleASCII(r.target) {
+			t.Fatalf("took %q as %+v", b, r)
+		}
+		for _, h := range []string{"Content-Length", "Transfer-Encoding", "Upgrade", "Expect"} {
+			if _, n := r.header(h); n != 0 {
+				t.Fatalf("took a request with %s", h)
+			}
+		}
+		for k := 0; k < r.n; k++ {
+			if !isToken(r.names[k]) || !fieldValue(r.values[k]) {
+				t.Fatalf("header %q: %q", r.names[k], r.values[k])
+			}
+		}
+		// Differential: net/http reads the same head the same way, so a
+		// request cannot mean one thing to the fast path and another to
+		// the net/http path (or to the upstream behind either).
+		hr, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b[:i+4])))
+		if err != nil {
+			t.Fatalf("the fast path took %q, net/http refuses it: %v", b[:i+4], err)
+		}
+		if hr.Method != r.method || hr.RequestURI != r.target || hr.Host != r.host || hr.ContentLength != 0 || len(hr.TransferEncoding) != 0 || hr.Close != r.close {
+			t.Fatalf("%q: net/http %s %s host %q length %d te %v close %v; fast path %+v", b[:i+4], hr.Method, hr.RequestURI, hr.Host, hr.ContentLength, hr.TransferEncoding, hr.Close, r)
+		}
+		for _, name := range []string{"Authorization", "X-Bun-Config-Dump", "X-Bun-Registry-Hash", "Accept", "X-Forwarded-Host"} {
+			v, n := r.header(name)
+			if vs := hr.Header[name]; len(vs) != n || (n > 0 && vs[0] != v) {
+				t.Fatalf("%q: %s is %q to net/http, %q (%d) to the fast path", b[:i+4], name, vs, v, n)
+			}
+		}
+	})
+}
+
+func FuzzParseResponse(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Type: application/json\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))
+	f.Add([]byte("HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		i := bytes.Index(b, crlfcrlf)
+		if i < 0 {
+			return
+		}
+		var h upstreamHead
+		if parseResponse(b[:i+4], &h) != nil {
+			return
+		}
+		if h.status < 100 || h.status > 999 || (h.chunked && h.length != -1) || h.length < -1 || len(h.names) != len(h.values) {
+			t.Fatalf("%q parsed as %+v", b, h)
+		}
+		// Differential: net/http's client frames the same head the same way.
+		hr, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b[:i+4])), &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("parsed %q, net/http refuses it: %v", b[:i+4], err)
+		}
+		chunked := len(hr.TransferEncoding) > 0 && hr.TransferEncoding[0] == "chunked"
+		if hr.StatusCode != h.status || chunked != h.chunked || (!h.chunked && h.length >= 0 && !noBody("GET", h.status) && hr.ContentLength != h.length) {
+			t.Fatalf("%q: net/http %d length %d te %v; parsed %+v", b[:i+4], hr.StatusCode, hr.ContentLength, hr.TransferEncoding, h)
+		}
+	})
+}
+
+// origin is an upstream for the framing tests, counting its connections.
+type origin struct {
+	*httptest.Server
+	conns    atomic.Int64
+	mu       sync.Mutex
+	encoding []string // Accept-Encoding of each request
+}
+
+func newOrigin(t *testing.T) *origin {
+	o := &origin{}
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		io.WriteString(zw, s)
+		zw.Close()
+		return b.Bytes()
+	}
+	o.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		o.encoding = append(o.encoding, r.Header.Get("Accept-Encoding"))
+		o.mu.Unlock()
+		base := "http://" + r.Host
+		switch r.URL.Path {
+		case "/chunked":
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, "first half, ")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "second half")
+		case "/to-close":
+			c, buf, _ := w.(http.Hijacker).Hijack()
+			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the upstream hangs up")
+			buf.Flush()
+			c.Close()
+		case "/gz-packument":
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Header().Set("Etag", `"upstream"`)
+			w.Write(gz(`{"name":"gz-packument","versions":{"1.0.0":{"dist":{"tarball":"` + base + `/gz-packument/-/gz-packument-1.0.0.tgz"}}}}`))
+		case "/gz-packument/-/gz-packument-1.0.0.tgz":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+				w.Header().Set("Content-Encoding", "gzip")
+				w.Write(gz("tarball bytes"))
+				return
+			}
+			io.WriteString(w, "tarball bytes")
+		default:
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, "plain "+r.Method)
+		}
+	}))
+	o.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			o.conns.Add(1)
+		}
+	}
+	o.Start()
+	t.Cleanup(o.Close)
+	return o
+}
+
+// rawExchange writes raw on one connection and reads n responses.
+func rawExchange(t *testing.T, addr, raw string, methods ...string) []*http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, raw)
+	br := bufio.NewReader(c)
+	var out []*http.Response
+	for _, m := range methods {
+		resp, err := http.ReadResponse(br, &http.Request{Method: m})
+		if err != nil {
+			t.Fatalf("response %d: %v", len(out)+1, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("response %d body: %v", len(out)+1, err)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		out = append(out, resp)
+	}
+	return out
+}
+
+func body(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
+
+func TestFastPathFramingAndEncodings(t *testing.T) {
+	o := newOrigin(t)
+	e := newEdge(t, func(c *Config) { c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(o.URL)}} })
+	addr := strings.TrimPrefix(e.URL, "http://")
+	auth := "Authorization: Bearer " + e.token(t, "0xa1b2c3d4") + "\r\n"
+	get := func(path, extra string) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\n" + auth + extra + "\r\n"
+	}
+	// Pipelined on one connection: a chunked answer (re-chunked to the
+	// client), one that ends with the upstream's close, a HEAD, and a
+	// packument gzipped upstream that is unpacked, rewritten and sent
+	// plain; then the tarball, passed on still gzipped to a client that
+	// takes gzip.
+	resps := rawExchange(t, addr,
+		get("/chunked", "")+get("/to-close", "")+"HEAD /plain HTTP/1.1\r\nHost: "+addr+"\r\n"+auth+"\r\n"+
+			get("/gz-packument", "Accept-Encoding: gzip\r\n")+get("/gz-packument/-/gz-packument-1.0.0.tgz", "Accept-Encoding: gzip\r\n"),
+		"GET", "GET", "HEAD", "GET", "GET")
+	if r := resps[0]; r.StatusCode != 200 || body(r) != "first half, second half" || len(r.TransferEncoding) == 0 {
+		t.Errorf("chunked: %d %v", r.StatusCode, r.TransferEncoding)
+	}
+	if r := resps[1]; r.StatusCode != 200 || body(r) != "until the upstream hangs up" || r.Close {
+		t.Errorf("to close: %d close=%v", r.StatusCode, r.Close)
+	}
+	if r := resps[2]; r.StatusCode != 200 || r.ContentLength != int64(len("plain HEAD")) || body(r) != "" {
+		t.Errorf("HEAD: %d length %d", r.StatusCode, r.ContentLength)
+	}
+	pk := resps[3]
+	if b := body(pk); pk.StatusCode != 200 || pk.Header.Get("Content-Encoding") != "" || pk.Header.Get("Etag") != "" ||
+		!strings.Contains(b, `"tarball":"http://`+addr+`/gz-packument/-/gz-packument-1.0.0.tgz"`) || pk.ContentLength != int64(len(b)) {
+		t.Errorf("gzipped packument: %d %v %s", pk.StatusCode, pk.Header, b)
+	}
+	tb := resps[4]
+	zr, err := gzip.NewReader(tb.Body)
+	if err != nil || tb.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("tarball to a gzip client: %v %v", err, tb.Header)
+	}
+	if b, _ := io.ReadAll(zr); string(b) != "tarball bytes" {
+		t.Errorf("tarball %q", b)
+	}
+	// A client that does not take gzip: the edge does not ask for it.
+	r := rawExchange(t, addr, get("/gz-packument/-/gz-packument-1.0.0.tgz", "Connection: close\r\n"), "GET")[0]
+	if b := body(r); b != "tarball bytes" || r.Header.Get("Content-Encoding") != "" {
+		t.Errorf("identity client: %q %v", b, r.Header)
+	}
+	o.mu.Lock()
+	if last := o.encoding[len(o.encoding)-1]; last != "" {
+		t.Errorf("upstream asked for %q for a client without Accept-Encoding", last)
+	}
+	o.mu.Unlock()
+	if n := promtest.ToFloat64(e.proxy.handedOn); n != 0 {
+		t.Errorf("%v connections went to net/http; the fast path takes all of these", n)
+	}
+}
+
+func TestFastPathReusesUpstreamConnectionsAndSurvivesStaleOnes(t *testing.T) {
+	o := newOrigin(t)
+	e := newEdge(t, func(c *Config) { c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(o.URL)}} })
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	for i := 0; i < 20; i++ {
+		if r, b := e.get(t, "/plain", auth); r.StatusCode != 200 || b != "plain GET" {
+			t.Fatalf("request %d: %d %q", i, r.StatusCode, b)
+		}
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("20 sequential requests opened %d upstream connections, want 1", n)
+	}
+	// The upstream drops its idle connections: the next request finds its
+	// pooled connection dead, and is sent again on a new one.
+	o.CloseClientConnections()
+	if r, b := e.get(t, "/plain", auth); r.StatusCode != 200 || b != "plain GET" {
+		t.Fatalf("after the upstream closed the pooled connection: %d %q", r.StatusCode, b)
+	}
+	if n := o.conns.Load(); n != 2 {
+		t.Fatalf("upstream connections %d, want 2", n)
+	}
+}
+
+func TestFastPathHandsOnWhatItDoesNotServe(t *testing.T) {
+	e := newEdge(t, nil)
+	addr := strings.TrimPrefix(e.URL, "http://")
+	auth := "Authorization: Bearer " + e.token(t, "0xa1b2c3d4") + "\r\n"
+	// A GET the fast path serves, then on the same connection a PUT with a
+	// body: the connection moves to net/http with the PUT unread.
+	resps := rawExchange(t, addr,
+		"GET /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\n"+auth+"\r\n"+
+			"PUT /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\n"+auth+"Content-Length: 2\r\n\r\n{}"+
+			"GET /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\n"+auth+"Connection: close\r\n\r\n",
+		"GET", "PUT", "GET")
+	if resps[0].StatusCode != 200 || resps[2].StatusCode != 200 || !strings.Contains(body(resps[2]), `"hello-dep"`) {
+		t.Fatalf("GETs around the PUT: %d %d", resps[0].StatusCode, resps[2].StatusCode)
+	}
+	if resps[1].StatusCode == 0 || resps[1].Header.Get("X-Bun-Request-Id") == "" {
+		t.Fatalf("PUT: %d %v", resps[1].StatusCode, resps[1].Header)
+	}
+	if n := promtest.ToFloat64(e.proxy.handedOn); n != 1 {
+		t.Errorf("handed on %v connections, want 1", n)
+	}
+	reg := e.reg
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if len(reg.paths) != 3 {
+		t.Errorf("the upstream saw %d requests, want 3", len(reg.paths))
+	}
+	// Refusals on the fast path carry the status, body and Retry-After that
+	// net/http's path gives the same request.
+	for _, h := range []string{"X-Bun-Terminal-Rows: 0", "X-Bun-Config-Version: 2", "Authorization: Bearer x.y.z", "X-Bun-Registry-Hash: 0x0000beef\r\n" + auth[:len(auth)-2]} {
+		r := rawExchange(t, addr, "GET /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\n"+h+"\r\nConnection: close\r\n\r\n", "GET")[0]
+		req := httptest.NewRequest(http.MethodGet, "/hello-dep", nil)
+		for _, line := range strings.Split(h, "\r\n") {
+			k, v, _ := strings.Cut(line, ": ")
+			req.Header.Add(k, v)
+		}
+		rec := httptest.NewRecorder()
+		e.proxy.ServeHTTP(rec, req)
+		if got, want := body(r), rec.Body.String(); r.StatusCode != rec.Code || got != want || r.StatusCode < 400 ||
+			r.Header.Get("Retry-After") != rec.Header().Get("Retry-After") || r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: fast path %d %q, net/http %d %q", h, r.StatusCode, got, rec.Code, want)
+		}
+	}
+}
+
+func TestFastPathTLSUpstream(t *testing.T) {
+	reg := newRegistry(t, pkg{name: "hello-dep", version: "1.0.0"})
+	tlsReg := httptest.NewUnstartedServer(reg.Config.Handler)
+	tlsReg.StartTLS()
+	defer tlsReg.Close()
+	e := newEdge(t, func(c *Config) {
+		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(tlsReg.URL)}}
+		c.RootCAs = tlsReg.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	})
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	r, b := e.get(t, "/hello-dep", auth)
+	if r.StatusCode != 200 || !strings.Contains(b, `"tarball":"`+e.URL+`/hello-dep/-/hello-dep-1.0.0.tgz"`) {
+		t.Fatalf("over TLS: %d %s", r.StatusCode, b)
+	}
+	if n := promtest.ToFloat64(e.proxy.handedOn); n != 0 {
+		t.Errorf("handed on %v", n)
+	}
+}
