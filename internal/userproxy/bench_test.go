@@ -1,8 +1,13 @@
 package userproxy
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,6 +80,66 @@ func BenchmarkTarball(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					get()
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkFrontEnd: one proxied GET (token from the cache, config headers,
+// 5 KB streamed body) through the fast path and, as the baseline, through
+// the same Proxy behind a plain net/http server, in the same run. The
+// clients are raw keep-alive connections, the origin a net/http server,
+// all in this process and on loopback.
+//
+//	go test ./internal/userproxy -run '^$' -bench BenchmarkFrontEnd -count 6
+func BenchmarkFrontEnd(b *testing.B) {
+	payload := strings.Repeat("x", 5000)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(payload)))
+		io.WriteString(w, payload)
+	}))
+	defer origin.Close()
+	for _, front := range []string{"fast", "net/http"} {
+		b.Run(front, func(b *testing.B) {
+			e := newEdge(b, func(c *Config) {
+				c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(origin.URL)}}
+				c.PerMinute = 1 << 30
+			})
+			url := e.URL
+			if front == "net/http" {
+				srv := httptest.NewServer(e.proxy)
+				defer srv.Close()
+				url = srv.URL
+			}
+			addr := strings.TrimPrefix(url, "http://")
+			req := []byte("GET /left-pad HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + e.token(b, "0xa1b2c3d4") + "\r\n\r\n")
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for pb.Next() {
+					if _, err := c.Write(req); err != nil {
+						b.Error(err)
+						return
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					n, _ := io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || n != int64(len(payload)) {
+						b.Errorf("%d, %d bytes", resp.StatusCode, n)
+						return
+					}
 				}
 			})
 		})
