@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/regedge/regedge/internal/testutil"
 )
 
@@ -70,6 +72,9 @@ func TestBunInstallThroughTheEdge(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(proj, "node_modules", "@mycompany", "hello", "index.js")); err != nil {
 		t.Fatal(err)
+	}
+	if n := promtest.ToFloat64(e.proxy.handedOn); n != 0 {
+		t.Errorf("%v of bun's connections were handed to net/http", n)
 	}
 	e.reg.mu.Lock()
 	defer e.reg.mu.Unlock()

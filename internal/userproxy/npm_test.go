@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/regedge/regedge/internal/testutil"
 )
 
@@ -67,6 +69,10 @@ func TestNpmInstallThroughTheEdge(t *testing.T) {
 		if !strings.HasPrefix(p.Resolved, e.URL+"/") || !strings.HasPrefix(p.Integrity, "sha512-") {
 			t.Errorf("%s: resolved %q integrity %q; want the edge's URL", name, p.Resolved, p.Integrity)
 		}
+	}
+	// npm's GETs are what the fast path is for: none went to net/http.
+	if n := promtest.ToFloat64(e.proxy.handedOn); n != 0 {
+		t.Errorf("%v of npm's connections were handed to net/http", n)
 	}
 	e.reg.mu.Lock()
 	defer e.reg.mu.Unlock()
