@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -88,16 +89,21 @@ func (s *Server) Serve(ln net.Listener) error {
 	fallbackDone := make(chan error, 1)
 	go func() { fallbackDone <- s.Fallback.Serve(s.handoff) }()
 	var err error
+	backoff := time.Duration(0)
 	for {
 		var c net.Conn
 		c, err = ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if s.closing.Load() || !acceptRetryable(err) {
+				break
 			}
-			break
+			// Out of file descriptors or an aborted handshake: wait and
+			// go on, as net/http does, rather than stop serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		fc := &fastConn{Conn: c}
 		if !s.track(fc, true) {
 			c.Close()
@@ -112,6 +118,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.handoff.Close()
 	<-fallbackDone
 	return err
+}
+
+// acceptRetryable: accept errors that pass (descriptor limits, a
+// connection reset before it was accepted, deadlines).
+func acceptRetryable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // track adds or updates a connection's state; false once shutting down.

@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -411,5 +415,49 @@ func TestFastPathTLSUpstream(t *testing.T) {
 	}
 	if n := promtest.ToFloat64(e.proxy.handedOn); n != 0 {
 		t.Errorf("handed on %v", n)
+	}
+}
+
+// flakyListener fails its first Accepts with EMFILE, as a process out of
+// descriptors sees.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+func TestFastServerOutlivesAcceptErrors(t *testing.T) {
+	e := newEdge(t, func(c *Config) { c.Tokens = nil })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: ln}
+	fl.fails.Store(3)
+	srv := &Server{Proxy: e.proxy, Fallback: &http.Server{Handler: e.proxy}, HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(fl) }()
+	client := &http.Client{Timeout: 5 * time.Second} // without the backoff nobody accepts
+	resp, err := client.Get("http://" + ln.Addr().String() + "/hello-dep")
+	if err != nil {
+		t.Fatalf("after EMFILE from accept: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || fl.fails.Load() >= 0 {
+		t.Fatalf("%d; accept failures left %d", resp.StatusCode, fl.fails.Load())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
 	}
 }
