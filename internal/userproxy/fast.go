@@ -244,9 +244,12 @@ func (s *Server) handOn(c *fastConn) {
 	s.handoff.give(&handedConn{Conn: c.Conn, r: c.br})
 }
 
+// addrPort is a connection address as net/http's RemoteAddr string would
+// parse: IPv4 unmapped.
 func addrPort(a net.Addr) netip.AddrPort {
 	if t, ok := a.(*net.TCPAddr); ok {
-		return t.AddrPort()
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	ap, _ := netip.ParseAddrPort(a.String())
 	return ap
