@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -442,6 +441,7 @@ func TestRestartKeepsPinsAndDetachLeavesNothing(t *testing.T) {
 		t.Fatalf("links after restart %v", got)
 	}
 	sendBoth()
+	ours := programIDs(t, dp2.Objects)
 	if err := dp2.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -461,36 +461,41 @@ func TestRestartKeepsPinsAndDetachLeavesNothing(t *testing.T) {
 	if got := receive(t, recv, 1, 5*time.Second); len(got) != 1 {
 		t.Fatal("after detach the datagram did not arrive: XDP still attached?")
 	}
-	waitFor(t, 10*time.Second, "no regedge program left in the kernel", func() bool {
-		return len(regedgePrograms(t)) == 0
+	// This test's programs are gone; other test binaries running at the
+	// same time may have regedge programs of their own loaded.
+	waitFor(t, 10*time.Second, "none of this test's programs left in the kernel", func() bool {
+		for _, id := range ours {
+			if p, err := ebpf.NewProgramFromID(id); err == nil {
+				p.Close()
+				return false
+			}
+		}
+		return true
 	})
 }
 
-// regedgePrograms lists loaded programs whose names start with regedge_,
-// as `bpftool prog` would show them.
-func regedgePrograms(t *testing.T) []string {
+// programIDs lists the kernel IDs of o's programs.
+func programIDs(t *testing.T, o *Objects) []ebpf.ProgramID {
 	t.Helper()
-	var names []string
-	id := ebpf.ProgramID(0)
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return names
+	var ids []ebpf.ProgramID
+	for _, p := range []*ebpf.Program{o.xdp.RegedgeXdp, o.tc.RegedgeTcIngress, o.tc.RegedgeTcEgress, o.sk.RegedgeSkLookup} {
+		if p == nil {
+			continue
 		}
+		info, err := p.Info()
 		if err != nil {
 			t.Fatal(err)
 		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // gone meanwhile
+		id, ok := info.ID()
+		if !ok {
+			t.Fatal("the kernel does not give program IDs")
 		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && strings.HasPrefix(info.Name, "regedge_") {
-			names = append(names, fmt.Sprintf("%d:%s", id, info.Name))
-		}
+		ids = append(ids, id)
 	}
+	if len(ids) == 0 {
+		t.Fatal("no programs loaded")
+	}
+	return ids
 }
 
 // TestNetlinkFallbacks exercises the attachments used where the kernel has
