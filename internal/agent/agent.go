@@ -63,17 +63,32 @@ type Agent struct {
 	busConn   *net.UDPConn
 	registry  *prometheus.Registry
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
+	accessLog io.Writer                 // WithAccessLog
 }
+
+// Option adjusts an agent being built.
+type Option func(*Agent)
+
+// WithAccessLog sends the proxy's access lines to w (safe for concurrent
+// use; one Write per line) through the proxy's own encoder instead of the
+// logger: the same JSON lines for a fraction of the CPU. w should be where
+// the logger writes.
+func WithAccessLog(w io.Writer) Option { return func(a *Agent) { a.accessLog = w } }
 
 // New checks cfg, attaches the kernel datapath per agent.bpf and restores
 // the state; nothing listens until Listen.
-func New(cfg *config.Config, log *slog.Logger) (*Agent, error) { return newAgent(cfg, log, false) }
+func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Agent, error) {
+	return newAgent(cfg, log, false, opts)
+}
 
-func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool) (*Agent, error) {
+func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Option) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: log, registry: prometheus.NewRegistry(), proxyOnly: proxyOnly}
+	for _, o := range opts {
+		o(a)
+	}
 	if err := a.openDatapath(); err != nil {
 		return nil, err
 	}
@@ -129,6 +144,7 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool) (*Agent, err
 func (a *Agent) newProxy() error {
 	cfg := a.cfg
 	pc := userproxy.Config{
+		AccessLog: a.accessLog,
 		Scopes:    map[string]uint32{},
 		PerMinute: cfg.Proxy.RateLimit.PerMinute,
 		Timeout:   time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
@@ -341,11 +357,10 @@ func (a *Agent) WebSocketAddr() net.Addr {
 
 // NewProxyOnly is New for `regedge proxy start`: the proxy and the admin
 // listener, without BPF, the WebSocket server or the config bus.
-func NewProxyOnly(cfg *config.Config, log *slog.Logger) (*Agent, error) {
+func NewProxyOnly(cfg *config.Config, log *slog.Logger, opts ...Option) (*Agent, error) {
 	c := *cfg
 	c.Agent.BPF = "off"
-	a, err := newAgent(&c, log, true)
-	return a, err
+	return newAgent(&c, log, true, opts)
 }
 
 // ProxyAddr is the proxy listener's address once Listen has bound it.

@@ -3,6 +3,7 @@ package userproxy
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -142,6 +143,27 @@ func BenchmarkFrontEnd(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkAccessLine: one access line through slog's JSONHandler (the
+// baseline) and through the proxy's encoder, both to io.Discard.
+//
+//	go test ./internal/userproxy -run '^$' -bench BenchmarkAccessLine -count 6
+func BenchmarkAccessLine(b *testing.B) {
+	r := &accessRecord{id: "0123456789abcdef", hash: "0xa1b2c3d4", method: "GET", path: "/@scope%2fname", status: 200,
+		bytes: 5000, took: 1234567, upstream: "registry.example:443", token: "cached"}
+	for _, name := range []string{"slog", "encoder"} {
+		b.Run(name, func(b *testing.B) {
+			p := &Proxy{log: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+			if name == "encoder" {
+				p.cfg.AccessLog = io.Discard
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				p.logAccess(r)
+			}
 		})
 	}
 }

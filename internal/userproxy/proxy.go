@@ -94,6 +94,11 @@ type Config struct {
 	PackumentTTL time.Duration
 	NegativeTTL  time.Duration
 	StaleIfError time.Duration
+	// AccessLog, when set, takes the access lines (one JSON line per
+	// request, in the shape of the Logger's JSON lines) from a dedicated
+	// encoder; it must be safe for concurrent use. nil: the Logger writes
+	// them.
+	AccessLog io.Writer
 }
 
 // Blocker puts a source prefix on the block list (loader.Objects).
@@ -351,11 +356,8 @@ func (p *Proxy) finished(start time.Time, reqID string, hash uint32, method, pat
 	took := time.Since(start)
 	p.counter(hs, methodLabel(method), code).Inc()
 	p.durationOf(hs).Observe(took.Seconds())
-	p.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
-		slog.String("id", reqID), slog.String("registry_hash", hs), slog.String("method", method),
-		slog.String("path", path), slog.Int("status", code), slog.Int64("bytes", bytes),
-		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
-		slog.String("upstream", upstream), slog.String("token", tokenResult))
+	p.logAccess(&accessRecord{id: reqID, hash: hs, method: method, path: path, status: code, bytes: bytes,
+		took: took, upstream: upstream, token: tokenResult})
 }
 
 // tunnel serves CONNECT host:port: only to the upstream routed for the

@@ -1,0 +1,121 @@
+package userproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// slogLine is the line slog's JSONHandler writes for r at t.
+func slogLine(t testing.TB, at time.Time, r *accessRecord) []byte {
+	var buf bytes.Buffer
+	rec := slog.NewRecord(at, slog.LevelInfo, "request", 0)
+	rec.AddAttrs(slog.String("id", r.id), slog.String("registry_hash", r.hash), slog.String("method", r.method),
+		slog.String("path", r.path), slog.Int("status", r.status), slog.Int64("bytes", r.bytes),
+		slog.Float64("duration_ms", float64(r.took.Microseconds())/1000),
+		slog.String("upstream", r.upstream), slog.String("token", r.token))
+	if err := slog.NewJSONHandler(&buf, nil).Handle(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestAccessLineIsSlogsLine(t *testing.T) {
+	at := time.Date(2026, 11, 26, 23, 30, 1, 234567891, time.FixedZone("x", 3600))
+	for _, path := range []string{
+		"/left-pad", "/@scope%2fname", `/a"b\c`, "/<script>&amp;", "/tab\there\nnl\r\x00\x1f\x7f",
+		"/caf\u00e9/\u2028\u2029/\U0001F600", "/bad\xffutf8\xc3", "",
+	} {
+		for _, took := range []time.Duration{0, 1234567 * time.Nanosecond, 3 * time.Second, 17 * time.Microsecond, 100 * time.Hour} {
+			r := &accessRecord{id: "0123456789abcdef", hash: "0xa1b2c3d4", method: "GET", path: path, status: 200, bytes: 5000,
+				took: took, upstream: "registry.example:443", token: "cached"}
+			got, want := appendAccessLine(nil, at, r), slogLine(t, at, r)
+			if !bytes.Equal(got, want) {
+				t.Errorf("path %q took %v:\n got %s\nwant %s", path, took, got, want)
+			}
+		}
+	}
+}
+
+func FuzzAccessLine(f *testing.F) {
+	f.Add("/left-pad", "GET", int64(5000), int64(123456))
+	f.Add("/\u2028<\xff", "HEAD", int64(-1), int64(0))
+	f.Fuzz(func(t *testing.T, path, method string, n, took int64) {
+		at := time.Unix(1764200000, 123456789).UTC()
+		r := &accessRecord{id: "id", hash: "other", method: method, path: path, status: 502, bytes: n, took: time.Duration(took), upstream: "u", token: ""}
+		if got, want := appendAccessLine(nil, at, r), slogLine(t, at, r); !bytes.Equal(got, want) {
+			t.Fatalf("\n got %s\nwant %s", got, want)
+		}
+	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for the proxy's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
+}
+
+// TestOneAccessLinePerRequest: both front ends write one JSON line per
+// request with every field the operator guide lists, through the encoder
+// (AccessLog set) and through the Logger (not set).
+func TestOneAccessLinePerRequest(t *testing.T) {
+	for _, encoder := range []bool{true, false} {
+		out := &lockedBuffer{}
+		e := newEdge(t, func(c *Config) {
+			if encoder {
+				c.AccessLog = out
+			}
+		})
+		e.proxy.log = slog.New(slog.NewJSONHandler(out, nil))
+		auth := "Bearer " + e.token(t, "0xa1b2c3d4")
+		get, _ := e.get(t, "/hello-dep", map[string]string{"Authorization": auth})
+		req, _ := http.NewRequest(http.MethodPut, e.URL+"/hello-dep", strings.NewReader("{}"))
+		req.Header.Set("Authorization", auth)
+		put, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put.Body.Close()
+		lines := out.lines()
+		if len(lines) != 2 {
+			t.Fatalf("encoder %v: %d lines: %q", encoder, len(lines), lines)
+		}
+		for i, resp := range []*http.Response{get, put} {
+			var l struct {
+				Time, Level, Msg, ID, RegistryHash, Method, Path, Upstream, Token string
+				Status                                                            int
+				Bytes                                                             int64
+				DurationMS                                                        *float64
+			}
+			var raw map[string]any
+			if err := json.Unmarshal([]byte(lines[i]), &raw); err != nil {
+				t.Fatalf("line %d is not JSON: %v: %s", i, err, lines[i])
+			}
+			json.Unmarshal([]byte(strings.NewReplacer(`"registry_hash"`, `"RegistryHash"`, `"duration_ms"`, `"DurationMS"`).Replace(lines[i])), &l)
+			if _, err := time.Parse(time.RFC3339Nano, l.Time); err != nil || l.Level != "INFO" || l.Msg != "request" ||
+				l.ID != resp.Header.Get("X-Bun-Request-Id") || l.RegistryHash != "0xa1b2c3d4" || l.Method != resp.Request.Method ||
+				l.Path != "/hello-dep" || l.Status != resp.StatusCode || l.DurationMS == nil || l.Upstream != strings.TrimPrefix(e.reg.URL, "http://") ||
+				(l.Token != "ok" && l.Token != "cached") || len(raw) != 12 {
+				t.Errorf("encoder %v, line %d: %s (response %d %s)", encoder, i, lines[i], resp.StatusCode, resp.Header.Get("X-Bun-Request-Id"))
+			}
+		}
+	}
+}
