@@ -123,14 +123,9 @@ func parseRequest(head []byte, r *fastRequest) bool {
 	s = s[eol+2 : len(s)-2] // the header lines, each ending in CRLF
 	hosts := 0
 	for len(s) > 0 {
-		eol = strings.Index(s, "\r\n")
-		line, s = s[:eol], s[eol+2:]
-		colon := strings.IndexByte(line, ':')
-		if colon <= 0 || r.n == maxFastHeaders {
-			return false
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !isToken(name) || !fieldValue(value) {
+		var name, value string
+		var ok bool
+		if name, value, s, ok = nextField(s); !ok || r.n == maxFastHeaders {
 			return false
 		}
 		switch {
@@ -157,6 +152,20 @@ func parseRequest(head []byte, r *fastRequest) bool {
 		r.n++
 	}
 	return hosts == 1 && r.host != "" && !strings.ContainsAny(r.host, "/ ,@")
+}
+
+// nextField splits the first line off s (header lines, each ending in
+// CRLF) into a field's name and value; ok is false for a line that is not a
+// valid field (RFC 9110 §5: token, colon, value without controls).
+func nextField(s string) (name, value, rest string, ok bool) {
+	eol := strings.Index(s, "\r\n")
+	line, rest := s[:eol], s[eol+2:]
+	colon := strings.IndexByte(line, ':')
+	if colon <= 0 {
+		return "", "", rest, false
+	}
+	name, value = line[:colon], trimOWS(line[colon+1:])
+	return name, value, rest, isToken(name) && fieldValue(value)
 }
 
 // acceptsGzip reads an Accept-Encoding value: gzip listed without q=0.
@@ -239,14 +248,9 @@ func parseResponse(head []byte, h *upstreamHead) error {
 	*h = upstreamHead{status: code, statusLine: h.statusLine, names: h.names[:0], values: h.values[:0], length: -1, close: http10}
 	s = s[eol+2 : len(s)-2]
 	for len(s) > 0 {
-		eol = strings.Index(s, "\r\n")
-		line, s = s[:eol], s[eol+2:]
-		colon := strings.IndexByte(line, ':')
-		if colon <= 0 {
-			return errBadUpstreamHead
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !isToken(name) || !fieldValue(value) {
+		var name, value string
+		var ok bool
+		if name, value, s, ok = nextField(s); !ok {
 			return errBadUpstreamHead
 		}
 		switch {
