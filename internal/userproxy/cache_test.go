@@ -178,6 +178,11 @@ func TestNpmInstallFromCacheWithUpstreamDown(t *testing.T) {
 	if promtest.ToFloat64(c.Stale) == 0 || promtest.ToFloat64(c.Hits) == 0 {
 		t.Fatalf("stale %v hits %v", promtest.ToFloat64(c.Stale), promtest.ToFloat64(c.Hits))
 	}
+	// With the cache on, npm's requests still come in on the fast path
+	// (served by the cache code through the bridge).
+	if n := promtest.ToFloat64(e.proxy.handedOn); n != 0 {
+		t.Errorf("%v connections handed to net/http", n)
+	}
 }
 
 func TestPurgeKeys(t *testing.T) {

@@ -309,10 +309,10 @@ func (l *handoffListener) Close() error {
 
 func (l *handoffListener) Addr() net.Addr { return l.addr }
 
-// fastEligible: the fast path serves requests only when every feature it
-// would skip is off: the edge cache and a custom transport (tests) go
-// through net/http.
-func (p *Proxy) fastEligible() bool { return p.cfg.Cache == nil && p.cfg.Transport == nil }
+// fastEligible: a custom transport (tests) is net/http's alone; with the
+// edge cache on, the fast path parses and checks and the cache code serves
+// (bridge.go).
+func (p *Proxy) fastEligible() bool { return p.cfg.Transport == nil }
 
 // serveFast runs the checks and forwards one request; false means the
 // connection must close (the response could not be completed).
@@ -339,6 +339,11 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 	}
 	up := v.route
 	upstream = up.URL.Host
+	if p.cfg.Cache != nil {
+		var ok bool
+		code, written, ok = p.bridgeForward(bw, req, &v, reqID, closeConn)
+		return ok && bw.Flush() == nil
+	}
 
 	// The upstream request: the client's end-to-end headers, then the
 	// verdict's config headers, the request ID and the edge's credential.
@@ -566,7 +571,7 @@ func writeHead(bw *bufio.Writer, h *upstreamHead, reqID string, closeConn, chunk
 	bw.WriteString(h.statusLine)
 	bw.WriteString("\r\n")
 	for i, name := range h.names {
-		if inList(name, hopByHopResponse) || connectionListed(h.connNames, name) {
+		if inList(name, hopByHopResponse) || connectionListed(h.connNames, name) || strings.EqualFold(name, codec.HeaderRequestID) {
 			continue
 		}
 		if rewritten && (strings.EqualFold(name, "Content-Length") || strings.EqualFold(name, "Content-Encoding") || strings.EqualFold(name, "Etag")) {

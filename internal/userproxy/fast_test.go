@@ -19,6 +19,8 @@ import (
 	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regedge/regedge/internal/edgecache"
 )
 
 func TestParseRequestTakesOnlyWhatItUnderstands(t *testing.T) {
@@ -459,5 +461,53 @@ func TestFastServerOutlivesAcceptErrors(t *testing.T) {
 	}
 	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestCacheOnTheFastPath: with the edge cache on, GETs stay on the fast
+// front end and the cache code answers through the bridge: misses, hits
+// with a Content-Length, packuments rewritten, HEAD without a body, all
+// pipelined on one connection.
+func TestCacheOnTheFastPath(t *testing.T) {
+	o := newOrigin(t)
+	c, err := edgecache.Open(t.TempDir(), 1<<24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEdge(t, func(cfg *Config) {
+		cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(o.URL)}}
+		cfg.Cache, cfg.PackumentTTL = c, time.Hour
+	})
+	addr := strings.TrimPrefix(e.URL, "http://")
+	auth := "Authorization: Bearer " + e.token(t, "0xa1b2c3d4") + "\r\n"
+	get := func(method, path string) string {
+		return method + " " + path + " HTTP/1.1\r\nHost: " + addr + "\r\n" + auth + "\r\n"
+	}
+	resps := rawExchange(t, addr,
+		get("GET", "/gz-packument")+get("GET", "/gz-packument")+get("GET", "/chunked")+get("GET", "/chunked")+get("HEAD", "/plain")+get("GET", "/plain"),
+		"GET", "GET", "GET", "GET", "HEAD", "GET")
+	for i, r := range resps[:2] {
+		b := body(r)
+		if r.StatusCode != 200 || !strings.Contains(b, `"tarball":"http://`+addr+`/gz-packument/-/gz-packument-1.0.0.tgz"`) || r.ContentLength != int64(len(b)) {
+			t.Errorf("packument %d: %d %v %s", i, r.StatusCode, r.Header, b)
+		}
+	}
+	if resps[1].Header.Get("X-Regedge-Cache") != "hit" || resps[3].Header.Get("X-Regedge-Cache") != "hit" {
+		t.Errorf("second fetches not from the cache: %v / %v", resps[1].Header, resps[3].Header)
+	}
+	if b := body(resps[3]); b != "first half, second half" || resps[3].ContentLength != int64(len(b)) {
+		t.Errorf("cached chunked answer: %q, length %d", b, resps[3].ContentLength)
+	}
+	if r := resps[4]; r.StatusCode != 200 || body(r) != "" {
+		t.Errorf("HEAD: %d", r.StatusCode)
+	}
+	if r := resps[5]; r.StatusCode != 200 || body(r) != "plain GET" || r.Header.Get("X-Bun-Request-Id") == "" {
+		t.Errorf("GET after HEAD: %d %v", r.StatusCode, r.Header)
+	}
+	if got := promtest.ToFloat64(c.Hits); got != 2 {
+		t.Errorf("cache hits %v, want 2", got)
+	}
+	if n := promtest.ToFloat64(e.proxy.handedOn); n != 0 {
+		t.Errorf("%v connections handed to net/http", n)
 	}
 }

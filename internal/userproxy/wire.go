@@ -193,8 +193,9 @@ var fastForwardSkip = []string{
 	codec.HeaderTerminalCols,
 }
 
-// hopByHopResponse: response headers never passed to the client.
-var hopByHopResponse = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Trailer", "Upgrade", codec.HeaderRequestID}
+// hopByHopResponse: response headers never passed to the client as they
+// came (the edge frames the body itself).
+var hopByHopResponse = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Trailer", "Upgrade"}
 
 func inList(name string, list []string) bool {
 	for _, h := range list {
