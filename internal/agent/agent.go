@@ -432,6 +432,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		ReadHeaderTimeout: time.Duration(a.cfg.Proxy.HeaderTimeout) * time.Millisecond, // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
+		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 5)

@@ -1,12 +1,14 @@
 package userproxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/token"
@@ -22,6 +24,25 @@ type inbound interface {
 	escapedPath() string
 	remoteAddr() (netip.AddrPort, bool)
 	localAddr() (netip.AddrPort, bool)
+	// conn is the per-connection memory: the kernel's flow tag is read
+	// once per connection.
+	conn() *connState
+}
+
+// connState is what the proxy keeps per client connection.
+type connState struct {
+	tagOnce sync.Once
+	tagHash uint32
+	tagOK   bool
+}
+
+type connStateKey struct{}
+
+// ConnContext gives each connection of a net/http server its connState;
+// set it as the proxy's http.Server.ConnContext. Without it the flow tag
+// is read per request.
+func ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connStateKey{}, &connState{})
 }
 
 // verdict is the outcome of the checks of §4.2: a refusal (code != 0) or
@@ -123,17 +144,22 @@ func (p *Proxy) tokenFailed(in inbound) {
 }
 
 // compareKernel counts a request whose kernel flow tag disagrees with the
-// hash its headers give; userspace's answer is the one used.
+// hash its headers give; userspace's answer is the one used. The tag is
+// read once per connection (after its first head, when TC has tagged the
+// flow), then compared with every request's hash.
 func (p *Proxy) compareKernel(in inbound, headerHash uint32) {
 	if p.cfg.Kernel == nil {
 		return
 	}
-	local, ok1 := in.localAddr()
-	remote, ok2 := in.remoteAddr()
-	if !ok1 || !ok2 {
-		return
-	}
-	if kh, ok := p.cfg.Kernel.FlowHash(remote, local); ok && kh != headerHash {
+	cs := in.conn()
+	cs.tagOnce.Do(func() {
+		local, ok1 := in.localAddr()
+		remote, ok2 := in.remoteAddr()
+		if ok1 && ok2 {
+			cs.tagHash, cs.tagOK = p.cfg.Kernel.FlowHash(remote, local)
+		}
+	})
+	if cs.tagOK && cs.tagHash != headerHash {
 		p.mismatch.Inc()
 	}
 }
@@ -153,6 +179,13 @@ func (s stdRequest) escapedPath() string { return s.r.URL.EscapedPath() }
 func (s stdRequest) remoteAddr() (netip.AddrPort, bool) {
 	ap, err := netip.ParseAddrPort(s.r.RemoteAddr)
 	return ap, err == nil
+}
+
+func (s stdRequest) conn() *connState {
+	if cs, ok := s.r.Context().Value(connStateKey{}).(*connState); ok {
+		return cs
+	}
+	return &connState{} // no ConnContext: per request
 }
 
 func (s stdRequest) localAddr() (netip.AddrPort, bool) {

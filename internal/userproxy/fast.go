@@ -194,6 +194,7 @@ func (s *Server) serveConn(c *fastConn) {
 	sc := fastScratch.Get().(*scratch)
 	defer fastScratch.Put(sc)
 	remote, local := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
+	cs := &connState{}
 	first := true
 	for {
 		if !s.track(c, true) {
@@ -224,7 +225,7 @@ func (s *Server) serveConn(c *fastConn) {
 			return
 		}
 		br.Discard(len(head))
-		req.remote, req.local = remote, local
+		req.remote, req.local, req.cs = remote, local, cs
 		if !s.Proxy.serveFast(c.Conn, req, sc, s.closing.Load()) || req.close || s.closing.Load() {
 			break
 		}

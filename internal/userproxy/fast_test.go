@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -509,5 +510,43 @@ func TestCacheOnTheFastPath(t *testing.T) {
 	}
 	if n := promtest.ToFloat64(e.proxy.handedOn); n != 0 {
 		t.Errorf("%v connections handed to net/http", n)
+	}
+}
+
+// countingTagger is a kernel that tagged every flow with one hash and
+// counts how often it is asked.
+type countingTagger struct {
+	hash  uint32
+	calls atomic.Int64
+}
+
+func (k *countingTagger) FlowHash(client, server netip.AddrPort) (uint32, bool) {
+	k.calls.Add(1)
+	if !client.IsValid() || !server.IsValid() || !client.Addr().Is4() {
+		panic("bad addresses")
+	}
+	return k.hash, true
+}
+
+// TestFlowTagReadOncePerConnection: the kernel's flow tag is looked up once
+// per connection, on both front ends, and compared with every request's
+// header hash.
+func TestFlowTagReadOncePerConnection(t *testing.T) {
+	kernel := &countingTagger{hash: companyHash}
+	e := newEdge(t, func(c *Config) { c.Kernel = kernel })
+	addr := strings.TrimPrefix(e.URL, "http://")
+	auth := "Authorization: Bearer " + e.token(t, "0xa1b2c3d4", "0x0000beef") + "\r\n"
+	req := func(method, hash, extra string) string {
+		return method + " /hello-dep HTTP/1.1\r\nHost: " + addr + "\r\n" + auth + "X-Bun-Registry-Hash: " + hash + "\r\n" + extra + "\r\n"
+	}
+	// Fast path: three requests, one connection, one disagreeing.
+	rawExchange(t, addr, req("GET", "0xa1b2c3d4", "")+req("GET", "0x0000beef", "")+req("GET", "0xa1b2c3d4", ""), "GET", "GET", "GET")
+	if n, m := kernel.calls.Load(), promtest.ToFloat64(e.proxy.mismatch); n != 1 || m != 1 {
+		t.Fatalf("fast path: %d lookups (want 1), %v mismatches (want 1)", n, m)
+	}
+	// net/http: two PUTs on one connection, both disagreeing.
+	rawExchange(t, addr, req("PUT", "0x0000beef", "Content-Length: 2\r\n")+"{}"+req("PUT", "0x0000beef", "Content-Length: 2\r\n")+"{}", "PUT", "PUT")
+	if n, m := kernel.calls.Load(), promtest.ToFloat64(e.proxy.mismatch); n != 2 || m != 3 {
+		t.Fatalf("net/http: %d lookups in all (want 2), %v mismatches (want 3)", n, m)
 	}
 }

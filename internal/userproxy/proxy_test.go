@@ -97,7 +97,7 @@ func serveFront(t testing.TB, p *Proxy) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{Proxy: p, Fallback: &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second},
+	srv := &Server{Proxy: p, Fallback: &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second, ConnContext: ConnContext},
 		HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()

@@ -36,6 +36,7 @@ type fastRequest struct {
 	gzipOK bool // Accept-Encoding names gzip
 
 	remote, local netip.AddrPort
+	cs            *connState // the connection's
 }
 
 // header implements inbound.
@@ -57,6 +58,8 @@ func (r *fastRequest) escapedPath() string { return r.path }
 func (r *fastRequest) remoteAddr() (netip.AddrPort, bool) { return r.remote, r.remote.IsValid() }
 
 func (r *fastRequest) localAddr() (netip.AddrPort, bool) { return r.local, r.local.IsValid() }
+
+func (r *fastRequest) conn() *connState { return r.cs }
 
 // errHeadTooLarge: the head did not fit the reader's buffer.
 var errHeadTooLarge = errors.New("head larger than the buffer")
