@@ -82,6 +82,11 @@ type plainWriter struct{ io.Writer }
 // http.ErrServerClosed after Shutdown, else the listener's error.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
+	if s.closing.Load() { // Shutdown came first
+		s.mu.Unlock()
+		ln.Close()
+		return http.ErrServerClosed
+	}
 	s.ln = ln
 	s.conns = map[*fastConn]bool{}
 	s.handoff = newHandoffListener(ln.Addr())
@@ -105,11 +110,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		fc := &fastConn{Conn: c}
-		if !s.track(fc, true) {
+		if !s.add(fc) {
 			c.Close()
 			break
 		}
-		s.wg.Add(1)
 		go s.serveConn(fc)
 	}
 	if s.closing.Load() {
@@ -128,7 +132,21 @@ func acceptRetryable(err error) bool {
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
-// track adds or updates a connection's state; false once shutting down.
+// add registers a new connection (idle) for serveConn; false once
+// shutting down. The WaitGroup is added to under the lock Shutdown takes
+// before it waits, so no Add races the Wait.
+func (s *Server) add(c *fastConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = true
+	s.wg.Add(1)
+	return true
+}
+
+// track updates a connection's state; false once shutting down.
 func (s *Server) track(c *fastConn, idle bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

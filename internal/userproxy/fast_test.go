@@ -550,3 +550,31 @@ func TestFlowTagReadOncePerConnection(t *testing.T) {
 		t.Fatalf("net/http: %d lookups in all (want 2), %v mismatches (want 3)", n, m)
 	}
 }
+
+// TestFastServerShutdownBeforeServe: a Shutdown that comes before Serve
+// (a fast SIGTERM) makes Serve return at once instead of serving forever.
+func TestFastServerShutdownBeforeServe(t *testing.T) {
+	e := newEdge(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Proxy: e.proxy, Fallback: &http.Server{Handler: e.proxy}, HeaderTimeout: time.Second, IdleTimeout: time.Second}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve after Shutdown did not return")
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the listener still accepts")
+	}
+}
