@@ -156,11 +156,15 @@ func headerAlg(tok string) (string, bool) {
 
 // FromRequest returns the token of a request: X-Bun-Proxy-Token, else an
 // Authorization Bearer token (what stock npm and bun clients send).
-func FromRequest(r *http.Request) string {
-	if t := r.Header.Get("X-Bun-Proxy-Token"); t != "" {
+func FromRequest(r *http.Request) string { return FromHeaders(r.Header.Get) }
+
+// FromHeaders is FromRequest for a request held elsewhere: get returns a
+// header's first value ("" when absent).
+func FromHeaders(get func(name string) string) string {
+	if t := get("X-Bun-Proxy-Token"); t != "" {
 		return t
 	}
-	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+	if a := get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		return strings.TrimSpace(a[7:])
 	}
 	return ""

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -110,16 +109,9 @@ func (p *Proxy) admit(in inbound) verdict {
 	return v
 }
 
-// tokenOf is the client's proxy token: X-Bun-Proxy-Token, else an
-// Authorization bearer token (npm's _authToken); as token.FromRequest.
+// tokenOf is the client's proxy token (token.FromHeaders).
 func tokenOf(in inbound) string {
-	if t, _ := in.header(codec.HeaderProxyToken); t != "" {
-		return t
-	}
-	if a, _ := in.header("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
-		return strings.TrimSpace(a[7:])
-	}
-	return ""
+	return token.FromHeaders(func(name string) string { v, _ := in.header(name); return v })
 }
 
 // tokenFailed counts a token failure of the request's source and blocks
