@@ -86,7 +86,7 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 		})
 		e.proxy.log = slog.New(slog.NewJSONHandler(out, nil))
 		auth := "Bearer " + e.token(t, "0xa1b2c3d4")
-		get, _ := e.get(t, "/hello-dep", map[string]string{"Authorization": auth})
+		get, getBody := e.get(t, "/hello-dep", map[string]string{"Authorization": auth})
 		req, _ := http.NewRequest(http.MethodPut, e.URL+"/hello-dep", strings.NewReader("{}"))
 		req.Header.Set("Authorization", auth)
 		put, err := http.DefaultClient.Do(req)
@@ -113,9 +113,21 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 			if _, err := time.Parse(time.RFC3339Nano, l.Time); err != nil || l.Level != "INFO" || l.Msg != "request" ||
 				l.ID != resp.Header.Get("X-Bun-Request-Id") || l.RegistryHash != "0xa1b2c3d4" || l.Method != resp.Request.Method ||
 				l.Path != "/hello-dep" || l.Status != resp.StatusCode || l.DurationMS == nil || l.Upstream != strings.TrimPrefix(e.reg.URL, "http://") ||
-				(l.Token != "ok" && l.Token != "cached") || len(raw) != 12 {
+				(l.Token != "ok" && l.Token != "cached") || len(raw) != 12 || (i == 0 && l.Bytes != int64(len(getBody))) {
 				t.Errorf("encoder %v, line %d: %s (response %d %s)", encoder, i, lines[i], resp.StatusCode, resp.Header.Get("X-Bun-Request-Id"))
 			}
 		}
+	}
+	// A streamed body (a tarball, not rewritten) is counted as sent.
+	out := &lockedBuffer{}
+	e := newEdge(t, func(c *Config) { c.AccessLog = out })
+	e.proxy.log = slog.New(slog.NewJSONHandler(out, nil))
+	const tgz = "/hello-dep/-/hello-dep-1.0.0.tgz"
+	if resp, b := e.get(t, tgz, map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}); resp.StatusCode != 200 || b != string(e.reg.tarballs[tgz]) {
+		t.Fatalf("tarball: %d", resp.StatusCode)
+	}
+	var l struct{ Bytes int64 }
+	if err := json.Unmarshal([]byte(out.lines()[0]), &l); err != nil || l.Bytes != int64(len(e.reg.tarballs[tgz])) {
+		t.Errorf("tarball line %s: bytes %d, want %d", out.lines()[0], l.Bytes, len(e.reg.tarballs[tgz]))
 	}
 }

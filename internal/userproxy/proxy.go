@@ -249,7 +249,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			Name: "regedge_rate_limited_total", Help: "Requests refused with 429, by registry hash.",
 		}, []string{"registry_hash"}),
 		handedOn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "regedge_proxy_handed_on_total", Help: "Plain-HTTP connections the fast path passed to net/http (CONNECT, bodies, upgrades, large or unusual heads, the edge cache).",
+			Name: "regedge_proxy_handed_on_total", Help: "Plain-HTTP connections the fast path passed to net/http (CONNECT, bodies, upgrades, large or unusual heads).",
 		}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
