@@ -443,20 +443,14 @@ func (a *Agent) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- f() }()
 	}
-	// Plain HTTP: the fast front end, which hands what it does not serve
-	// to proxySrv. TLS: net/http alone.
-	var fast *userproxy.Server
-	if a.certs == nil {
-		fast = &userproxy.Server{Proxy: a.proxy, Fallback: proxySrv,
-			HeaderTimeout: proxySrv.ReadHeaderTimeout, IdleTimeout: proxySrv.IdleTimeout}
+	// The fast front end (TLS too, with proxy.tls), which hands what it
+	// does not serve (and HTTP/2) to proxySrv.
+	fast := &userproxy.Server{Proxy: a.proxy, Fallback: proxySrv,
+		HeaderTimeout: proxySrv.ReadHeaderTimeout, IdleTimeout: proxySrv.IdleTimeout}
+	if a.certs != nil {
+		fast.TLSConfig = a.certs.TLSConfig()
 	}
-	run(func() error {
-		if a.certs != nil {
-			proxySrv.TLSConfig = a.certs.TLSConfig()
-			return proxySrv.ServeTLS(a.proxyLn, "", "")
-		}
-		return fast.Serve(a.proxyLn)
-	})
+	run(func() error { return fast.Serve(a.proxyLn) })
 	run(func() error { return srv.Serve(a.adminLn) })
 	var wsSrv *http.Server
 	if !a.proxyOnly {
@@ -497,11 +491,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Proxy.Grace)*time.Millisecond)
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit.
-	shutdownProxy := proxySrv.Shutdown
-	if fast != nil {
-		shutdownProxy = fast.Shutdown
-	}
-	err := errors.Join(shutdownProxy(shutdownCtx), srv.Shutdown(shutdownCtx))
+	err := errors.Join(fast.Shutdown(shutdownCtx), srv.Shutdown(shutdownCtx))
 	if wsSrv != nil {
 		err = errors.Join(err, wsSrv.Shutdown(shutdownCtx))
 		a.busConn.Close()

@@ -2,6 +2,7 @@ package userproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -33,6 +34,9 @@ type connState struct {
 	tagOnce sync.Once
 	tagHash uint32
 	tagOK   bool
+	// tls is the connection's TLS state when the fast path terminated TLS
+	// (net/http only sees it for connections it accepted itself).
+	tls *tls.ConnectionState
 }
 
 type connStateKey struct{}
@@ -40,8 +44,15 @@ type connStateKey struct{}
 // ConnContext gives each connection of a net/http server its connState;
 // set it as the proxy's http.Server.ConnContext. Without it the flow tag
 // is read per request.
-func ConnContext(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, connStateKey{}, &connState{})
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	cs := &connState{}
+	if hc, ok := c.(*handedConn); ok {
+		if tc, ok := hc.Conn.(*tls.Conn); ok {
+			st := tc.ConnectionState()
+			cs.tls = &st
+		}
+	}
+	return context.WithValue(ctx, connStateKey{}, cs)
 }
 
 // verdict is the outcome of the checks of §4.2: a refusal (code != 0) or

@@ -35,6 +35,7 @@ func (p *Proxy) bridgeForward(bw *bufio.Writer, req *fastRequest, v *verdict, re
 	r := (&http.Request{
 		Method: req.method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: http.NoBody, Host: req.host, RemoteAddr: req.remote.String(), RequestURI: req.target,
+		TLS: req.cs.tls,
 	}).WithContext(context.WithValue(context.Background(), connStateKey{}, req.cs))
 	w := &bridgeWriter{bw: bw, method: req.method, h: http.Header{}, closeConn: closeConn}
 	w.h.Set(codec.HeaderRequestID, reqID)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -22,15 +23,14 @@ import (
 	"github.com/regedge/regedge/internal/codec"
 )
 
-// Server is the proxy's plain-HTTP front end. It serves the requests that
+// Server is the proxy's front end (plain HTTP, or TLS). It serves the requests that
 // make up nearly all registry traffic (GET and HEAD of packuments and
 // tarballs) on a lean HTTP/1.1 path: its own head parser, pooled buffers,
 // and an upstream connection pool the request's goroutine drives itself.
 // Every other connection (CONNECT, PUT, bodies, upgrades, anything the
 // narrow parser does not take, and all requests when the edge cache is on)
 // is handed, unread, to Fallback, a net/http server with Proxy as handler.
-// Both paths run the same checks (Proxy.admit). TLS listeners use net/http
-// directly.
+// Both paths run the same checks (Proxy.admit).
 type Server struct {
 	Proxy *Proxy
 	// Fallback serves the connections the fast path hands on; its
@@ -41,6 +41,11 @@ type Server struct {
 	// connection.
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
+	// TLSConfig, when set, serves HTTPS: HTTP/1.1 on the fast path,
+	// HTTP/2 (by ALPN) handed to Fallback. Certificates come from it on
+	// each handshake (CertReloader).
+	TLSConfig *tls.Config
+	tlsConf   *tls.Config // TLSConfig with the ALPN protocols
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -51,8 +56,7 @@ type Server struct {
 }
 
 type fastConn struct {
-	net.Conn
-	br *bufio.Reader
+	net.Conn // the socket
 }
 
 // fastReadBuffer is the per-connection read buffer: request heads larger
@@ -89,6 +93,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.conns = map[*fastConn]bool{}
+	if s.TLSConfig != nil {
+		s.tlsConf = s.TLSConfig.Clone()
+		s.tlsConf.NextProtos = []string{"h2", "http/1.1"}
+	}
 	s.handoff = newHandoffListener(ln.Addr())
 	s.mu.Unlock()
 	fallbackDone := make(chan error, 1)
@@ -203,16 +211,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // serveConn serves requests on one connection while the fast path takes
-// them, then closes it or hands it on.
+// them, then closes it or hands it on. c.Conn is the socket (Shutdown
+// uses it); conn is what requests are read from: the socket, or TLS over it.
 func (s *Server) serveConn(c *fastConn) {
 	defer s.wg.Done()
+	conn := c.Conn
+	if s.TLSConfig != nil {
+		tc, h2 := s.handshake(c.Conn)
+		if tc == nil {
+			s.forget(c)
+			c.Close()
+			return
+		}
+		if h2 { // HTTP/2 is net/http's: the TLS connection goes as it is
+			s.forget(c)
+			s.Proxy.handedOn.Inc()
+			s.handoff.give(tc)
+			return
+		}
+		conn = tc
+	}
 	br := fastReaders.Get().(*bufio.Reader)
-	br.Reset(c.Conn)
-	c.br = br
+	br.Reset(conn)
 	sc := fastScratch.Get().(*scratch)
 	defer fastScratch.Put(sc)
 	remote, local := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
 	cs := &connState{}
+	if tc, ok := conn.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		cs.tls = &st
+	}
 	first := true
 	for {
 		if !s.track(c, true) {
@@ -231,7 +259,7 @@ func (s *Server) serveConn(c *fastConn) {
 		first = false
 		head, err := peekHead(br)
 		if errors.Is(err, errHeadTooLarge) {
-			s.handOn(c)
+			s.handOn(c, conn, br)
 			return
 		}
 		if err != nil || !s.track(c, false) {
@@ -239,28 +267,40 @@ func (s *Server) serveConn(c *fastConn) {
 		}
 		req := &sc.req
 		if !s.Proxy.fastEligible() || !parseRequest(head, req) {
-			s.handOn(c)
+			s.handOn(c, conn, br)
 			return
 		}
 		br.Discard(len(head))
 		req.remote, req.local, req.cs = remote, local, cs
-		if !s.Proxy.serveFast(c.Conn, req, sc, s.closing.Load()) || req.close || s.closing.Load() {
+		if !s.Proxy.serveFast(conn, req, sc, s.closing.Load()) || req.close || s.closing.Load() {
 			break
 		}
 	}
 	s.forget(c)
-	c.Close()
+	conn.Close()
 	br.Reset(nil)
 	fastReaders.Put(br)
 }
 
+// handshake runs the TLS handshake within HeaderTimeout; nil when it
+// failed, h2 when the client chose HTTP/2.
+func (s *Server) handshake(raw net.Conn) (tc *tls.Conn, h2 bool) {
+	tc = tls.Server(raw, s.tlsConf)
+	raw.SetDeadline(time.Now().Add(s.HeaderTimeout))
+	if err := tc.Handshake(); err != nil {
+		return nil, false
+	}
+	raw.SetDeadline(time.Time{})
+	return tc, tc.ConnectionState().NegotiatedProtocol == "h2"
+}
+
 // handOn gives the connection, with whatever the fast path peeked at, to
 // net/http.
-func (s *Server) handOn(c *fastConn) {
+func (s *Server) handOn(c *fastConn, conn net.Conn, br *bufio.Reader) {
 	s.forget(c)
 	s.Proxy.handedOn.Inc()
 	c.SetReadDeadline(time.Time{})
-	s.handoff.give(&handedConn{Conn: c.Conn, r: c.br})
+	s.handoff.give(&handedConn{Conn: conn, r: br})
 }
 
 // addrPort is a connection address as net/http's RemoteAddr string would
@@ -493,7 +533,7 @@ func (p *Proxy) relay(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn,
 			return http.StatusBadGateway, writeRefusal(bw, req.method, http.StatusBadGateway, e, 5, reqID, closeConn), true
 		}
 		p.finishUpstream(up, uc, h)
-		doc = rewriteTarballs(doc, up.URL, p.edgeBaseOf(req, req.host, false))
+		doc = rewriteTarballs(doc, up.URL, p.edgeBaseOf(req, req.host, req.cs.tls != nil))
 		writeHead(bw, h, reqID, closeConn, false, int64(len(doc)))
 		bw.Write(doc)
 		return h.status, int64(len(doc)), true

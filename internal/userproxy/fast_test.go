@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -22,6 +24,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/regedge/regedge/internal/edgecache"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 func TestParseRequestTakesOnlyWhatItUnderstands(t *testing.T) {
@@ -576,5 +579,73 @@ func TestFastServerShutdownBeforeServe(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Fatal("the listener still accepts")
+	}
+}
+
+// TestFastPathTLS: on a TLS listener, HTTP/1.1 requests are served on the
+// fast path and HTTP/2 (by ALPN) by net/http; rewritten tarball URLs are
+// https either way, also for a request the fast path hands on.
+func TestFastPathTLS(t *testing.T) {
+	e := newEdge(t, nil)
+	certFile, keyFile := testutil.SelfSignedCert(t, t.TempDir(), "edge")
+	certs, err := NewCertReloader(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Proxy: e.proxy, Fallback: &http.Server{Handler: e.proxy, ConnContext: ConnContext},
+		HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, TLSConfig: certs.TLSConfig()}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}()
+	roots := x509.NewCertPool()
+	pem, _ := os.ReadFile(certFile)
+	roots.AppendCertsFromPEM(pem)
+	base := "https://" + ln.Addr().String()
+	client := func(h2 bool) *http.Client {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "edge.test"}, ForceAttemptHTTP2: h2}
+		if !h2 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1 only
+		}
+		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
+	auth := "Bearer " + e.token(t, "0xa1b2c3d4")
+	fetch := func(c *http.Client, extra map[string]string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+"/hello-dep", nil)
+		req.Header.Set("Authorization", auth)
+		for k, v := range extra {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	want := `"tarball":"` + base + `/hello-dep/-/hello-dep-1.0.0.tgz"`
+	resp, b := fetch(client(false), nil)
+	if resp.StatusCode != 200 || resp.ProtoMajor != 1 || !strings.Contains(b, want) || promtest.ToFloat64(e.proxy.handedOn) != 0 {
+		t.Fatalf("HTTP/1.1 over TLS: %d %s, handed on %v: %s", resp.StatusCode, resp.Proto, promtest.ToFloat64(e.proxy.handedOn), b)
+	}
+	// Expect makes the fast path hand the connection on; the rewrite is
+	// still https.
+	resp, b = fetch(client(false), map[string]string{"Expect": "100-continue"})
+	if resp.StatusCode != 200 || !strings.Contains(b, want) || promtest.ToFloat64(e.proxy.handedOn) != 1 {
+		t.Fatalf("handed on over TLS: %d, handed on %v: %s", resp.StatusCode, promtest.ToFloat64(e.proxy.handedOn), b)
+	}
+	resp, b = fetch(client(true), nil)
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !strings.Contains(b, want) || promtest.ToFloat64(e.proxy.handedOn) != 2 {
+		t.Fatalf("HTTP/2: %d %s, handed on %v: %s", resp.StatusCode, resp.Proto, promtest.ToFloat64(e.proxy.handedOn), b)
 	}
 }

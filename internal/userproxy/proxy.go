@@ -249,7 +249,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			Name: "regedge_rate_limited_total", Help: "Requests refused with 429, by registry hash.",
 		}, []string{"registry_hash"}),
 		handedOn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "regedge_proxy_handed_on_total", Help: "Plain-HTTP connections the fast path passed to net/http (CONNECT, bodies, upgrades, large or unusual heads).",
+			Name: "regedge_proxy_handed_on_total", Help: "Connections the fast path passed to net/http (CONNECT, bodies, upgrades, large or unusual heads, HTTP/2).",
 		}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
@@ -669,7 +669,8 @@ func rebase(u string, upstream *url.URL, edge string) string {
 
 // edgeBase is the edge's base URL as the client of r sees it.
 func (p *Proxy) edgeBase(r *http.Request) string {
-	return p.edgeBaseOf(stdRequest{r}, r.Host, r.TLS != nil)
+	in := stdRequest{r}
+	return p.edgeBaseOf(in, r.Host, r.TLS != nil || in.conn().tls != nil)
 }
 
 // edgeBaseOf is the edge's base URL for a request with this Host on a plain

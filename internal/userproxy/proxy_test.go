@@ -4,25 +4,20 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +27,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/token"
 )
 
@@ -411,7 +407,7 @@ func TestTLSBothSides(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	certFile, keyFile := writeSelfSigned(t, dir, "first")
+	certFile, keyFile := testutil.SelfSignedCert(t, dir, "first")
 	certs, err := NewCertReloader(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -441,7 +437,7 @@ func TestTLSBothSides(t *testing.T) {
 	}
 	first := resp.TLS.PeerCertificates[0].SerialNumber
 	// A new pair on disk is served after Reload; a broken one is refused.
-	writeSelfSigned(t, dir, "second")
+	testutil.SelfSignedCert(t, dir, "second")
 	if err := certs.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -453,26 +449,6 @@ func TestTLSBothSides(t *testing.T) {
 	if err := certs.Reload(); err == nil {
 		t.Fatal("a broken certificate was accepted")
 	}
-}
-
-func writeSelfSigned(t *testing.T, dir, cn string) (string, string) {
-	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: []string{"edge.test"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p8, _ := x509.MarshalPKCS8PrivateKey(priv)
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600)
-	return certFile, keyFile
 }
 
 func TestCircuitBreaker(t *testing.T) {
