@@ -23,14 +23,15 @@ import (
 	"github.com/regedge/regedge/internal/codec"
 )
 
-// Server is the proxy's front end (plain HTTP, or TLS). It serves the requests that
-// make up nearly all registry traffic (GET and HEAD of packuments and
-// tarballs) on a lean HTTP/1.1 path: its own head parser, pooled buffers,
-// and an upstream connection pool the request's goroutine drives itself.
-// Every other connection (CONNECT, PUT, bodies, upgrades, anything the
-// narrow parser does not take, and all requests when the edge cache is on)
-// is handed, unread, to Fallback, a net/http server with Proxy as handler.
-// Both paths run the same checks (Proxy.admit).
+// Server is the proxy's front end, on plain HTTP or TLS. It serves the
+// requests that make up nearly all registry traffic (GET and HEAD of
+// packuments and tarballs) on a lean HTTP/1.1 path: its own head parser,
+// pooled buffers, and an upstream connection pool the request's goroutine
+// drives itself; with the edge cache on, the cache code answers them
+// (bridge.go). Every other connection (CONNECT, PUT, bodies, upgrades,
+// HTTP/2, anything the narrow parser does not take) is handed, unread, to
+// Fallback, a net/http server with Proxy as handler. Both paths run the
+// same checks (Proxy.admit).
 type Server struct {
 	Proxy *Proxy
 	// Fallback serves the connections the fast path hands on; its
