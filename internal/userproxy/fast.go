@@ -37,9 +37,9 @@ type Server struct {
 	// Fallback serves the connections the fast path hands on; its
 	// Handler is normally Proxy. Its timeouts apply to those connections.
 	Fallback *http.Server
-	// HeaderTimeout bounds the time to read a request head (slowloris);
-	// IdleTimeout the wait for the next request on a kept-alive
-	// connection.
+	// HeaderTimeout bounds the time to read a request head (slowloris;
+	// default 10 s); IdleTimeout the wait for the next request on a
+	// kept-alive connection (default 2 minutes).
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
 	// TLSConfig, when set, serves HTTPS: HTTP/1.1 on the fast path,
@@ -94,6 +94,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.conns = map[*fastConn]bool{}
+	if s.HeaderTimeout <= 0 {
+		s.HeaderTimeout = 10 * time.Second
+	}
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 2 * time.Minute
+	}
 	if s.TLSConfig != nil {
 		s.tlsConf = s.TLSConfig.Clone()
 		s.tlsConf.NextProtos = []string{"h2", "http/1.1"}

@@ -649,3 +649,38 @@ func TestFastPathTLS(t *testing.T) {
 		t.Fatalf("HTTP/2: %d %s, handed on %v: %s", resp.StatusCode, resp.Proto, promtest.ToFloat64(e.proxy.handedOn), b)
 	}
 }
+
+// TestFastServerDefaults: a Server without timeouts keeps connections
+// alive (a zero idle timeout would cut every keep-alive at once).
+func TestFastServerDefaults(t *testing.T) {
+	e := newEdge(t, func(c *Config) { c.Tokens = nil })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Proxy: e.proxy, Fallback: &http.Server{Handler: e.proxy}}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() { srv.Shutdown(context.Background()); <-done }()
+	addr := ln.Addr().String()
+	get := "GET /hello-dep HTTP/1.1\r\nHost: " + addr + "\r\n\r\n"
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := 0; i < 2; i++ { // the second request waits for the first answer: an idle gap
+		io.WriteString(c, get)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d on one connection: %v", i+1, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i+1, resp.StatusCode)
+		}
+	}
+}
