@@ -2,11 +2,15 @@ package userproxy
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/regedge/regedge/internal/edgecache"
+	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/token"
 )
 
@@ -89,9 +94,9 @@ func BenchmarkTarball(b *testing.B) {
 
 // BenchmarkFrontEnd: one proxied GET (token from the cache, config headers,
 // 5 KB streamed body) through the fast path and, as the baseline, through
-// the same Proxy behind a plain net/http server, in the same run. The
-// clients are raw keep-alive connections, the origin a net/http server,
-// all in this process and on loopback.
+// the same Proxy behind a plain net/http server, in the same run; plain and
+// over TLS (HTTP/1.1). The clients are raw keep-alive connections, the
+// origin a net/http server, all in this process and on loopback.
 //
 //	go test ./internal/userproxy -run '^$' -bench BenchmarkFrontEnd -count 6
 func BenchmarkFrontEnd(b *testing.B) {
@@ -102,23 +107,53 @@ func BenchmarkFrontEnd(b *testing.B) {
 		io.WriteString(w, payload)
 	}))
 	defer origin.Close()
-	for _, front := range []string{"fast", "net/http"} {
+	certFile, keyFile := testutil.SelfSignedCert(b, b.TempDir(), "edge")
+	certs, err := NewCertReloader(certFile, keyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	pemBytes, _ := os.ReadFile(certFile)
+	roots.AppendCertsFromPEM(pemBytes)
+	clientTLS := &tls.Config{RootCAs: roots, ServerName: "edge.test", NextProtos: []string{"http/1.1"}}
+	for _, front := range []string{"fast", "net/http", "fast+tls", "net/http+tls"} {
 		b.Run(front, func(b *testing.B) {
 			e := newEdge(b, func(c *Config) {
 				c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(origin.URL)}}
 				c.PerMinute = 1 << 30
 			})
-			url := e.URL
-			if front == "net/http" {
-				srv := httptest.NewServer(e.proxy)
+			addr := strings.TrimPrefix(e.URL, "http://")
+			switch front {
+			case "net/http", "net/http+tls":
+				srv := httptest.NewUnstartedServer(e.proxy)
+				if front == "net/http+tls" {
+					srv.TLS = certs.TLSConfig()
+					srv.StartTLS()
+				} else {
+					srv.Start()
+				}
 				defer srv.Close()
-				url = srv.URL
+				addr = srv.Listener.Addr().String()
+			case "fast+tls":
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					b.Fatal(err)
+				}
+				srv := &Server{Proxy: e.proxy, Fallback: &http.Server{Handler: e.proxy}, TLSConfig: certs.TLSConfig()}
+				go srv.Serve(ln)
+				defer srv.Shutdown(context.Background())
+				addr = ln.Addr().String()
 			}
-			addr := strings.TrimPrefix(url, "http://")
 			req := []byte("GET /left-pad HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + e.token(b, "0xa1b2c3d4") + "\r\n\r\n")
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
-				c, err := net.Dial("tcp", addr)
+				var c net.Conn
+				var err error
+				if strings.HasSuffix(front, "+tls") {
+					c, err = tls.Dial("tcp", addr, clientTLS)
+				} else {
+					c, err = net.Dial("tcp", addr)
+				}
 				if err != nil {
 					b.Error(err)
 					return
