@@ -539,6 +539,12 @@ func (p *Proxy) relay(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn,
 			}
 			return http.StatusBadGateway, writeRefusal(bw, req.method, http.StatusBadGateway, e, 5, reqID, closeConn), true
 		}
+		// The packument ends before its framing does (gzip's end, the
+		// last chunk and trailers): read those too, so the connection
+		// can serve the next request.
+		if _, err := io.CopyN(io.Discard, src, 4<<10); err != io.EOF || h.chunked && !skipTrailers(uc.br) {
+			h.close = true
+		}
 		p.finishUpstream(up, uc, h)
 		doc = rewriteTarballs(doc, up.URL, p.edgeBaseOf(req, req.host, req.cs.tls != nil))
 		writeHead(bw, h, reqID, closeConn, false, int64(len(doc)))

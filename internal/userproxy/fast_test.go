@@ -227,6 +227,19 @@ func newOrigin(t *testing.T) *origin {
 			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the upstream hangs up")
 			buf.Flush()
 			c.Close()
+		case "/chunked-packument", "/chunked-gz-packument":
+			// Packuments sent chunked, plain or gzipped, the final chunk
+			// in a later write: as big registries send them.
+			w.Header().Set("Content-Type", "application/json")
+			doc := []byte(`{"name":"p","versions":{"1.0.0":{"dist":{"tarball":"` + base + `/p/-/p-1.0.0.tgz"}}}}`)
+			if r.URL.Path == "/chunked-gz-packument" {
+				w.Header().Set("Content-Encoding", "gzip")
+				doc = gz(string(doc))
+			}
+			w.Write(doc[:len(doc)/2])
+			w.(http.Flusher).Flush()
+			w.Write(doc[len(doc)/2:])
+			w.(http.Flusher).Flush()
 		case "/gz-packument":
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Content-Encoding", "gzip")
@@ -358,6 +371,25 @@ func TestFastPathReusesUpstreamConnectionsAndSurvivesStaleOnes(t *testing.T) {
 	}
 	if n := o.conns.Load(); n != 2 {
 		t.Fatalf("upstream connections %d, want 2", n)
+	}
+}
+
+// TestChunkedPackumentsKeepTheUpstreamConnection: a chunked packument is
+// read to its last chunk before rewriting, so its upstream connection goes
+// back to the pool instead of being closed.
+func TestChunkedPackumentsKeepTheUpstreamConnection(t *testing.T) {
+	o := newOrigin(t)
+	e := newEdge(t, func(c *Config) { c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(o.URL)}} })
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4"), "Accept-Encoding": "gzip"}
+	for i := 0; i < 6; i++ {
+		path := []string{"/chunked-packument", "/chunked-gz-packument"}[i%2]
+		r, b := e.get(t, path, auth)
+		if r.StatusCode != 200 || !strings.Contains(b, `"tarball":"`+e.URL+`/p/-/p-1.0.0.tgz"`) {
+			t.Fatalf("%s: %d %s", path, r.StatusCode, b)
+		}
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("6 chunked packuments used %d upstream connections, want 1", n)
 	}
 }
 
