@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -10,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/testutil"
@@ -39,13 +36,7 @@ func TestProxyOverTLS(t *testing.T) {
 	trusted, _ := os.ReadFile(certFile)
 	fetch := func(h2 bool) (*http.Response, string) {
 		t.Helper()
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(trusted)
-		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "edge.test"}, ForceAttemptHTTP2: h2, DisableKeepAlives: true}
-		if !h2 {
-			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-		}
-		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(base + "/left-pad")
+		resp, err := testutil.TLSClient(trusted, h2).Get(base + "/left-pad")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,11 +3,13 @@ package testutil
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -45,4 +47,21 @@ func SelfSignedCert(t testing.TB, dir, cn string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// TLSClient is an HTTPS client that trusts certPEM for edge.test (the name
+// SelfSignedCert certifies), speaks HTTP/2 when h2 and HTTP/1.1 only
+// otherwise, and opens a new connection (a new handshake) per request.
+func TLSClient(certPEM []byte, h2 bool) *http.Client {
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: roots, ServerName: "edge.test"},
+		ForceAttemptHTTP2: h2,
+		DisableKeepAlives: true,
+	}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // no HTTP/2
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -638,17 +636,9 @@ func TestFastPathTLS(t *testing.T) {
 		srv.Shutdown(ctx)
 		<-done
 	}()
-	roots := x509.NewCertPool()
 	pem, _ := os.ReadFile(certFile)
-	roots.AppendCertsFromPEM(pem)
 	base := "https://" + ln.Addr().String()
-	client := func(h2 bool) *http.Client {
-		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "edge.test"}, ForceAttemptHTTP2: h2}
-		if !h2 {
-			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1 only
-		}
-		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	}
+	client := func(h2 bool) *http.Client { return testutil.TLSClient(pem, h2) }
 	auth := "Bearer " + e.token(t, "0xa1b2c3d4")
 	fetch := func(c *http.Client, extra map[string]string) (*http.Response, string) {
 		t.Helper()
