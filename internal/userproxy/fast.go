@@ -70,7 +70,7 @@ var (
 	fastScratch = sync.Pool{New: func() any { return &scratch{} }}
 )
 
-// scratch is one request's reusable memory.
+// scratch is a connection's reusable memory, request after request.
 type scratch struct {
 	req  fastRequest
 	resp upstreamHead
@@ -411,38 +411,8 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 		return ok && bw.Flush() == nil
 	}
 
-	// The upstream request: the client's end-to-end headers, then the
-	// verdict's config headers, the request ID and the edge's credential.
-	out := append(sc.out[:0], req.method...)
-	out = append(out, ' ')
-	out = append(out, up.prefix...)
-	out = append(out, req.target...)
-	out = append(out, " HTTP/1.1\r\nHost: "...)
-	out = append(out, up.URL.Host...)
-	out = append(out, "\r\n"...)
-	for i := 0; i < req.n; i++ {
-		if inList(req.names[i], fastForwardSkip) {
-			continue
-		}
-		out = append(out, req.names[i]...)
-		out = append(out, ": "...)
-		out = append(out, req.values[i]...)
-		out = append(out, "\r\n"...)
-	}
-	out = p.headerBlock(v.state).AppendWire(out)
-	out = append(out, codec.HeaderRequestID+": "...)
-	out = append(out, reqID...)
-	out = append(out, "\r\n"...)
-	if up.AuthToken != "" {
-		out = append(out, "Authorization: Bearer "...)
-		out = append(out, up.AuthToken...)
-		out = append(out, "\r\n"...)
-	}
-	if req.gzipOK {
-		out = append(out, "Accept-Encoding: gzip\r\n"...)
-	}
-	out = append(out, "\r\n"...)
-	sc.out = out
+	sc.out = p.appendUpstreamRequest(sc.out[:0], req, up, v.state, reqID)
+	out := sc.out
 
 	h := &sc.resp
 	uc, err := p.exchangeFast(up, out, h)
@@ -458,6 +428,41 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 		return false
 	}
 	return bw.Flush() == nil
+}
+
+// appendUpstreamRequest appends the upstream request head: the client's
+// end-to-end headers, then the verdict's config headers, the request ID
+// and the edge's credential (never the client's).
+func (p *Proxy) appendUpstreamRequest(out []byte, req *fastRequest, up *route, st codec.State, reqID string) []byte {
+	out = append(out, req.method...)
+	out = append(out, ' ')
+	out = append(out, up.prefix...)
+	out = append(out, req.target...)
+	out = append(out, " HTTP/1.1\r\nHost: "...)
+	out = append(out, up.URL.Host...)
+	out = append(out, "\r\n"...)
+	for i := 0; i < req.n; i++ {
+		if inList(req.names[i], fastForwardSkip) {
+			continue
+		}
+		out = append(out, req.names[i]...)
+		out = append(out, ": "...)
+		out = append(out, req.values[i]...)
+		out = append(out, "\r\n"...)
+	}
+	out = p.headerBlock(st).AppendWire(out)
+	out = append(out, codec.HeaderRequestID+": "...)
+	out = append(out, reqID...)
+	out = append(out, "\r\n"...)
+	if up.AuthToken != "" {
+		out = append(out, "Authorization: Bearer "...)
+		out = append(out, up.AuthToken...)
+		out = append(out, "\r\n"...)
+	}
+	if req.gzipOK {
+		out = append(out, "Accept-Encoding: gzip\r\n"...)
+	}
+	return append(out, "\r\n"...)
 }
 
 // exchangeFast is roundTrip for the fast path: the breaker, the retry
@@ -477,6 +482,8 @@ func (p *Proxy) exchangeFast(up *route, out []byte, h *upstreamHead) (*upConn, e
 	return uc, err
 }
 
+// dialFailed: the request never reached the upstream (a timeout is not
+// counted: the upstream may be working on it).
 func dialFailed(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -486,7 +493,7 @@ func dialFailed(err error) bool {
 	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
-// answerCode is the status of a failed exchange: 504 timed out, else 502.
+// answerCode is the status of a failed round trip: 504 timed out, else 502.
 func answerCode(err error) int {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
@@ -495,8 +502,8 @@ func answerCode(err error) int {
 	return http.StatusBadGateway
 }
 
-// upstreamRefusal is the body and Retry-After of a failed exchange, as
-// answerUpstreamError gives them.
+// upstreamRefusal is the body and Retry-After (seconds) of a failed round
+// trip, on either front end.
 func upstreamRefusal(err error) (apiError, int) {
 	var co *circuitOpen
 	if errors.As(err, &co) {

@@ -539,23 +539,13 @@ func (p *Proxy) roundTrip(r *http.Request, up *route, out *http.Request) (*http.
 // answerUpstreamError answers a failed round trip: 499 in the log when the
 // client left, 502 unreachable or circuit open, 504 timed out.
 func (p *Proxy) answerUpstreamError(rw *recorder, err error) {
-	var co *circuitOpen
-	switch {
-	case errors.Is(err, errClientGone):
+	if errors.Is(err, errClientGone) {
 		rw.code = 499 // as nginx logs it; there is nobody to answer
 		return
-	case errors.As(err, &co):
-		rw.Header().Set("Retry-After", strconv.Itoa(int(co.wait.Seconds())+1))
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream unreachable", Reason: "circuit open"})
-		return
 	}
-	code, msg := http.StatusBadGateway, "Upstream unreachable"
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
-		code, msg = http.StatusGatewayTimeout, "Upstream timed out"
-	}
-	rw.Header().Set("Retry-After", "5")
-	writeJSON(rw, code, apiError{Error: msg})
+	e, retry := upstreamRefusal(err)
+	rw.Header().Set("Retry-After", strconv.Itoa(retry))
+	writeJSON(rw, answerCode(err), e)
 }
 
 // retryable: an idempotent request without a body that failed to connect
@@ -564,12 +554,7 @@ func retryable(r *http.Request, err error) bool {
 	if (r.Method != http.MethodGet && r.Method != http.MethodHead) || (r.Body != nil && r.Body != http.NoBody) {
 		return false
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return false
-	}
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial"
+	return dialFailed(err)
 }
 
 func copyHeaders(dst, src http.Header) {
