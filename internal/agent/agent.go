@@ -7,6 +7,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -444,13 +445,25 @@ func (a *Agent) Serve(ctx context.Context) error {
 		go func() { defer wg.Done(); errc <- f() }()
 	}
 	// The fast front end (TLS too, with proxy.tls), which hands what it
-	// does not serve (and HTTP/2) to proxySrv.
-	fast := &userproxy.Server{Proxy: a.proxy, Fallback: proxySrv,
-		HeaderTimeout: proxySrv.ReadHeaderTimeout, IdleTimeout: proxySrv.IdleTimeout}
+	// does not serve (and HTTP/2) to proxySrv; with proxy.fastPath off,
+	// proxySrv alone.
+	var tlsConf *tls.Config
 	if a.certs != nil {
-		fast.TLSConfig = a.certs.TLSConfig()
+		tlsConf = a.certs.TLSConfig()
 	}
-	run(func() error { return fast.Serve(a.proxyLn) })
+	serveProxy, shutdownProxy := func() error {
+		if tlsConf != nil {
+			proxySrv.TLSConfig = tlsConf
+			return proxySrv.ServeTLS(a.proxyLn, "", "")
+		}
+		return proxySrv.Serve(a.proxyLn)
+	}, proxySrv.Shutdown
+	if a.cfg.Proxy.FastPath {
+		fast := &userproxy.Server{Proxy: a.proxy, Fallback: proxySrv, TLSConfig: tlsConf,
+			HeaderTimeout: proxySrv.ReadHeaderTimeout, IdleTimeout: proxySrv.IdleTimeout}
+		serveProxy, shutdownProxy = func() error { return fast.Serve(a.proxyLn) }, fast.Shutdown
+	}
+	run(serveProxy)
 	run(func() error { return srv.Serve(a.adminLn) })
 	var wsSrv *http.Server
 	if !a.proxyOnly {
@@ -491,7 +504,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Proxy.Grace)*time.Millisecond)
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit.
-	err := errors.Join(fast.Shutdown(shutdownCtx), srv.Shutdown(shutdownCtx))
+	err := errors.Join(shutdownProxy(shutdownCtx), srv.Shutdown(shutdownCtx))
 	if wsSrv != nil {
 		err = errors.Join(err, wsSrv.Shutdown(shutdownCtx))
 		a.busConn.Close()

@@ -183,14 +183,7 @@ func TestProxyHandoffMismatch(t *testing.T) {
 		})
 		return code
 	}
-	mismatches := func() string {
-		for _, line := range strings.Split(scrape(t, a, "/metrics"), "\n") {
-			if strings.HasPrefix(line, "regedge_handoff_mismatch_total ") {
-				return strings.TrimPrefix(line, "regedge_handoff_mismatch_total ")
-			}
-		}
-		return "absent"
-	}
+	mismatches := func() string { return metricValue(scrape(t, a, "/metrics"), "regedge_handoff_mismatch_total") }
 	if code := send(10); code != 200 || mismatches() != "0" {
 		t.Fatalf("header inside the scan: %d, mismatches %s", code, mismatches())
 	}

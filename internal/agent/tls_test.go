@@ -17,6 +17,12 @@ import (
 // HTTP/2, tarball URLs rewritten to https; Reload (SIGHUP) serves a new
 // certificate on new connections and a broken one changes nothing.
 func TestProxyOverTLS(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		t.Run(map[bool]string{true: "fast path", false: "net/http only"}[fast], func(t *testing.T) { proxyOverTLS(t, fast) })
+	}
+}
+
+func proxyOverTLS(t *testing.T, fastPath bool) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"name":"left-pad","versions":{"1.3.0":{"dist":{"tarball":"http://`+r.Host+`/left-pad/-/left-pad-1.3.0.tgz"}}}}`)
@@ -28,6 +34,7 @@ func TestProxyOverTLS(t *testing.T) {
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Proxy.ListenHost, cfg.Proxy.ListenPort = "127.0.0.1", 0
 	cfg.Proxy.TLS.Cert, cfg.Proxy.TLS.Key = certFile, keyFile
+	cfg.Proxy.FastPath = fastPath
 	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: upstream.Listener.Addr().(*net.TCPAddr).Port, Hash: 0xa1b2c3d4}}
 	a, cancel, done := serveProxyOnly(t, cfg)
 	defer func() { cancel(); <-done }()
@@ -51,6 +58,12 @@ func TestProxyOverTLS(t *testing.T) {
 			t.Fatalf("h2 %v: %d %s %s", h2, resp.StatusCode, resp.Proto, b)
 		}
 	}
+	// The HTTP/2 request was the fast path's to hand on; without the fast
+	// path nothing is handed on.
+	want2 := map[bool]string{true: "1", false: "0"}[fastPath]
+	if got := metricValue(scrape(t, a, "/metrics"), "regedge_proxy_handed_on_total"); got != want2 {
+		t.Fatalf("regedge_proxy_handed_on_total %s, want %s", got, want2)
+	}
 	first, _ := fetch(false)
 	testutil.SelfSignedCert(t, dir, "second")
 	trusted, _ = os.ReadFile(certFile)
@@ -68,4 +81,14 @@ func TestProxyOverTLS(t *testing.T) {
 	if resp, _ := fetch(false); resp.StatusCode != 200 {
 		t.Fatalf("after a refused reload: %d", resp.StatusCode)
 	}
+}
+
+// metricValue is a sample's value in a Prometheus text page, or "absent".
+func metricValue(page, name string) string {
+	for _, line := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return "absent"
 }

@@ -129,6 +129,9 @@ type Proxy struct {
 	Grace         int `json:"grace"`
 	// The edge cache of tarballs and packuments; off when Dir is empty.
 	Cache Cache `json:"cache"`
+	// FastPath serves GET/HEAD on the proxy's own HTTP/1.1 path (the
+	// default); false serves everything with net/http, an escape hatch.
+	FastPath bool `json:"fastPath"`
 }
 
 // Cache configures the edge cache. Times are ms.

@@ -95,6 +95,7 @@ func TestEnvOverridesFile(t *testing.T) {
 		"PROXY_PORT": "6873", "BUN_CONFIG_TERMINAL_ROWS": "50", "BUN_CONFIG_REGISTRY_HASH": "0x00000042",
 		"UPSTREAM_PRIMARY": "http://127.0.0.1:8080", "REGEDGE_INTERFACES": "veth0, veth1",
 		"WS_HEARTBEAT_INTERVAL": "250", "REGEDGE_BPF": "off", "REGEDGE_BUS_PORT": "5874",
+		"REGEDGE_PROXY_FAST_PATH": "false",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -114,13 +115,16 @@ func TestEnvOverridesFile(t *testing.T) {
 	if strings.Join(c.Agent.Interfaces, ",") != "veth0,veth1" || c.WebSocket.HeartbeatInterval != 250 || c.Agent.BPF != "off" || c.Bus.Port != 5874 {
 		t.Fatalf("agent %+v ws %+v bus %+v", c.Agent, c.WebSocket, c.Bus)
 	}
+	if c.Proxy.FastPath || !Default().Proxy.FastPath {
+		t.Fatalf("REGEDGE_PROXY_FAST_PATH=false: fastPath %v (default %v, want true)", c.Proxy.FastPath, Default().Proxy.FastPath)
+	}
 }
 
 func TestEnvErrorsNameTheVariable(t *testing.T) {
 	for name, val := range map[string]string{
 		"PROXY_PORT": "http", "BUN_CONFIG_TERMINAL_MODE": "4", "BUN_CONFIG_TERMINAL_ROWS": "0",
 		"BUN_CONFIG_VERSION": "300", "BUN_CONFIG_REGISTRY_HASH": "0xnothex", "UPSTREAM_PRIMARY": "ftp://x",
-		"UPSTREAMS": `[{"host":"a","bogus":1}]`, "WS_TIMEOUT": "soon",
+		"UPSTREAMS": `[{"host":"a","bogus":1}]`, "WS_TIMEOUT": "soon", "REGEDGE_PROXY_FAST_PATH": "maybe",
 	} {
 		_, err := Load("", envOf(map[string]string{name: val}))
 		var ce *Error

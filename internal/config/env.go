@@ -77,6 +77,14 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			return nil
 		}),
 		str("REGEDGE_BPF", &c.Agent.BPF),
+		withEnv(env, "REGEDGE_PROXY_FAST_PATH", func(v string) error {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			c.Proxy.FastPath = on
+			return nil
+		}),
 		str("REGEDGE_XDP_MODE", &c.Agent.XDPMode),
 		str("REGEDGE_BPFFS", &c.Agent.BPFFS),
 		str("REGEDGE_STATE_FILE", &c.Agent.StateFile),
