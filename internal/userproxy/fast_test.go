@@ -706,3 +706,32 @@ func TestFastServerDefaults(t *testing.T) {
 		}
 	}
 }
+
+// FuzzServeConn sends arbitrary bytes to the front end (fast path, hand-on
+// to net/http, forwarding to a fixture upstream) and checks that nothing
+// panics and that the next client is still served.
+func FuzzServeConn(f *testing.F) {
+	e := newEdge(f, func(c *Config) { c.Tokens, c.PerMinute = nil, 1<<30 })
+	addr := strings.TrimPrefix(e.URL, "http://")
+	f.Add([]byte("GET /hello-dep HTTP/1.1\r\nHost: e\r\n\r\nGET /hello-dep/-/hello-dep-1.0.0.tgz HTTP/1.1\r\nHost: e\r\n\r\n"))
+	f.Add([]byte("HEAD /hello-dep HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n"))
+	f.Add([]byte("PUT /hello-dep HTTP/1.1\r\nHost: e\r\nContent-Length: 2\r\n\r\n{}GET / HTTP/1.1\r\nHost: e\r\n\r\n"))
+	f.Add([]byte("GET /hello-dep HTTP/1.1\r\nHost: e\r\nX-Bun-Config-Dump: 0x02a1b2c3d40000000702185000\r\n\r\n"))
+	f.Add([]byte("CONNECT e:1 HTTP/1.1\r\nHost: e:1\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write(b)
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c) // whatever the answer, until the edge closes or the deadline
+		c.Close()
+		// The edge still serves.
+		r := rawExchange(t, addr, "GET /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n", "GET")[0]
+		if r.StatusCode != 200 {
+			t.Fatalf("after %q: %d", b, r.StatusCode)
+		}
+	})
+}
