@@ -73,6 +73,20 @@ func (l *lockedBuffer) lines() []string {
 	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
 }
 
+// waitLines waits until n lines are written: the fast path writes a
+// request's access line after its response went out.
+func (l *lockedBuffer) waitLines(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines := l.lines()
+		if len(lines) >= n && lines[0] != "" || time.Now().After(deadline) {
+			return lines
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestOneAccessLinePerRequest: both front ends write one JSON line per
 // request with every field the operator guide lists, through the encoder
 // (AccessLog set) and through the Logger (not set).
@@ -94,7 +108,7 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 		put.Body.Close()
-		lines := out.lines()
+		lines := out.waitLines(t, 2)
 		if len(lines) != 2 {
 			t.Fatalf("encoder %v: %d lines: %q", encoder, len(lines), lines)
 		}
@@ -123,11 +137,11 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 	e := newEdge(t, func(c *Config) { c.AccessLog = out })
 	e.proxy.log = slog.New(slog.NewJSONHandler(out, nil))
 	const tgz = "/hello-dep/-/hello-dep-1.0.0.tgz"
-	if resp, b := e.get(t, tgz, map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}); resp.StatusCode != 200 || b != string(e.reg.tarballs[tgz]) {
+	if resp, b := e.get(t, tgz, map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}); resp.StatusCode != 200 || b != string(e.reg.TarballAt(tgz)) {
 		t.Fatalf("tarball: %d", resp.StatusCode)
 	}
 	var l struct{ Bytes int64 }
-	if err := json.Unmarshal([]byte(out.lines()[0]), &l); err != nil || l.Bytes != int64(len(e.reg.tarballs[tgz])) {
-		t.Errorf("tarball line %s: bytes %d, want %d", out.lines()[0], l.Bytes, len(e.reg.tarballs[tgz]))
+	if err := json.Unmarshal([]byte(out.waitLines(t, 1)[0]), &l); err != nil || l.Bytes != int64(len(e.reg.TarballAt(tgz))) {
+		t.Errorf("tarball line %s: bytes %d, want %d", out.lines()[0], l.Bytes, len(e.reg.TarballAt(tgz)))
 	}
 }

@@ -2,6 +2,11 @@ package userproxy
 
 import (
 	"context"
+	"crypto/sha1"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +20,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/regedge/regedge/internal/edgecache"
+	"github.com/regedge/regedge/internal/npmclient/npmfixture"
 	"github.com/regedge/regedge/internal/testutil"
 )
 
@@ -38,7 +44,7 @@ const tarballPath = "/@mycompany/hello/-/hello-1.2.3.tgz"
 func TestCacheServesTarballsAndPackuments(t *testing.T) {
 	e, c := cachedEdge(t, 1<<20, nil)
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
-	want := string(e.reg.tarballs[tarballPath])
+	want := string(e.reg.TarballAt(tarballPath))
 	for i := 0; i < 3; i++ {
 		resp, body := e.get(t, tarballPath, auth)
 		if resp.StatusCode != 200 || body != want {
@@ -49,7 +55,7 @@ func TestCacheServesTarballsAndPackuments(t *testing.T) {
 			t.Fatalf("cached packument not rewritten to the edge: %s", pk)
 		}
 	}
-	if n := e.reg.count(); n != 2 {
+	if n := e.reg.Count(); n != 2 {
 		t.Fatalf("the upstream saw %d requests for 3 rounds, want 2 (one tarball, one packument)", n)
 	}
 	if promtest.ToFloat64(c.Hits) != 4 || promtest.ToFloat64(c.Misses) != 2 {
@@ -58,7 +64,7 @@ func TestCacheServesTarballsAndPackuments(t *testing.T) {
 	// 404s are cached briefly too.
 	e.get(t, "/nope", auth)
 	e.get(t, "/nope", auth)
-	if n := e.reg.count(); n != 3 {
+	if n := e.reg.Count(); n != 3 {
 		t.Fatalf("a cached 404 went upstream again (%d requests)", n)
 	}
 }
@@ -68,7 +74,7 @@ func TestCacheRevalidatesAndServesStale(t *testing.T) {
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
 	e.get(t, "/hello-dep", auth)
 	e.get(t, "/hello-dep", auth) // expired (TTL 0): revalidated, 304
-	_, h := e.reg.last()
+	_, h := e.reg.Last()
 	if h.Get("If-None-Match") == "" {
 		t.Fatal("the revalidation carried no If-None-Match")
 	}
@@ -93,11 +99,11 @@ func TestCorruptedCacheFileIsRefetched(t *testing.T) {
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(bodies[0], b, 0o600)
 	resp, body := e.get(t, tarballPath, auth)
-	if resp.StatusCode != 200 || body != string(e.reg.tarballs[tarballPath]) {
+	if resp.StatusCode != 200 || body != string(e.reg.TarballAt(tarballPath)) {
 		t.Fatal("a corrupted cache file was served (or not refetched)")
 	}
-	if promtest.ToFloat64(c.Corrupt) != 1 || e.reg.count() != 2 {
-		t.Fatalf("corrupt %v, upstream requests %d", promtest.ToFloat64(c.Corrupt), e.reg.count())
+	if promtest.ToFloat64(c.Corrupt) != 1 || e.reg.Count() != 2 {
+		t.Fatalf("corrupt %v, upstream requests %d", promtest.ToFloat64(c.Corrupt), e.reg.Count())
 	}
 }
 
@@ -134,7 +140,7 @@ func TestConcurrentMissesFetchOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := e.reg.count(); n > 2 {
+	if n := e.reg.Count(); n > 2 {
 		// One fetch; a request that arrived after the first finished is a hit.
 		t.Fatalf("20 concurrent misses made %d upstream requests", n)
 	}
@@ -219,10 +225,10 @@ func TestPublishThroughTheEdgeDropsThePackument(t *testing.T) {
 	e.get(t, "/@mycompany%2fhello", auth)
 	e.get(t, tarballPath, auth)
 	e.get(t, "/hello-dep", auth)
-	before := e.reg.count()
+	before := e.reg.Count()
 
-	put := func(path string) int {
-		req, _ := http.NewRequest(http.MethodPut, e.URL+path, strings.NewReader(`{}`))
+	put := func(path, doc string) int {
+		req, _ := http.NewRequest(http.MethodPut, e.URL+path, strings.NewReader(doc))
 		req.Header.Set("Authorization", auth["Authorization"])
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
@@ -232,22 +238,22 @@ func TestPublishThroughTheEdgeDropsThePackument(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if code := put("/@mycompany%2fhello"); code != 200 {
+	if code := put("/@mycompany%2fhello", publishDoc("@mycompany/hello", "1.3.0", npmfixture.Tarball(map[string]string{"index.js": "x"}))); code != 201 {
 		t.Fatalf("PUT: %d", code)
 	}
 	e.get(t, "/@mycompany%2fhello", auth) // refetched
 	e.get(t, tarballPath, auth)           // still cached
 	e.get(t, "/hello-dep", auth)          // another package: still cached
-	if n := e.reg.count() - before; n != 2 {
+	if n := e.reg.Count() - before; n != 2 {
 		t.Fatalf("after the publish the upstream saw %d requests, want 2 (the PUT, the packument)", n)
 	}
-	// a refused write (the fixture 404s unknown packages) drops nothing
-	before = e.reg.count()
-	if code := put("/@mycompany%2fnew"); code != 404 {
-		t.Fatalf("PUT unknown: %d", code)
+	// a refused write (not a publish document) drops nothing
+	before = e.reg.Count()
+	if code := put("/@mycompany%2fhello", `{}`); code != 400 {
+		t.Fatalf("PUT of a bad document: %d", code)
 	}
 	e.get(t, "/@mycompany%2fhello", auth)
-	if n := e.reg.count() - before; n != 1 {
+	if n := e.reg.Count() - before; n != 1 {
 		t.Fatalf("a refused write dropped cached entries (%d upstream requests)", n)
 	}
 	if promtest.ToFloat64(c.Hits) != 3 { // tarball, hello-dep, the packument after the refused write
@@ -258,4 +264,19 @@ func TestPublishThroughTheEdgeDropsThePackument(t *testing.T) {
 			t.Errorf("packageOf(%q) = %q, want %q", path, got, want)
 		}
 	}
+}
+
+// publishDoc is the document npm publish PUTs for one version.
+func publishDoc(name, version string, tgz []byte) string {
+	sum1, sum512 := sha1.Sum(tgz), sha512.Sum512(tgz)
+	doc, _ := json.Marshal(map[string]any{
+		"name": name,
+		"versions": map[string]any{version: map[string]any{"name": name, "version": version, "dist": map[string]any{
+			"shasum": hex.EncodeToString(sum1[:]), "integrity": "sha512-" + base64.StdEncoding.EncodeToString(sum512[:]),
+		}}},
+		"_attachments": map[string]any{name + "-" + version + ".tgz": map[string]any{
+			"data": base64.StdEncoding.EncodeToString(tgz), "length": len(tgz),
+		}},
+	})
+	return string(doc)
 }

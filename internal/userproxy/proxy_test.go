@@ -158,7 +158,7 @@ func TestPackumentRewrittenAndHeadersInjected(t *testing.T) {
 	if tb := doc.Versions["1.2.3"].Dist.Tarball; tb != e.URL+"/@mycompany/hello/-/hello-1.2.3.tgz" {
 		t.Fatalf("tarball URL %q, want it on the edge %s", tb, e.URL)
 	}
-	path, h := e.reg.last()
+	path, h := e.reg.Last()
 	if path != "/@mycompany%2fhello" {
 		t.Errorf("upstream path %q: the scoped name must keep its %%2f", path)
 	}
@@ -173,7 +173,7 @@ func TestPackumentRewrittenAndHeadersInjected(t *testing.T) {
 	}
 	// The tarball through the edge, byte for byte.
 	resp, tgz := e.get(t, "/@mycompany/hello/-/hello-1.2.3.tgz", map[string]string{"Authorization": "Bearer " + tok})
-	if resp.StatusCode != 200 || tgz != string(e.reg.tarballs["/@mycompany/hello/-/hello-1.2.3.tgz"]) {
+	if resp.StatusCode != 200 || tgz != string(e.reg.TarballAt("/@mycompany/hello/-/hello-1.2.3.tgz")) {
 		t.Fatalf("tarball: %d, %d bytes", resp.StatusCode, len(tgz))
 	}
 	if got := promtest.ToFloat64(e.proxy.tokenChecks.WithLabelValues("cached")); got != 1 {
@@ -228,13 +228,13 @@ func TestScopeNeverFallsThrough(t *testing.T) {
 	})
 	tok := e.token(t, "0xa1b2c3d4", "0x0000beef", "0x00000000")
 	resp, body := e.get(t, "/@evil%2fthing", map[string]string{"Authorization": "Bearer " + tok})
-	if resp.StatusCode != 502 || fallback.count() != 0 {
-		t.Fatalf("scoped to a hash without upstream: %d %s; fallback saw %d requests", resp.StatusCode, body, fallback.count())
+	if resp.StatusCode != 502 || fallback.Count() != 0 {
+		t.Fatalf("scoped to a hash without upstream: %d %s; fallback saw %d requests", resp.StatusCode, body, fallback.Count())
 	}
 	// An unscoped request with an unrouted hash does use the fallback.
 	resp, _ = e.get(t, "/left-pad", map[string]string{"Authorization": "Bearer " + tok, "X-Bun-Registry-Hash": "0x0000beef"})
-	if resp.StatusCode != 404 || fallback.count() != 1 {
-		t.Fatalf("unscoped unrouted request: %d, fallback saw %d", resp.StatusCode, fallback.count())
+	if resp.StatusCode != 404 || fallback.Count() != 1 {
+		t.Fatalf("unscoped unrouted request: %d, fallback saw %d", resp.StatusCode, fallback.Count())
 	}
 }
 

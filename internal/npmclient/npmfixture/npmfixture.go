@@ -1,6 +1,7 @@
 // Package npmfixture is a small npm registry for tests: real HTTP on
-// loopback serving packuments and tarballs built from file maps, and
-// recording the headers of every request it saw.
+// loopback serving packuments (with ETags, answering If-None-Match with
+// 304) and tarballs built from file maps, taking publishes, and recording
+// the path and headers of every request it saw.
 package npmfixture
 
 import (
@@ -24,7 +25,7 @@ import (
 type Package struct {
 	Name, Version string
 	Deps          map[string]string
-	Files         map[string]string // path inside package/ -> contents
+	Files         map[string]string // path inside package/ -> contents; package.json is made when missing
 	Tarball       []byte            // when set, served instead of one built from Files
 	SHA1Only      bool              // publish only dist.shasum, as old registries do
 	BadIntegrity  bool              // advertise an integrity that does not match
@@ -36,6 +37,7 @@ type Registry struct {
 	mu       sync.Mutex
 	pkgs     map[string][]*Package
 	tarballs map[string][]byte
+	paths    []string // escaped, as requested
 	Seen     []http.Header
 }
 
@@ -52,7 +54,15 @@ func (r *Registry) Add(p Package) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p.Tarball == nil {
-		p.Tarball = Tarball(p.Files)
+		files := p.Files
+		if _, ok := files["package.json"]; !ok {
+			manifest, _ := json.Marshal(map[string]any{"name": p.Name, "version": p.Version, "main": "index.js", "dependencies": p.Deps})
+			files = map[string]string{"package.json": string(manifest)}
+			for k, v := range p.Files {
+				files[k] = v
+			}
+		}
+		p.Tarball = Tarball(files)
 	}
 	r.pkgs[p.Name] = append(r.pkgs[p.Name], &p)
 	r.tarballs[tarballPath(p.Name, p.Version)] = p.Tarball
@@ -70,6 +80,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.Seen = append(r.Seen, req.Header.Clone())
+	r.paths = append(r.paths, req.URL.EscapedPath())
 	if req.Method == http.MethodPut {
 		r.publish(w, req)
 		return
@@ -82,7 +93,9 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	name := strings.TrimPrefix(req.URL.Path, "/")
 	versions, ok := r.pkgs[name]
 	if !ok {
-		http.Error(w, `{"error":"not found"}`, http.StatusNotFound)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"error":"Not found"}`))
 		return
 	}
 	doc := map[string]any{"name": name}
@@ -107,8 +120,48 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	sort.Strings(latest)
 	doc["versions"] = vs
 	doc["dist-tags"] = map[string]string{"latest": latest[len(latest)-1]}
+	body, _ := json.Marshal(doc)
+	sum := sha1.Sum(body)
+	etag := `"` + hex.EncodeToString(sum[:]) + `"`
+	w.Header().Set("Etag", etag)
+	if req.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(doc)
+	w.Write(body)
+}
+
+// Last is the path and headers of the latest request ("" and nil before
+// any).
+func (r *Registry) Last() (string, http.Header) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.paths) == 0 {
+		return "", nil
+	}
+	return r.paths[len(r.paths)-1], r.Seen[len(r.Seen)-1]
+}
+
+// Count is the number of requests seen.
+func (r *Registry) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.paths)
+}
+
+// Requests is a copy of every request's path and headers, in order.
+func (r *Registry) Requests() (paths []string, headers []http.Header) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.paths...), append([]http.Header(nil), r.Seen...)
+}
+
+// TarballAt is the tarball served at path (as /name/-/base-version.tgz).
+func (r *Registry) TarballAt(path string) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tarballs[path]
 }
 
 // Entry is one raw tar entry, for building hostile tarballs.
