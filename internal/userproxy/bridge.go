@@ -85,11 +85,7 @@ func (w *bridgeWriter) WriteHeader(code int) {
 		}
 	}
 	bodyless := noBody(w.method, code)
-	w.bw.WriteString("HTTP/1.1 ")
-	w.bw.WriteString(strconv.Itoa(code))
-	w.bw.WriteString(" ")
-	w.bw.WriteString(http.StatusText(code))
-	w.bw.WriteString("\r\n")
+	writeStatusLine(w.bw, code)
 	for k, vs := range w.h {
 		if inList(k, hopByHopResponse) {
 			continue

@@ -6,7 +6,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -689,16 +688,21 @@ func connectionListed(conn, name string) bool {
 	return false
 }
 
-// writeRefusal writes a JSON refusal as writeJSON does (no body for HEAD);
-// it returns the body's size.
-func writeRefusal(bw *bufio.Writer, method string, code int, e apiError, retryAfter int, reqID string, closeConn bool) int64 {
-	body, _ := json.Marshal(e)
-	body = append(body, '\n')
+// writeStatusLine writes "HTTP/1.1 code text".
+func writeStatusLine(bw *bufio.Writer, code int) {
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(strconv.Itoa(code))
 	bw.WriteString(" ")
 	bw.WriteString(http.StatusText(code))
-	bw.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
+	bw.WriteString("\r\n")
+}
+
+// writeRefusal writes a JSON refusal as writeJSON does (no body for HEAD);
+// it returns the body's size.
+func writeRefusal(bw *bufio.Writer, method string, code int, e apiError, retryAfter int, reqID string, closeConn bool) int64 {
+	body := jsonBody(e)
+	writeStatusLine(bw, code)
+	bw.WriteString("Content-Type: application/json\r\nContent-Length: ")
 	bw.WriteString(strconv.Itoa(len(body)))
 	bw.WriteString("\r\n" + codec.HeaderRequestID + ": ")
 	bw.WriteString(reqID)

@@ -8,7 +8,6 @@
 package userproxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -559,8 +558,7 @@ func retryable(r *http.Request, err error) bool {
 
 func copyHeaders(dst, src http.Header) {
 	for k, vs := range src {
-		switch http.CanonicalHeaderKey(k) {
-		case "Connection", "Keep-Alive", "Transfer-Encoding", "Trailer", "Upgrade", "Proxy-Connection":
+		if inList(k, hopByHopResponse) {
 			continue
 		}
 		dst[k] = vs
@@ -710,12 +708,17 @@ func scopeOf(p string) string {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	var buf bytes.Buffer
-	json.NewEncoder(&buf).Encode(v)
+	body := jsonBody(v)
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
-	w.Write(buf.Bytes())
+	w.Write(body)
+}
+
+// jsonBody is a refusal's body on either front end: the JSON and a newline.
+func jsonBody(v any) []byte {
+	b, _ := json.Marshal(v)
+	return append(b, '\n')
 }
 
 // recorder notes the status and bytes for the access log and metrics.

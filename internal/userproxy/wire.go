@@ -185,19 +185,15 @@ func acceptsGzip(v string) bool {
 }
 
 // fastForwardSkip: request headers the fast path never sends upstream:
-// hop-by-hop headers, the client's credentials, its encoding wishes (the
-// edge negotiates its own) and the config headers and request ID, which
-// are set from the verdict.
-var fastForwardSkip = []string{
-	"Host", "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Authorization", "Accept-Encoding",
-	codec.HeaderProxyToken, codec.HeaderRequestID, codec.HeaderConfigDump, codec.HeaderConfigVersion,
-	codec.HeaderRegistryHash, codec.HeaderFeatureFlags, codec.HeaderTerminalMode, codec.HeaderTerminalRows,
-	codec.HeaderTerminalCols,
-}
+// what net/http's path drops (dropHeaders: hop-by-hop headers, the client's
+// credentials, its encoding wishes), Host, and the config headers and
+// request ID, which are set from the verdict.
+var fastForwardSkip = append(append([]string{"Host"}, dropHeaders...),
+	codec.HeaderRequestID, codec.HeaderConfigDump, codec.HeaderConfigVersion, codec.HeaderRegistryHash,
+	codec.HeaderFeatureFlags, codec.HeaderTerminalMode, codec.HeaderTerminalRows, codec.HeaderTerminalCols)
 
 // hopByHopResponse: response headers never passed to the client as they
-// came (the edge frames the body itself).
+// came (the edge frames the body itself); both front ends use it.
 var hopByHopResponse = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Trailer", "Upgrade"}
 
 func inList(name string, list []string) bool {
