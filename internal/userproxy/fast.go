@@ -49,14 +49,15 @@ type Server struct {
 
 	mu      sync.Mutex
 	ln      net.Listener
-	conns   map[*fastConn]bool // true while waiting for a request
+	conns   map[*fastConn]struct{}
 	closing atomic.Bool
 	wg      sync.WaitGroup
 	handoff *handoffListener
 }
 
 type fastConn struct {
-	net.Conn // the socket
+	net.Conn             // the socket
+	idle     atomic.Bool // waiting for a request (Shutdown wakes these)
 }
 
 // fastReadBuffer is the per-connection read buffer: request heads larger
@@ -92,7 +93,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return http.ErrServerClosed
 	}
 	s.ln = ln
-	s.conns = map[*fastConn]bool{}
+	s.conns = map[*fastConn]struct{}{}
 	if s.HeaderTimeout <= 0 {
 		s.HeaderTimeout = 10 * time.Second
 	}
@@ -155,19 +156,8 @@ func (s *Server) add(c *fastConn) bool {
 	if s.closing.Load() {
 		return false
 	}
-	s.conns[c] = true
+	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	return true
-}
-
-// track updates a connection's state; false once shutting down.
-func (s *Server) track(c *fastConn, idle bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
-	}
-	s.conns[c] = idle
 	return true
 }
 
@@ -187,8 +177,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		s.ln.Close()
 	}
-	for c, idle := range s.conns {
-		if idle {
+	for c := range s.conns {
+		if c.idle.Load() {
 			c.SetReadDeadline(time.Now()) // wakes the wait for a head
 		}
 	}
@@ -249,14 +239,19 @@ func (s *Server) serveConn(c *fastConn) {
 	}
 	first := true
 	for {
-		if !s.track(c, true) {
+		c.idle.Store(true)
+		wait := s.IdleTimeout
+		if first {
+			wait = s.HeaderTimeout
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		// Shutdown sets closing, then wakes idle connections with a past
+		// deadline: checked after our own deadline, so it cannot be lost.
+		if s.closing.Load() {
 			break
 		}
-		if first {
-			c.SetReadDeadline(time.Now().Add(s.HeaderTimeout))
-		} else {
+		if !first {
 			// Wait for the next request's first byte, then for its head.
-			c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 			if _, err := br.Peek(1); err != nil {
 				break
 			}
@@ -268,7 +263,8 @@ func (s *Server) serveConn(c *fastConn) {
 			s.handOn(c, conn, br)
 			return
 		}
-		if err != nil || !s.track(c, false) {
+		c.idle.Store(false)
+		if err != nil || s.closing.Load() {
 			break
 		}
 		req := &sc.req
