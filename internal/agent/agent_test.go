@@ -45,6 +45,15 @@ func startAgent(t *testing.T, cfg *config.Config) *Agent {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	// The admin listener accepts from Listen on; the agent is started once
+	// Serve says it is ready (/readyz answered 503 before that: a flake).
+	deadline := time.Now().Add(5 * time.Second)
+	for !a.ready.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not become ready")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	return a
 }
 
