@@ -47,6 +47,21 @@ struct {
 
 #include "include/scan.h"
 
+/* tcp_payload finds the TCP payload of a parsed packet in the linear head. */
+static __always_inline int tcp_payload(void *data, void *data_end, const struct pkt *p, __u32 *off,
+				       __u32 *len)
+{
+	__u8 *tcp = data + (p->l4off & 0xffff);
+	if ((void *)(tcp + 20) > data_end || p->l3_bad)
+		return -1;
+	__u32 doff = (tcp[12] >> 4) * 4;
+	if (doff < 20 || doff > p->l4len)
+		return -1;
+	*off = p->l4off + doff;
+	*len = p->l4len - doff;
+	return 0;
+}
+
 #define TC_NEXT -1 /* TCX_NEXT / TC_ACT_UNSPEC: let the packet go on */
 
 static __always_inline int tc_count(int reason)
@@ -75,17 +90,19 @@ static __always_inline void flow_key_of(const struct pkt *p, int from_client, st
 	}
 }
 
-static __always_inline void tag_flow(struct __sk_buff *skb, const struct pkt *p, struct flow_key *k)
+static __always_inline void tag_flow(struct __sk_buff *skb, const struct pkt *p, struct flow_key *k,
+				     __u32 payload_off, __u32 payload_len)
 {
 	__u32 zero = 0;
 	struct head_scratch *hs = bpf_map_lookup_elem(&head_scratch_map, &zero);
 	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!hs || !cfg)
 		return;
-	__u32 n = p->payload_len < HEAD_SCAN ? p->payload_len : HEAD_SCAN;
+	__u32 n = payload_len < HEAD_SCAN ? payload_len : HEAD_SCAN;
+	n = ((n - 1) & (HEAD_SCAN - 1)) + 1; /* 1..HEAD_SCAN in a form the verifier follows */
 	if (n < 1 || n > HEAD_SCAN)
 		return;
-	if (bpf_skb_load_bytes(skb, p->payload_off, hs->b, n) < 0)
+	if (bpf_skb_load_bytes(skb, payload_off, hs->b, n) < 0)
 		return;
 	/* Bytes past n must not match: zero the slack the scan may read. */
 	__builtin_memset(hs->b + HEAD_SCAN, 0, HEAD_SLACK);
@@ -103,15 +120,18 @@ int regedge_tc_ingress(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct pkt p = {};
 
+	__u32 payload_off = 0, payload_len = 0;
 	if (parse_packet(data, data_end, &p) != PARSE_OK || p.l4proto != IPPROTO_TCP || p.frag ||
-	    !is_proxy_port(p.dport))
+	    !p.has_ports || !is_proxy_port(p.dport))
+		return TC_NEXT; /* not ours */
+	if (tcp_payload(data, data_end, &p, &payload_off, &payload_len) < 0)
 		return tc_count(REASON_OK);
 
 	struct flow_key k = {};
 	flow_key_of(&p, 1, &k);
 	struct flow_tag *tag = bpf_map_lookup_elem(&flow_tags, &k);
-	if (!tag && p.payload_len > 0) {
-		tag_flow(skb, &p, &k);
+	if (!tag && payload_len > 0) {
+		tag_flow(skb, &p, &k, payload_off, payload_len);
 		tag = bpf_map_lookup_elem(&flow_tags, &k);
 	}
 	if (!tag)
@@ -140,8 +160,8 @@ int regedge_tc_egress(struct __sk_buff *skb)
 	struct pkt p = {};
 
 	if (parse_packet(data, data_end, &p) != PARSE_OK || p.l4proto != IPPROTO_TCP || p.frag ||
-	    !is_proxy_port(p.sport))
-		return tc_count(REASON_OK);
+	    !p.has_ports || !is_proxy_port(p.sport))
+		return TC_NEXT; /* not ours */
 
 	struct flow_key k = {};
 	flow_key_of(&p, 0, &k);

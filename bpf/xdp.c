@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * regedge XDP program, on ingress of each configured interface:
- *   - malformed L3/L4 headers                         -> drop (malformed)
- *   - source on the block list (not expired)          -> drop (blocked)
- *   - fragment of a UDP datagram to the bus port      -> drop (fragment)
- *   - TCP SYN to a proxy port over the per-source rate -> drop (synflood)
- *   - UDP to the bus port from outside the allow-list -> drop (source)
+ * regedge XDP program, on ingress of each configured interface. It judges
+ * only packets addressed to the agent: UDP to the bus port and TCP to a proxy
+ * port. Everything else (including what it cannot parse far enough to find
+ * the ports) passes untouched and uncounted: on a shared node it is someone
+ * else's traffic, and the stack judges it. For our own packets:
+ *   - source on the block list (not expired)            -> drop (blocked)
+ *   - first fragment of a UDP datagram to the bus port  -> drop (fragment)
+ *   - TCP SYN to a proxy port over the per-source rate  -> drop (synflood)
+ *   - bus datagram whose IP or UDP header Linux would drop -> drop (malformed)
+ *   - UDP to the bus port from outside the allow-list   -> drop (source)
  *   - an invalid config bus datagram (PROTOCOL.md §2.3) -> drop (its reason)
- * Everything else passes. Valid bus datagrams are counted per registry hash.
+ * TCP to a proxy port is otherwise passed: its header checks are the stack's.
+ * Valid bus datagrams are counted per registry hash.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -158,17 +163,17 @@ static __always_inline int syn_over_limit(const struct pkt *p)
 }
 
 static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct pkt *p,
-					      const struct regedge_cfg *cfg)
+					      const struct regedge_cfg *cfg, __u32 len)
 {
 	__u32 zero = 0;
-	__u32 len = p->payload_len;
+	__u32 payload_off = p->l4off + sizeof(struct udphdr);
 	if (len < MIN_DATAGRAM)
 		return verdict(REASON_LENGTH);
 
 	__u64 bytes = ctx->data_end - ctx->data;
 	if (len == MIN_DATAGRAM) {
 		/* The common case is judged in place: no copy. */
-		const __u8 *d = (void *)(long)ctx->data + (p->payload_off & 0xffff);
+		const __u8 *d = (void *)(long)ctx->data + (payload_off & 0xffff);
 		if ((void *)(d + MIN_DATAGRAM) <= (void *)(long)ctx->data_end) {
 			int r = small_datagram_reason(d, cfg);
 			if (r != REASON_OK)
@@ -185,7 +190,7 @@ static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct p
 	__u32 n = len < MAX_DATAGRAM ? len : MAX_DATAGRAM;
 	if (n < 1 || n > MAX_DATAGRAM)
 		return XDP_ABORTED; /* unreachable; bounds n for the verifier */
-	if (bpf_xdp_load_bytes(ctx, p->payload_off, sc->b, n) < 0)
+	if (bpf_xdp_load_bytes(ctx, payload_off, sc->b, n) < 0)
 		return verdict(REASON_MALFORMED);
 
 	int r = datagram_reason(sc, len, cfg);
@@ -202,11 +207,13 @@ int regedge_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
 
-	int pr = parse_packet(data, data_end, &p);
-	if (pr == PARSE_NOT_IP)
-		return verdict(REASON_OK);
-	if (pr != PARSE_OK)
-		return verdict(REASON_MALFORMED);
+	if (parse_packet(data, data_end, &p) != PARSE_OK)
+		return XDP_PASS; /* not IP, or no ports to be found: not ours */
+
+	int bus = p.l4proto == IPPROTO_UDP && p.has_ports && p.dport == bus_port;
+	int proxy = p.l4proto == IPPROTO_TCP && p.has_ports && is_proxy_port(p.dport);
+	if (!bus && !proxy)
+		return XDP_PASS; /* includes later fragments: their ports are unknown */
 
 	__u32 zero = 0;
 	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
@@ -216,26 +223,23 @@ int regedge_xdp(struct xdp_md *ctx)
 	if (cfg->block_count != 0 && is_blocked(&p))
 		return verdict(REASON_BLOCKED);
 
-	if (p.frag) {
-		/* A first fragment shows its ports; later ones cannot reassemble
-		 * into a bus datagram once the first is gone. */
-		if (p.frag_first && p.has_ports && p.l4proto == IPPROTO_UDP && p.dport == bus_port)
-			return verdict(REASON_FRAGMENT);
-		return verdict(REASON_OK);
-	}
-
-	if (p.l4proto == IPPROTO_TCP) {
-		/* SYN without ACK to a proxy port */
-		if (syn_rate != 0 && (p.tcp_flags & 0x12) == 0x02 && is_proxy_port(p.dport) &&
-		    syn_over_limit(&p))
+	if (proxy) {
+		/* SYN without ACK, unfragmented */
+		if (syn_rate != 0 && !p.frag && (p.tcp_flags & 0x12) == 0x02 && syn_over_limit(&p))
 			return verdict(REASON_SYNFLOOD);
 		return verdict(REASON_OK);
 	}
 
-	if (p.l4proto == IPPROTO_UDP && p.dport == bus_port) {
-		if (!is_allowed(&p, cfg))
-			return verdict(REASON_SOURCE);
-		return check_bus_datagram(ctx, &p, cfg);
-	}
-	return verdict(REASON_OK);
+	/* A first fragment to the bus: the bus never needs fragments, and the
+	 * later ones cannot reassemble into a datagram once this is gone. */
+	if (p.frag)
+		return verdict(REASON_FRAGMENT);
+	if (p.l3_bad || (p.family == 4 && ipv4_header_bad(data, data_end, &p)))
+		return verdict(REASON_MALFORMED);
+	int ulen = udp_len(data, data_end, &p);
+	if (ulen < 0)
+		return verdict(REASON_MALFORMED);
+	if (!is_allowed(&p, cfg))
+		return verdict(REASON_SOURCE);
+	return check_bus_datagram(ctx, &p, cfg, ulen - sizeof(struct udphdr));
 }

@@ -537,13 +537,12 @@ func TestNetlinkFallbacks(t *testing.T) {
 		c, _ := o.Counters()
 		return c[ReasonChecksum] > before[ReasonChecksum]
 	})
-	// TC sees the reply traffic (ARP/ND aside, our own packets) on egress.
-	if _, err := send.WriteToUDP(validDatagram(), dst); err != nil {
-		t.Fatal(err)
-	}
-	if got := receive(t, recv, 1, 5*time.Second); len(got) != 1 {
-		t.Fatal("the valid datagram did not arrive")
-	}
+	// TC sees proxy-port traffic: a SYN to 4873 in, the refusing RST out.
+	testutil.In(t, h.A, func() {
+		if c, err := net.DialTimeout("tcp", "192.0.2.2:4873", 2*time.Second); err == nil {
+			c.Close()
+		}
+	})
 	waitFor(t, 5*time.Second, "the clsact TC program to see packets", func() bool {
 		c, _ := o.TCCounters()
 		return c[ReasonOK] > beforeTC[ReasonOK]
