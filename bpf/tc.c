@@ -5,7 +5,7 @@
  *            X-Bun-Config-Dump (else X-Bun-Registry-Hash) in the request head
  *            (case-insensitive names, bounded scan), check the state by §1 and
  *            write a flow tag keyed by the 4-tuple. Tagged flows are counted
- *            per registry hash; an optional per-hash mark/priority is applied.
+ *            per registry hash.
  *   egress:  TCP from a proxy port: counted per registry hash of its flow.
  * Neither drops: the tag is a hint the proxy re-checks.
  */
@@ -30,13 +30,6 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, struct flow_tag);
 } flow_tags SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct hash_class);
-} hash_classes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -139,13 +132,6 @@ int regedge_tc_ingress(struct __sk_buff *skb)
 
 	tag->last_ns = bpf_ktime_get_boot_ns();
 	count_registry(tag->hash, DIR_INGRESS, skb->len);
-	struct hash_class *cls = bpf_map_lookup_elem(&hash_classes, &tag->hash);
-	if (cls) {
-		if (cls->mark)
-			skb->mark = cls->mark;
-		if (cls->priority)
-			skb->priority = cls->priority;
-	}
 	/* FIN or RST from the client: the flow is ending, drop its tag. */
 	if (p.tcp_flags & 0x05)
 		bpf_map_delete_elem(&flow_tags, &k);

@@ -38,11 +38,6 @@ struct flow_tag {
 	__u64 last_ns; /* CLOCK_BOOTTIME of the last packet */
 };
 
-struct hash_class {
-	__u32 mark;
-	__u32 priority;
-};
-
 struct head_scratch {
 	__u8 b[HEAD_SCAN + HEAD_SLACK];
 };

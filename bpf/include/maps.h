@@ -51,11 +51,13 @@ struct registry_counters {
 	__u64 bytes;
 };
 
-/* Per-reason counters of one hook; index 0 counts passed packets. */
+/* Per-reason counters of one hook; index 0 counts passed packets. The key's
+ * type puts enum regedge_reason into the object's BTF, from which bpf2go
+ * generates the Go constants (gen.go: -type regedge_reason). */
 struct stats_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, REASON_MAX);
-	__type(key, __u32);
+	__type(key, enum regedge_reason);
 	__type(value, __u64);
 };
 

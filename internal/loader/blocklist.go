@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // BlockEntry is one prefix on the source block list. Expires is zero for an
@@ -116,4 +117,13 @@ func (o *Objects) Blocked() ([]BlockEntry, error) {
 		}
 	}
 	return out, nil
+}
+
+// bootTime is CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns.
+func bootTime() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, fmt.Errorf("loader: clock_gettime(CLOCK_BOOTTIME): %w", err)
+	}
+	return time.Duration(ts.Nano()), nil
 }

@@ -180,7 +180,7 @@ func (d *Datapath) attachAll(linkDir string) error {
 			d.Notes = append(d.Notes, note)
 		}
 		if l == nil {
-			continue // attached without a link (netlink fallback): nothing to pin
+			continue // attached without a link (clsact fallback): nothing to pin
 		}
 		if err := l.Pin(pin); err != nil {
 			l.Close()
@@ -234,11 +234,6 @@ func attachXDP(ifname string, generic bool, prog *ebpf.Program) (link.Link, stri
 	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: idx, Flags: flags})
 	if err == nil {
 		return l, "", nil
-	}
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		if nerr := netlinkXDP(idx, prog, generic); nerr == nil {
-			return nil, fmt.Sprintf("XDP on %s attached through netlink: this kernel has no XDP bpf_link, so it is not pinned", ifname), nil
-		}
 	}
 	mode := "native"
 	if generic {
@@ -317,7 +312,7 @@ func (d *Datapath) Links() []string {
 
 // Detach removes all of regedge's kernel state under bpffs: every pinned
 // link is unpinned (detaching its program), every map pin removed, and
-// netlink/clsact fallbacks on the given interfaces are removed.
+// clsact fallbacks on the given interfaces are removed.
 func Detach(bpffs string, interfaces []string) error {
 	root := PinRoot(bpffs)
 	if ok, err := IsBPFFS(filepath.Dir(root)); err != nil || !ok {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // TagSource says where a flow tag's state came from.
@@ -86,66 +85,6 @@ func (o *Objects) FlowTag(client, server netip.AddrPort) (FlowTag, bool, error) 
 		RegistryHash: v.Hash, Version: v.Version, FeatureFlags: v.Flags,
 		Verdict: Reason(v.Verdict), Source: TagSource(v.Source), LastSeen: time.Duration(v.LastNs),
 	}, true, nil
-}
-
-// TrimFlowTags deletes tags of flows idle for longer than maxIdle and
-// returns how many it deleted. FIN/RST and the LRU remove most tags; this
-// catches flows that vanished without either.
-func (o *Objects) TrimFlowTags(maxIdle time.Duration) (int, error) {
-	now, err := bootTime()
-	if err != nil {
-		return 0, err
-	}
-	var stale []tcFlowKey
-	var k tcFlowKey
-	var v tcFlowTag
-	it := o.tc.FlowTags.Iterate()
-	for it.Next(&k, &v) {
-		if now-time.Duration(v.LastNs) > maxIdle {
-			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("loader: iterate flow tags: %w", err)
-	}
-	n := 0
-	for i := range stale {
-		if err := o.tc.FlowTags.Delete(&stale[i]); err == nil {
-			n++
-		}
-	}
-	return n, nil
-}
-
-// bootTime is CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns.
-func bootTime() (time.Duration, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0, fmt.Errorf("loader: clock_gettime(CLOCK_BOOTTIME): %w", err)
-	}
-	return time.Duration(ts.Nano()), nil
-}
-
-// HashClass is the optional mark and priority for one registry hash's flows.
-type HashClass struct {
-	Mark     uint32
-	Priority uint32
-}
-
-// SetHashClass sets (or with a zero class, removes) the mark/priority of a
-// registry hash's flows.
-func (o *Objects) SetHashClass(hash uint32, c HashClass) error {
-	if c == (HashClass{}) {
-		if err := o.tc.HashClasses.Delete(hash); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("loader: hash class: %w", err)
-		}
-		return nil
-	}
-	v := tcHashClass{Mark: c.Mark, Priority: c.Priority}
-	if err := o.tc.HashClasses.Put(hash, &v); err != nil {
-		return fmt.Errorf("loader: hash class: %w", err)
-	}
-	return nil
 }
 
 // FlowHash is the registry hash of a connection's flow tag, for the proxy's

@@ -91,6 +91,11 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	resize(xdpMapBlockV4, opts.BlockEntries)
 	resize(xdpMapBlockV6, opts.BlockEntries)
 	resize(xdpMapSynBuckets, opts.SynEntries)
+	if opts.SynRate == 0 {
+		// The guard is off: its buckets are never touched, so they get no
+		// memory (an LRU hash preallocates all of its entries: 6 MiB).
+		spec.Maps[xdpMapSynBuckets].MaxEntries = 1
+	}
 	return spec, nil
 }
 
@@ -316,7 +321,7 @@ func (o *Objects) TCCounters() ([NumReasons]uint64, error) {
 func sumStats(m *ebpf.Map) ([NumReasons]uint64, error) {
 	var out [NumReasons]uint64
 	var perCPU []uint64
-	for i := uint32(0); i < NumReasons; i++ {
+	for i := Reason(0); i < NumReasons; i++ {
 		if err := m.Lookup(i, &perCPU); err != nil {
 			return out, fmt.Errorf("loader: read %s[%d]: %w", m, i, err)
 		}

@@ -35,12 +35,6 @@ type tcFlowTag struct {
 	LastNs  uint64
 }
 
-type tcHashClass struct {
-	_        structs.HostLayout
-	Mark     uint32
-	Priority uint32
-}
-
 type tcHeadScratch struct {
 	_ structs.HostLayout
 	B [1088]uint8
@@ -65,6 +59,25 @@ type tcRegedgeCfg struct {
 		Mask [4]uint32
 	}
 }
+
+type tcRegedgeReason uint32
+
+const (
+	tcRegedgeReasonREASON_OK        tcRegedgeReason = 0
+	tcRegedgeReasonREASON_LENGTH    tcRegedgeReason = 1
+	tcRegedgeReasonREASON_TYPE      tcRegedgeReason = 2
+	tcRegedgeReasonREASON_CHECKSUM  tcRegedgeReason = 3
+	tcRegedgeReasonREASON_FIELD     tcRegedgeReason = 4
+	tcRegedgeReasonREASON_VALUE     tcRegedgeReason = 5
+	tcRegedgeReasonREASON_STATE     tcRegedgeReason = 6
+	tcRegedgeReasonREASON_VERSION   tcRegedgeReason = 7
+	tcRegedgeReasonREASON_SOURCE    tcRegedgeReason = 8
+	tcRegedgeReasonREASON_FRAGMENT  tcRegedgeReason = 9
+	tcRegedgeReasonREASON_BLOCKED   tcRegedgeReason = 10
+	tcRegedgeReasonREASON_SYNFLOOD  tcRegedgeReason = 11
+	tcRegedgeReasonREASON_MALFORMED tcRegedgeReason = 12
+	tcRegedgeReasonREASON_MAX       tcRegedgeReason = 13
+)
 
 type tcRegistryCounters struct {
 	_       structs.HostLayout
@@ -92,7 +105,6 @@ type tcRegistrySlot struct {
 const (
 	tcMapConfigMap         = "config_map"
 	tcMapFlowTags          = "flow_tags"
-	tcMapHashClasses       = "hash_classes"
 	tcMapHeadScratchMap    = "head_scratch_map"
 	tcMapRegistrySlots     = "registry_slots"
 	tcMapRegistryStats     = "registry_stats"
@@ -154,7 +166,6 @@ type tcProgramSpecs struct {
 type tcMapSpecs struct {
 	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
 	FlowTags       *ebpf.MapSpec `ebpf:"flow_tags"`
-	HashClasses    *ebpf.MapSpec `ebpf:"hash_classes"`
 	HeadScratchMap *ebpf.MapSpec `ebpf:"head_scratch_map"`
 	RegistrySlots  *ebpf.MapSpec `ebpf:"registry_slots"`
 	RegistryStats  *ebpf.MapSpec `ebpf:"registry_stats"`
@@ -190,7 +201,6 @@ func (o *tcObjects) Close() error {
 type tcMaps struct {
 	ConfigMap      *ebpf.Map `ebpf:"config_map"`
 	FlowTags       *ebpf.Map `ebpf:"flow_tags"`
-	HashClasses    *ebpf.Map `ebpf:"hash_classes"`
 	HeadScratchMap *ebpf.Map `ebpf:"head_scratch_map"`
 	RegistrySlots  *ebpf.Map `ebpf:"registry_slots"`
 	RegistryStats  *ebpf.Map `ebpf:"registry_stats"`
@@ -201,7 +211,6 @@ func (m *tcMaps) Close() error {
 	return _TcClose(
 		m.ConfigMap,
 		m.FlowTags,
-		m.HashClasses,
 		m.HeadScratchMap,
 		m.RegistrySlots,
 		m.RegistryStats,

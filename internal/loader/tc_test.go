@@ -151,17 +151,3 @@ func TestTCCountsBothDirections(t *testing.T) {
 		t.Fatal("tag survived the client's FIN")
 	}
 }
-
-func TestTrimFlowTags(t *testing.T) {
-	o := loadForTest(t)
-	runTC(t, o.TCIngress(), tcpPacket(false, 50300, 4873, tcpPSHACK, request()))
-	if n, err := o.TrimFlowTags(1 << 62); err != nil || n != 0 {
-		t.Fatalf("trim with a huge idle time: %d, %v", n, err)
-	}
-	if n, err := o.TrimFlowTags(0); err != nil || n != 1 {
-		t.Fatalf("trim with zero idle time: %d, %v", n, err)
-	}
-	if _, ok, _ := o.FlowTag(netip.AddrPortFrom(testSrc4, 50300), netip.AddrPortFrom(testDst4, 4873)); ok {
-		t.Fatal("tag survived the trim")
-	}
-}

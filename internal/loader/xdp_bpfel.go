@@ -55,6 +55,25 @@ type xdpRegedgeCfg struct {
 	}
 }
 
+type xdpRegedgeReason uint32
+
+const (
+	xdpRegedgeReasonREASON_OK        xdpRegedgeReason = 0
+	xdpRegedgeReasonREASON_LENGTH    xdpRegedgeReason = 1
+	xdpRegedgeReasonREASON_TYPE      xdpRegedgeReason = 2
+	xdpRegedgeReasonREASON_CHECKSUM  xdpRegedgeReason = 3
+	xdpRegedgeReasonREASON_FIELD     xdpRegedgeReason = 4
+	xdpRegedgeReasonREASON_VALUE     xdpRegedgeReason = 5
+	xdpRegedgeReasonREASON_STATE     xdpRegedgeReason = 6
+	xdpRegedgeReasonREASON_VERSION   xdpRegedgeReason = 7
+	xdpRegedgeReasonREASON_SOURCE    xdpRegedgeReason = 8
+	xdpRegedgeReasonREASON_FRAGMENT  xdpRegedgeReason = 9
+	xdpRegedgeReasonREASON_BLOCKED   xdpRegedgeReason = 10
+	xdpRegedgeReasonREASON_SYNFLOOD  xdpRegedgeReason = 11
+	xdpRegedgeReasonREASON_MALFORMED xdpRegedgeReason = 12
+	xdpRegedgeReasonREASON_MAX       xdpRegedgeReason = 13
+)
+
 type xdpRegistryCounters struct {
 	_       structs.HostLayout
 	Packets uint64

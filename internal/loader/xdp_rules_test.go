@@ -293,6 +293,9 @@ func TestXDPSynGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.Close()
+	if n := o.xdp.SynBuckets.MaxEntries(); n != 65536 {
+		t.Errorf("syn_buckets has %d entries with the guard on, want the default 65536", n)
+	}
 	syn := tcpPacket(false, 1000, 4873, 0x02, "")
 	var drops int
 	for i := 0; i < 20; i++ {
@@ -323,9 +326,13 @@ func TestXDPSynGuard(t *testing.T) {
 	}
 }
 
-// TestSynGuardOffByDefault: with the default options SYNs are never dropped.
+// TestSynGuardOffByDefault: with the default options SYNs are never dropped,
+// and the guard's buckets take no memory.
 func TestSynGuardOffByDefault(t *testing.T) {
 	o := loadForTest(t)
+	if n := o.xdp.SynBuckets.MaxEntries(); n != 1 {
+		t.Errorf("syn_buckets has %d entries with the guard off, want 1", n)
+	}
 	syn := tcpPacket(false, 1001, 4873, 0x02, "")
 	for i := 0; i < 50; i++ {
 		if _, r := runXDP(t, o, syn); r != ReasonOK {
