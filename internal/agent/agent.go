@@ -245,16 +245,13 @@ func (a *Agent) openDatapath() error {
 	opts := loader.DefaultOptions()
 	opts.BusPort = uint16(cfg.Bus.Port)
 	opts.ProxyPorts = []uint16{uint16(cfg.Proxy.ListenPort)}
+	// The settings go in before the programs are attached or swapped in:
+	// a restart never runs the programs with a half-written config.
 	dp, err := loader.Open(loader.Config{
 		Options: opts, BPFFS: cfg.Agent.BPFFS, Interfaces: cfg.Agent.Interfaces,
 		XDPGeneric: cfg.Agent.XDPMode == "generic",
+		Settings:   &loader.Settings{Versions: codec.NewVersionSet(cfg.Config.Version), Allow: cfg.AllowPrefixes()},
 	})
-	if err == nil {
-		err = errors.Join(dp.SetVersions(codec.NewVersionSet(cfg.Config.Version)), dp.SetAllow(cfg.AllowPrefixes()))
-		if err != nil {
-			dp.Close()
-		}
-	}
 	if err != nil {
 		a.bpfReason = loader.Explain(err)
 		if cfg.Agent.BPF == "required" {

@@ -41,11 +41,14 @@ func (o *Objects) Block(prefix netip.Prefix, ttl time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("loader: block %v: %w", p, err)
 	}
-	return o.countBlocked()
+	if err := o.countBlocked(); err != nil {
+		return err
+	}
+	return o.writeConfig()
 }
 
-// countBlocked tells XDP how many entries the block list has (it skips the
-// lookup when there are none) and writes the config.
+// countBlocked counts the block list's entries for config_map: XDP skips
+// the lookup when there are none.
 func (o *Objects) countBlocked() error {
 	k4, err4 := mapKeys[xdpLpmV4](o.xdp.BlockV4)
 	k6, err6 := mapKeys[xdpLpmV6](o.xdp.BlockV6)
@@ -53,7 +56,7 @@ func (o *Objects) countBlocked() error {
 		return fmt.Errorf("loader: count the block list: %w", err)
 	}
 	o.blockCount = uint32(len(k4) + len(k6))
-	return o.writeConfig()
+	return nil
 }
 
 // Unblock removes prefix from the block list.
@@ -70,7 +73,10 @@ func (o *Objects) Unblock(prefix netip.Prefix) error {
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("loader: unblock %v: %w", p, err)
 	}
-	return o.countBlocked()
+	if err := o.countBlocked(); err != nil {
+		return err
+	}
+	return o.writeConfig()
 }
 
 // Blocked lists the block list; expired entries are removed on the way.

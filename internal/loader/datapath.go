@@ -29,6 +29,10 @@ type Config struct {
 	Interfaces []string // XDP and TC attach here
 	XDPGeneric bool     // generic (skb) XDP instead of native
 	SkLookup   bool     // attach sk_lookup in the caller's network namespace
+	// Settings, when set, are written before any program is attached or
+	// swapped in: the new programs never run with settings that are not
+	// this agent's. nil keeps the pinned settings (defaults on fresh maps).
+	Settings *Settings
 }
 
 // Datapath is the attached kernel half of the agent. Its maps and links are
@@ -121,6 +125,18 @@ func (d *Datapath) open() (err error) {
 		return err
 	}
 	d.Objects = objs
+	switch {
+	case d.cfg.Settings != nil:
+		err = objs.Apply(*d.cfg.Settings)
+	case objs.fresh:
+		err = objs.writeConfig()
+	}
+	if err != nil {
+		return err
+	}
+	if testHookBeforeAttach != nil {
+		testHookBeforeAttach(d)
+	}
 	if err := d.attachAll(filepath.Join(target, "links")); err != nil {
 		return err
 	}
@@ -131,6 +147,10 @@ func (d *Datapath) open() (err error) {
 	}
 	return nil
 }
+
+// testHookBeforeAttach, when set by a test, runs after the maps are loaded
+// and written and before any link is created or updated.
+var testHookBeforeAttach func(*Datapath)
 
 // attachAll makes the set of pinned links equal the configured one: new
 // attachments are created and pinned, existing pins get the new program, and
@@ -165,12 +185,31 @@ func (d *Datapath) attachAll(linkDir string) error {
 		prog := want[name]
 		pin := filepath.Join(linkDir, name)
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-			if err := l.Update(prog); err != nil {
+			why, err := d.stale(name, l)
+			if err != nil {
 				l.Close()
-				return fmt.Errorf("loader: update %s to the new program: %w", name, err)
+				return err
 			}
-			d.links = append(d.links, namedLink{name, l})
-			continue
+			if why == "" {
+				err := l.Update(prog)
+				if err == nil {
+					d.links = append(d.links, namedLink{name, l})
+					continue
+				}
+				if !errors.Is(err, unix.ENOLINK) {
+					l.Close()
+					return fmt.Errorf("loader: update %s to the new program: %w", name, err)
+				}
+				why = "its link was severed"
+			}
+			// A link whose interface or namespace is gone cannot be updated
+			// and detaches nothing: unpin it and attach anew.
+			uerr := l.Unpin()
+			l.Close()
+			if uerr != nil {
+				return fmt.Errorf("loader: unpin the stale link %s: %w", name, uerr)
+			}
+			d.Notes = append(d.Notes, fmt.Sprintf("%s: %s: unpinned it and attached anew", name, why))
 		}
 		l, note, err := d.attach(name, prog)
 		if err != nil {
@@ -191,6 +230,66 @@ func (d *Datapath) attachAll(linkDir string) error {
 	return nil
 }
 
+// stale says why a pinned link no longer attaches where its name says (""
+// when it does): its interface was deleted (the link is severed) or deleted
+// and re-created under a new index, or its network namespace is another.
+func (d *Datapath) stale(name string, l link.Link) (string, error) {
+	info, err := l.Info()
+	if err != nil {
+		return "", fmt.Errorf("loader: %s: %w", name, err)
+	}
+	if name == "sklookup-netns" {
+		ns := info.NetNs()
+		ino, err := threadNetnsInode()
+		if ns == nil || err != nil {
+			return "", err
+		}
+		if ns.NetnsInode != ino {
+			return "it attaches another network namespace", nil
+		}
+		return "", nil
+	}
+	var have uint32
+	switch {
+	case info.XDP() != nil:
+		have = info.XDP().Ifindex
+	case info.TCX() != nil:
+		have = info.TCX().Ifindex
+	default:
+		return "", nil
+	}
+	idx, err := ifindex(ifnameOf(name))
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case have == 0:
+		return "its interface was deleted (the link is severed)", nil
+	case int(have) != idx:
+		return fmt.Sprintf("it attaches interface index %d, %s is now %d (deleted and re-created)", have, ifnameOf(name), idx), nil
+	}
+	return "", nil
+}
+
+// ifnameOf is the interface of a link pin name: xdp-IF, tcx-ingress-IF,
+// tcx-egress-IF.
+func ifnameOf(name string) string {
+	kind, rest, _ := strings.Cut(name, "-")
+	if kind == "tcx" {
+		_, rest, _ = strings.Cut(rest, "-")
+	}
+	return rest
+}
+
+// threadNetnsInode is the inode of this thread's network namespace.
+func threadNetnsInode() (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("loader: network namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
+}
+
 // attach creates one attachment by its pin name.
 func (d *Datapath) attach(name string, prog *ebpf.Program) (link.Link, string, error) {
 	if name == "sklookup-netns" {
@@ -199,19 +298,21 @@ func (d *Datapath) attach(name string, prog *ebpf.Program) (link.Link, string, e
 			return nil, "", fmt.Errorf("loader: sk_lookup: %w", err)
 		}
 		defer ns.Close()
+		if err := checkSkLookupFree(int(ns.Fd())); err != nil {
+			return nil, "", err
+		}
 		l, err := link.AttachNetNs(int(ns.Fd()), prog)
 		if err != nil {
 			return nil, "", fmt.Errorf("loader: attach sk_lookup: %w", err)
 		}
 		return l, "", nil
 	}
-	kind, ifname, _ := strings.Cut(name, "-")
+	kind, rest, _ := strings.Cut(name, "-")
 	if kind == "tcx" {
-		var dir string
-		dir, ifname, _ = strings.Cut(ifname, "-")
-		return attachTC(ifname, dir == "ingress", prog)
+		dir, _, _ := strings.Cut(rest, "-")
+		return attachTC(ifnameOf(name), dir == "ingress", prog)
 	}
-	return attachXDP(ifname, d.cfg.XDPGeneric, prog)
+	return attachXDP(ifnameOf(name), d.cfg.XDPGeneric, prog)
 }
 
 func ifindex(ifname string) (int, error) {
@@ -235,6 +336,11 @@ func attachXDP(ifname string, generic bool, prog *ebpf.Program) (link.Link, stri
 	if err == nil {
 		return l, "", nil
 	}
+	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+		if herr := xdpHolder(ifname, idx); herr != nil {
+			return nil, "", fmt.Errorf("loader: attach XDP to %s: %w", ifname, herr)
+		}
+	}
 	mode := "native"
 	if generic {
 		mode = "generic"
@@ -250,6 +356,9 @@ func attachTC(ifname string, ingress bool, prog *ebpf.Program) (link.Link, strin
 	at := ebpf.AttachTCXEgress
 	if ingress {
 		at = ebpf.AttachTCXIngress
+	}
+	if err := checkTCXFree(ifname, idx, at); err != nil {
+		return nil, "", fmt.Errorf("loader: attach TC to %s: %w", ifname, err)
 	}
 	l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: prog, Attach: at})
 	if err == nil {

@@ -64,6 +64,9 @@ type Objects struct {
 	own        codec.State
 	blockCount uint32
 	allow      []netip.Prefix // canonical
+	// fresh: config_map was never written (new maps); the programs must
+	// not be attached before it is.
+	fresh bool
 }
 
 // xdpSpec returns the XDP collection spec with opts applied.
@@ -128,12 +131,30 @@ func loadErr(what string, err error) error {
 
 // Load loads the programs and maps into the kernel without attaching or
 // pinning them, with config versions {1} and an empty allow-list.
-func Load(opts Options) (*Objects, error) { return load(opts, "") }
+func Load(opts Options) (*Objects, error) {
+	o, err := load(opts, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := o.writeConfig(); err != nil { // fresh maps, nothing attached
+		o.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+// Settings are the runtime values of config_map and the allow-list tries.
+type Settings struct {
+	Versions codec.VersionSet
+	Allow    []netip.Prefix // bus sources; empty: nobody
+}
 
 // load loads the objects; with pinDir set, every map is pinned there by name
 // and a map already pinned there (by an earlier agent) is reused, so its
-// contents survive a restart.
-func load(opts Options, pinDir string) (*Objects, error) {
+// contents survive a restart. load never writes a map: with reused maps the
+// live settings (in use by the programs attached now) are read back, and
+// fresh reports that there were none.
+func load(opts Options, pinDir string) (o *Objects, err error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -147,7 +168,7 @@ func load(opts Options, pinDir string) (*Objects, error) {
 	}
 	sspec, err := loadSklookup()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("loader: sk_lookup spec: %w", err)
 	}
 	var mapOpts ebpf.MapOptions
 	if pinDir != "" {
@@ -164,7 +185,7 @@ func load(opts Options, pinDir string) (*Objects, error) {
 		tspec.Maps[tcMapRegistrySlots].Pinning = ebpf.PinNone
 		tspec.Maps[tcMapConfigMap].Pinning = ebpf.PinNone
 	}
-	o := &Objects{versions: codec.DefaultVersions, own: codec.DefaultState()}
+	o = &Objects{versions: codec.DefaultVersions, own: codec.DefaultState(), fresh: true}
 	if err := xspec.LoadAndAssign(&o.xdp, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
 		return nil, loadErr("XDP", err)
 	}
@@ -182,22 +203,63 @@ func load(opts Options, pinDir string) (*Objects, error) {
 		o.xdp.Close()
 		return nil, loadErr("sk_lookup", err)
 	}
-	if pinDir != "" {
-		// A reused config_map holds the previous agent's settings; they are
-		// rewritten by the caller's SetVersions/SetOwnState.
-		var prev xdpRegedgeCfg
-		if err := o.xdp.ConfigMap.Lookup(uint32(0), &prev); err == nil && prev.Versions != (codec.VersionSet{}) {
-			o.versions = prev.Versions
-			if s, err := codec.StateFromBytes([codec.StateSize]byte(prev.Own[:codec.StateSize])); err == nil {
-				o.own = s
-			}
+	defer func() {
+		if err != nil {
+			o.Close()
 		}
-	}
-	if err := o.countBlocked(); err != nil {
-		o.Close()
+	}()
+	if err := o.readBack(); err != nil {
 		return nil, err
 	}
 	return o, nil
+}
+
+// readBack takes the live settings from reused maps into o, so that the
+// next write of config_map changes only what its caller changes. A
+// config_map that was never written (no versions accepted) is fresh.
+func (o *Objects) readBack() error {
+	var prev xdpRegedgeCfg
+	if err := o.xdp.ConfigMap.Lookup(uint32(0), &prev); err != nil {
+		return fmt.Errorf("loader: read config_map: %w", err)
+	}
+	if prev.Versions == (codec.VersionSet{}) {
+		return o.countBlocked() // fresh: nothing to keep
+	}
+	o.fresh = false
+	o.versions = prev.Versions
+	if s, err := codec.StateFromBytes([codec.StateSize]byte(prev.Own[:codec.StateSize])); err == nil {
+		o.own = s
+	}
+	allow, err := readLPM(o.xdp.AllowV4, o.xdp.AllowV6)
+	if err != nil {
+		return fmt.Errorf("loader: read the allow-list: %w", err)
+	}
+	o.allow = allow
+	return o.countBlocked()
+}
+
+// Apply writes settings: the allow-list tries, then config_map in one
+// update, so the programs see either the old settings or the new ones.
+func (o *Objects) Apply(s Settings) error {
+	canon := make([]netip.Prefix, 0, len(s.Allow))
+	for _, p := range s.Allow {
+		c, err := canonical(p)
+		if err != nil {
+			return err
+		}
+		canon = append(canon, c)
+	}
+	if err := replaceLPM(o.xdp.AllowV4, o.xdp.AllowV6, canon, func() any { v := uint8(1); return &v }); err != nil {
+		return err
+	}
+	oldV, oldA := o.versions, o.allow
+	o.versions, o.allow = s.Versions, canon
+	if err := o.writeConfig(); err != nil {
+		o.versions, o.allow = oldV, oldA
+		return err
+	}
+	o.fresh = false
+	return nil
 }
 
 // Close releases the objects (pinned ones stay in bpffs).
@@ -251,19 +313,7 @@ func (o *Objects) writeConfig() error {
 // always hold the list; a short list is also written into config_map, where
 // XDP checks it in a few compares instead of a trie lookup.
 func (o *Objects) SetAllow(prefixes []netip.Prefix) error {
-	canon := make([]netip.Prefix, 0, len(prefixes))
-	for _, p := range prefixes {
-		c, err := canonical(p)
-		if err != nil {
-			return err
-		}
-		canon = append(canon, c)
-	}
-	if err := replaceLPM(o.xdp.AllowV4, o.xdp.AllowV6, canon, func() any { v := uint8(1); return &v }); err != nil {
-		return err
-	}
-	o.allow = canon
-	return o.writeConfig()
+	return o.Apply(Settings{Versions: o.versions, Allow: prefixes})
 }
 
 const allowUseTrie = 0xffffffff
