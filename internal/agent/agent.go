@@ -253,7 +253,10 @@ func (a *Agent) openDatapath() error {
 		Settings:   &loader.Settings{Versions: codec.NewVersionSet(cfg.Config.Version), Allow: cfg.AllowPrefixes()},
 	})
 	if err != nil {
-		a.bpfReason = loader.Explain(err)
+		a.bpfReason = loader.Explain(err) // one line, for /health and the log
+		if vlog := loader.VerifierLog(err); vlog != "" {
+			a.log.Debug("kernel datapath: the verifier's log", "err", err.Error(), "log", vlog)
+		}
 		if cfg.Agent.BPF == "required" {
 			return fmt.Errorf("%w: %s", ErrBPFRequired, a.bpfReason)
 		}

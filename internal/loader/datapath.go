@@ -76,6 +76,9 @@ func Open(cfg Config) (*Datapath, error) {
 	} else if mounted {
 		d.Notes = append(d.Notes, fmt.Sprintf("bpffs was not mounted: mounted it at %s", cfg.BPFFS))
 	}
+	if err := Probe(); err != nil {
+		return nil, err
+	}
 	lock, err := lockDir(d.root)
 	if err != nil {
 		return nil, err

@@ -121,14 +121,6 @@ func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
-func loadErr(what string, err error) error {
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		return fmt.Errorf("loader: verifier rejected the %s program: %+v", what, ve)
-	}
-	return fmt.Errorf("loader: load %s objects: %w", what, err)
-}
-
 // Load loads the programs and maps into the kernel without attaching or
 // pinning them, with config versions {1} and an empty allow-list.
 func Load(opts Options) (*Objects, error) {
