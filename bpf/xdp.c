@@ -178,7 +178,7 @@ static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct p
 			int r = small_datagram_reason(d, cfg);
 			if (r != REASON_OK)
 				return verdict(r);
-			count_registry(be32_at(d + 1), DIR_INGRESS, bytes);
+			count_registry(be32_at(d + 1), DIR_INGRESS, 1, bytes);
 			return verdict(REASON_OK);
 		}
 	}
@@ -196,7 +196,7 @@ static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct p
 	int r = datagram_reason(sc, len, cfg);
 	if (r != REASON_OK)
 		return verdict(r);
-	count_registry(be32_at(sc->b + 1), DIR_INGRESS, bytes);
+	count_registry(be32_at(sc->b + 1), DIR_INGRESS, 1, bytes);
 	return verdict(REASON_OK);
 }
 

@@ -92,7 +92,7 @@ struct {
 	__type(value, struct registry_slot);
 } registry_slots SEC(".maps");
 
-static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 bytes)
+static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes)
 {
 	__u32 slot = ((hash ^ (dir << 31)) * 2654435761u) >> 24; /* Fibonacci hashing */
 	struct registry_slot *s = bpf_map_lookup_elem(&registry_slots, &slot);
@@ -102,7 +102,7 @@ static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 bytes)
 			s->dir = dir;
 		}
 		if (s->hash == hash && s->dir == dir) {
-			s->packets += 1;
+			s->packets += packets;
 			s->bytes += bytes;
 			return;
 		}
@@ -110,11 +110,11 @@ static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 bytes)
 	struct registry_key k = {.hash = hash, .dir = dir};
 	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);
 	if (c) {
-		c->packets += 1;
+		c->packets += packets;
 		c->bytes += bytes;
 		return;
 	}
-	struct registry_counters nc = {.packets = 1, .bytes = bytes};
+	struct registry_counters nc = {.packets = packets, .bytes = bytes};
 	bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST);
 }
 

@@ -38,8 +38,8 @@ struct scratch {
 };
 
 /* Runtime config that userspace changes without reloading: the accepted
- * config versions (a 256-bit set) and the agent's own 13-byte state, which a
- * request without config headers is given (PROTOCOL.md §4.1). */
+ * config versions (a 256-bit set), the block list's size and the bus
+ * allow-list. */
 #define ALLOW_FAST_V4 16
 #define ALLOW_FAST_V6 8
 #define ALLOW_USE_TRIE 0xffffffff
@@ -56,7 +56,6 @@ struct allow6 {
 
 struct regedge_cfg {
 	__u64 versions[4];
-	__u8 own[16];      /* the state's wire bytes; 3 bytes of padding */
 	__u32 block_count; /* entries on the block list: 0 skips its lookup */
 	/* The bus allow-list, when short, as a list checked in a few compares
 	 * (an LPM trie lookup costs more than the rest of the datagram check);

@@ -93,15 +93,12 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	if err := a.openDatapath(); err != nil {
 		return nil, err
 	}
-	var kernel state.Kernel
-	if a.dp != nil {
-		kernel = a.dp.Objects
-	}
+	// The kernel keeps no copy of the state: it accounts connections by
+	// the hash the proxy gives each socket (userproxy Config.Kernel).
 	store, err := state.Open(state.Options{
 		Initial:  cfg.State(),
 		Versions: codec.NewVersionSet(cfg.Config.Version),
 		File:     cfg.Agent.StateFile,
-		Kernel:   kernel,
 	})
 	if err != nil {
 		a.closeDatapath()
@@ -433,7 +430,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		ReadHeaderTimeout: time.Duration(a.cfg.Proxy.HeaderTimeout) * time.Millisecond, // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
-		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
+		ConnContext:       userproxy.ConnContext, // per-connection state: the socket the kernel accounts
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 5)

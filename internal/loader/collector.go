@@ -23,8 +23,8 @@ func NewCollector(o *Objects) *Collector {
 		o:            o,
 		drops:        prometheus.NewDesc("regedge_kernel_drops_total", "Packets dropped in the kernel, by hook and reason.", []string{"hook", "reason"}, nil),
 		packets:      prometheus.NewDesc("regedge_kernel_packets_total", "Packets judged in the kernel, by hook and verdict.", []string{"hook", "verdict"}, nil),
-		regPackets:   prometheus.NewDesc("regedge_registry_packets_total", "Packets of valid bus datagrams and tagged proxy flows, by registry hash and direction.", []string{"registry_hash", "direction"}, nil),
-		regBytes:     prometheus.NewDesc("regedge_registry_bytes_total", "Bytes of valid bus datagrams and tagged proxy flows, by registry hash and direction.", []string{"registry_hash", "direction"}, nil),
+		regPackets:   prometheus.NewDesc("regedge_registry_packets_total", "Packets of valid bus datagrams and of proxy connections (counted by socket, GSO segments each), by registry hash and direction.", []string{"registry_hash", "direction"}, nil),
+		regBytes:     prometheus.NewDesc("regedge_registry_bytes_total", "Bytes of valid bus datagrams and of proxy connections (skb length, counted by socket), by registry hash and direction.", []string{"registry_hash", "direction"}, nil),
 		steered:      prometheus.NewDesc("regedge_steered_connections_total", "Connections sk_lookup handed to the proxy socket (result: steered, nosocket).", []string{"result"}, nil),
 		scrapeErrors: prometheus.NewDesc("regedge_kernel_scrape_errors", "1 when reading the kernel counters failed during this scrape.", nil, nil),
 	}

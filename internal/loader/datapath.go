@@ -413,6 +413,18 @@ func (d *Datapath) closeAll() error {
 	return errors.Join(errs...)
 }
 
+// DropLink forgets the attachment of that pin name after its pin was
+// removed by hand (tests that want TC without XDP): closing it detaches.
+func (d *Datapath) DropLink(name string) {
+	for i, nl := range d.links {
+		if nl.name == name {
+			nl.l.Close()
+			d.links = append(d.links[:i], d.links[i+1:]...)
+			return
+		}
+	}
+}
+
 // Links lists the attachments this datapath holds, by pin name.
 func (d *Datapath) Links() []string {
 	out := make([]string, 0, len(d.links))

@@ -35,8 +35,10 @@ var requiredFeatures = []feature{
 	{"XDP programs", "4.8", func() error { return features.HaveProgramType(ebpf.XDP) }},
 	{"LPM trie maps", "4.11", func() error { return features.HaveMapType(ebpf.LPMTrie) }},
 	{"SOCKMAP", "4.14", func() error { return features.HaveMapType(ebpf.SockMap) }},
+	{"socket lookups from TC", "4.20", func() error { return features.HaveProgramHelper(ebpf.SchedCLS, asm.FnSkLookupTcp) }},
+	{"socket-local storage", "5.2", func() error { return features.HaveMapType(ebpf.SkStorage) }},
+	{"socket-local storage from TC", "5.2", func() error { return features.HaveProgramHelper(ebpf.SchedCLS, asm.FnSkStorageGet) }},
 	{"sk_lookup programs", "5.9", func() error { return features.HaveProgramType(ebpf.SkLookup) }},
-	{"bpf_loop", "5.17", func() error { return features.HaveProgramHelper(ebpf.SchedCLS, asm.FnLoop) }},
 	{"bpf_xdp_load_bytes", "5.18", func() error { return features.HaveProgramHelper(ebpf.XDP, asm.FnXdpLoadBytes) }},
 }
 

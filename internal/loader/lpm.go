@@ -134,3 +134,9 @@ func readLPM(m4, m6 *ebpf.Map) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// nativeU32 reads 4 network-order bytes as the kernel stores them in a
+// __u32 field of a struct (memory order), on a little-endian host.
+func nativeU32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}

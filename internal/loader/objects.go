@@ -31,7 +31,6 @@ type Options struct {
 	RegistryEntries uint32
 	BlockEntries    uint32
 	SynEntries      uint32
-	FlowEntries     uint32
 }
 
 // DefaultOptions are the seed's ports with the SYN guard off.
@@ -61,7 +60,6 @@ type Objects struct {
 	sk  sklookupObjects
 
 	versions   codec.VersionSet
-	own        codec.State
 	blockCount uint32
 	allow      []netip.Prefix // canonical
 	// fresh: config_map was never written (new maps); the programs must
@@ -114,9 +112,6 @@ func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	}
 	if opts.RegistryEntries != 0 {
 		spec.Maps[tcMapRegistryStats].MaxEntries = opts.RegistryEntries
-	}
-	if opts.FlowEntries != 0 {
-		spec.Maps[tcMapFlowTags].MaxEntries = opts.FlowEntries
 	}
 	return spec, nil
 }
@@ -177,7 +172,7 @@ func load(opts Options, pinDir string) (o *Objects, err error) {
 		tspec.Maps[tcMapRegistrySlots].Pinning = ebpf.PinNone
 		tspec.Maps[tcMapConfigMap].Pinning = ebpf.PinNone
 	}
-	o = &Objects{versions: codec.DefaultVersions, own: codec.DefaultState(), fresh: true}
+	o = &Objects{versions: codec.DefaultVersions, fresh: true}
 	if err := xspec.LoadAndAssign(&o.xdp, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
 		return nil, loadErr("XDP", err)
 	}
@@ -219,9 +214,6 @@ func (o *Objects) readBack() error {
 	}
 	o.fresh = false
 	o.versions = prev.Versions
-	if s, err := codec.StateFromBytes([codec.StateSize]byte(prev.Own[:codec.StateSize])); err == nil {
-		o.own = s
-	}
 	allow, err := readLPM(o.xdp.AllowV4, o.xdp.AllowV6)
 	if err != nil {
 		return fmt.Errorf("loader: read the allow-list: %w", err)
@@ -275,26 +267,9 @@ func (o *Objects) SetVersions(vs codec.VersionSet) error {
 	return nil
 }
 
-// SetOwnState tells the kernel the agent's own state: what a request
-// without config headers is given.
-func (o *Objects) SetOwnState(s codec.State) error {
-	if err := s.Validate(); err != nil {
-		return fmt.Errorf("loader: own state: %w", err)
-	}
-	old := o.own
-	o.own = s
-	if err := o.writeConfig(); err != nil {
-		o.own = old
-		return err
-	}
-	return nil
-}
-
 func (o *Objects) writeConfig() error {
 	cfg := xdpRegedgeCfg{Versions: o.versions, BlockCount: o.blockCount}
 	o.fillAllow(&cfg)
-	b := o.own.Bytes()
-	copy(cfg.Own[:], b[:])
 	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("loader: write config_map: %w", err)
 	}

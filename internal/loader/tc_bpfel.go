@@ -13,37 +13,9 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type tcFlowKey struct {
-	_          structs.HostLayout
-	Client     [4]uint32
-	Server     [4]uint32
-	ClientPort uint16
-	ServerPort uint16
-	Family     uint8
-	Pad        [3]uint8
-}
-
-type tcFlowTag struct {
-	_       structs.HostLayout
-	Hash    uint32
-	Flags   uint32
-	Version uint8
-	Verdict uint8
-	Source  uint8
-	Pad     uint8
-	Pad2    uint32
-	LastNs  uint64
-}
-
-type tcHeadScratch struct {
-	_ structs.HostLayout
-	B [1088]uint8
-}
-
 type tcRegedgeCfg struct {
 	_          structs.HostLayout
 	Versions   [4]uint64
-	Own        [16]uint8
 	BlockCount uint32
 	Allow4N    uint32
 	Allow6N    uint32
@@ -99,15 +71,34 @@ type tcRegistrySlot struct {
 	Bytes   uint64
 }
 
+type tcSockPending struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad        uint32
+	InPackets  uint64
+	InBytes    uint64
+	OutPackets uint64
+	OutBytes   uint64
+}
+
+type tcSockRegistry struct {
+	_     structs.HostLayout
+	Hash  uint32
+	Flags uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcMapConfigMap         = "config_map"
-	tcMapFlowTags          = "flow_tags"
-	tcMapHeadScratchMap    = "head_scratch_map"
 	tcMapRegistrySlots     = "registry_slots"
 	tcMapRegistryStats     = "registry_stats"
+	tcMapSockPending       = "sock_pending"
+	tcMapSockRegistry      = "sock_registry"
 	tcMapTcStats           = "tc_stats"
 	tcProgRegedgeTcEgress  = "regedge_tc_egress"
 	tcProgRegedgeTcIngress = "regedge_tc_ingress"
@@ -164,12 +155,12 @@ type tcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcMapSpecs struct {
-	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
-	FlowTags       *ebpf.MapSpec `ebpf:"flow_tags"`
-	HeadScratchMap *ebpf.MapSpec `ebpf:"head_scratch_map"`
-	RegistrySlots  *ebpf.MapSpec `ebpf:"registry_slots"`
-	RegistryStats  *ebpf.MapSpec `ebpf:"registry_stats"`
-	TcStats        *ebpf.MapSpec `ebpf:"tc_stats"`
+	ConfigMap     *ebpf.MapSpec `ebpf:"config_map"`
+	RegistrySlots *ebpf.MapSpec `ebpf:"registry_slots"`
+	RegistryStats *ebpf.MapSpec `ebpf:"registry_stats"`
+	SockPending   *ebpf.MapSpec `ebpf:"sock_pending"`
+	SockRegistry  *ebpf.MapSpec `ebpf:"sock_registry"`
+	TcStats       *ebpf.MapSpec `ebpf:"tc_stats"`
 }
 
 // tcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -199,21 +190,21 @@ func (o *tcObjects) Close() error {
 //
 // It can be passed to loadTcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcMaps struct {
-	ConfigMap      *ebpf.Map `ebpf:"config_map"`
-	FlowTags       *ebpf.Map `ebpf:"flow_tags"`
-	HeadScratchMap *ebpf.Map `ebpf:"head_scratch_map"`
-	RegistrySlots  *ebpf.Map `ebpf:"registry_slots"`
-	RegistryStats  *ebpf.Map `ebpf:"registry_stats"`
-	TcStats        *ebpf.Map `ebpf:"tc_stats"`
+	ConfigMap     *ebpf.Map `ebpf:"config_map"`
+	RegistrySlots *ebpf.Map `ebpf:"registry_slots"`
+	RegistryStats *ebpf.Map `ebpf:"registry_stats"`
+	SockPending   *ebpf.Map `ebpf:"sock_pending"`
+	SockRegistry  *ebpf.Map `ebpf:"sock_registry"`
+	TcStats       *ebpf.Map `ebpf:"tc_stats"`
 }
 
 func (m *tcMaps) Close() error {
 	return _TcClose(
 		m.ConfigMap,
-		m.FlowTags,
-		m.HeadScratchMap,
 		m.RegistrySlots,
 		m.RegistryStats,
+		m.SockPending,
+		m.SockRegistry,
 		m.TcStats,
 	)
 }

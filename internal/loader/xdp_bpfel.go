@@ -38,7 +38,6 @@ type xdpLpmV6 struct {
 type xdpRegedgeCfg struct {
 	_          structs.HostLayout
 	Versions   [4]uint64
-	Own        [16]uint8
 	BlockCount uint32
 	Allow4N    uint32
 	Allow6N    uint32
