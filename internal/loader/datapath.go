@@ -38,7 +38,8 @@ type Config struct {
 // Datapath is the attached kernel half of the agent. Its maps and links are
 // pinned under BPFFS/regedge/LayoutVersion, so closing it (or the process
 // dying) leaves packets judged by the programs; Open by the next agent reuses
-// the maps and swaps the programs in the pinned links.
+// the maps and swaps the programs in the pinned links, while this one may
+// still run (a rollout): see Superseded.
 type Datapath struct {
 	*Objects
 	cfg   Config
@@ -46,6 +47,7 @@ type Datapath struct {
 	dir   string // root/LayoutVersion
 	lock  *os.File
 	links []namedLink
+	progs map[string]ebpf.ProgramID // what this datapath attached, by link name
 	// Notes say, in plain words, which fallbacks are in force.
 	Notes []string
 }
@@ -63,8 +65,11 @@ func PinRoot(bpffs string) string {
 	return filepath.Join(bpffs, "regedge")
 }
 
-// Open mounts bpffs if needed, takes the pin directory's lock, loads (or
-// reuses) the maps, and attaches (or updates) the programs.
+// Open mounts bpffs if needed, probes the kernel, loads (or reuses) the
+// maps, writes the settings and attaches (or updates) the programs, holding
+// the pin directory's lock while it does: two agents never open at once,
+// but an agent that has opened holds no lock, so the next one (a rollout,
+// or a restart that overlaps the old process) can take over while it runs.
 func Open(cfg Config) (*Datapath, error) {
 	if cfg.BPFFS == "" {
 		cfg.BPFFS = DefaultBPFFS
@@ -88,7 +93,29 @@ func Open(cfg Config) (*Datapath, error) {
 		d.closeAll()
 		return nil, err
 	}
+	d.lock = nil
+	if err := lock.Close(); err != nil { // releases the flock
+		d.closeAll()
+		return nil, fmt.Errorf("loader: release the lock: %w", err)
+	}
 	return d, nil
+}
+
+// Superseded reports whether another agent has taken over: a pinned link
+// this datapath attached now runs another program (the next agent's Open
+// swapped its own in). The agent then leaves the kernel's settings alone
+// and hands its sockets over (docs/upgrade.md).
+func (d *Datapath) Superseded() (bool, error) {
+	for _, nl := range d.links {
+		info, err := nl.l.Info()
+		if err != nil {
+			return false, fmt.Errorf("loader: %s: %w", nl.name, err)
+		}
+		if info.Program != d.progs[nl.name] {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (d *Datapath) open() (err error) {
@@ -128,11 +155,14 @@ func (d *Datapath) open() (err error) {
 		return err
 	}
 	d.Objects = objs
+	if err := removeStaleMapPins(filepath.Join(target, "maps")); err != nil {
+		return err
+	}
 	switch {
 	case d.cfg.Settings != nil:
 		err = objs.Apply(*d.cfg.Settings)
 	case objs.fresh:
-		err = objs.writeConfig()
+		err = objs.writeDefaults()
 	}
 	if err != nil {
 		return err
@@ -146,6 +176,34 @@ func (d *Datapath) open() (err error) {
 	if fresh {
 		if err := os.Rename(target, d.dir); err != nil {
 			return fmt.Errorf("loader: move pins into place: %w", err)
+		}
+	}
+	return nil
+}
+
+// removeStaleMapPins removes pins of maps this build does not have (an older
+// build's): an agent of that build still running keeps its maps through its
+// own fds; a rollback creates them again.
+func removeStaleMapPins(dir string) error {
+	known := map[string]bool{}
+	for _, specs := range []func() (*ebpf.CollectionSpec, error){loadXdp, loadTc, loadSklookup} {
+		spec, err := specs()
+		if err != nil {
+			return fmt.Errorf("loader: %w", err)
+		}
+		for name := range spec.Maps {
+			known[name] = true
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("loader: %w", err)
+	}
+	for _, e := range entries {
+		if !known[e.Name()] {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("loader: remove the stale pin %s: %w", e.Name(), err)
+			}
 		}
 	}
 	return nil
@@ -180,8 +238,15 @@ func (d *Datapath) attachAll(linkDir string) error {
 		}
 	}
 	names := make([]string, 0, len(want))
-	for name := range want {
+	d.progs = map[string]ebpf.ProgramID{}
+	for name, prog := range want {
 		names = append(names, name)
+		info, err := prog.Info()
+		if err != nil {
+			return fmt.Errorf("loader: %s: %w", name, err)
+		}
+		id, _ := info.ID()
+		d.progs[name] = id
 	}
 	slices.Sort(names)
 	for _, name := range names {
@@ -466,7 +531,7 @@ func Detach(bpffs string, interfaces []string) error {
 }
 
 // lockDir takes an exclusive flock on dir (created if missing), waiting up
-// to 10 s for another agent or `regedge bpf detach` to finish.
+// to 10 s for another agent's Open or `regedge bpf detach` to finish.
 func lockDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("loader: %w", err)
@@ -483,7 +548,7 @@ func lockDir(dir string) (*os.File, error) {
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("loader: lock %s (is another regedge agent running?): %w", dir, err)
+			return nil, fmt.Errorf("loader: lock %s (another regedge agent is opening, or a detach runs): %w", dir, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -256,8 +256,8 @@ func TestSkLookupSteersToUnboundPort(t *testing.T) {
 		}
 	}
 	for _, d := range []Destination{
-		{netip.MustParsePrefix("192.0.2.2/32"), 4873},
-		{netip.MustParsePrefix("2001:db8::/64"), 4873},
+		{Prefix: netip.MustParsePrefix("192.0.2.2/32"), Port: 4873},
+		{Prefix: netip.MustParsePrefix("2001:db8::/64"), Port: 4873},
 	} {
 		if err := dp.Steer(d); err != nil {
 			t.Fatal(err)

@@ -115,26 +115,6 @@ func mapKeys[K comparable](m *ebpf.Map) ([]K, error) {
 	return keys, err
 }
 
-// readLPM lists the prefixes held by a v4 and a v6 trie.
-func readLPM(m4, m6 *ebpf.Map) ([]netip.Prefix, error) {
-	keys4, err := mapKeys[xdpLpmV4](m4)
-	if err != nil {
-		return nil, err
-	}
-	keys6, err := mapKeys[xdpLpmV6](m6)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]netip.Prefix, 0, len(keys4)+len(keys6))
-	for _, k := range keys4 {
-		out = append(out, prefixOf4(k))
-	}
-	for _, k := range keys6 {
-		out = append(out, prefixOf6(k))
-	}
-	return out, nil
-}
-
 // nativeU32 reads 4 network-order bytes as the kernel stores them in a
 // __u32 field of a struct (memory order), on a little-endian host.
 func nativeU32(b []byte) uint32 {

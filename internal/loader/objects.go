@@ -59,9 +59,6 @@ type Objects struct {
 	tc  tcObjects
 	sk  sklookupObjects
 
-	versions   codec.VersionSet
-	blockCount uint32
-	allow      []netip.Prefix // canonical
 	// fresh: config_map was never written (new maps); the programs must
 	// not be attached before it is.
 	fresh bool
@@ -123,7 +120,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := o.writeConfig(); err != nil { // fresh maps, nothing attached
+	if err := o.writeDefaults(); err != nil { // fresh maps, nothing attached
 		o.Close()
 		return nil, err
 	}
@@ -172,7 +169,7 @@ func load(opts Options, pinDir string) (o *Objects, err error) {
 		tspec.Maps[tcMapRegistrySlots].Pinning = ebpf.PinNone
 		tspec.Maps[tcMapConfigMap].Pinning = ebpf.PinNone
 	}
-	o = &Objects{versions: codec.DefaultVersions, fresh: true}
+	o = &Objects{}
 	if err := xspec.LoadAndAssign(&o.xdp, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
 		return nil, loadErr("XDP", err)
 	}
@@ -201,45 +198,28 @@ func load(opts Options, pinDir string) (o *Objects, err error) {
 	return o, nil
 }
 
-// readBack takes the live settings from reused maps into o, so that the
-// next write of config_map changes only what its caller changes. A
-// config_map that was never written (no versions accepted) is fresh.
+// readBack tells a reused config_map from a fresh one: one that was never
+// written accepts no version at all.
 func (o *Objects) readBack() error {
 	var prev xdpRegedgeCfg
 	if err := o.xdp.ConfigMap.Lookup(uint32(0), &prev); err != nil {
 		return fmt.Errorf("loader: read config_map: %w", err)
 	}
-	if prev.Versions == (codec.VersionSet{}) {
-		return o.countBlocked() // fresh: nothing to keep
-	}
-	o.fresh = false
-	o.versions = prev.Versions
-	allow, err := readLPM(o.xdp.AllowV4, o.xdp.AllowV6)
-	if err != nil {
-		return fmt.Errorf("loader: read the allow-list: %w", err)
-	}
-	o.allow = allow
-	return o.countBlocked()
+	o.fresh = prev.Versions == (codec.VersionSet{})
+	return nil
 }
 
 // Apply writes settings: the allow-list tries, then config_map in one
 // update, so the programs see either the old settings or the new ones.
 func (o *Objects) Apply(s Settings) error {
-	canon := make([]netip.Prefix, 0, len(s.Allow))
-	for _, p := range s.Allow {
-		c, err := canonical(p)
-		if err != nil {
-			return err
-		}
-		canon = append(canon, c)
-	}
-	if err := replaceLPM(o.xdp.AllowV4, o.xdp.AllowV6, canon, func() any { v := uint8(1); return &v }); err != nil {
+	canon, err := o.setAllowTries(s.Allow)
+	if err != nil {
 		return err
 	}
-	oldV, oldA := o.versions, o.allow
-	o.versions, o.allow = s.Versions, canon
-	if err := o.writeConfig(); err != nil {
-		o.versions, o.allow = oldV, oldA
+	if err := o.updateConfig(func(c *xdpRegedgeCfg) {
+		c.Versions = s.Versions
+		fillAllow(c, canon)
+	}); err != nil {
 		return err
 	}
 	o.fresh = false
@@ -258,37 +238,69 @@ func (o *Objects) TCEgress() *ebpf.Program  { return o.tc.RegedgeTcEgress }
 
 // SetVersions replaces the set of config versions the kernel accepts.
 func (o *Objects) SetVersions(vs codec.VersionSet) error {
-	old := o.versions
-	o.versions = vs
-	if err := o.writeConfig(); err != nil {
-		o.versions = old
-		return err
-	}
-	return nil
+	return o.updateConfig(func(c *xdpRegedgeCfg) { c.Versions = vs })
 }
 
-func (o *Objects) writeConfig() error {
-	cfg := xdpRegedgeCfg{Versions: o.versions, BlockCount: o.blockCount}
-	o.fillAllow(&cfg)
+// updateConfig changes the fields f sets and nothing else: config_map is
+// read, changed and written back. Two agents share it while one takes over
+// from the other; neither may write back the other's fields from memory.
+func (o *Objects) updateConfig(f func(*xdpRegedgeCfg)) error {
+	var cfg xdpRegedgeCfg
+	if err := o.xdp.ConfigMap.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("loader: read config_map: %w", err)
+	}
+	f(&cfg)
 	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("loader: write config_map: %w", err)
 	}
 	return nil
 }
 
+// writeDefaults fills a fresh config_map: version 1, nobody allowed on the
+// bus, and the block list's size.
+func (o *Objects) writeDefaults() error {
+	n, err := o.countBlocked()
+	if err != nil {
+		return err
+	}
+	return o.updateConfig(func(c *xdpRegedgeCfg) {
+		*c = xdpRegedgeCfg{Versions: codec.DefaultVersions, BlockCount: n}
+		fillAllow(c, nil)
+	})
+}
+
 // SetAllow replaces the bus source allow-list with prefixes. The tries
 // always hold the list; a short list is also written into config_map, where
 // XDP checks it in a few compares instead of a trie lookup.
 func (o *Objects) SetAllow(prefixes []netip.Prefix) error {
-	return o.Apply(Settings{Versions: o.versions, Allow: prefixes})
+	canon, err := o.setAllowTries(prefixes)
+	if err != nil {
+		return err
+	}
+	return o.updateConfig(func(c *xdpRegedgeCfg) { fillAllow(c, canon) })
+}
+
+func (o *Objects) setAllowTries(prefixes []netip.Prefix) ([]netip.Prefix, error) {
+	canon := make([]netip.Prefix, 0, len(prefixes))
+	for _, p := range prefixes {
+		c, err := canonical(p)
+		if err != nil {
+			return nil, err
+		}
+		canon = append(canon, c)
+	}
+	if err := replaceLPM(o.xdp.AllowV4, o.xdp.AllowV6, canon, func() any { v := uint8(1); return &v }); err != nil {
+		return nil, err
+	}
+	return canon, nil
 }
 
 const allowUseTrie = 0xffffffff
 
 // fillAllow writes the short-list form of the allow-list into cfg.
-func (o *Objects) fillAllow(cfg *xdpRegedgeCfg) {
+func fillAllow(cfg *xdpRegedgeCfg, allow []netip.Prefix) {
 	var v4, v6 []netip.Prefix
-	for _, p := range o.allow {
+	for _, p := range allow {
 		if p.Addr().Is4() {
 			v4 = append(v4, p)
 		} else {
@@ -296,6 +308,8 @@ func (o *Objects) fillAllow(cfg *xdpRegedgeCfg) {
 		}
 	}
 	cfg.Allow4N, cfg.Allow6N = allowUseTrie, allowUseTrie
+	clear(cfg.Allow4[:])
+	clear(cfg.Allow6[:])
 	if len(v4) <= len(cfg.Allow4) {
 		cfg.Allow4N = uint32(len(v4))
 		for i, p := range v4 {

@@ -12,14 +12,46 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Destination is a (prefix, port) the sk_lookup program steers to the
-// proxy's socket: connections to any address in Prefix on TCP port Port.
-type Destination struct {
-	Prefix netip.Prefix
-	Port   uint16
+// Service names a socket the agent registers for sk_lookup: each has a slot
+// per address family in the pinned SOCKMAP (bpf/sklookup.c).
+type Service uint8
+
+const (
+	ServiceProxy     Service = 0 // TCP: the registry proxy
+	ServiceBus       Service = 1 // UDP: the config bus
+	ServiceWebSocket Service = 2 // TCP: the WebSocket config server
+	numServices              = 3
+)
+
+func (s Service) String() string {
+	switch s {
+	case ServiceProxy:
+		return "proxy"
+	case ServiceBus:
+		return "bus"
+	case ServiceWebSocket:
+		return "websocket"
+	}
+	return fmt.Sprintf("service %d", uint8(s))
 }
 
-func (d Destination) String() string { return fmt.Sprintf("%s port %d", d.Prefix, d.Port) }
+// Destination is what the sk_lookup program steers to a service's
+// registered socket: connections (TCP) or datagrams (UDP) to any address in
+// Prefix on Port.
+type Destination struct {
+	Prefix  netip.Prefix
+	Port    uint16
+	UDP     bool // else TCP
+	Service Service
+}
+
+func (d Destination) String() string {
+	proto := "tcp"
+	if d.UDP {
+		proto = "udp"
+	}
+	return fmt.Sprintf("%s %s port %d (%s)", proto, d.Prefix, d.Port, d.Service)
+}
 
 func destKey(d Destination) (any, bool, error) {
 	p, err := canonical(d.Prefix)
@@ -29,16 +61,23 @@ func destKey(d Destination) (any, bool, error) {
 	if d.Port == 0 {
 		return nil, false, errors.New("loader: steering needs a port")
 	}
+	if d.Service >= numServices {
+		return nil, false, fmt.Errorf("loader: no service %d", d.Service)
+	}
+	proto := uint8(unix.IPPROTO_TCP)
+	if d.UDP {
+		proto = unix.IPPROTO_UDP
+	}
 	port := bits.ReverseBytes16(d.Port) // network order in memory
 	if p.Addr().Is4() {
-		return &sklookupDestV4{Prefixlen: 16 + uint32(p.Bits()), Port: port, Addr: p.Addr().As4()}, true, nil
+		return &sklookupDestV4{Prefixlen: 24 + uint32(p.Bits()), Proto: proto, Port: port, Addr: p.Addr().As4()}, true, nil
 	}
-	return &sklookupDestV6{Prefixlen: 16 + uint32(p.Bits()), Port: port, Addr: p.Addr().As16()}, false, nil
+	return &sklookupDestV6{Prefixlen: 24 + uint32(p.Bits()), Proto: proto, Port: port, Addr: p.Addr().As16()}, false, nil
 }
 
-// ListenConfig returns the net.ListenConfig for the proxy's listener: plain
-// TCP. Go listens with MPTCP by default since 1.24, and an MPTCP socket
-// cannot go into the SOCKMAP that sk_lookup steers to.
+// ListenConfig returns the net.ListenConfig for a listener sk_lookup steers
+// to: plain TCP. Go listens with MPTCP by default since 1.24, and an MPTCP
+// socket cannot go into the SOCKMAP.
 func ListenConfig() net.ListenConfig {
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
@@ -60,13 +99,14 @@ func (o *Objects) steerEntry(d Destination) (*ebpf.Map, any, error) {
 	return o.sk.SteerV6, k, nil
 }
 
-// Steer sends TCP connections to d to the registered proxy socket.
+// Steer sends new connections (or datagrams) to d to its service's
+// registered socket.
 func (o *Objects) Steer(d Destination) error {
 	m, k, err := o.steerEntry(d)
 	if err != nil {
 		return err
 	}
-	if err := m.Put(k, uint8(1)); err != nil {
+	if err := m.Put(k, uint8(d.Service)); err != nil {
 		return fmt.Errorf("loader: steer %s: %w", d, err)
 	}
 	return nil
@@ -84,37 +124,95 @@ func (o *Objects) Unsteer(d Destination) error {
 	return nil
 }
 
-// RegisterProxySocket puts the proxy's listening TCP socket into the
-// SOCKMAP; steered connections are assigned to it from then on. An IPv4
-// socket serves IPv4 destinations; an IPv6 one serves IPv6 destinations and,
-// when it is dual-stack and no IPv4 socket is registered, IPv4 ones too.
-func (o *Objects) RegisterProxySocket(c syscall.Conn) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("loader: proxy socket: %w", err)
-	}
+// RegisterSocket puts a service's socket (a listening TCP socket, or an
+// unconnected UDP one) into the SOCKMAP, replacing what was there: steered
+// connections go to it from the next one on. An IPv4 socket serves IPv4
+// destinations; an IPv6 one serves IPv6 destinations and, when it is
+// dual-stack and no IPv4 socket is registered, IPv4 ones too. The kernel
+// drops the entry when the socket's last fd closes.
+func (o *Objects) RegisterSocket(s Service, c syscall.Conn) error {
 	var putErr error
-	if err := raw.Control(func(fd uintptr) {
-		if proto, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL); err == nil && proto == unix.IPPROTO_MPTCP {
-			putErr = errors.New("the listener is an MPTCP socket (Go's default for listeners since 1.24), which a SOCKMAP cannot hold: create it with loader.ListenConfig()")
+	err := control(c, func(fd int) {
+		slot, err := socketSlot(s, fd)
+		if err != nil {
+			putErr = err
 			return
 		}
-		slot := uint32(0)
-		if dom, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && dom == unix.AF_INET6 {
-			slot = 1
-		}
-		putErr = o.sk.ProxySocket.Put(slot, uint64(fd))
-	}); err != nil {
-		return fmt.Errorf("loader: proxy socket: %w", err)
+		putErr = o.sk.Sockets.Put(slot, uint64(fd))
+	})
+	if err == nil {
+		err = putErr
 	}
-	if putErr != nil {
-		return fmt.Errorf("loader: put the proxy socket into the SOCKMAP: %w", putErr)
+	if err != nil {
+		return fmt.Errorf("loader: register the %s socket for sk_lookup: %w", s, err)
 	}
 	return nil
 }
 
+// RegisterProxySocket is RegisterSocket for the proxy's listener.
+func (o *Objects) RegisterProxySocket(c syscall.Conn) error { return o.RegisterSocket(ServiceProxy, c) }
+
+// Registered reports whether c is the socket registered for s: false once
+// another agent has registered its own.
+func (o *Objects) Registered(s Service, c syscall.Conn) (bool, error) {
+	var ok bool
+	var lookErr error
+	err := control(c, func(fd int) {
+		slot, err := socketSlot(s, fd)
+		if err != nil {
+			lookErr = err
+			return
+		}
+		cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+		if err != nil {
+			lookErr = err
+			return
+		}
+		// A SOCKMAP lookup from userspace returns the socket's cookie.
+		var have uint64
+		if err := o.sk.Sockets.Lookup(slot, &have); err != nil {
+			if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				lookErr = err
+			}
+			return
+		}
+		ok = have == cookie
+	})
+	if err == nil {
+		err = lookErr
+	}
+	if err != nil {
+		return false, fmt.Errorf("loader: %s socket registration: %w", s, err)
+	}
+	return ok, nil
+}
+
+func control(c syscall.Conn, f func(fd int)) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return raw.Control(func(fd uintptr) { f(int(fd)) })
+}
+
+// socketSlot is the SOCKMAP slot of a service's socket by its family; it
+// refuses what the SOCKMAP cannot hold, in words.
+func socketSlot(s Service, fd int) (uint32, error) {
+	if s >= numServices {
+		return 0, fmt.Errorf("no service %d", s)
+	}
+	if proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err == nil && proto == unix.IPPROTO_MPTCP {
+		return 0, errors.New("the listener is an MPTCP socket (Go's default for listeners since 1.24), which a SOCKMAP cannot hold: create it with loader.ListenConfig()")
+	}
+	slot := 2 * uint32(s)
+	if dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && dom == unix.AF_INET6 {
+		slot++
+	}
+	return slot, nil
+}
+
 // SteerCounters returns how many connections sk_lookup steered and how many
-// it could not because no proxy socket was registered.
+// it could not because no socket was registered for their service.
 func (o *Objects) SteerCounters() (steered, noSocket uint64, err error) {
 	var perCPU []uint64
 	for i, dst := range []*uint64{&steered, &noSocket} {
@@ -126,4 +224,30 @@ func (o *Objects) SteerCounters() (steered, noSocket uint64, err error) {
 		}
 	}
 	return steered, noSocket, nil
+}
+
+// SteerFor lists the destinations that give a service everything a socket
+// bound to host:port would receive: a wildcard host (empty, 0.0.0.0, ::)
+// steers every address of its families, so steering changes which socket
+// takes a connection, never who can connect.
+func SteerFor(s Service, host string, port uint16, udp bool) ([]Destination, error) {
+	var prefixes []netip.Prefix
+	switch host {
+	case "", "::", "[::]":
+		prefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	case "0.0.0.0":
+		prefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	default:
+		a, err := netip.ParseAddr(host)
+		if err != nil {
+			return nil, fmt.Errorf("loader: steer %s: %q is not an address", s, host)
+		}
+		a = a.Unmap()
+		prefixes = []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
+	}
+	out := make([]Destination, 0, len(prefixes))
+	for _, p := range prefixes {
+		out = append(out, Destination{Prefix: p, Port: port, UDP: udp, Service: s})
+	}
+	return out, nil
 }
