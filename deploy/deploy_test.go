@@ -149,7 +149,7 @@ func TestKubernetesManifestsDecodeStrictly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the ConfigMap's config: %v", err)
 	}
-	if c.Admin.Listen != "0.0.0.0:9873" || c.Agent.BPFFS != "/sys/fs/bpf" || c.Agent.StateFile == "" {
+	if c.Admin.Listen != "0.0.0.0:9873" || c.Agent.BPFFS != "/sys/fs/bpf" || c.Agent.StateFile == "" || !c.Agent.SkLookup {
 		t.Errorf("config %+v %+v", c.Admin, c.Agent)
 	}
 }
@@ -159,14 +159,19 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
 	if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
 		t.Error("hostNetwork with ClusterFirstWithHostNet")
 	}
-	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ds.Spec.UpdateStrategy.RollingUpdate == nil ||
-		ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable == nil {
-		t.Error("rolling update with maxUnavailable")
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil ||
+		ru.MaxSurge == nil || ru.MaxSurge.IntValue() != 1 || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+		t.Error("a surge rollout: maxSurge 1, maxUnavailable 0")
 	}
 	if len(spec.Containers) != 1 {
 		t.Fatalf("%d containers", len(spec.Containers))
 	}
 	ct := spec.Containers[0]
+	if len(ct.Ports) != 0 {
+		// hostNetwork makes them hostPorts: the surge pod would never schedule.
+		t.Errorf("container ports %v: with hostNetwork they block the surge pod", ct.Ports)
+	}
 	sc := ct.SecurityContext
 	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {

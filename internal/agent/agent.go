@@ -17,13 +17,16 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
 
 	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
@@ -248,7 +251,13 @@ func (a *Agent) openDatapath() error {
 		Options: opts, BPFFS: cfg.Agent.BPFFS, Interfaces: cfg.Agent.Interfaces,
 		XDPGeneric: cfg.Agent.XDPMode == "generic",
 		Settings:   &loader.Settings{Versions: codec.NewVersionSet(cfg.Config.Version), Allow: cfg.AllowPrefixes()},
+		SkLookup:   cfg.Agent.SkLookup,
 	})
+	if err == nil && cfg.Agent.SkLookup {
+		if err = dp.SetSteering(a.steering()); err != nil {
+			dp.Close()
+		}
+	}
 	if err != nil {
 		a.bpfReason = loader.Explain(err) // one line, for /health and the log
 		if vlog := loader.VerifierLog(err); vlog != "" {
@@ -262,6 +271,134 @@ func (a *Agent) openDatapath() error {
 	a.dp, a.bpfMode, a.bpfReason, a.bpfNotes = dp, "kernel", "", dp.Notes
 	a.registry.MustRegister(loader.NewCollector(dp.Objects))
 	return nil
+}
+
+// steering is what sk_lookup sends to this agent's sockets: everything its
+// listeners are bound to (a listener on port 0 cannot be steered).
+func (a *Agent) steering() []loader.Destination {
+	cfg := a.cfg
+	var out []loader.Destination
+	for _, s := range []struct {
+		svc  loader.Service
+		host string
+		port int
+		udp  bool
+	}{
+		{loader.ServiceProxy, cfg.Proxy.ListenHost, cfg.Proxy.ListenPort, false},
+		{loader.ServiceWebSocket, cfg.WebSocket.Hostname, cfg.WebSocket.Port, false},
+		{loader.ServiceBus, "", cfg.Bus.Port, true}, // the bus binds every address
+	} {
+		if s.port == 0 || (a.proxyOnly && s.svc != loader.ServiceProxy) {
+			continue
+		}
+		ds, err := loader.SteerFor(s.svc, s.host, uint16(s.port), s.udp)
+		if err != nil {
+			a.log.Warn("not steered", "service", s.svc.String(), "err", err)
+			continue
+		}
+		out = append(out, ds...)
+	}
+	return out
+}
+
+// steered reports whether sk_lookup hands this agent's sockets over: the
+// datapath is attached with agent.skLookup.
+func (a *Agent) steered() bool { return a.dp != nil && a.cfg.Agent.SkLookup }
+
+// registerSockets puts this agent's listening sockets into the SOCKMAP:
+// from now on new connections (and bus datagrams) come here, and an agent
+// that ran before drains.
+func (a *Agent) registerSockets() error {
+	if !a.steered() {
+		return nil
+	}
+	socks := []struct {
+		svc loader.Service
+		c   any
+	}{{loader.ServiceProxy, a.proxyLn}, {loader.ServiceWebSocket, a.wsLn}, {loader.ServiceBus, a.busConn}}
+	for _, s := range socks {
+		sc, ok := s.c.(syscall.Conn)
+		if !ok || sc == nil || reflect.ValueOf(sc).IsNil() {
+			continue
+		}
+		if err := a.dp.RegisterSocket(s.svc, sc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handOver runs when the agent is told to stop, before it stops accepting.
+// When another agent has taken the programs over (a rollout), it waits for
+// that agent to register its sockets (the orchestrator may stop this one as
+// soon as the next answers /readyz, before it has), then lets the accept
+// queues empty: connections steered here before the switch are served, not
+// reset. Without a successor it returns at once: a plain stop.
+func (a *Agent) handOver(limit time.Duration) {
+	if !a.steered() {
+		return
+	}
+	ln, ok := a.proxyLn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		mine, err := a.dp.Registered(loader.ServiceProxy, ln)
+		if err != nil {
+			a.log.Warn("handover: cannot read the registered socket", "err", err)
+			return
+		}
+		if !mine {
+			break
+		}
+		superseded, err := a.dp.Superseded()
+		if err != nil || !superseded {
+			return // nobody to hand over to
+		}
+		if time.Now().After(deadline) {
+			a.log.Warn("handover: the next agent took the programs over but registered no socket in time; stopping anyway")
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.log.Info("handover: the next agent holds the sockets; draining what was queued here")
+	for _, l := range []net.Listener{a.proxyLn, a.wsLn} {
+		if l != nil {
+			waitAcceptQueueEmpty(l, time.Second)
+		}
+	}
+}
+
+// waitAcceptQueueEmpty waits (at most limit) until a listener's accept
+// queue has been empty on two looks in a row; the serve loop is still
+// accepting meanwhile. TCP_INFO's unacked is the queue's length for a
+// listening socket.
+func waitAcceptQueueEmpty(l net.Listener, limit time.Duration) {
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	empty := 0
+	for empty < 2 && time.Now().Before(deadline) {
+		var queued uint32 = 1
+		raw.Control(func(fd uintptr) {
+			if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				queued = info.Unacked
+			}
+		})
+		if queued == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (a *Agent) closeDatapath() error {
@@ -387,30 +524,37 @@ func (a *Agent) Listen() error {
 		}
 		return err
 	}
-	ln, err := net.Listen("tcp", a.cfg.Admin.Listen)
+	// Plain TCP, not Go's default MPTCP: sk_lookup's SOCKMAP can hold it.
+	// With steering, every port is bound with SO_REUSEPORT: the next agent
+	// binds them while this one runs, and takes the steered ones over.
+	lc := loader.ListenConfig()
+	if a.steered() {
+		lc.Control = reusePort
+	}
+	ctx := context.Background()
+	ln, err := lc.Listen(ctx, "tcp", a.cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("agent: admin listener: %w", err)
 	}
 	opened = append(opened, ln)
 	if !a.proxyOnly {
 		wsAddr := net.JoinHostPort(a.cfg.WebSocket.Hostname, fmt.Sprint(a.cfg.WebSocket.Port))
-		wsLn, err := net.Listen("tcp", wsAddr)
+		wsLn, err := lc.Listen(ctx, "tcp", wsAddr)
 		if err != nil {
 			return fail(fmt.Errorf("agent: WebSocket listener on %s: %w", wsAddr, err))
 		}
 		opened = append(opened, wsLn)
-		bus, err := net.ListenUDP("udp", &net.UDPAddr{Port: a.cfg.Bus.Port})
+		pc, err := lc.ListenPacket(ctx, "udp", fmt.Sprintf(":%d", a.cfg.Bus.Port))
 		if err != nil {
 			return fail(fmt.Errorf("agent: config bus on port %d: %w", a.cfg.Bus.Port, err))
 		}
+		bus := pc.(*net.UDPConn)
 		opened = append(opened, bus)
 		_ = bus.SetReadBuffer(4 << 20)
 		a.wsLn, a.busConn = wsLn, bus
 	}
-	// Plain TCP, not Go's default MPTCP: sk_lookup's SOCKMAP can hold it.
-	lc := loader.ListenConfig()
 	proxyAddr := net.JoinHostPort(a.cfg.Proxy.ListenHost, fmt.Sprint(a.cfg.Proxy.ListenPort))
-	proxyLn, err := lc.Listen(context.Background(), "tcp", proxyAddr)
+	proxyLn, err := lc.Listen(ctx, "tcp", proxyAddr)
 	if err != nil {
 		return fail(fmt.Errorf("agent: proxy listener on %s: %w", proxyAddr, err))
 	}
@@ -487,18 +631,26 @@ func (a *Agent) Serve(ctx context.Context) error {
 	for _, n := range a.bpfNotes {
 		a.log.Info("kernel datapath note", "note", n)
 	}
-	a.ready.Store(true)
+	// Serving: take the steered connections (an agent before this one
+	// drains from now on).
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			runErr = fmt.Errorf("agent: listener stopped: %w", err)
+	if err := a.registerSockets(); err != nil {
+		runErr = fmt.Errorf("agent: %w", err)
+	} else {
+		a.ready.Store(true)
+		select {
+		case <-ctx.Done():
+		case err := <-errc:
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				runErr = fmt.Errorf("agent: listener stopped: %w", err)
+			}
 		}
 	}
 	a.ready.Store(false)
+	grace := time.Duration(a.cfg.Proxy.Grace) * time.Millisecond
+	a.handOver(min(grace/2, 10*time.Second))
 	stopServing()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Proxy.Grace)*time.Millisecond)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit.
 	err := errors.Join(shutdownProxy(shutdownCtx), srv.Shutdown(shutdownCtx))
@@ -510,4 +662,15 @@ func (a *Agent) Serve(ctx context.Context) error {
 	err = errors.Join(runErr, err, a.closeDatapath())
 	a.log.Info("agent stopped")
 	return err
+}
+
+// reusePort sets SO_REUSEPORT on a socket before it binds.
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

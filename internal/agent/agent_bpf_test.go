@@ -85,8 +85,8 @@ func TestAgentAttachesKernelDatapath(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err := loader.ReadStatus(bpffs)
-	if err != nil || len(st.Links) != 3 {
-		t.Fatalf("after stop: status %+v, %v; want the 3 pinned links", st, err)
+	if err != nil || len(st.Links) != 4 || st.Links[0].Name != "sklookup-netns" {
+		t.Fatalf("after stop: status %+v, %v; want the 4 pinned links (sk_lookup, agent.skLookup's default, among them)", st, err)
 	}
 	testutil.In(t, h.B, func() {
 		if err := loader.Detach(bpffs, []string{h.IfB}); err != nil {

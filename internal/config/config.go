@@ -212,6 +212,11 @@ type Agent struct {
 	XDPMode    string   `json:"xdpMode"` // native, generic
 	BPFFS      string   `json:"bpffs"`
 	StateFile  string   `json:"stateFile"`
+	// SkLookup steers new connections to the proxy (and WebSocket) ports
+	// and bus datagrams to the sockets this agent registered (sk_lookup),
+	// so that a new agent takes them over while the old one drains. Only
+	// with the kernel datapath attached.
+	SkLookup bool `json:"skLookup"`
 }
 
 // Admin is the "admin" section.

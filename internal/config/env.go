@@ -85,6 +85,14 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			c.Proxy.FastPath = on
 			return nil
 		}),
+		withEnv(env, "REGEDGE_SK_LOOKUP", func(v string) error {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			c.Agent.SkLookup = on
+			return nil
+		}),
 		str("REGEDGE_XDP_MODE", &c.Agent.XDPMode),
 		str("REGEDGE_BPFFS", &c.Agent.BPFFS),
 		str("REGEDGE_STATE_FILE", &c.Agent.StateFile),
@@ -116,7 +124,7 @@ var EnvVars = []string{
 	"BUN_CONFIG_TERMINAL_MODE", "BUN_CONFIG_TERMINAL_ROWS", "BUN_CONFIG_TERMINAL_COLS",
 	"PROXY_PORT", "PROXY_HOST", "PROXY_TIMEOUT", "UPSTREAMS", "UPSTREAM_PRIMARY", "UPSTREAM_FALLBACK",
 	"WS_PORT", "WS_HOST", "WS_HEARTBEAT_INTERVAL", "WS_TIMEOUT",
-	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_CACHE_DIR",
+	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_SK_LOOKUP", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_CACHE_DIR",
 	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_TOKEN_PUBLIC_KEYS",
 }
 

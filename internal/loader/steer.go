@@ -251,3 +251,48 @@ func SteerFor(s Service, host string, port uint16, udp bool) ([]Destination, err
 	}
 	return out, nil
 }
+
+// SetSteering makes the steering tries hold exactly ds: new entries first,
+// then stale ones (an earlier agent's ports) removed, so a destination in
+// both sets is never missing in between.
+func (o *Objects) SetSteering(ds []Destination) error {
+	want := map[any]bool{}
+	for _, d := range ds {
+		m, k, err := o.steerEntry(d)
+		if err != nil {
+			return err
+		}
+		if err := m.Put(k, uint8(d.Service)); err != nil {
+			return fmt.Errorf("loader: steer %s: %w", d, err)
+		}
+		switch k := k.(type) {
+		case *sklookupDestV4:
+			want[*k] = true
+		case *sklookupDestV6:
+			want[*k] = true
+		}
+	}
+	k4, err := mapKeys[sklookupDestV4](o.sk.SteerV4)
+	if err != nil {
+		return fmt.Errorf("loader: list steer_v4: %w", err)
+	}
+	k6, err := mapKeys[sklookupDestV6](o.sk.SteerV6)
+	if err != nil {
+		return fmt.Errorf("loader: list steer_v6: %w", err)
+	}
+	for _, k := range k4 {
+		if !want[k] {
+			if err := o.sk.SteerV4.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("loader: unsteer: %w", err)
+			}
+		}
+	}
+	for _, k := range k6 {
+		if !want[k] {
+			if err := o.sk.SteerV6.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("loader: unsteer: %w", err)
+			}
+		}
+	}
+	return nil
+}
