@@ -17,6 +17,7 @@
 #define MAX_PROXY_PORTS 4
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
+#define DIR_BUS 2 /* ingress too: valid bus datagrams, whose passes are counted here only */
 
 struct lpm_v4 {
 	__u32 prefixlen;
@@ -43,7 +44,7 @@ struct syn_bucket {
 
 struct registry_key {
 	__u32 hash;
-	__u32 dir; /* DIR_INGRESS, DIR_EGRESS */
+	__u32 dir; /* DIR_INGRESS, DIR_EGRESS, DIR_BUS */
 };
 
 struct registry_counters {
@@ -94,7 +95,7 @@ struct {
 
 static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes)
 {
-	__u32 slot = ((hash ^ (dir << 31)) * 2654435761u) >> 24; /* Fibonacci hashing */
+	__u32 slot = ((hash ^ (dir << 29)) * 2654435761u) >> 24; /* Fibonacci hashing */
 	struct registry_slot *s = bpf_map_lookup_elem(&registry_slots, &slot);
 	if (s) {
 		if (s->packets == 0) {

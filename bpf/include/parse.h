@@ -8,9 +8,10 @@
  * The parser only locates: it finds the ports so that the caller can tell
  * whether a packet is addressed to the agent at all. Packets that are not
  * (or whose ports cannot be found) are someone else's and pass untouched;
- * the stack judges them. The L3/L4 sanity checks (l3_bad, ipv4_csum_bad,
- * udp_len) are for the caller to run on its own packets only, and each one
- * mirrors a check after which Linux itself drops the packet.
+ * the stack judges them. The L3/L4 sanity checks (l3_bad, udp_len) are for
+ * the caller to run on its own packets only, and each one mirrors a check
+ * after which Linux itself drops the packet. The IPv4 header checksum is
+ * left to the stack.
  */
 #ifndef REGEDGE_PARSE_H
 #define REGEDGE_PARSE_H
@@ -48,7 +49,7 @@ struct pkt {
 	 * other than 4, total length below the header or past the frame; IPv6
 	 * payload length past the frame. Only meaningful for our own packets. */
 	__u8 l3_bad;
-	__u8 ihl;           /* IPv4 header words, for ipv4_csum_bad */
+	__u8 ihl;           /* IPv4 header words */
 	__u16 sport, dport; /* host order */
 	__u32 saddr[4];     /* network order; IPv4 in saddr[0] */
 	__u32 daddr[4];
@@ -61,41 +62,6 @@ struct vlan_hdr_ {
 	__be16 tci;
 	__be16 proto;
 };
-
-static __always_inline __u16 csum_fold(__u32 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
-/* One 16-bit word of the IPv4 header at a constant index, when the header
- * (ihl words of 32 bits) reaches it. Constant offsets keep every bound check
- * a plain "pointer + constant > data_end" for the verifier. */
-#define IPV4_CSUM_WORD(i)                                                                          \
-	do {                                                                                       \
-		if (ihl * 2 > (i)) {                                                               \
-			if ((void *)ip + ((i) + 1) * 2 > data_end)                                 \
-				return 1;                                                          \
-			sum += ((__u16 *)ip)[i];                                                   \
-		}                                                                                  \
-	} while (0)
-
-/* IPv4 header checksum over ihl 32-bit words (5..15); 0 when it verifies.
- * The caller has checked that the fixed 20 bytes are in the packet. */
-static __always_inline int ipv4_csum_bad(struct iphdr *ip, void *data_end, __u32 ihl)
-{
-	__u16 *w = (__u16 *)ip;
-	__u32 sum = (__u32)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7] + w[8] + w[9];
-	if (ihl == 5)
-		return csum_fold(sum) != 0; /* no options: the common case */
-	IPV4_CSUM_WORD(10); IPV4_CSUM_WORD(11); IPV4_CSUM_WORD(12); IPV4_CSUM_WORD(13);
-	IPV4_CSUM_WORD(14); IPV4_CSUM_WORD(15); IPV4_CSUM_WORD(16); IPV4_CSUM_WORD(17);
-	IPV4_CSUM_WORD(18); IPV4_CSUM_WORD(19); IPV4_CSUM_WORD(20); IPV4_CSUM_WORD(21);
-	IPV4_CSUM_WORD(22); IPV4_CSUM_WORD(23); IPV4_CSUM_WORD(24); IPV4_CSUM_WORD(25);
-	IPV4_CSUM_WORD(26); IPV4_CSUM_WORD(27); IPV4_CSUM_WORD(28); IPV4_CSUM_WORD(29);
-	return csum_fold(sum) != 0;
-}
 
 /* parse_l4 reads the ports (and TCP flags) at off. */
 static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p, __u32 off)
@@ -235,15 +201,6 @@ static __always_inline int parse_packet(void *data, void *data_end, struct pkt *
 	if (proto == ETH_P_IPV6)
 		return parse_ipv6(data, data_end, p, off);
 	return PARSE_UNKNOWN;
-}
-
-/* ipv4_header_bad: Linux drops an IPv4 packet whose header checksum fails. */
-static __always_inline int ipv4_header_bad(void *data, void *data_end, const struct pkt *p)
-{
-	struct iphdr *ip = data + (p->l3off & 0xff);
-	if ((void *)(ip + 1) > data_end)
-		return 1;
-	return ipv4_csum_bad(ip, data_end, p->ihl);
 }
 
 /*

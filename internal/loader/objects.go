@@ -338,9 +338,27 @@ func maskBytes(bits, size int) []byte {
 }
 
 // Counters returns the per-reason counters of the XDP hook, summed over CPUs.
-// Index ReasonOK counts passed packets.
+// Index ReasonOK counts passed packets: those of xdp_stats and the valid
+// bus datagrams, which XDP counts only in their registry's counters.
 func (o *Objects) Counters() ([NumReasons]uint64, error) {
-	return sumStats(o.xdp.XdpStats)
+	return xdpCounters(o.xdp.XdpStats, o.xdp.RegistrySlots, o.xdp.RegistryStats)
+}
+
+func xdpCounters(stats, slots, registry *ebpf.Map) ([NumReasons]uint64, error) {
+	out, err := sumStats(stats)
+	if err != nil {
+		return out, err
+	}
+	bus, err := readRegistry(slots, registry)
+	if err != nil {
+		return out, err
+	}
+	for k, c := range bus {
+		if k.dir == dirBus {
+			out[ReasonOK] += c.Packets
+		}
+	}
+	return out, nil
 }
 
 // TCCounters returns the TC hook's counters (it drops nothing: index
@@ -377,31 +395,36 @@ func (o *Objects) RegistryCounters() ([]RegistryCounter, error) {
 	return registryCounters(o.xdp.RegistrySlots, o.xdp.RegistryStats)
 }
 
-func registryCounters(slots, stats *ebpf.Map) ([]RegistryCounter, error) {
-	type key struct {
-		hash   uint32
-		egress bool
-	}
-	sum := map[key]*RegistryCounter{}
-	add := func(hash uint32, dir uint32, packets, bytes uint64) {
-		k := key{hash, dir == 1}
+// The dir of a registry key: bpf/include/maps.h.
+const (
+	dirIngress = 0
+	dirEgress  = 1
+	dirBus     = 2 // ingress: valid bus datagrams
+)
+
+type registryKey struct{ hash, dir uint32 }
+
+// readRegistry sums the registry counters over CPUs and over the slot
+// cache and the hash map that back them, by hash and dir.
+func readRegistry(slots, stats *ebpf.Map) (map[registryKey]*RegistryCounter, error) {
+	sum := map[registryKey]*RegistryCounter{}
+	add := func(hash, dir uint32, packets, bytes uint64) {
+		k := registryKey{hash, dir}
 		c := sum[k]
 		if c == nil {
-			c = &RegistryCounter{Hash: hash, Egress: dir == 1}
+			c = &RegistryCounter{Hash: hash, Egress: dir == dirEgress}
 			sum[k] = c
 		}
 		c.Packets += packets
 		c.Bytes += bytes
 	}
-	var perCPUSlot []xdpRegistrySlot
-	for i := uint32(0); i < slots.MaxEntries(); i++ {
-		if err := slots.Lookup(i, &perCPUSlot); err != nil {
-			return nil, fmt.Errorf("loader: read registry_slots[%d]: %w", i, err)
-		}
-		for _, s := range perCPUSlot {
-			if s.Packets != 0 {
-				add(s.Hash, s.Dir, s.Packets, s.Bytes)
-			}
+	all, err := readSlots(slots)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range all {
+		if s.Packets != 0 {
+			add(s.Hash, s.Dir, s.Packets, s.Bytes)
 		}
 	}
 	var k xdpRegistryKey
@@ -415,8 +438,60 @@ func registryCounters(slots, stats *ebpf.Map) ([]RegistryCounter, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("loader: read registry_stats: %w", err)
 	}
-	out := make([]RegistryCounter, 0, len(sum))
+	return sum, nil
+}
+
+// readSlots reads every slot of registry_slots on every CPU, in one batch
+// (Counters reads them per packet in tests, and per scrape).
+func readSlots(slots *ebpf.Map) ([]xdpRegistrySlot, error) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("loader: %w", err)
+	}
+	n := int(slots.MaxEntries())
+	keys := make([]uint32, n)
+	values := make([]xdpRegistrySlot, n*ncpu)
+	var cursor ebpf.MapBatchCursor
+	got, err := slots.BatchLookup(&cursor, keys, values, nil)
+	if err == nil || (errors.Is(err, ebpf.ErrKeyNotExist) && got == n) {
+		return values, nil
+	}
+	// No batch operations (or a short batch): one slot at a time.
+	values = values[:0]
+	var perCPU []xdpRegistrySlot
+	for i := uint32(0); i < uint32(n); i++ {
+		if err := slots.Lookup(i, &perCPU); err != nil {
+			return nil, fmt.Errorf("loader: read registry_slots[%d]: %w", i, err)
+		}
+		values = append(values, perCPU...)
+	}
+	return values, nil
+}
+
+// registryCounters is the per-registry traffic by hash and direction: bus
+// datagrams and proxy connections' ingress together.
+func registryCounters(slots, stats *ebpf.Map) ([]RegistryCounter, error) {
+	sum, err := readRegistry(slots, stats)
+	if err != nil {
+		return nil, err
+	}
+	type key struct {
+		hash   uint32
+		egress bool
+	}
+	merged := map[key]*RegistryCounter{}
 	for _, c := range sum {
+		k := key{c.Hash, c.Egress}
+		if m := merged[k]; m != nil {
+			m.Packets += c.Packets
+			m.Bytes += c.Bytes
+			continue
+		}
+		cc := *c
+		merged[k] = &cc
+	}
+	out := make([]RegistryCounter, 0, len(merged))
+	for _, c := range merged {
 		out = append(out, *c)
 	}
 	sort.Slice(out, func(i, j int) bool {
