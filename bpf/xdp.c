@@ -14,7 +14,8 @@
  * TCP to a proxy port is otherwise passed: its header checks are the stack's,
  * as the IPv4 header checksum is (Katran's choice: a corrupt header is
  * judged on its content, then dropped by the stack). Valid bus datagrams are
- * counted per registry hash.
+ * counted per registry hash (as passes in xdp_stats only when the registry
+ * counters are full).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -95,7 +96,8 @@ static __always_inline int verdict(int reason)
  * instead of two. */
 static __always_inline int bus_pass(__u32 hash, __u64 bytes)
 {
-	count_registry(hash, DIR_BUS, 1, bytes);
+	if (!count_registry(hash, DIR_BUS, 1, bytes))
+		return verdict(REASON_OK); /* no room for its registry: a pass all the same */
 	return XDP_PASS;
 }
 

@@ -93,7 +93,9 @@ struct {
 	__type(value, struct registry_slot);
 } registry_slots SEC(".maps");
 
-static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes)
+/* count_registry adds to a registry's counters; 0 when it could not (the
+ * hash map is full and the registry has no slot). */
+static __always_inline int count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes)
 {
 	__u32 slot = ((hash ^ (dir << 29)) * 2654435761u) >> 24; /* Fibonacci hashing */
 	struct registry_slot *s = bpf_map_lookup_elem(&registry_slots, &slot);
@@ -105,7 +107,7 @@ static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 packets,
 		if (s->hash == hash && s->dir == dir) {
 			s->packets += packets;
 			s->bytes += bytes;
-			return;
+			return 1;
 		}
 	}
 	struct registry_key k = {.hash = hash, .dir = dir};
@@ -113,10 +115,10 @@ static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 packets,
 	if (c) {
 		c->packets += packets;
 		c->bytes += bytes;
-		return;
+		return 1;
 	}
 	struct registry_counters nc = {.packets = packets, .bytes = bytes};
-	bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST);
+	return bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST) == 0;
 }
 
 struct {

@@ -427,6 +427,42 @@ func readRegistry(slots, stats *ebpf.Map) (map[registryKey]*RegistryCounter, err
 			add(s.Hash, s.Dir, s.Packets, s.Bytes)
 		}
 	}
+	if err := readRegistryStats(stats, add); err != nil {
+		return nil, err
+	}
+	return sum, nil
+}
+
+// readRegistryStats calls add for every CPU's counters of every key of
+// registry_stats: in batches of 256 keys, or one key at a time where batch
+// operations are missing.
+func readRegistryStats(stats *ebpf.Map, add func(hash, dir uint32, packets, bytes uint64)) error {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("loader: %w", err)
+	}
+	const chunk = 256
+	keys := make([]xdpRegistryKey, chunk)
+	values := make([]xdpRegistryCounters, chunk*ncpu)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := stats.BatchLookup(&cursor, keys, values, nil)
+		for i := 0; i < n; i++ {
+			for c := 0; c < ncpu; c++ {
+				v := values[i*ncpu+c]
+				add(keys[i].Hash, keys[i].Dir, v.Packets, v.Bytes)
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) && n == 0 {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("loader: read registry_stats: %w", err)
+		}
+	}
 	var k xdpRegistryKey
 	var perCPU []xdpRegistryCounters
 	it := stats.Iterate()
@@ -436,9 +472,9 @@ func readRegistry(slots, stats *ebpf.Map) (map[registryKey]*RegistryCounter, err
 		}
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("loader: read registry_stats: %w", err)
+		return fmt.Errorf("loader: read registry_stats: %w", err)
 	}
-	return sum, nil
+	return nil
 }
 
 // readSlots reads every slot of registry_slots on every CPU, in one batch

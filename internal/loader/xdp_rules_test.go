@@ -410,3 +410,47 @@ func TestRegistrySlotCollision(t *testing.T) {
 		t.Fatalf("counters %+v: want 0x%x=2 and 0x%x=3", cs, a, b)
 	}
 }
+
+// TestBusPassCountedWhenRegistryFull: a valid datagram whose registry finds
+// no slot and no room in the full hash map is still counted as a pass (a
+// flood of random registry hashes must not make passes vanish; found by
+// the differential fuzzer at 2,000,000 inputs).
+func TestBusPassCountedWhenRegistryFull(t *testing.T) {
+	testutil.RequireRoot(t)
+	opts := DefaultOptions()
+	opts.RegistryEntries = 2
+	o, err := Load(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if err := o.SetAllow([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	slot := func(h uint32) uint32 { return ((h ^ 2<<29) * 2654435761) >> 24 } // DIR_BUS
+	hashes := []uint32{0x5000}
+	for h := hashes[0] + 1; len(hashes) < 5; h++ {
+		if slot(h) == slot(hashes[0]) {
+			hashes = append(hashes, h) // one slot, then two map entries, then none
+		}
+	}
+	before, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hashes {
+		s := codec.DefaultState()
+		s.RegistryHash = h
+		f := codec.Update(codec.FieldRows, uint64(10+i))
+		if ret, _ := runXDP(t, o, busPacket(false, 0, codec.AppendDatagram(nil, s, &f))); ret != xdpPass {
+			t.Fatalf("datagram %d: action %d", i, ret)
+		}
+	}
+	after, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after[ReasonOK] - before[ReasonOK]; got != uint64(len(hashes)) {
+		t.Errorf("%d passes counted for %d valid datagrams", got, len(hashes))
+	}
+}
