@@ -192,16 +192,16 @@ func FuzzParseResponse(f *testing.F) {
 	})
 }
 
-// origin is an upstream for the framing tests, counting its connections.
-type origin struct {
+// testOrigin is an upstream for the framing tests, counting its connections.
+type testOrigin struct {
 	*httptest.Server
 	conns    atomic.Int64
 	mu       sync.Mutex
 	encoding []string // Accept-Encoding of each request
 }
 
-func newOrigin(t *testing.T) *origin {
-	o := &origin{}
+func newOrigin(t *testing.T) *testOrigin {
+	o := &testOrigin{}
 	gz := func(s string) []byte {
 		var b bytes.Buffer
 		zw := gzip.NewWriter(&b)
