@@ -3,8 +3,8 @@ package userproxy
 import (
 	"bytes"
 	"compress/gzip"
-	"errors"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/url"
 	"strings"
