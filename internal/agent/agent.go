@@ -201,7 +201,7 @@ func (a *Agent) newProxy() error {
 		pc.TrustedProxies = append(pc.TrustedProxies, pr)
 	}
 	if cc := cfg.Proxy.Cache; cc.Dir != "" {
-		c, err := edgecache.Open(cc.Dir, cc.MaxBytes)
+		c, err := edgecache.Open(cc.Dir, cc.MaxBytes, edgecache.Options{Log: a.log})
 		if err != nil {
 			return err
 		}
@@ -320,7 +320,7 @@ func (a *Agent) PurgeCache(pkg, version string) (int, error) {
 	if a.cache == nil {
 		return 0, errors.New("the edge cache is off (proxy.cache.dir)")
 	}
-	return a.cache.Purge(userproxy.PurgeKeys(pkg, version)), nil
+	return a.cache.PurgeKeys(userproxy.PurgeKeys(pkg, version)), nil
 }
 
 // WebSocketClients is the number of connected config clients.
