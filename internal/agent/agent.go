@@ -101,7 +101,9 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		Initial:  cfg.State(),
 		Versions: codec.NewVersionSet(cfg.Config.Version),
 		File:     cfg.Agent.StateFile,
+		Source:   state.StateSource(cfg.Agent.StateSource),
 		Kernel:   kernel,
+		Log:      log,
 	})
 	if err != nil {
 		a.closeDatapath()

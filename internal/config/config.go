@@ -212,6 +212,9 @@ type Agent struct {
 	XDPMode    string   `json:"xdpMode"` // native, generic
 	BPFFS      string   `json:"bpffs"`
 	StateFile  string   `json:"stateFile"`
+	// StateSource says which state wins at start: "file" (a persisted
+	// state, logged) or "config" (this file's "config" section).
+	StateSource string `json:"stateSource"`
 }
 
 // Admin is the "admin" section.
@@ -399,6 +402,9 @@ func (c *Config) Validate() error {
 	default:
 		return bad("agent.xdpMode", "%q: want native or generic", c.Agent.XDPMode)
 	}
+	if err := checkStateSource(c.Agent.StateSource); err != nil {
+		return bad("agent.stateSource", "%v", err)
+	}
 	for i, ifname := range c.Agent.Interfaces {
 		if ifname == "" || len(ifname) > 15 || strings.ContainsAny(ifname, "/ \t") {
 			return bad(fmt.Sprintf("agent.interfaces[%d]", i), "%q is not an interface name", ifname)
@@ -406,6 +412,13 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		return bad("admin.listen", "%q: want host:port", c.Admin.Listen)
+	}
+	return nil
+}
+
+func checkStateSource(v string) error {
+	if v != "file" && v != "config" {
+		return fmt.Errorf("%q: want file or config", v)
 	}
 	return nil
 }
