@@ -187,7 +187,6 @@ func (p *Proxy) serveCacheable(conn net.Conn, bw *bufio.Writer, req *fastRequest
 	e, cached := c.Lookup(key)
 	if cached && p.fresh(&e, kind) {
 		if code, n, ok, served := p.serveEntry(conn, bw, req, &e, reqID, closeConn, "hit", acc); served {
-			c.Hits.Inc()
 			return code, n, ok
 		}
 		cached = false // its file failed the check: fetch again
@@ -210,7 +209,6 @@ func (p *Proxy) serveCacheable(conn net.Conn, bw *bufio.Writer, req *fastRequest
 	// alone when it stored nothing.
 	if e, ok := c.Lookup(key); ok && p.fresh(&e, kind) {
 		if code, n, ok, served := p.serveEntry(conn, bw, req, &e, reqID, closeConn, "hit", acc); served {
-			c.Hits.Inc()
 			return code, n, ok
 		}
 	}
@@ -259,7 +257,6 @@ func (p *Proxy) fetch(conn net.Conn, bw *bufio.Writer, req *fastRequest, v *verd
 		if uc != nil {
 			uc.Close()
 		}
-		c.Stale.Inc()
 		p.warnStale(key, err, h)
 		if code, n, ok, served := p.serveEntry(conn, bw, req, e, reqID, closeConn, "stale", acc); served {
 			return streamed{code: code, n: n}, ok
@@ -271,7 +268,6 @@ func (p *Proxy) fetch(conn net.Conn, bw *bufio.Writer, req *fastRequest, v *verd
 		p.finishUpstream(up, uc, h)
 		c.Refresh(key)
 		if code, n, ok, served := p.serveEntry(conn, bw, req, e, reqID, closeConn, "hit", acc); served {
-			c.Hits.Inc()
 			return streamed{code: code, n: n}, ok
 		}
 		// The file went bad: ask again without validators.
@@ -385,7 +381,17 @@ func (p *Proxy) refuseUpstream(bw *bufio.Writer, req *fastRequest, err error, re
 func (p *Proxy) serveEntry(conn net.Conn, bw *bufio.Writer, req *fastRequest, e *edgecache.Entry, reqID string, closeConn bool, state string, acc *accessInfo) (code int, n int64, ok, served bool) {
 	c := p.cfg.Cache
 	acc.cache = state
+	// Counted before the answer is written: a client that reads the
+	// metrics after its response sees its own request.
+	count := func() {
+		if state == "stale" {
+			c.Stale.Inc()
+		} else {
+			c.Hits.Inc()
+		}
+	}
 	if notModified(req, e) {
+		count()
 		writeStatusLine(bw, http.StatusNotModified)
 		p.entryHeaders(bw, e, state, reqID, closeConn)
 		bw.WriteString("\r\n")
@@ -408,6 +414,7 @@ func (p *Proxy) serveEntry(conn net.Conn, bw *bufio.Writer, req *fastRequest, e 
 		f = file
 		defer f.Close()
 	}
+	count()
 	writeStatusLine(bw, e.Status)
 	p.entryHeaders(bw, e, state, reqID, closeConn)
 	if gz {

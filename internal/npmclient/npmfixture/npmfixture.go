@@ -269,3 +269,7 @@ func scheme(req *http.Request) string {
 	}
 	return "http"
 }
+
+// ServeHTTP serves the registry, for tests that listen themselves (on a
+// given address, or with TLS).
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.serve(w, req) }
