@@ -7,6 +7,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
+	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -206,13 +207,15 @@ func (p *Proxy) serveCacheable(conn net.Conn, bw *bufio.Writer, req *fastRequest
 		return led.code, led.n, ledOK
 	}
 	// Another request fetched it: serve what it stored, or go upstream
-	// alone when it stored nothing.
-	if e, ok := c.Lookup(key); ok && p.fresh(&e, kind) {
+	// alone (revalidating what is there) when it stored nothing fresh.
+	e, cached = c.Lookup(key)
+	if cached && p.fresh(&e, kind) {
 		if code, n, ok, served := p.serveEntry(conn, bw, req, &e, reqID, closeConn, "hit", acc); served {
 			return code, n, ok
 		}
+		cached = false
 	}
-	res, ok := p.fetch(conn, bw, req, v, key, kind, edge, nil, false, reqID, closeConn, nil, acc)
+	res, ok := p.fetch(conn, bw, req, v, key, kind, edge, &e, cached, reqID, closeConn, nil, acc)
 	return res.code, res.n, ok
 }
 
@@ -298,52 +301,59 @@ func (p *Proxy) fetch(conn net.Conn, bw *bufio.Writer, req *fastRequest, v *verd
 			}
 		}
 	}
-	res := p.stream(bw, req, up, uc, h, reqID, closeConn, o)
-	if o.fill == nil {
-		return res, res.ok
+	if o.fill != nil {
+		o.finish = func(res streamed) { p.commitFill(o.fill, res, key, kind, packument, up, req, h, gz, sha1h) }
 	}
+	res := p.stream(bw, req, up, uc, h, reqID, closeConn, o)
+	return res, res.ok
+}
+
+// commitFill stores a filled response when it is provably whole and
+// valid, and drops it otherwise.
+func (p *Proxy) commitFill(fill *edgecache.Fill, res streamed, key string, kind cacheKind, packument bool, up *route, req *fastRequest, h *upstreamHead, gz *gzipCheck, sha1h hash.Hash) {
 	gzErr := error(nil)
 	if gz != nil {
 		gzErr = gz.Close()
 	}
 	switch {
 	case !res.complete:
-		o.fill.Abort() // a body cut short, or of unknown length: served, never stored
+		fill.Abort() // a body cut short, or of unknown length: served, never stored
+		return
 	case packument && !res.wholeDoc:
-		o.fill.Abort()
+		fill.Abort()
 		p.log.Warn("edge cache: a packument that is not one whole JSON object was passed on, not stored", "key", key)
+		return
 	case gzErr != nil:
-		o.fill.Abort()
+		fill.Abort()
 		p.log.Warn("edge cache: a tarball whose gzip stream does not end cleanly was passed on, not stored", "key", key, "err", gzErr)
-	default:
-		if kind == kindTarball && h.status == http.StatusOK {
-			if sri := p.integrity.get(up.Hash, req.path); sri != "" {
-				if match, checked := matchesIntegrity(sri, o.fill.SHA512(), sha1h.Sum(nil)); checked && !match {
-					o.fill.Abort()
-					p.log.Warn("edge cache: a tarball that does not match the integrity its packument gave was passed on, not stored", "key", key, "integrity", sri)
-					return res, res.ok
-				}
+		return
+	}
+	if kind == kindTarball && h.status == http.StatusOK {
+		if sri := p.integrity.get(up.Hash, req.path); sri != "" {
+			if match, checked := matchesIntegrity(sri, fill.SHA512(), sha1h.Sum(nil)); checked && !match {
+				fill.Abort()
+				p.log.Warn("edge cache: a tarball that does not match the integrity its packument gave was passed on, not stored", "key", key, "integrity", sri)
+				return
 			}
-		}
-		// The upstream's validators revalidate the entry later; a
-		// tarball's ETag is also what clients see (its bytes are the
-		// upstream's), a packument's is the edge's own.
-		hdr := http.Header{}
-		hdr.Set("Content-Type", h.contentType)
-		for i, name := range h.names {
-			if strings.EqualFold(name, "Etag") || strings.EqualFold(name, "Last-Modified") {
-				hdr.Set(name, h.values[i])
-			}
-		}
-		etag := ""
-		if !packument {
-			etag = hdr.Get("Etag")
-		}
-		if _, err := o.fill.Commit(h.status, hdr, etag); err != nil && !errors.Is(err, edgecache.ErrTooLarge) {
-			p.log.Debug("edge cache: not stored", "key", key, "err", err)
 		}
 	}
-	return res, res.ok
+	// The upstream's validators revalidate the entry later; a tarball's
+	// ETag is also what clients see (its bytes are the upstream's), a
+	// packument's is the edge's own.
+	hdr := http.Header{}
+	hdr.Set("Content-Type", h.contentType)
+	for i, name := range h.names {
+		if strings.EqualFold(name, "Etag") || strings.EqualFold(name, "Last-Modified") {
+			hdr.Set(name, h.values[i])
+		}
+	}
+	etag := ""
+	if !packument {
+		etag = hdr.Get("Etag")
+	}
+	if _, err := fill.Commit(h.status, hdr, etag); err != nil && !errors.Is(err, edgecache.ErrTooLarge) {
+		p.log.Debug("edge cache: not stored", "key", key, "err", err)
+	}
 }
 
 func (p *Proxy) ttlOf(e *edgecache.Entry) time.Duration {

@@ -172,6 +172,7 @@ func (s *Server) forget(c *fastConn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
+	s.Proxy.draining.Store(true)
 	if s.ln != nil {
 		s.ln.Close()
 	}
@@ -191,6 +192,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
+			s.Proxy.shutdownCut.Inc()
 			c.Close()
 		}
 		s.mu.Unlock()

@@ -164,6 +164,10 @@ type Proxy struct {
 	// The cache's fills in progress (one upstream exchange per key), the
 	// integrities of tarballs in packuments served, and when serving
 	// stale was last logged.
+	// draining: the server is shutting down; responses say
+	// Connection: close.
+	draining     atomic.Bool
+	shutdownCut  prometheus.Counter
 	flight       singleflight.Group
 	flights      flights
 	integrity    integrities
@@ -279,6 +283,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		handedOn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_proxy_handed_on_total", Help: "Connections the fast path passed to net/http (CONNECT, bodies, upgrades, large or unusual heads, HTTP/2).",
 		}),
+		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_proxy_shutdown_cut_total", Help: "Client connections still busy when the shutdown grace ran out, and cut.",
+		}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
 		}),
@@ -340,7 +347,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 
 // Collectors returns the proxy's metrics.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn}
+	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut}
 }
 
 // apiError is the JSON body of a refusal.

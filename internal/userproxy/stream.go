@@ -47,6 +47,7 @@ type streamOpts struct {
 	check      func([]byte)                 // sees the raw body (the tarball fill's gzip check)
 	headers    func(bw *bufio.Writer)       // extra response headers
 	bodyIdle   time.Duration                // longest silence between body reads
+	finish     func(streamed)               // when the body is read, before the client has its end
 }
 
 // upstreamBody is the body reader of an upstream response with its
@@ -70,6 +71,7 @@ func upstreamBody(uc *upConn, h *upstreamHead, method string) (src io.Reader, fr
 // end (else closes it).
 func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn, h *upstreamHead, reqID string, closeConn bool, o streamOpts) streamed {
 	res := streamed{code: h.status}
+	closeConn = closeConn || p.draining.Load()
 	uc.bodyIdle = o.bodyIdle
 	src, framed := upstreamBody(uc, h, req.method)
 	if src == nil {
@@ -87,12 +89,28 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 		cw = httputil.NewChunkedWriter(bw)
 		client = cw
 	}
-	sink := &tee{client: client, fill: o.fill, keep: o.keepFill}
+	// Headers reach the client as soon as they are known: when no body
+	// bytes are waiting, the head goes now; later, whatever the client
+	// has is flushed whenever the upstream pauses.
+	if uc.br.Buffered() == 0 {
+		bw.Flush()
+	}
+	// The last bytes of a body of known length are held until the fill
+	// is committed (finish), so that a client never has its whole answer
+	// before the cache does.
+	lr, _ := src.(*io.LimitedReader)
+	sink := &tee{client: client, fill: o.fill, keep: o.keepFill, keepFor: o.bodyIdle, flush: func() error {
+		if uc.br.Buffered() == 0 && (lr == nil || lr.N > 0) {
+			return bw.Flush()
+		}
+		return nil
+	}}
+	cr := &countReader{r: src}
 	var err error
 	if rewritten {
-		body := io.Reader(src)
+		body := io.Reader(cr)
 		if o.check != nil {
-			body = io.TeeReader(src, checkWriter(o.check))
+			body = io.TeeReader(cr, checkWriter(o.check))
 		}
 		w := newRewriter(sink, o.rewrite)
 		w.learn = o.learn
@@ -103,21 +121,24 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 		}
 	} else {
 		buf := copyBufs.Get().(*[]byte)
-		var rd io.Reader = struct{ io.Reader }{src}
+		var rd io.Reader = cr
 		if o.check != nil {
-			rd = io.TeeReader(src, checkWriter(o.check))
+			rd = io.TeeReader(cr, checkWriter(o.check))
 		}
 		_, err = io.CopyBuffer(sink, rd, *buf)
 		copyBufs.Put(buf)
-		if err == nil && h.length >= 0 && !h.chunked && sink.n != h.length {
-			err = io.ErrUnexpectedEOF
-		}
+	}
+	if err == nil && h.length >= 0 && !h.chunked && cr.n != h.length {
+		err = io.ErrUnexpectedEOF
 	}
 	res.n = sink.n
 	if err == nil && h.chunked && !skipTrailers(uc.br) {
 		h.close = true
 	}
 	res.complete = err == nil && framed
+	if o.finish != nil {
+		o.finish(res)
+	}
 	if err != nil || sink.clientErr != nil {
 		// Never a truncated body that looks complete: the client's
 		// connection is cut with what it has.
@@ -132,6 +153,17 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 	p.finishUpstream(up, uc, h)
 	res.ok = true
 	return res
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 type checkWriter func([]byte)
@@ -169,20 +201,30 @@ type tee struct {
 	clientErr error
 	fill      *edgecache.Fill
 	keep      func() bool
-	n         int64 // written to the client
+	flush     func() error // after each write
+	n         int64        // written to the client
+	// After the client is gone, a fill others wait for goes on for at
+	// most keepFor.
+	keepFor time.Duration
+	goneAt  time.Time
 }
 
 func (t *tee) Write(p []byte) (int, error) {
 	if t.clientErr == nil {
 		n, err := t.client.Write(p)
 		t.n += int64(n)
-		t.clientErr = err
+		if err == nil && t.flush != nil {
+			err = t.flush()
+		}
+		if t.clientErr = err; err != nil {
+			t.goneAt = time.Now()
+		}
 	}
 	filling := t.fill != nil && t.fill.Err() == nil
 	if filling {
 		t.fill.Write(p)
 	}
-	if t.clientErr != nil && !(filling && t.keep != nil && t.keep()) {
+	if t.clientErr != nil && !(filling && t.keep != nil && t.keep() && time.Since(t.goneAt) < t.keepFor) {
 		return 0, t.clientErr
 	}
 	return len(p), nil
