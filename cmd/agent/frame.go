@@ -163,10 +163,10 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 // report is what `frame decode` prints, as text or JSON. Fields are filled
 // only for input that passed every check: nothing half-parsed is shown.
 type report struct {
-	Hex     string        `json:"hex"`
-	Kind    string        `json:"kind"`
-	Verdict string        `json:"verdict"`
-	Error   string        `json:"error,omitempty"`
+	Hex     string         `json:"hex"`
+	Kind    string         `json:"kind"`
+	Verdict string         `json:"verdict"`
+	Error   string         `json:"error,omitempty"`
 	Sender  *config.State  `json:"sender,omitempty"`
 	Frame   *frameReport   `json:"frame,omitempty"`
 	Trailer *trailerReport `json:"trailer,omitempty"`

@@ -34,7 +34,7 @@ answers nothing to an unsigned or badly signed push, nor to a source off its
 allow-list: such targets show "no answer".`,
 		Example: `  regedge config push --to 10.0.0.2:4874,10.0.0.3:4874 terminalMode=2 rows=40 cols=120
   regedge config push --key /etc/regedge/bus.key --to 10.0.0.2:4874 rows=40`,
-		Args:    cobra.RangeArgs(1, codec.MaxBulkEntries),
+		Args: cobra.RangeArgs(1, codec.MaxBulkEntries),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			targets := splitTargets(to)
 			if len(targets) == 0 {
