@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -12,16 +13,25 @@ import (
 	"unicode/utf8"
 )
 
-// ParseNpmrc reads an .npmrc as npm reads it (the ini package, then npm's
-// ${ENV} expansion of keys and values): key=value lines, whitespace
-// trimmed, ';' and '#' starting comment lines and, unquoted, trailing
-// comments ('\;' and '\#' escape them), values in double quotes read as
-// JSON strings, in single quotes taken as written; a later key wins; keys
-// under a [section] and list keys (key[]=) are not top-level settings and
-// are left out, as are keys without a value and values that ini reads as
-// true, false or null. env looks a variable up.
+// ParseNpmrc reads an .npmrc as npm reads it (the ini package, then
+// @npmcli/config's handling of string settings): key=value lines, both
+// sides trimmed; lines starting with ';' or '#' are comments, and an
+// unquoted value ends at an unescaped ';' or '#' ('\;', '\#' and '\\'
+// are escapes); a quoted value is read as JSON ('...' after dropping the
+// single quotes) and kept as written when that fails; a later key wins.
+// Keys under a [section], list keys (key[]=, and a key once a list), keys
+// without a value and values that are not strings (true, false, null,
+// numbers, JSON objects) or are "undefined" are left out, as npm drops them
+// for the settings read here. ${NAME} in keys and values is expanded with
+// env (envReplace).
 func ParseNpmrc(data string, env func(string) (string, bool)) map[string]string {
-	out := map[string]string{}
+	type entry struct {
+		value  string
+		str    bool // a string, not a boolean, null, number, object or list
+		isList bool
+	}
+	var order []string
+	raw := map[string]*entry{}
 	inSection := false
 	for _, line := range strings.FieldsFunc(data, func(r rune) bool { return r == '\n' || r == '\r' }) {
 		trimmed := jsTrim(line)
@@ -35,24 +45,56 @@ func ParseNpmrc(data string, env func(string) (string, bool)) map[string]string 
 			}
 		}
 		rawKey, rawValue, hasValue := strings.Cut(line, "=")
-		if rawKey == "" || !hasValue || strings.ContainsAny(rawValue, "\u2028\u2029") {
-			// ini's line pattern needs a key; its value part (JS '.') stops at
-			// these separators, so such a line does not match at all
+		if rawKey == "" || (hasValue && strings.ContainsAny(rawValue, "\u2028\u2029")) {
+			// ini's line pattern needs a key; its value part (JS '.') stops
+			// at these separators, so such a line does not match at all
 			continue
 		}
-		key := iniUnquote(rawKey)
-		if inSection || key == "__proto__" || (len(key) > 2 && strings.HasSuffix(key, "[]")) {
+		if inSection {
 			continue
 		}
-		key = envReplace(key, env)
-		switch value := iniUnquote(rawValue); value {
+		key, keyIsString := iniUnquote(rawKey)
+		if !keyIsString {
+			key = jsTrim(rawKey) // ini uses the JSON value as a key; only strings matter here
+		}
+		list := len(key) > 2 && strings.HasSuffix(key, "[]")
+		if list {
+			key = key[:len(key)-2]
+		}
+		if key == "__proto__" {
+			continue
+		}
+		e := raw[key]
+		if e == nil {
+			e = &entry{}
+			raw[key] = e
+			order = append(order, key)
+		}
+		if list || e.isList {
+			// a list from here on: not a setting read here
+			e.isList, e.str = true, false
+			continue
+		}
+		if !hasValue {
+			e.str = false // ini makes a key without a value true
+			continue
+		}
+		e.value, e.str = iniUnquote(rawValue)
+		switch e.value {
 		case "true", "false", "null":
-			// ini makes these booleans and null, which no setting read
-			// here can be: npm drops such a value as invalid
-			delete(out, key)
-		default:
-			out[key] = envReplace(jsTrim(value), env)
+			e.str = false
 		}
+	}
+	out := map[string]string{}
+	for _, i := range jsKeyOrder(order) {
+		e := raw[order[i]]
+		key := envReplace(order[i], env)
+		value := jsTrim(e.value)
+		if !e.str || value == "undefined" || key == "__proto__" {
+			delete(out, key)
+			continue
+		}
+		out[key] = envReplace(value, env)
 	}
 	return out
 }
@@ -69,24 +111,30 @@ func jsTrim(s string) string {
 	})
 }
 
-// iniUnquote is the ini package's unsafe(): a quoted value is unquoted
-// (double quotes as JSON), else it ends at the first unescaped ';' or '#'
-// and '\;', '\#', '\\' are unescaped.
-func iniUnquote(s string) string {
+// iniUnquote is the ini package's unsafe(): a quoted value is read as JSON
+// (single quotes dropped first) and kept as written when that fails; else
+// it ends at the first unescaped ';' or '#', and '\;', '\#', '\\' are
+// unescaped. str is false when the JSON is not a string.
+func iniUnquote(s string) (value string, str bool) {
 	s = jsTrim(s)
 	if len(s) > 0 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '\'' && s[len(s)-1] == '\'') {
 		inner := s
 		if s[0] == '\'' {
-			inner = s[1 : len(s)-1]
-			if len(s) == 1 {
-				inner = ""
+			inner = ""
+			if len(s) >= 2 {
+				inner = s[1 : len(s)-1]
 			}
 		}
-		var str string
-		if json.Unmarshal([]byte(inner), &str) == nil {
-			return str
+		dec := json.NewDecoder(strings.NewReader(inner))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) == nil && !dec.More() {
+			if _, err := dec.Token(); err == io.EOF {
+				str, ok := v.(string)
+				return str, ok
+			}
 		}
-		return inner
+		return inner, true
 	}
 	var b strings.Builder
 	escaped := false
@@ -100,7 +148,7 @@ func iniUnquote(s string) string {
 			b.WriteByte(c)
 			escaped = false
 		case c == ';' || c == '#':
-			return jsTrim(b.String())
+			return jsTrim(b.String()), true
 		case c == '\\':
 			escaped = true
 		default:
@@ -110,7 +158,7 @@ func iniUnquote(s string) string {
 	if escaped {
 		b.WriteByte('\\')
 	}
-	return jsTrim(b.String())
+	return jsTrim(b.String()), true
 }
 
 // envReplace is npm's ${NAME} expansion: ${NAME} becomes the variable's

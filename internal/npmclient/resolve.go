@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -362,24 +363,19 @@ func blame(n *node) *edge {
 	return nil
 }
 
-// cycleError names the chain that nests too deep and the packages that
-// repeat in it.
+// cycleError names the chain of dependencies (who wanted whom) that
+// nests too deep, and the packages that repeat in it.
 func cycleError(e *edge, v *Version) error {
-	var chain []string
-	seen := map[string]int{}
+	chain := []string{e.w.pkg + "@" + v.Version}
+	seen := map[string]int{e.w.pkg: 1}
 	var repeating []string
-	for n := e.from; n.parent != nil; n = n.parent {
+	for n := e.from; n.parent != nil; n = n.placedBy.from {
 		chain = append(chain, n.label())
-	}
-	for i, j := 0, len(chain)-1; i < j; i, j = i+1, j-1 {
-		chain[i], chain[j] = chain[j], chain[i]
-	}
-	chain = append(chain, e.w.pkg+"@"+v.Version)
-	for n := e.from; n.parent != nil; n = n.parent {
 		if seen[n.pkg]++; seen[n.pkg] == 2 {
 			repeating = append(repeating, n.pkg)
 		}
 	}
+	slices.Reverse(chain)
 	sort.Strings(repeating)
 	shown := chain
 	if len(chain) > 10 {
