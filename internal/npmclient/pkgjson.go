@@ -362,27 +362,28 @@ func writeFileIn(root *os.Root, name string, data []byte) error {
 type object struct {
 	keys   []string
 	values []any
+	index  map[string]int // position of each key
 }
 
 func (o *object) get(k string) (any, bool) {
 	if o == nil {
 		return nil, false
 	}
-	for i, key := range o.keys {
-		if key == k {
-			return o.values[i], true
-		}
+	if i, ok := o.index[k]; ok {
+		return o.values[i], true
 	}
 	return nil, false
 }
 
 func (o *object) set(k string, v any) {
-	for i, key := range o.keys {
-		if key == k {
-			o.values[i] = v
-			return
-		}
+	if i, ok := o.index[k]; ok {
+		o.values[i] = v
+		return
 	}
+	if o.index == nil {
+		o.index = map[string]int{}
+	}
+	o.index[k] = len(o.keys)
 	o.keys = append(o.keys, k)
 	o.values = append(o.values, v)
 }
@@ -391,12 +392,19 @@ func (o *object) del(k string) {
 	if o == nil {
 		return
 	}
-	for i, key := range o.keys {
-		if key == k {
-			o.keys = append(o.keys[:i], o.keys[i+1:]...)
-			o.values = append(o.values[:i], o.values[i+1:]...)
-			return
-		}
+	i, ok := o.index[k]
+	if !ok {
+		return
+	}
+	o.keys = append(o.keys[:i], o.keys[i+1:]...)
+	o.values = append(o.values[:i], o.values[i+1:]...)
+	o.reindex()
+}
+
+func (o *object) reindex() {
+	o.index = make(map[string]int, len(o.keys))
+	for i, k := range o.keys {
+		o.index[k] = i
 	}
 }
 
@@ -411,6 +419,7 @@ func (o *object) sortKeys() {
 		keys[i], values[i] = o.keys[j], o.values[j]
 	}
 	o.keys, o.values = keys, values
+	o.reindex()
 }
 
 // parseOrdered decodes JSON into *object, []any, string, json.Number,
