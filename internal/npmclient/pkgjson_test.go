@@ -143,7 +143,9 @@ func TestInstallSkipsFailingOptionalDependencies(t *testing.T) {
 	add(reg, "opt-gone", "1.0.0", nil, func(p *npmfixture.Package) { p.NoTarball = true })
 	add(reg, "opt-win", "1.0.0", nil, func(p *npmfixture.Package) { p.Extra = map[string]any{"os": []string{"win32"}} })
 	add(reg, "opt-deep", "1.0.0", map[string]string{"not-there": "1"}, nil)
-	add(reg, "opt-ok", "1.0.0", nil, func(p *npmfixture.Package) { p.Extra = map[string]any{"os": "!win32", "cpu": []string{"x64", "arm64", "ia32", "arm", "ppc64", "s390x", "riscv64", "loong64"}} })
+	add(reg, "opt-ok", "1.0.0", nil, func(p *npmfixture.Package) {
+		p.Extra = map[string]any{"os": "!win32", "cpu": []string{"x64", "arm64", "ia32", "arm", "ppc64", "s390x", "riscv64", "loong64"}}
+	})
 	dir := t.TempDir()
 	var log bytes.Buffer
 	specs := []Spec{{Name: "req", Range: "^1"}, {Name: "opt-missing", Range: "^1", Optional: true}, {Name: "opt-win", Range: "^1", Optional: true},
