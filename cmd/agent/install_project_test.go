@@ -218,14 +218,14 @@ func TestInstallNoArgumentsMatchesNpm(t *testing.T) {
 	}
 	// the shapes the registry was built to produce are all there
 	for rel, want := range map[string]string{
-		"cyc-b/node_modules/cyc-b":                      "dir",
-		"self/node_modules/self/node_modules/self":      "link ../../..",
-		"tool/node_modules/lib":                         "dir",
-		"strf":                                          "dir",
-		"@s/util":                                       "dir",
-		"CamelCase":                                     "dir",
-		"exec/run.sh":                                   "file -rwxr-xr-x",
-		"opt-ok":                                        "dir",
+		"cyc-b/node_modules/cyc-b":                 "dir",
+		"self/node_modules/self/node_modules/self": "link ../../..",
+		"tool/node_modules/lib":                    "dir",
+		"strf":                                     "dir",
+		"@s/util":                                  "dir",
+		"CamelCase":                                "dir",
+		"exec/run.sh":                              "file -rwxr-xr-x",
+		"opt-ok":                                   "dir",
 	} {
 		if !strings.HasPrefix(mine[rel], want) {
 			t.Errorf("node_modules/%s = %q, want %s", rel, mine[rel], want)
