@@ -48,7 +48,7 @@ type edge struct {
 	name     string
 	spec     string
 	w        want
-	err      error // a spec this client cannot install (git, file, ...)
+	err      error // a spec this client cannot install (git, file, not a range, ...)
 	optional bool
 	to       *node
 }
@@ -171,7 +171,7 @@ func (p *planner) planOnce(specs []Spec) (*node, error) {
 			return nil, fmt.Errorf("%s asked for twice, as %s and %s", s.Name, prev.spec, s.Range)
 		}
 		e := &edge{from: root, name: s.Name, spec: s.Range, optional: s.Optional}
-		if e.w, e.err = parseWant(s.Name, s.Range, "the project"); e.err != nil && !errors.Is(e.err, ErrUnsupportedSpec) {
+		if e.w, e.err = parseWant(s.Name, s.Range, "the project"); errors.Is(e.err, ErrBadName) {
 			return nil, e.err
 		}
 		root.out[s.Name] = e
@@ -332,7 +332,7 @@ func (n *node) readDeps() error {
 				continue
 			}
 			e := &edge{from: n, name: name, spec: spec, optional: group.optional}
-			if e.w, e.err = parseWant(name, spec, who); e.err != nil && !errors.Is(e.err, ErrUnsupportedSpec) {
+			if e.w, e.err = parseWant(name, spec, who); errors.Is(e.err, ErrBadName) {
 				return e.err
 			}
 			n.out[name] = e // an optional dependency overrides a dependency of the same name, as in npm

@@ -51,7 +51,9 @@ type want struct {
 }
 
 // parseWant reads the value of a dependency named name. Registry names
-// inside it (an alias target) are checked; wanted says who asked.
+// inside it (an alias target) are checked (a *BadNameError); wanted says
+// who asked. Other errors say only what is wrong with spec: the caller
+// knows the dependency.
 func parseWant(name, spec, wanted string) (want, error) {
 	spec = strings.TrimSpace(spec)
 	w := want{pkg: name}
@@ -61,7 +63,7 @@ func parseWant(name, spec, wanted string) (want, error) {
 			return want{}, err
 		}
 		if strings.HasPrefix(target.Range, "npm:") {
-			return want{}, fmt.Errorf("%s: %s: %q: an alias of an alias: %w", wanted, name, spec, ErrUnsupportedSpec)
+			return want{}, fmt.Errorf("%q: an alias of an alias: %w", spec, ErrUnsupportedSpec)
 		}
 		w.pkg, w.alias = target.Name, true
 		spec = target.Range
@@ -70,7 +72,7 @@ func parseWant(name, spec, wanted string) (want, error) {
 		spec = "*"
 	}
 	if strings.ContainsAny(spec, ":/#\\") || strings.HasPrefix(spec, "~/") {
-		return want{}, fmt.Errorf("%s: %s: %q: %w", wanted, name, spec, ErrUnsupportedSpec)
+		return want{}, fmt.Errorf("%q: %w", spec, ErrUnsupportedSpec)
 	}
 	w.text = spec
 	if c, err := semver.NewConstraint(spec); err == nil {
@@ -83,7 +85,7 @@ func parseWant(name, spec, wanted string) (want, error) {
 		w.tag = spec
 		return w, nil
 	}
-	return want{}, fmt.Errorf("%s: %s: %q is neither a semver range nor a dist-tag", wanted, name, spec)
+	return want{}, fmt.Errorf("%q is neither a semver range nor a dist-tag", spec)
 }
 
 // allows says whether version meets w (npm's depValid: any version for a
