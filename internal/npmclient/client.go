@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/Masterminds/semver/v3"
 	"github.com/regedge/regedge/internal/codec"
 )
 
@@ -209,9 +210,10 @@ func (c *Client) Packument(ctx context.Context, name string) (*Packument, error)
 		return nil, fmt.Errorf("%s: packument: %w", name, err)
 	}
 	// The document speaks for the package asked for: a version is known by
-	// its key, and any name it claims is not used.
+	// its key, which must be a semver version (it may end up in
+	// package.json), and any name it claims is not used.
 	for k, v := range p.Versions {
-		if v == nil {
+		if sv, err := semver.StrictNewVersion(k); v == nil || err != nil || sv.String() != k {
 			delete(p.Versions, k)
 			continue
 		}

@@ -339,3 +339,27 @@ func TestRedirectKeepsHeadersOnlyWithinTheRegistry(t *testing.T) {
 		t.Fatalf("redirected request carried %v", h)
 	}
 }
+
+// A version key that is not a semver version is not a version: a dist-tag
+// pointing at one finds nothing, so nothing odd reaches package.json.
+func TestPackumentDropsVersionsThatAreNotSemver(t *testing.T) {
+	reg := npmfixture.New(t)
+	add(reg, "odd", "1.0.0", nil, nil)
+	add(reg, "odd", "2.0.0/../../x", nil, nil)
+	add(reg, "odd", "v3.0.0", nil, nil)
+	reg.SetDistTag("odd", "latest", "2.0.0/../../x")
+	reg.SetDistTag("odd", "v", "v3.0.0")
+	c := newClient(t, reg.URL)
+	p, err := c.Packument(context.Background(), "odd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Versions) != 1 || p.Versions["1.0.0"] == nil {
+		t.Fatalf("versions %v", p.Versions)
+	}
+	for _, spec := range []string{"odd", "odd@v"} {
+		if _, err := c.Install(context.Background(), t.TempDir(), []Spec{ParseSpec(spec)}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "no dist-tag") {
+			t.Errorf("%s: %v", spec, err)
+		}
+	}
+}
