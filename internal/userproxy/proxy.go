@@ -565,11 +565,7 @@ func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
 			r := resp.Request
 			p.forgetPublished(r.Method, r.URL.EscapedPath(), resp.StatusCode)
 			resp.Header.Del(codec.HeaderRequestID)
-			if r.Method != http.MethodGet || resp.StatusCode != http.StatusOK || strings.Contains(r.URL.Path, "/-/") {
-				return nil
-			}
-			ct := resp.Header.Get("Content-Type")
-			if !strings.HasPrefix(ct, "application/json") && !strings.HasPrefix(ct, "application/vnd.npm.install-v1+json") {
+			if !rebasable(r.Method, r.URL.Path, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Encoding")) {
 				return nil
 			}
 			fi := r.Context().Value(forwardKey{}).(*forwardInfo)

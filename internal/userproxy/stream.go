@@ -24,9 +24,15 @@ import (
 // isPackumentResponse: a successful GET of a packument, whose tarball URLs
 // are rebased onto the edge.
 func isPackumentResponse(method, path string, h *upstreamHead) bool {
-	return method == "GET" && h.status == http.StatusOK && !strings.Contains(path, "/-/") &&
-		(strings.HasPrefix(h.contentType, "application/json") || strings.HasPrefix(h.contentType, "application/vnd.npm.install-v1+json")) &&
-		(h.encoding == "" || strings.EqualFold(h.encoding, "gzip"))
+	return rebasable(method, path, h.status, h.contentType, h.encoding)
+}
+
+// rebasable is the one rule, for both front ends: a successful GET of a
+// package's document (not under /-/), JSON, plain or gzip.
+func rebasable(method, path string, status int, contentType, encoding string) bool {
+	return method == "GET" && status == http.StatusOK && !strings.Contains(path, "/-/") &&
+		(strings.HasPrefix(contentType, "application/json") || strings.HasPrefix(contentType, "application/vnd.npm.install-v1+json")) &&
+		(encoding == "" || strings.EqualFold(encoding, "gzip"))
 }
 
 // streamed is what stream did.
