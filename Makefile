@@ -11,7 +11,7 @@ BENCHCOUNT  ?= 5
 # so that a skip there is a failure.
 TESTFLAGS   ?=
 
-.PHONY: build run test test-race generate bench bench-kernel bench-veth fuzz fuzz-kernel lint clean
+.PHONY: build run test test-race generate bench bench-kernel bench-veth fuzz fuzz-kernel lint check-size clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/agent
@@ -60,7 +60,14 @@ fuzz:
 	  done; \
 	done
 
-lint:
+# No tracked file over 1 MiB: a committed binary would ride along in every clone
+# (the generated BPF objects are about 60 KiB).
+MAX_FILE_BYTES ?= 1048576
+check-size:
+	@git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | \
+	  awk -v max=$(MAX_FILE_BYTES) '$$1 > max { print "tracked file over " max " bytes: " substr($$0, index($$0, " ") + 1) " (" $$1 " bytes)"; bad = 1 } END { exit bad }'
+
+lint: check-size
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
