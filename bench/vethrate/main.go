@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command vethrate measures, in one run, how fast invalid config bus
 // datagrams are dropped by regedge's XDP program and how fast a Go userspace
 // receiver doing the same check handles them with XDP off. Traffic flows

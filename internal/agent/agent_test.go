@@ -20,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/wsconfig"
@@ -55,6 +56,17 @@ func startAgent(t *testing.T, cfg *config.Config) *Agent {
 		time.Sleep(time.Millisecond)
 	}
 	return a
+}
+
+// scrape is an admin page as the admin handler serves it, without a listener.
+func scrape(t *testing.T, a *Agent, path string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	admin.Handler(a, a.registry, time.Now(), nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("%s: %d", path, rec.Code)
+	}
+	return rec.Body.String()
 }
 
 func get(t *testing.T, a *Agent, path string) (int, string) {

@@ -160,7 +160,7 @@ func TestXDPBlockList(t *testing.T) {
 	if err := o.Block(netip.MustParsePrefix("192.0.2.0/28"), time.Nanosecond); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, pkt); return r == ReasonOK })
+	testutil.Eventually(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, pkt); return r == ReasonOK })
 	if list, _ := o.Blocked(); len(list) != 1 {
 		t.Fatalf("after expiry Blocked = %v", list)
 	}

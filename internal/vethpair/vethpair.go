@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package vethpair makes two network namespaces joined by a veth pair, for
 // tests and benchmarks that need real packets between real hosts without
 // touching the machine's own network. Addresses are from the documentation
