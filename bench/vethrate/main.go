@@ -162,7 +162,7 @@ func run(duration time.Duration, maxPackets int64, senders int) error {
 // blast sends payload from A to B's bus port until duration or maxPackets.
 // The generator is BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: an XDP
 // program in A redirects each run's frame out of A's veth end, the fastest
-// generator on this kernel (KERNEL-NOTES.md); sockets in Go would be the
+// generator on this kernel (docs/kernel.md, "Kernel facts"); sockets in Go would be the
 // bottleneck of both phases.
 func blast(h *vethpair.Hosts, payload []byte, duration time.Duration, maxPackets int64, senders int) (int64, time.Duration, error) {
 	var frame []byte

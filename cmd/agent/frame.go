@@ -47,7 +47,7 @@ func newFrameDecodeCmd() *cobra.Command {
 		Use:   "decode HEX",
 		Short: "Decode and judge one frame (or datagram with --datagram)",
 		Long: `Decode one frame, or with --datagram one config bus datagram, print its
-fields with their names and the verdict of PROTOCOL.md §2.3.
+fields with their names and the verdict of docs/protocol.md §2.3.
 
 Exit status: 0 when the verdict is ok, 1 when it is a reason word, 2 when the
 argument is not hex.`,
@@ -297,7 +297,7 @@ func newFrameEncodeCmd() *cobra.Command {
 		Use:   "encode",
 		Short: "Print the hex of a frame (or datagram with --datagram)",
 		Long: `Print the hex of one frame. The frame is checked before it is printed:
-a value that breaks a rule of PROTOCOL.md is an error (exit 1), not a frame.
+a value that breaks a rule of docs/protocol.md is an error (exit 1), not a frame.
 With --datagram the frame follows a 13-byte sender state (--state DUMP, or the
 local config's state).`,
 		Example: `  regedge frame encode update terminalMode 2

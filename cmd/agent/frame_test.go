@@ -103,7 +103,7 @@ func TestFrameDecode(t *testing.T) {
 	}
 }
 
-// The encodings of PROTOCOL.md §2.4.
+// The encodings of docs/protocol.md §2.4.
 func TestFrameEncodeMatchesProtocolVectors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

@@ -19,7 +19,7 @@ func newPushCmd(file *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "push --to HOST:PORT[,...] FIELD=VALUE...",
 		Short: "Push one bulk update over the config bus to many agents, retried until they converge",
-		Long: `Send one BULK update (PROTOCOL.md §3.1) to every target's config bus and
+		Long: `Send one BULK update (docs/protocol.md §3.1) to every target's config bus and
 retry each, with backoff, until the state it reports holds the pushed values
 or --deadline passes. Prints a table: target, attempts, reported dump,
 converged, and the last error. Exit status 1 when any target did not converge.

@@ -1,5 +1,5 @@
 // Package admin serves the agent's admin listener: /health, /readyz,
-// /metrics and /api/config (INTERFACE.md). It never serves proxy traffic.
+// /metrics and /api/config (docs/cli.md, docs/metrics.md). It never serves proxy traffic.
 package admin
 
 import (

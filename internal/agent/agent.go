@@ -1,6 +1,6 @@
 // Package agent runs the regedge agent: it owns the config state (through
 // internal/state), attaches the kernel datapath (per agent.bpf) and starts
-// the listeners of INTERFACE.md: the admin listener (/health, /readyz,
+// the listeners of docs/architecture.md: the admin listener (/health, /readyz,
 // /metrics, /api/config), the registry proxy, the WebSocket config server
 // and the UDP config bus.
 package agent

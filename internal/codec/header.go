@@ -8,7 +8,7 @@ import (
 	"strconv"
 )
 
-// The X-Bun-* headers of PROTOCOL.md §4.1, in the canonical form net/http uses
+// The X-Bun-* headers of docs/protocol.md §4.1, in the canonical form net/http uses
 // as map keys (so X-Bun-Request-ID is spelt X-Bun-Request-Id here; header names
 // are case-insensitive on the wire).
 const (
@@ -184,7 +184,7 @@ func ExtractHeadersFunc(get func(name string) (first string, n int), def State) 
 // ruleOf states the §1 rule of field index i.
 func ruleOf(i int8) string {
 	if i < 0 || int(i) >= len(fields) {
-		return "state breaks a rule of PROTOCOL.md §1"
+		return "state breaks a rule of docs/protocol.md §1"
 	}
 	f := &fields[i]
 	switch f.ID {

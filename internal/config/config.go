@@ -1,6 +1,6 @@
 // Package config reads the agent's configuration: the embedded defaults, then
 // a JSON file (unknown keys are errors), then environment variables, each
-// layer overriding the one before (INTERFACE.md). Every error names the key or
+// layer overriding the one before (docs/configuration.md). Every error names the key or
 // the variable that is wrong; a Config that Load returns has passed Validate.
 package config
 

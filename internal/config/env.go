@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// applyEnv applies the environment variables of INTERFACE.md over c. A bad
+// applyEnv applies the environment variables of docs/configuration.md over c. A bad
 // value is an *Error naming the variable.
 func applyEnv(c *Config, env func(string) (string, bool)) error {
 	u8 := func(name string, dst *uint8) error {

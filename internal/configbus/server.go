@@ -1,4 +1,4 @@
-// Package configbus is the UDP config bus of PROTOCOL.md §3.1: the agent's
+// Package configbus is the UDP config bus of docs/protocol.md §3.1: the agent's
 // server, which applies datagrams from allowed sources and answers with its
 // resulting state, and the pusher behind `regedge config push`, which retries
 // until every target reports the desired state.

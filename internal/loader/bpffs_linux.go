@@ -23,7 +23,7 @@ func IsBPFFS(path string) (bool, error) {
 }
 
 // EnsureBPFFS mounts bpffs at path when it is not mounted there. Our dev and
-// CI kernels boot without it (KERNEL-NOTES.md). It reports whether it mounted.
+// CI kernels boot without it (docs/kernel.md, "Kernel facts"). It reports whether it mounted.
 func EnsureBPFFS(path string) (mounted bool, err error) {
 	ok, err := IsBPFFS(path)
 	if err != nil || ok {

@@ -1,5 +1,5 @@
 // Package token issues and verifies regedge's proxy and admin tokens
-// (PROTOCOL.md §4.3): JWS compact, signed with Ed25519 ({"alg":"EdDSA"}),
+// (docs/protocol.md §4.3): JWS compact, signed with Ed25519 ({"alg":"EdDSA"}),
 // verified with github.com/golang-jwt/jwt/v5 against an allow-list of one
 // algorithm. Keys are PEM files: private keys PKCS#8, public keys PKIX; a
 // public key's kid is its file name without the extension, so keys rotate by
@@ -37,7 +37,7 @@ type Claims struct {
 	jwt.RegisteredClaims
 }
 
-// Result words of regedge_token_verifications_total (INTERFACE.md).
+// Result words of regedge_token_verifications_total (docs/metrics.md).
 const (
 	ResultOK        = "ok"
 	ResultMalformed = "malformed"

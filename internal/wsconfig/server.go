@@ -1,4 +1,4 @@
-// Package wsconfig is the WebSocket config server of PROTOCOL.md §3.2
+// Package wsconfig is the WebSocket config server of docs/protocol.md §3.2
 // (subprotocol bun.config.v1, path /_ws/config), on github.com/coder/websocket.
 //
 // Every client gets the 13-byte state on connect and a HEARTBEAT every
