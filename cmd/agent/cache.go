@@ -47,7 +47,10 @@ func newCacheCmd() *cobra.Command {
 				Purged int    `json:"purged"`
 				Error  string `json:"error"`
 			}
-			json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out)
+			decodeErr := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out)
+			if resp.StatusCode == http.StatusOK && decodeErr != nil {
+				return fmt.Errorf("cache purge: %s answered 200 without a JSON body: %w", to, decodeErr)
+			}
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("cache purge: %s answered %s: %s", to, resp.Status, out.Error)
 			}

@@ -103,7 +103,6 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				return err
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())
-			defer out.Flush()
 			sc := bufio.NewScanner(cmd.InOrStdin())
 			sc.Buffer(make([]byte, 64*1024), 1<<20)
 			for n := 1; sc.Scan(); n++ {
@@ -113,7 +112,7 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				}
 				b, err := codec.ParseHex(line)
 				if err != nil {
-					out.Flush()
+					_ = out.Flush() // the verdicts so far; the bad line is the error to report
 					return usageErr("line %d: %v", n, err)
 				}
 				var r codec.Reason
@@ -125,9 +124,10 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				fmt.Fprintln(out, r)
 			}
 			if err := sc.Err(); err != nil {
+				_ = out.Flush()
 				return usageErr("reading stdin: %v", err)
 			}
-			return nil
+			return out.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&datagram, "datagram", false, "lines are bus datagrams")

@@ -104,15 +104,13 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		Kernel:   kernel,
 	})
 	if err != nil {
-		a.closeDatapath()
-		return nil, err
+		return nil, errors.Join(err, a.closeDatapath())
 	}
 	a.store = store
 	if len(cfg.Tokens.PublicKeys) > 0 {
 		v, err := token.NewVerifier(cfg.Tokens.PublicKeys, time.Duration(cfg.Tokens.Leeway)*time.Second)
 		if err != nil {
-			a.closeDatapath()
-			return nil, err
+			return nil, errors.Join(err, a.closeDatapath())
 		}
 		a.authorize = v.AdminAuthorizer()
 	}
@@ -123,8 +121,7 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
 	if err := a.newProxy(); err != nil {
-		a.closeDatapath()
-		return nil, err
+		return nil, errors.Join(err, a.closeDatapath())
 	}
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
@@ -252,7 +249,7 @@ func (a *Agent) openDatapath() error {
 	if err == nil {
 		err = errors.Join(dp.SetVersions(codec.NewVersionSet(cfg.Config.Version)), dp.SetAllow(cfg.AllowPrefixes()))
 		if err != nil {
-			dp.Close()
+			err = errors.Join(err, dp.Close())
 		}
 	}
 	if err != nil {

@@ -32,7 +32,7 @@ func Extract(r io.Reader, dir string) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(dir)
+			err = errors.Join(err, os.RemoveAll(dir))
 		}
 	}()
 	// os.Root confines every write below to dir, whatever links earlier

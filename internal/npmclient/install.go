@@ -3,6 +3,7 @@ package npmclient
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -148,7 +149,7 @@ func (c *Client) Install(ctx context.Context, dir string, specs []Spec, log io.W
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(stage)
+	defer func() { _ = os.RemoveAll(stage) }() // a leftover hidden staging directory harms nothing
 	var done []string
 	for _, p := range plan {
 		tgz, err := c.Tarball(ctx, p.v)
@@ -196,42 +197,43 @@ func moveIntoPlace(staged, dst string) error {
 	}
 	type move struct{ name, backup string }
 	var moved []move
-	rollback := func() {
+	// rollback puts back what was there before; what it could not put
+	// back is part of the error, so the caller knows node_modules is mixed.
+	rollback := func() error {
+		var errs []error
 		for i := len(moved) - 1; i >= 0; i-- {
 			m := moved[i]
-			os.RemoveAll(filepath.Join(dst, m.name))
+			errs = append(errs, os.RemoveAll(filepath.Join(dst, m.name)))
 			if m.backup != "" {
-				os.Rename(m.backup, filepath.Join(dst, m.name))
+				errs = append(errs, os.Rename(m.backup, filepath.Join(dst, m.name)))
 			}
 		}
+		return errors.Join(errs...)
 	}
 	backups := filepath.Dir(staged)
 	for i, name := range names {
 		target := filepath.Join(dst, filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			rollback()
-			return err
+			return errors.Join(err, rollback())
 		}
 		m := move{name: name}
 		if _, err := os.Lstat(target); err == nil {
 			m.backup = filepath.Join(backups, fmt.Sprintf(".old-%d", i))
 			if err := os.Rename(target, m.backup); err != nil {
-				rollback()
-				return err
+				return errors.Join(err, rollback())
 			}
 		}
 		if err := os.Rename(filepath.Join(staged, filepath.FromSlash(name)), target); err != nil {
 			if m.backup != "" {
-				os.Rename(m.backup, target)
+				err = errors.Join(err, os.Rename(m.backup, target))
 			}
-			rollback()
-			return err
+			return errors.Join(err, rollback())
 		}
 		moved = append(moved, m)
 	}
 	for _, m := range moved {
 		if m.backup != "" {
-			os.RemoveAll(m.backup)
+			_ = os.RemoveAll(m.backup) // installed already; the backup goes with the staging directory anyway
 		}
 	}
 	return nil

@@ -197,7 +197,7 @@ func writeFileAtomic(path string, data []byte) error {
 		return fmt.Errorf("state: %w", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
+	defer func() { _ = os.Remove(tmp) }() // nothing to remove after the rename
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return fmt.Errorf("state: write %s: %w", tmp, err)
