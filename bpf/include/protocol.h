@@ -169,7 +169,7 @@ static __always_inline int fixed_reason(const __u8 *f)
 			return REASON_FIELD;
 		return v == 0 ? REASON_OK : REASON_VALUE;
 	case TYPE_ERROR:
-		if (id < 1 || id > 5)
+		if (id < 1 || id > 6) /* 6: storage */
 			return REASON_FIELD;
 		return error_message_ok(f + 5) ? REASON_OK : REASON_VALUE;
 	}

@@ -109,6 +109,11 @@ func setField(cmd *cobra.Command, file, to, field, value string) error {
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out); err != nil {
 		return fmt.Errorf("config set: %s answered %s", to, resp.Status)
 	}
+	if resp.StatusCode == http.StatusInsufficientStorage {
+		// Not a refusal: the change was valid and nothing changed; the
+		// agent's disk is the problem, and the same command can be retried.
+		return fmt.Errorf("config set: %s could not persist the change (%s), nothing changed; fix its state directory and retry: %s", to, resp.Status, out.Error)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("config set: %s refused (%s): %s", to, resp.Status, strings.TrimSpace(strings.Join([]string{out.Error, out.Field, out.Rule}, " ")))
 	}

@@ -254,6 +254,8 @@ func errorCodeName(c codec.ErrorCode) string {
 		return "invalid field or value"
 	case codec.ErrCodeNotAllowed:
 		return "not allowed"
+	case codec.ErrCodeStorage:
+		return "storage (not persisted; retry)"
 	}
 	return "unknown"
 }
@@ -403,12 +405,12 @@ local config's state).`,
 		},
 		&cobra.Command{
 			Use:   "error CODE [MESSAGE]",
-			Short: "ERROR frame: code 1..5, message up to 8 ASCII bytes",
+			Short: "ERROR frame: code 1..6, message up to 8 ASCII bytes",
 			Args:  cobra.RangeArgs(1, 2),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				code, err := strconv.ParseUint(args[0], 10, 32)
 				if err != nil {
-					return usageErr("error: %q: want a code 1..5", args[0])
+					return usageErr("error: %q: want a code 1..6", args[0])
 				}
 				msg := ""
 				if len(args) == 2 {

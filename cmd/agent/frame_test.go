@@ -164,3 +164,19 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// ERROR code 6 (storage) is a valid frame: encode and decode agree with the
+// vector "error 6 'storage'".
+func TestFrameStorageErrorCode(t *testing.T) {
+	out, errs, code := run(t, "", "frame", "encode", "error", "6", "storage")
+	if code != 0 || strings.TrimSpace(out) != "070000000673746f726167650078" {
+		t.Fatalf("encode error 6: exit %d, out %q, err %q", code, out, errs)
+	}
+	out, _, code = run(t, "", "frame", "decode", "070000000673746f726167650078")
+	if code != 0 || !strings.Contains(out, "storage") || !strings.Contains(out, "verdict   ok") {
+		t.Fatalf("decode error 6: exit %d:\n%s", code, out)
+	}
+	if _, _, code = run(t, "", "frame", "decode", "0700000007000000000000000000"); code != 1 {
+		t.Fatalf("error code 7: exit %d, want 1", code)
+	}
+}

@@ -95,6 +95,11 @@ func Handler(st Status, reg *prometheus.Registry, started time.Time, authorize f
 		case errors.Is(err, state.ErrNotAllowed):
 			writeJSON(w, http.StatusForbidden, apiError{Error: err.Error(), Rule: "version"})
 			return
+		case errors.Is(err, state.ErrStorage):
+			// Valid, but not persisted (logged by the store): 507, so that
+			// a client tells a disk problem from a refusal and retries.
+			writeJSON(w, http.StatusInsufficientStorage, apiError{Error: err.Error(), Rule: "storage"})
+			return
 		case err != nil:
 			var ce *codec.Error
 			if errors.As(err, &ce) {

@@ -2,9 +2,12 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +79,32 @@ func TestPutOffLoopbackNeedsAdminToken(t *testing.T) {
 		} else if tc.code == http.StatusUnauthorized && !strings.Contains(w.Body.String(), "Invalid proxy token") {
 			t.Errorf("401 body %s", w.Body)
 		}
+	}
+}
+
+// A change that cannot be persisted is 507 with rule "storage" (not 400,
+// not a bare 500), and nothing changes.
+func TestPutStorageFailureIs507(t *testing.T) {
+	sub := filepath.Join(t.TempDir(), "statedir")
+	st, err := state.Open(state.Options{Initial: codec.DefaultState(), File: filepath.Join(sub, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sub, nil, 0o600); err != nil { // the directory cannot be created
+		t.Fatal(err)
+	}
+	h := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), nil)
+	w := putFrom(h, "127.0.0.1:9873", "")
+	var body apiError
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != http.StatusInsufficientStorage ||
+		body.Rule != "storage" || !strings.Contains(body.Error, sub) || w.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("PUT with a broken state directory: %d %s (%v)", w.Code, w.Body, err)
+	}
+	if st.State() != codec.DefaultState() {
+		t.Fatalf("state %v after a refused PUT", st.State())
+	}
+	os.Remove(sub)
+	if w := putFrom(h, "127.0.0.1:9873", ""); w.Code != http.StatusOK || st.State().Rows != 40 {
+		t.Fatalf("after the repair: %d %s", w.Code, w.Body)
 	}
 }

@@ -101,7 +101,9 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		Initial:  cfg.State(),
 		Versions: codec.NewVersionSet(cfg.Config.Version),
 		File:     cfg.Agent.StateFile,
+		Source:   state.StateSource(cfg.Agent.StateSource),
 		Kernel:   kernel,
+		Log:      log,
 	})
 	if err != nil {
 		return nil, errors.Join(err, a.closeDatapath())
@@ -142,11 +144,13 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 func (a *Agent) newProxy() error {
 	cfg := a.cfg
 	pc := userproxy.Config{
-		AccessLog: a.accessLog,
-		Scopes:    map[string]uint32{},
-		PerMinute: cfg.Proxy.RateLimit.PerMinute,
-		Timeout:   time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
-		Versions:  codec.NewVersionSet(cfg.Config.Version),
+		AccessLog:   a.accessLog,
+		Scopes:      map[string]uint32{},
+		PerMinute:   cfg.Proxy.RateLimit.PerMinute,
+		Timeout:     time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
+		BodyTimeout: time.Duration(cfg.Proxy.BodyTimeout) * time.Millisecond,
+		PublicURL:   cfg.Proxy.PublicURL,
+		Versions:    codec.NewVersionSet(cfg.Config.Version),
 		// 0 in the file turns these off; 0 here would mean the defaults.
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
 		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
@@ -169,6 +173,10 @@ func (a *Agent) newProxy() error {
 		up := userproxy.Upstream{
 			Hash: uint32(u.Hash), URL: &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Host, fmt.Sprint(u.Port))},
 			Timeout: time.Duration(u.Timeout) * time.Millisecond,
+		}
+		for _, th := range u.TarballHosts {
+			tu, _ := url.Parse(th) // Validate has checked it
+			up.TarballHosts = append(up.TarballHosts, tu)
 		}
 		if u.Auth != nil {
 			b, err := os.ReadFile(u.Auth.TokenFile)
@@ -198,7 +206,7 @@ func (a *Agent) newProxy() error {
 		pc.TrustedProxies = append(pc.TrustedProxies, pr)
 	}
 	if cc := cfg.Proxy.Cache; cc.Dir != "" {
-		c, err := edgecache.Open(cc.Dir, cc.MaxBytes)
+		c, err := edgecache.Open(cc.Dir, cc.MaxBytes, edgecache.Options{Log: a.log})
 		if err != nil {
 			return err
 		}
@@ -317,7 +325,7 @@ func (a *Agent) PurgeCache(pkg, version string) (int, error) {
 	if a.cache == nil {
 		return 0, errors.New("the edge cache is off (proxy.cache.dir)")
 	}
-	return a.cache.Purge(userproxy.PurgeKeys(pkg, version)), nil
+	return a.cache.PurgeKeys(userproxy.PurgeKeys(pkg, version)), nil
 }
 
 // WebSocketClients is the number of connected config clients.
@@ -440,6 +448,28 @@ func (a *Agent) Serve(ctx context.Context) error {
 	run := func(f func() error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- f() }()
+	}
+	if a.cache != nil {
+		// The cache's upkeep: a scrubber re-hashes files at a bounded
+		// rate, and expired negative answers leave.
+		cc := a.cfg.Proxy.Cache
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if cc.ScrubRate > 0 {
+				go a.cache.RunScrubber(serveCtx, cc.ScrubRate, time.Hour)
+			}
+			t := time.NewTicker(time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-serveCtx.Done():
+					return
+				case <-t.C:
+					a.cache.EvictExpired(time.Duration(cc.NegativeTTL) * time.Millisecond)
+				}
+			}
+		}()
 	}
 	// The fast front end (TLS too, with proxy.tls), which hands what it
 	// does not serve (and HTTP/2) to proxySrv; with proxy.fastPath off,

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -127,6 +128,13 @@ type Proxy struct {
 	// is how long in-flight requests may run on at shutdown (ms).
 	HeaderTimeout int `json:"headerTimeout"`
 	Grace         int `json:"grace"`
+	// BodyTimeout is the longest silence (ms) between reads of an
+	// upstream body, on both front ends and cache fills.
+	BodyTimeout int `json:"bodyTimeout"`
+	// PublicURL is the edge's base as clients see it (behind a load
+	// balancer); tarball URLs are rebased onto it. "": from each
+	// request's Host.
+	PublicURL string `json:"publicURL"`
 	// The edge cache of tarballs and packuments; off when Dir is empty.
 	Cache Cache `json:"cache"`
 	// FastPath serves GET/HEAD on the proxy's own HTTP/1.1 path (the
@@ -139,8 +147,11 @@ type Cache struct {
 	Dir          string `json:"dir"`
 	MaxBytes     int64  `json:"maxBytes"`
 	PackumentTTL int    `json:"packumentTTL"`
-	StaleIfError int    `json:"staleIfError"`
-	NegativeTTL  int    `json:"negativeTTL"`
+	// ScrubRate bounds the background re-hashing of cached files, in
+	// bytes per second (0: off).
+	ScrubRate    int64 `json:"scrubRate"`
+	StaleIfError int   `json:"staleIfError"`
+	NegativeTTL  int   `json:"negativeTTL"`
 }
 
 // Breaker opens after Failures consecutive upstream failures for Cooldown
@@ -167,6 +178,9 @@ type Upstream struct {
 	Auth *Auth  `json:"auth,omitempty"`
 	// Timeout (ms) for this upstream's response headers; 0 = proxy.timeout.
 	Timeout int `json:"timeout,omitempty"`
+	// TarballHosts are more origins (scheme://host[:port][/path]) whose
+	// tarball URLs count as this upstream's.
+	TarballHosts []string `json:"tarballHosts,omitempty"`
 }
 
 // Auth is the credential the edge presents upstream.
@@ -212,6 +226,9 @@ type Agent struct {
 	XDPMode    string   `json:"xdpMode"` // native, generic
 	BPFFS      string   `json:"bpffs"`
 	StateFile  string   `json:"stateFile"`
+	// StateSource says which state wins at start: "file" (a persisted
+	// state, logged) or "config" (this file's "config" section).
+	StateSource string `json:"stateSource"`
 }
 
 // Admin is the "admin" section.
@@ -364,6 +381,21 @@ func (c *Config) Validate() error {
 	if c.Proxy.HeaderTimeout <= 0 || c.Proxy.Grace <= 0 {
 		return bad("proxy.headerTimeout", "headerTimeout and grace must be milliseconds > 0")
 	}
+	if c.Proxy.BodyTimeout <= 0 {
+		return bad("proxy.bodyTimeout", "want milliseconds > 0, got %d", c.Proxy.BodyTimeout)
+	}
+	if u := c.Proxy.PublicURL; u != "" {
+		if err := checkOrigin(u); err != nil {
+			return bad("proxy.publicURL", "%q: %v", u, err)
+		}
+	}
+	for i, up := range c.Proxy.Upstreams {
+		for j, th := range up.TarballHosts {
+			if err := checkOrigin(th); err != nil {
+				return bad(fmt.Sprintf("proxy.upstreams[%d].tarballHosts[%d]", i, j), "%q: %v", th, err)
+			}
+		}
+	}
 	if r := c.Proxy.RetryRatio; r < 0 || r > 1 {
 		return bad("proxy.retryRatio", "want 0..1, got %v", r)
 	}
@@ -399,6 +431,9 @@ func (c *Config) Validate() error {
 	default:
 		return bad("agent.xdpMode", "%q: want native or generic", c.Agent.XDPMode)
 	}
+	if err := checkStateSource(c.Agent.StateSource); err != nil {
+		return bad("agent.stateSource", "%v", err)
+	}
 	for i, ifname := range c.Agent.Interfaces {
 		if ifname == "" || len(ifname) > 15 || strings.ContainsAny(ifname, "/ \t") {
 			return bad(fmt.Sprintf("agent.interfaces[%d]", i), "%q is not an interface name", ifname)
@@ -406,6 +441,13 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		return bad("admin.listen", "%q: want host:port", c.Admin.Listen)
+	}
+	return nil
+}
+
+func checkStateSource(v string) error {
+	if v != "file" && v != "config" {
+		return fmt.Errorf("%q: want file or config", v)
 	}
 	return nil
 }
@@ -424,4 +466,19 @@ func (c *Config) AllowPrefixes() []netip.Prefix {
 func codecField(name string) (codec.FieldID, bool) {
 	f, ok := codec.FieldByName(name)
 	return f.ID, ok
+}
+
+// checkOrigin accepts an absolute http(s) URL without query, fragment or
+// credentials: an origin and an optional path prefix.
+func checkOrigin(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("want an http:// or https:// URL")
+	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		return fmt.Errorf("want scheme://host[:port][/path], nothing else")
+	}
+	return nil
 }

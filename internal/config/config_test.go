@@ -78,6 +78,7 @@ func TestFileErrorsNameTheKey(t *testing.T) {
 		{`{"agent":{"bpf":"maybe"}}`, "agent.bpf"},
 		{`{"agent":{"xdpMode":"offload"}}`, "agent.xdpMode"},
 		{`{"admin":{"listen":"9873"}}`, "admin.listen"},
+		{`{"agent":{"stateSource":"disk"}}`, "agent.stateSource"},
 		{`{"websocket":{"heartbeatInterval":0}}`, "websocket.heartbeatInterval"},
 		{`{} {}`, "(file)"},
 	} {
@@ -95,7 +96,7 @@ func TestEnvOverridesFile(t *testing.T) {
 		"PROXY_PORT": "6873", "BUN_CONFIG_TERMINAL_ROWS": "50", "BUN_CONFIG_REGISTRY_HASH": "0x00000042",
 		"UPSTREAM_PRIMARY": "http://127.0.0.1:8080", "REGEDGE_INTERFACES": "veth0, veth1",
 		"WS_HEARTBEAT_INTERVAL": "250", "REGEDGE_BPF": "off", "REGEDGE_BUS_PORT": "5874",
-		"REGEDGE_PROXY_FAST_PATH": "false",
+		"REGEDGE_PROXY_FAST_PATH": "false", "REGEDGE_STATE_SOURCE": "config",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +116,9 @@ func TestEnvOverridesFile(t *testing.T) {
 	if strings.Join(c.Agent.Interfaces, ",") != "veth0,veth1" || c.WebSocket.HeartbeatInterval != 250 || c.Agent.BPF != "off" || c.Bus.Port != 5874 {
 		t.Fatalf("agent %+v ws %+v bus %+v", c.Agent, c.WebSocket, c.Bus)
 	}
+	if c.Agent.StateSource != "config" || Default().Agent.StateSource != "file" {
+		t.Fatalf("REGEDGE_STATE_SOURCE=config: stateSource %q (default %q, want file)", c.Agent.StateSource, Default().Agent.StateSource)
+	}
 	if c.Proxy.FastPath || !Default().Proxy.FastPath {
 		t.Fatalf("REGEDGE_PROXY_FAST_PATH=false: fastPath %v (default %v, want true)", c.Proxy.FastPath, Default().Proxy.FastPath)
 	}
@@ -125,6 +129,7 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 		"PROXY_PORT": "http", "BUN_CONFIG_TERMINAL_MODE": "4", "BUN_CONFIG_TERMINAL_ROWS": "0",
 		"BUN_CONFIG_VERSION": "300", "BUN_CONFIG_REGISTRY_HASH": "0xnothex", "UPSTREAM_PRIMARY": "ftp://x",
 		"UPSTREAMS": `[{"host":"a","bogus":1}]`, "WS_TIMEOUT": "soon", "REGEDGE_PROXY_FAST_PATH": "maybe",
+		"REGEDGE_STATE_SOURCE": "disk",
 	} {
 		_, err := Load("", envOf(map[string]string{name: val}))
 		var ce *Error

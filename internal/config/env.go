@@ -88,7 +88,16 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 		str("REGEDGE_XDP_MODE", &c.Agent.XDPMode),
 		str("REGEDGE_BPFFS", &c.Agent.BPFFS),
 		str("REGEDGE_STATE_FILE", &c.Agent.StateFile),
+		withEnv(env, "REGEDGE_STATE_SOURCE", func(v string) error {
+			if err := checkStateSource(v); err != nil {
+				return err
+			}
+			c.Agent.StateSource = v
+			return nil
+		}),
 		str("REGEDGE_CACHE_DIR", &c.Proxy.Cache.Dir),
+		str("REGEDGE_PROXY_PUBLIC_URL", &c.Proxy.PublicURL),
+		integer("REGEDGE_PROXY_BODY_TIMEOUT", &c.Proxy.BodyTimeout),
 		str("REGEDGE_ADMIN_LISTEN", &c.Admin.Listen),
 		integer("REGEDGE_BUS_PORT", &c.Bus.Port),
 		withEnv(env, "REGEDGE_BUS_ALLOW", func(v string) error {
@@ -116,7 +125,7 @@ var EnvVars = []string{
 	"BUN_CONFIG_TERMINAL_MODE", "BUN_CONFIG_TERMINAL_ROWS", "BUN_CONFIG_TERMINAL_COLS",
 	"PROXY_PORT", "PROXY_HOST", "PROXY_TIMEOUT", "UPSTREAMS", "UPSTREAM_PRIMARY", "UPSTREAM_FALLBACK",
 	"WS_PORT", "WS_HOST", "WS_HEARTBEAT_INTERVAL", "WS_TIMEOUT",
-	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_CACHE_DIR",
+	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_STATE_SOURCE", "REGEDGE_CACHE_DIR", "REGEDGE_PROXY_PUBLIC_URL", "REGEDGE_PROXY_BODY_TIMEOUT",
 	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_TOKEN_PUBLIC_KEYS",
 }
 

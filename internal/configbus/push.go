@@ -111,14 +111,21 @@ func pushOne(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, dg []byt
 		if waitUntil.After(deadline) {
 			waitUntil = deadline
 		}
+		// An answer that is not convergence (an ERROR worth retrying, such
+		// as 6 storage, or an ACK of a state another writer changed) does
+		// not end the wait: the backoff is waited out before the next try,
+		// so a disk problem is not hammered with datagrams (and the
+		// agent's log with lines) at the speed of the loopback.
+		answered := false
 		for {
 			conn.SetReadDeadline(waitUntil)
 			n, from, err := conn.ReadFromUDPAddrPort(buf)
 			if err != nil {
-				if isTimeout(err) {
-					res.Err = fmt.Sprintf("no answer within %v", wait)
-				} else {
+				switch {
+				case !isTimeout(err):
 					res.Err = "receive: " + err.Error()
+				case !answered:
+					res.Err = fmt.Sprintf("no answer within %v", wait)
 				}
 				break
 			}
@@ -138,15 +145,16 @@ func pushOne(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, dg []byt
 					return
 				}
 				res.Err = "acknowledged, but the reported state differs (another writer?)"
+				answered = true
 			case codec.TypeError:
 				res.Err = fmt.Sprintf("ERROR %d %q", d.Frame.Field, d.Frame.ErrorMessage())
 				if code := codec.ErrorCode(d.Frame.Field); code == codec.ErrCodeInvalid || code == codec.ErrCodeNotAllowed {
 					return // retrying cannot help
 				}
-			default:
-				continue
+				// Anything else, ErrCodeStorage above all (the change was
+				// valid; the agent's disk was not), is retried.
+				answered = true
 			}
-			break
 		}
 		if wait *= 2; wait > opts.MaxRetry {
 			wait = opts.MaxRetry

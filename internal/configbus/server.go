@@ -27,6 +27,9 @@ import (
 const (
 	VerdictSource     = "source"
 	VerdictNotAllowed = "notallowed"
+	// VerdictStorage: a valid change the agent could not persist (ERROR
+	// code 6); the pusher retries.
+	VerdictStorage = "storage"
 )
 
 // Server answers config bus datagrams.
@@ -53,6 +56,7 @@ func NewServer(conn *net.UDPConn, store *state.Store, allow []netip.Prefix, log 
 	}
 	s.verdicts.WithLabelValues(VerdictSource)
 	s.verdicts.WithLabelValues(VerdictNotAllowed)
+	s.verdicts.WithLabelValues(VerdictStorage)
 	return s
 }
 
@@ -103,6 +107,11 @@ func (s *Server) Handle(b []byte, from netip.AddrPort) ([]byte, string) {
 		if _, err := s.store.Apply(&d.Frame, state.SourceBus); err != nil {
 			if errors.Is(err, state.ErrNotAllowed) {
 				return s.reply(codec.ErrorFrame(codec.ErrCodeNotAllowed, "version")), VerdictNotAllowed
+			}
+			// The store has logged it at ERROR; the sender is told to retry.
+			var se *state.StorageError
+			if errors.As(err, &se) {
+				return s.reply(codec.ErrorFrame(codec.ErrCodeStorage, se.Word())), VerdictStorage
 			}
 			s.log.Warn("config bus: apply", "from", from.String(), "err", err)
 			return s.reply(codec.ErrorFrame(codec.ErrCodeInvalid, "apply")), codec.ReasonValue.String()

@@ -38,8 +38,8 @@ func TestApplyPersistsAndRestores(t *testing.T) {
 	if err != nil || got.Rows != 40 || got.Cols != 120 {
 		t.Fatalf("Apply = %v, %v", got, err)
 	}
-	if b, _ := os.ReadFile(file); string(b) != got.Dump()+"\n" {
-		t.Fatalf("file holds %q, want %s", b, got.Dump())
+	if b, _ := os.ReadFile(file); string(b) != "regedge-state 2 "+got.Dump()+" crc32c:"+crc32c(t, "regedge-state 2 "+got.Dump())+"\n" {
+		t.Fatalf("file holds %q, want the format 2 line of %s", b, got.Dump())
 	}
 	if len(k.states) != 2 || k.states[1] != got {
 		t.Fatalf("kernel saw %v", k.states)

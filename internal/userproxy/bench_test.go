@@ -64,7 +64,7 @@ func BenchmarkTarball(b *testing.B) {
 			name = "cache"
 		}
 		b.Run(name, func(b *testing.B) {
-			c, _ := edgecache.Open(b.TempDir(), 1<<24)
+			c, _ := edgecache.Open(b.TempDir(), 1<<24, edgecache.Options{})
 			e := newEdge(b, func(cfg *Config) {
 				cfg.Tokens = nil
 				cfg.PerMinute = 1 << 30

@@ -13,13 +13,18 @@ type breaker struct {
 	failures  int // consecutive
 	openUntil time.Time
 	probing   bool
+	probeDone chan struct{} // closed when the probe in flight is judged
 	limit     int
 	cooldown  time.Duration
 	now       func() time.Time
+	// probeWait is how long a request waits for the probe's outcome
+	// while half-open, instead of failing at once: when the upstream is
+	// back, the requests that arrived during its probe go through.
+	probeWait time.Duration
 }
 
 func newBreaker(limit int, cooldown time.Duration) *breaker {
-	return &breaker{limit: limit, cooldown: cooldown, now: time.Now}
+	return &breaker{limit: limit, cooldown: cooldown, now: time.Now, probeWait: min(cooldown, 2*time.Second)}
 }
 
 // allow reports whether a request may go upstream now; when not, how long
@@ -28,20 +33,48 @@ func (b *breaker) allow() (bool, time.Duration) {
 	if b == nil || b.limit <= 0 {
 		return true, 0
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.failures < b.limit {
-		return true, 0
+	waited := false
+	for {
+		b.mu.Lock()
+		if b.failures < b.limit {
+			b.mu.Unlock()
+			return true, 0
+		}
+		now := b.now()
+		if now.Before(b.openUntil) {
+			b.mu.Unlock()
+			return false, b.openUntil.Sub(now)
+		}
+		if !b.probing {
+			b.probing = true // half-open: this request is the probe
+			b.probeDone = make(chan struct{})
+			b.mu.Unlock()
+			return true, 0
+		}
+		if waited || b.probeWait <= 0 {
+			b.mu.Unlock()
+			return false, b.cooldown
+		}
+		// Wait (bounded) for the probe's outcome, then decide again.
+		done := b.probeDone
+		b.mu.Unlock()
+		t := time.NewTimer(b.probeWait)
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
+		waited = true
 	}
-	now := b.now()
-	if now.Before(b.openUntil) {
-		return false, b.openUntil.Sub(now)
+}
+
+// endProbe wakes the requests waiting for the probe (under b.mu).
+func (b *breaker) endProbe() {
+	if b.probing && b.probeDone != nil {
+		close(b.probeDone)
+		b.probeDone = nil
 	}
-	if b.probing {
-		return false, b.cooldown
-	}
-	b.probing = true // half-open: this request is the probe
-	return true, 0
+	b.probing = false
 }
 
 // done records the outcome of a request that allow let through.
@@ -51,7 +84,7 @@ func (b *breaker) done(ok bool) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.probing = false
+	b.endProbe()
 	if ok {
 		b.failures = 0
 		return
@@ -69,7 +102,7 @@ func (b *breaker) abandon() {
 		return
 	}
 	b.mu.Lock()
-	b.probing = false
+	b.endProbe()
 	b.mu.Unlock()
 }
 

@@ -8,6 +8,8 @@
 package userproxy
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,8 +20,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +31,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -40,6 +45,10 @@ type Upstream struct {
 	URL       *url.URL      // scheme and host[:port] (and an optional path prefix)
 	AuthToken string        // the edge's own credential upstream ("" for none)
 	Timeout   time.Duration // response header timeout; 0 = Config.Timeout
+	// TarballHosts are more origins (scheme://host[:port][/prefix]) whose
+	// tarball URLs count as this upstream's (the npm registry's .com
+	// alias); the upstream's own origin always counts.
+	TarballHosts []*url.URL
 }
 
 // route is an upstream with its own connection pool and circuit breaker.
@@ -50,6 +59,12 @@ type route struct {
 	pool    *upstreamPool // the fast path's connections
 	prefix  string        // the URL's escaped path without a trailing slash
 	timeout time.Duration // response header timeout
+	// origins are where this upstream's tarball URLs may point (its own
+	// origin first); hostHeader is the Host it is asked with (no default
+	// port).
+	origins    []origin
+	hostHeader string
+	rp         *httputil.ReverseProxy // the net/http path's forwarder
 }
 
 // Config is what the proxy needs.
@@ -58,11 +73,14 @@ type Config struct {
 	Scopes    map[string]uint32 // "@scope" -> registry hash
 	PerMinute int               // requests per minute per registry hash
 	Timeout   time.Duration     // upstream response header timeout
-	Versions  codec.VersionSet
-	Tokens    *token.Verifier // nil: tokens are not checked (an open edge)
-	PublicURL string          // base for rewritten tarball URLs; "" = from the request
-	Transport http.RoundTripper
-	RootCAs   *x509.CertPool // CAs for upstream TLS; nil = the system's
+	// BodyTimeout is the longest silence allowed between reads of an
+	// upstream body (default 30 s), on both front ends and cache fills.
+	BodyTimeout time.Duration
+	Versions    codec.VersionSet
+	Tokens      *token.Verifier // nil: tokens are not checked (an open edge)
+	PublicURL   string          // base for rewritten tarball URLs; "" = from the request
+	Transport   http.RoundTripper
+	RootCAs     *x509.CertPool // CAs for upstream TLS; nil = the system's
 	// Kernel, when the datapath is attached, gives the flow tag TC wrote for
 	// a connection: a hint compared with what the headers say.
 	Kernel FlowTagger
@@ -142,6 +160,18 @@ type Proxy struct {
 	lastBlock atomic.Pointer[codec.HeaderBlock]
 	counters  sync.Map // counterKey -> prometheus.Counter
 	durations sync.Map // hash label -> prometheus.Observer
+
+	// The cache's fills in progress (one upstream exchange per key), the
+	// integrities of tarballs in packuments served, and when serving
+	// stale was last logged.
+	// draining: the server is shutting down; responses say
+	// Connection: close.
+	draining     atomic.Bool
+	shutdownCut  prometheus.Counter
+	flight       singleflight.Group
+	flights      flights
+	integrity    integrities
+	lastStaleLog atomic.Int64
 }
 
 // durationOf returns regedge_proxy_request_duration_seconds for a hash
@@ -231,6 +261,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 30 * time.Second
+	}
 	p := &Proxy{
 		cfg: cfg, states: states, log: log, routes: map[uint32]*route{},
 		limiters: map[string]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
@@ -249,6 +282,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		}, []string{"registry_hash"}),
 		handedOn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_proxy_handed_on_total", Help: "Connections the fast path passed to net/http (CONNECT, bodies, upgrades, large or unusual heads, HTTP/2).",
+		}),
+		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_proxy_shutdown_cut_total", Help: "Client connections still busy when the shutdown grace ran out, and cut.",
 		}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
@@ -295,7 +331,12 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		p.labels[u.Hash] = fmt.Sprintf("0x%08x", u.Hash)
 		r := &route{Upstream: u, rt: rt, br: newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown),
 			pool:   newUpstreamPool(dialAddr(u.URL), upstreamTLS(u.URL, cfg.RootCAs)),
-			prefix: strings.TrimSuffix(u.URL.EscapedPath(), "/"), timeout: timeout}
+			prefix: strings.TrimSuffix(u.URL.EscapedPath(), "/"), timeout: timeout,
+			origins: []origin{originOf(u.URL)}, hostHeader: hostHeader(u.URL)}
+		for _, th := range u.TarballHosts {
+			r.origins = append(r.origins, originOf(th))
+		}
+		r.rp = p.reverseProxy(r)
 		p.routes[u.Hash] = r
 		if u.Hash == 0 {
 			p.fallback = r
@@ -306,7 +347,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 
 // Collectors returns the proxy's metrics.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn}
+	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut}
 }
 
 // apiError is the JSON body of a refusal.
@@ -461,50 +502,6 @@ var dropHeaders = []string{
 	"Accept-Encoding", // the transport negotiates gzip itself and decodes it
 }
 
-func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string) {
-	target := *up.URL
-	target.Path = strings.TrimSuffix(up.URL.Path, "/") + r.URL.Path
-	if r.URL.RawPath != "" { // keep %2f in scoped names as the client sent them
-		target.RawPath = strings.TrimSuffix(up.URL.EscapedPath(), "/") + r.URL.RawPath
-	}
-	target.RawQuery = r.URL.RawQuery
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, r.Method, target.String(), r.Body)
-	if err != nil {
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "bad upstream request: " + err.Error()})
-		return
-	}
-	out.ContentLength = r.ContentLength
-	for k, vs := range r.Header {
-		out.Header[k] = vs
-	}
-	for _, h := range dropHeaders {
-		out.Header.Del(h)
-	}
-	for _, h := range strings.Split(r.Header.Get("Connection"), ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			out.Header.Del(h)
-		}
-	}
-	p.headerBlock(st).Inject(out.Header)
-	out.Header.Set(codec.HeaderRequestID, reqID)
-	if up.AuthToken != "" {
-		out.Header.Set("Authorization", "Bearer "+up.AuthToken)
-	}
-	if p.cfg.Cache != nil && r.Method == http.MethodGet {
-		p.cachedForward(rw, r, up, out)
-		return
-	}
-	resp, err := p.roundTrip(r, up, out)
-	if err != nil {
-		p.answerUpstreamError(rw, err)
-		return
-	}
-	p.forgetPublished(r, resp.StatusCode)
-	p.passOn(rw, r, up, resp)
-}
-
 // copyBufs are the buffers responses stream through: io.Copy would
 // allocate and clear 32 KiB per request (pprof).
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -517,35 +514,183 @@ type circuitOpen struct{ wait time.Duration }
 
 func (c *circuitOpen) Error() string { return "circuit open" }
 
-// roundTrip sends out through the upstream's breaker and the retry budget.
-func (p *Proxy) roundTrip(r *http.Request, up *route, out *http.Request) (*http.Response, error) {
+// forwardKey carries a request's forwarding inputs to the reverse proxy.
+type forwardKey struct{}
+
+type forwardInfo struct {
+	in    *http.Request // the client's request
+	state codec.State
+	reqID string
+	rw    *recorder
+}
+
+// forward sends an admitted request upstream through the route's
+// httputil.ReverseProxy: the requests the fast path hands on (writes,
+// bodies, HTTP/2, unusual heads). Packuments are rebased by the same
+// rewriter as on the fast path; nothing here is cached.
+func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string) {
+	ctx := context.WithValue(r.Context(), forwardKey{}, &forwardInfo{in: r, state: st, reqID: reqID, rw: rw})
+	up.rp.ServeHTTP(rw, r.WithContext(ctx))
+}
+
+// reverseProxy builds a route's forwarder.
+func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			fi := pr.In.Context().Value(forwardKey{}).(*forwardInfo)
+			pr.Out.URL.Scheme, pr.Out.URL.Host = up.URL.Scheme, up.URL.Host
+			pr.Out.URL.Path = strings.TrimSuffix(up.URL.Path, "/") + pr.In.URL.Path
+			pr.Out.URL.RawPath = ""
+			if pr.In.URL.RawPath != "" { // keep %2f in scoped names as the client sent them
+				pr.Out.URL.RawPath = strings.TrimSuffix(up.URL.EscapedPath(), "/") + pr.In.URL.RawPath
+			}
+			pr.Out.Host = up.hostHeader
+			for _, h := range dropHeaders {
+				pr.Out.Header.Del(h)
+			}
+			for _, h := range []string{codec.HeaderConfigDump, codec.HeaderConfigVersion, codec.HeaderRegistryHash, codec.HeaderFeatureFlags,
+				codec.HeaderTerminalMode, codec.HeaderTerminalRows, codec.HeaderTerminalCols} {
+				pr.Out.Header.Del(h)
+			}
+			p.headerBlock(fi.state).Inject(pr.Out.Header)
+			pr.Out.Header.Set(codec.HeaderRequestID, fi.reqID)
+			if up.AuthToken != "" {
+				pr.Out.Header.Set("Authorization", "Bearer "+up.AuthToken)
+			}
+		},
+		Transport:     &breakerTransport{p: p, up: up},
+		FlushInterval: -1,
+		BufferPool:    bufferPool{},
+		ModifyResponse: func(resp *http.Response) error {
+			r := resp.Request
+			p.forgetPublished(r.Method, r.URL.EscapedPath(), resp.StatusCode)
+			resp.Header.Del(codec.HeaderRequestID)
+			if r.Method != http.MethodGet || resp.StatusCode != http.StatusOK || strings.Contains(r.URL.Path, "/-/") {
+				return nil
+			}
+			ct := resp.Header.Get("Content-Type")
+			if !strings.HasPrefix(ct, "application/json") && !strings.HasPrefix(ct, "application/vnd.npm.install-v1+json") {
+				return nil
+			}
+			fi := r.Context().Value(forwardKey{}).(*forwardInfo)
+			edge := p.edgeBase(fi.in)
+			resp.Body = newRewriteReader(resp.Body, resp.Header.Get("Content-Encoding"), &rebaser{origins: up.origins, edge: edge},
+				func(path, integrity string) { p.integrity.put(up.Hash, path, integrity) })
+			resp.Header.Del("Content-Length")
+			resp.Header.Del("Content-Encoding")
+			resp.Header.Del("Etag")
+			resp.ContentLength = -1
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			fi := r.Context().Value(forwardKey{}).(*forwardInfo)
+			if r.Context().Err() != nil {
+				fi.rw.code = 499 // as nginx logs it; there is nobody to answer
+				return
+			}
+			if fi.rw.wrote { // the body broke off: cut the connection
+				panic(http.ErrAbortHandler)
+			}
+			e, retry := upstreamRefusal(err)
+			w.Header().Set("Retry-After", strconv.Itoa(retry))
+			writeJSON(w, answerCode(err), e)
+		},
+	}
+}
+
+// breakerTransport sends a forwarded request through the upstream's
+// breaker and the retry budget.
+type breakerTransport struct {
+	p  *Proxy
+	up *route
+}
+
+func (t *breakerTransport) RoundTrip(out *http.Request) (*http.Response, error) {
+	up := t.up
 	if ok, wait := up.br.allow(); !ok {
 		return nil, &circuitOpen{wait}
 	}
-	p.budget.deposit()
+	t.p.budget.deposit()
 	resp, err := up.rt.RoundTrip(out)
-	if err != nil && retryable(out, err) && p.budget.spend() {
+	if err != nil && retryable(out, err) && t.p.budget.spend() {
 		resp, err = up.rt.RoundTrip(out)
 	}
-	if err != nil && r.Context().Err() != nil {
+	if err != nil && out.Context().Err() != nil {
 		up.br.abandon() // the client went away: not the upstream's failure
 		return nil, errClientGone
 	}
 	up.br.done(err == nil && resp.StatusCode < 500)
+	if err == nil {
+		resp.Body = &idleBody{ReadCloser: resp.Body, idle: t.p.cfg.BodyTimeout}
+	}
 	return resp, err
 }
 
-// answerUpstreamError answers a failed round trip: 499 in the log when the
-// client left, 502 unreachable or circuit open, 504 timed out.
-func (p *Proxy) answerUpstreamError(rw *recorder, err error) {
-	if errors.Is(err, errClientGone) {
-		rw.code = 499 // as nginx logs it; there is nobody to answer
-		return
-	}
-	e, retry := upstreamRefusal(err)
-	rw.Header().Set("Retry-After", strconv.Itoa(retry))
-	writeJSON(rw, answerCode(err), e)
+// idleBody fails a body read that waits longer than idle.
+type idleBody struct {
+	io.ReadCloser
+	idle time.Duration
 }
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	t := time.AfterFunc(b.idle, func() { b.ReadCloser.Close() })
+	n, err := b.ReadCloser.Read(p)
+	if !t.Stop() && err != nil {
+		err = fmt.Errorf("upstream body: no data for %v: %w", b.idle, os.ErrDeadlineExceeded)
+	}
+	return n, err
+}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *copyBufs.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBufs.Put(&b) }
+
+// rewriteReader is a packument body read through the rewriter.
+type rewriteReader struct {
+	src  io.ReadCloser
+	zr   io.Reader
+	w    *rewriter
+	out  bytes.Buffer
+	buf  []byte
+	err  error
+	gzip bool
+}
+
+func newRewriteReader(src io.ReadCloser, encoding string, rb *rebaser, learn func(path, integrity string)) *rewriteReader {
+	r := &rewriteReader{src: src, gzip: strings.EqualFold(encoding, "gzip"), buf: make([]byte, 32<<10)}
+	r.w = newRewriter(&r.out, rb)
+	r.w.learn = learn
+	return r
+}
+
+func (r *rewriteReader) Read(p []byte) (int, error) {
+	for r.out.Len() == 0 && r.err == nil {
+		if r.zr == nil {
+			r.zr = r.src
+			if r.gzip {
+				zr, err := gzip.NewReader(r.src)
+				if err != nil {
+					r.err = err
+					break
+				}
+				r.zr = zr
+			}
+		}
+		n, err := r.zr.Read(r.buf)
+		r.w.Write(r.buf[:n])
+		if err == io.EOF {
+			r.w.Close()
+		}
+		r.err = err
+	}
+	if r.out.Len() > 0 {
+		return r.out.Read(p)
+	}
+	return 0, r.err
+}
+
+func (r *rewriteReader) Close() error { return r.src.Close() }
 
 // retryable: an idempotent request without a body that failed to connect
 // (a timeout is not retried: the upstream may be working on it).
@@ -554,100 +699,6 @@ func retryable(r *http.Request, err error) bool {
 		return false
 	}
 	return dialFailed(err)
-}
-
-func copyHeaders(dst, src http.Header) {
-	for k, vs := range src {
-		if inList(k, hopByHopResponse) {
-			continue
-		}
-		dst[k] = vs
-	}
-}
-
-// maxPackument bounds a packument read into memory for rewriting.
-const maxPackument = 64 << 20
-
-// rewritable: a successful GET of a packument (JSON), whose tarball URLs
-// point at the upstream and must point at the edge.
-func rewritable(r *http.Request, resp *http.Response) bool {
-	if r.Method != http.MethodGet || resp.StatusCode != http.StatusOK || strings.Contains(r.URL.Path, "/-/") {
-		return false
-	}
-	ct := resp.Header.Get("Content-Type")
-	return strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/vnd.npm.install-v1+json")
-}
-
-// serveRewritten rewrites dist.tarball URLs of every version from the
-// upstream's origin to the edge's, so clients never bypass the edge.
-func (p *Proxy) serveRewritten(rw *recorder, r *http.Request, resp *http.Response, up *route) {
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPackument+1))
-	if err != nil {
-		rw.Header().Set("Retry-After", "5")
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream response broke off"})
-		return
-	}
-	if len(body) > maxPackument {
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Packument too large"})
-		return
-	}
-	copyHeaders(rw.Header(), resp.Header)
-	p.writePackument(rw, r, up, resp.StatusCode, body)
-}
-
-// writePackument answers with body's tarball URLs rebased onto the edge.
-func (p *Proxy) writePackument(rw *recorder, r *http.Request, up *route, status int, body []byte) {
-	body = rewriteTarballs(body, up.URL, p.edgeBase(r))
-	rw.Header().Del("Content-Encoding")
-	rw.Header().Del("Etag") // the body is ours now
-	rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	rw.WriteHeader(status)
-	rw.Write(body)
-}
-
-// rewriteTarballs rebases versions.*.dist.tarball URLs; anything that is not
-// a packument comes back unchanged.
-func rewriteTarballs(body []byte, upstream *url.URL, edge string) []byte {
-	var doc map[string]json.RawMessage
-	if json.Unmarshal(body, &doc) != nil {
-		return body
-	}
-	vs, ok := doc["versions"]
-	if !ok {
-		return body
-	}
-	var versions map[string]map[string]json.RawMessage
-	if json.Unmarshal(vs, &versions) != nil {
-		return body
-	}
-	for _, v := range versions {
-		var dist map[string]any
-		if json.Unmarshal(v["dist"], &dist) != nil {
-			continue
-		}
-		if tb, ok := dist["tarball"].(string); ok {
-			dist["tarball"] = rebase(tb, upstream, edge)
-			v["dist"], _ = json.Marshal(dist)
-		}
-	}
-	doc["versions"], _ = json.Marshal(versions)
-	if b, err := json.Marshal(doc); err == nil {
-		return b
-	}
-	return body
-}
-
-// rebase moves a URL on the upstream's origin onto the edge's base.
-func rebase(u string, upstream *url.URL, edge string) string {
-	parsed, err := url.Parse(u)
-	if err != nil || !strings.EqualFold(parsed.Host, upstream.Host) {
-		return u
-	}
-	path := parsed.EscapedPath()
-	if prefix := strings.TrimSuffix(upstream.EscapedPath(), "/"); prefix != "" {
-		path = strings.TrimPrefix(path, prefix)
-	}
-	return edge + path
 }
 
 // edgeBase is the edge's base URL as the client of r sees it.

@@ -33,6 +33,9 @@ type upConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time
+	// bodyIdle > 0: each read of the body may wait this long for data
+	// (deadlineConn), so a trickling upstream cannot hold a request.
+	bodyIdle time.Duration
 }
 
 const (
@@ -77,7 +80,9 @@ func (u *upstreamPool) dial(ctx context.Context) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{Conn: conn, br: bufio.NewReaderSize(conn, upstreamReadBuffer), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
+	uc := &upConn{Conn: conn, bw: bufio.NewWriterSize(conn, 4<<10)}
+	uc.br = bufio.NewReaderSize(&deadlineConn{Conn: conn, uc: uc}, upstreamReadBuffer)
+	return uc, nil
 }
 
 // put returns a connection whose last response was read to its end.
@@ -127,6 +132,7 @@ func (u *upstreamPool) exchange(ctx context.Context, req []byte, timeout time.Du
 }
 
 func (c *upConn) roundTrip(req []byte, timeout time.Duration, h *upstreamHead) error {
+	c.bodyIdle = 0 // the head has its own deadline
 	if _, err := c.bw.Write(req); err != nil {
 		return err
 	}

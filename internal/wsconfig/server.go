@@ -270,8 +270,12 @@ func (s *Server) handle(c *client, b []byte) {
 		if err != nil {
 			s.mu.Unlock()
 			code, msg := codec.ErrCodeInvalid, "invalid"
-			if errors.Is(err, state.ErrNotAllowed) {
+			var se *state.StorageError
+			switch {
+			case errors.Is(err, state.ErrNotAllowed):
 				code, msg = codec.ErrCodeNotAllowed, "version"
+			case errors.As(err, &se): // logged by the store; the client may retry
+				code, msg = codec.ErrCodeStorage, se.Word()
 			}
 			s.enqueue(c, errorFrame(code, msg))
 			return

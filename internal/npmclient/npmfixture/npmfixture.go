@@ -107,7 +107,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		sum1 := sha1.Sum(p.Tarball)
 		sum512 := sha512.Sum512(p.Tarball)
 		dist := map[string]any{
-			"tarball": "http://" + req.Host + tarballPath(p.Name, p.Version),
+			"tarball": scheme(req) + "://" + req.Host + tarballPath(p.Name, p.Version),
 			"shasum":  hex.EncodeToString(sum1[:]),
 		}
 		if !p.SHA1Only {
@@ -269,3 +269,15 @@ func (r *Registry) publish(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusCreated)
 	w.Write([]byte(`{"ok":true}`))
 }
+
+// scheme is the request's scheme, for the URLs the registry gives out.
+func scheme(req *http.Request) string {
+	if req.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// ServeHTTP serves the registry, for tests that listen themselves (on a
+// given address, or with TLS).
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.serve(w, req) }
