@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/configbus"
 )
 
@@ -29,7 +29,7 @@ allows only loopback.`,
 		Example: `  regedge config push --to 10.0.0.2:4874,10.0.0.3:4874 terminalMode=2 rows=40 cols=120`,
 		Args:    cobra.RangeArgs(1, codec.MaxBulkEntries),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			targets := splitTargets(to)
+			targets := config.SplitList(to)
 			if len(targets) == 0 {
 				return usageErr("config push: --to needs at least one HOST:PORT")
 			}
@@ -80,14 +80,4 @@ allows only loopback.`,
 	cmd.Flags().DurationVar(&deadline, "deadline", 10*time.Second, "give up on a target after this long")
 	cmd.Flags().DurationVar(&retry, "retry", 200*time.Millisecond, "first wait for an answer; doubled per attempt up to 2s")
 	return cmd
-}
-
-func splitTargets(s string) []string {
-	var out []string
-	for _, t := range strings.Split(s, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
-		}
-	}
-	return out
 }

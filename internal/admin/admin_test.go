@@ -63,7 +63,7 @@ func TestPutOffLoopbackNeedsAdminToken(t *testing.T) {
 	if w := putFrom(noTokens, "192.0.2.2:9873", adminTok); w.Code != http.StatusForbidden {
 		t.Fatalf("off loopback without tokens configured: %d", w.Code)
 	}
-	h := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), v.AdminAuthorizer())
+	h := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), TokenAuthorizer(v))
 	for _, tc := range []struct {
 		local, tok string
 		code       int

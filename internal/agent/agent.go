@@ -114,11 +114,11 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		if err != nil {
 			return nil, errors.Join(err, a.closeDatapath())
 		}
-		a.authorize = v.AdminAuthorizer()
+		a.authorize = admin.TokenAuthorizer(v)
 	}
 	a.ws = wsconfig.New(store, wsconfig.Options{
-		HeartbeatInterval: time.Duration(cfg.WebSocket.HeartbeatInterval) * time.Millisecond,
-		ClientTimeout:     time.Duration(cfg.WebSocket.ClientTimeout) * time.Millisecond,
+		HeartbeatInterval: cfg.WebSocket.HeartbeatInterval.Duration(),
+		ClientTimeout:     cfg.WebSocket.ClientTimeout.Duration(),
 		Authorize:         a.authorize,
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
@@ -147,13 +147,13 @@ func (a *Agent) newProxy() error {
 		AccessLog:   a.accessLog,
 		Scopes:      map[string]uint32{},
 		PerMinute:   cfg.Proxy.RateLimit.PerMinute,
-		Timeout:     time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
-		BodyTimeout: time.Duration(cfg.Proxy.BodyTimeout) * time.Millisecond,
+		Timeout:     cfg.Proxy.Timeout.Duration(),
+		BodyTimeout: cfg.Proxy.BodyTimeout.Duration(),
 		PublicURL:   cfg.Proxy.PublicURL,
 		Versions:    codec.NewVersionSet(cfg.Config.Version),
 		// 0 in the file turns these off; 0 here would mean the defaults.
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
-		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
+		BreakerCooldown: cfg.Proxy.Breaker.Cooldown.Duration(),
 		RetryRatio:      cfg.Proxy.RetryRatio,
 	}
 	if pc.BreakerFailures == 0 {
@@ -172,7 +172,7 @@ func (a *Agent) newProxy() error {
 		}
 		up := userproxy.Upstream{
 			Hash: uint32(u.Hash), URL: &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Host, fmt.Sprint(u.Port))},
-			Timeout: time.Duration(u.Timeout) * time.Millisecond,
+			Timeout: u.Timeout.Duration(),
 		}
 		for _, th := range u.TarballHosts {
 			tu, _ := url.Parse(th) // Validate has checked it
@@ -198,8 +198,8 @@ func (a *Agent) newProxy() error {
 		pc.Kernel = a.dp.Objects
 		tf := cfg.Proxy.TokenFailures
 		pc.Blocker, pc.BlockAfter = a.dp.Objects, tf.Threshold
-		pc.BlockWindow = time.Duration(tf.Window) * time.Millisecond
-		pc.BlockTTL = time.Duration(tf.BlockTTL) * time.Millisecond
+		pc.BlockWindow = tf.Window.Duration()
+		pc.BlockTTL = tf.BlockTTL.Duration()
 	}
 	for _, tp := range cfg.Proxy.TrustedProxies {
 		pr, _ := netip.ParsePrefix(tp) // Validate has checked it
@@ -211,9 +211,9 @@ func (a *Agent) newProxy() error {
 			return err
 		}
 		pc.Cache = c
-		pc.PackumentTTL = time.Duration(cc.PackumentTTL) * time.Millisecond
-		pc.StaleIfError = time.Duration(cc.StaleIfError) * time.Millisecond
-		pc.NegativeTTL = time.Duration(cc.NegativeTTL) * time.Millisecond
+		pc.PackumentTTL = cc.PackumentTTL.Duration()
+		pc.StaleIfError = cc.StaleIfError.Duration()
+		pc.NegativeTTL = cc.NegativeTTL.Duration()
 		a.cache = c
 		a.registry.MustRegister(c.Collectors()...)
 	}
@@ -435,7 +435,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
-		ReadHeaderTimeout: time.Duration(a.cfg.Proxy.HeaderTimeout) * time.Millisecond, // slowloris clients are cut off
+		ReadHeaderTimeout: a.cfg.Proxy.HeaderTimeout.Duration(), // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
@@ -466,7 +466,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 				case <-serveCtx.Done():
 					return
 				case <-t.C:
-					a.cache.EvictExpired(time.Duration(cc.NegativeTTL) * time.Millisecond)
+					a.cache.EvictExpired(cc.NegativeTTL.Duration())
 				}
 			}
 		}()
@@ -528,7 +528,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	a.ready.Store(false)
 	stopServing()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Proxy.Grace)*time.Millisecond)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.Proxy.Grace.Duration())
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit.
 	err := errors.Join(shutdownProxy(shutdownCtx), srv.Shutdown(shutdownCtx))

@@ -217,7 +217,7 @@ func BenchmarkHeaderExtract(b *testing.B) {
 	def := DefaultState()
 	b.ReportAllocs()
 	for b.Loop() {
-		sinkState, sinkErr = ExtractHeaders(h, def)
+		sinkState, sinkErr = extractHeaders(h, def)
 	}
 }
 
@@ -226,7 +226,7 @@ func BenchmarkHeaderExtractNone(b *testing.B) {
 	def := DefaultState()
 	b.ReportAllocs()
 	for b.Loop() {
-		sinkState, sinkErr = ExtractHeaders(h, def)
+		sinkState, sinkErr = extractHeaders(h, def)
 	}
 }
 

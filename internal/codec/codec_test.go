@@ -333,7 +333,7 @@ func TestHeaderBlock(t *testing.T) {
 		t.Fatalf("wire form %q", wire)
 	}
 	// The wire form parses back into the same state through net/http.
-	got, err := ExtractHeaders(parseWireHeaders(t, wire), State{})
+	got, err := extractHeaders(parseWireHeaders(t, wire), State{})
 	if err != nil || got != s {
 		t.Fatalf("extract(wire) = %v, %v", got, err)
 	}
@@ -346,6 +346,17 @@ func parseWireHeaders(t *testing.T, wire string) http.Header {
 		t.Fatal(err)
 	}
 	return req.Header
+}
+
+// extractHeaders is ExtractHeadersFunc over an http.Header, the adapter a
+// net/http front end writes for itself.
+func extractHeaders(h http.Header, def State) (State, error) {
+	return ExtractHeadersFunc(func(name string) (string, int) {
+		if vs := h[name]; len(vs) > 0 {
+			return vs[0], len(vs)
+		}
+		return "", 0
+	}, def)
 }
 
 func TestExtractHeaders(t *testing.T) {
@@ -386,7 +397,7 @@ func TestExtractHeaders(t *testing.T) {
 		{"header twice", map[string][]string{"X-Bun-Terminal-Rows": {"40", "40"}}, def, "X-Bun-Terminal-Rows", "must appear once"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ExtractHeaders(http.Header(tc.h), def)
+			got, err := extractHeaders(http.Header(tc.h), def)
 			if tc.errHdr == "" {
 				if err != nil || got != tc.want {
 					t.Fatalf("got %v, %v; want %v", got, err, tc.want)

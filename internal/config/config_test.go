@@ -1,11 +1,14 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regedge/regedge/internal/codec"
 )
@@ -154,5 +157,62 @@ func TestHashJSON(t *testing.T) {
 	}
 	if b, _ := Hash(0xa1b2c3d4).MarshalJSON(); string(b) != `"0xa1b2c3d4"` {
 		t.Errorf("MarshalJSON = %s", b)
+	}
+}
+
+func TestSplitList(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"eth0", []string{"eth0"}},
+		{"a,b", []string{"a", "b"}},
+		{" a , b ,", []string{"a", "b"}},
+		{",,", nil},
+		{"", nil},
+		{"10.0.0.2:4874, 10.0.0.3:4874", []string{"10.0.0.2:4874", "10.0.0.3:4874"}},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			if got := SplitList(tc.in); !slices.Equal(got, tc.want) {
+				t.Fatalf("SplitList(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// Times stay milliseconds in JSON, as in the seed's files; Duration is the
+// one conversion.
+func TestMillis(t *testing.T) {
+	var ws WebSocket
+	if err := json.Unmarshal([]byte(`{"heartbeatInterval":100,"clientTimeout":30000}`), &ws); err != nil {
+		t.Fatal(err)
+	}
+	if ws.HeartbeatInterval.Duration() != 100*time.Millisecond || ws.ClientTimeout.Duration() != 30*time.Second {
+		t.Fatalf("read %+v", ws)
+	}
+	b, err := json.Marshal(ws)
+	if err != nil || !strings.Contains(string(b), `"heartbeatInterval":100,"clientTimeout":30000`) {
+		t.Fatalf("wrote %s, %v", b, err)
+	}
+	if err := json.Unmarshal([]byte(`{"heartbeatInterval":"100ms"}`), &ws); err == nil {
+		t.Fatal(`"100ms" was read as milliseconds: the unit is fixed, the value a number`)
+	}
+	c, err := Load("", envOf(map[string]string{"PROXY_TIMEOUT": "1500"}))
+	if err != nil || c.Proxy.Timeout.Duration() != 1500*time.Millisecond {
+		t.Fatalf("PROXY_TIMEOUT=1500: %v, %v", c.Proxy.Timeout, err)
+	}
+}
+
+// The feature flags have their own type, written as the hash is.
+func TestFlagsJSON(t *testing.T) {
+	var s State
+	if err := json.Unmarshal([]byte(`{"featureFlags":"0x00000007"}`), &s); err != nil || s.FeatureFlags != 7 {
+		t.Fatalf("featureFlags %v, %v", s.FeatureFlags, err)
+	}
+	if err := json.Unmarshal([]byte(`{"featureFlags":5}`), &s); err != nil || s.FeatureFlags != 5 {
+		t.Fatalf("featureFlags as a number: %v, %v", s.FeatureFlags, err)
+	}
+	if b, err := json.Marshal(Flags(7)); err != nil || string(b) != `"0x00000007"` {
+		t.Fatalf("Flags(7) = %s, %v", b, err)
 	}
 }

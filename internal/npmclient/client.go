@@ -63,7 +63,9 @@ func (c *Client) newRequest(ctx context.Context, method, u string, body io.Reade
 	if err != nil {
 		return nil, err
 	}
-	codec.NewHeaderBlock(c.State).Inject(req.Header)
+	for name, v := range codec.NewHeaderBlock(c.State).All() {
+		req.Header[name] = v
+	}
 	req.Header.Set(codec.HeaderRequestID, codec.NewRequestID())
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
