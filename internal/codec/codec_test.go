@@ -73,20 +73,22 @@ func TestParseDump(t *testing.T) {
 		{"0x01a1b2c3d40000000702005000", "state"},
 		{"", "syntax"},
 	} {
-		s, err := ParseDump(tc.in)
-		switch {
-		case tc.wantErr == "" && err != nil:
-			t.Errorf("ParseDump(%q): %v", tc.in, err)
-		case tc.wantErr == "" && s != DefaultState():
-			t.Errorf("ParseDump(%q) = %v", tc.in, s)
-		case tc.wantErr == "syntax":
-			var se *SyntaxError
-			if !errors.As(err, &se) {
-				t.Errorf("ParseDump(%q) = %v, want *SyntaxError", tc.in, err)
+		t.Run(tc.in, func(t *testing.T) {
+			s, err := ParseDump(tc.in)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("ParseDump(%q): %v", tc.in, err)
+			case tc.wantErr == "" && s != DefaultState():
+				t.Errorf("ParseDump(%q) = %v", tc.in, s)
+			case tc.wantErr == "syntax":
+				var se *SyntaxError
+				if !errors.As(err, &se) {
+					t.Errorf("ParseDump(%q) = %v, want *SyntaxError", tc.in, err)
+				}
+			case tc.wantErr == "state" && !errors.Is(err, ErrState):
+				t.Errorf("ParseDump(%q) = %v, want state error", tc.in, err)
 			}
-		case tc.wantErr == "state" && !errors.Is(err, ErrState):
-			t.Errorf("ParseDump(%q) = %v, want state error", tc.in, err)
-		}
+		})
 	}
 }
 
@@ -158,14 +160,16 @@ func TestErrorMessages(t *testing.T) {
 		{"0300000000000000000000000003", "codec: frame: type: unknown frame type 0x03"},
 		{"", "codec: frame: length: want 14 bytes, got 0"},
 	} {
-		b, err := ParseHex(tc.hex)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = DecodeFrame(b)
-		if err == nil || err.Error() != tc.want {
-			t.Errorf("DecodeFrame(%s) = %v, want %q", tc.hex, err, tc.want)
-		}
+		t.Run(tc.hex, func(t *testing.T) {
+			b, err := ParseHex(tc.hex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = DecodeFrame(b)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("DecodeFrame(%s) = %v, want %q", tc.hex, err, tc.want)
+			}
+		})
 	}
 }
 
@@ -228,10 +232,12 @@ func TestApply(t *testing.T) {
 		{"bulk", bulk, func(s State) State { s.TerminalMode, s.Rows, s.Cols = 3, 40, 120; return s }},
 		{"heartbeat changes nothing", Heartbeat(1), func(s State) State { return s }},
 	} {
-		got, err := s.Apply(&tc.f)
-		if err != nil || got != tc.want(s) {
-			t.Errorf("%s: Apply = %v, %v; want %v", tc.name, got, err, tc.want(s))
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Apply(&tc.f)
+			if err != nil || got != tc.want(s) {
+				t.Errorf("%s: Apply = %v, %v; want %v", tc.name, got, err, tc.want(s))
+			}
+		})
 	}
 	// One bad entry: nothing of the frame is applied.
 	bad, _ := Bulk(Entry{FieldRows, 40}, Entry{FieldCols, 0})
@@ -289,10 +295,12 @@ func TestParseHex(t *testing.T) {
 		"20 · 0000 · 0f": "\x20\x00\x00\x0f",
 		"":               "",
 	} {
-		got, err := ParseHex(in)
-		if err != nil || string(got) != want {
-			t.Errorf("ParseHex(%q) = %x, %v", in, got, err)
-		}
+		t.Run(in, func(t *testing.T) {
+			got, err := ParseHex(in)
+			if err != nil || string(got) != want {
+				t.Errorf("ParseHex(%q) = %x, %v", in, got, err)
+			}
+		})
 	}
 	for _, in := range []string{"0x1", "zz", "0x0102g0"} {
 		if _, err := ParseHex(in); err == nil {

@@ -85,11 +85,13 @@ func TestFileErrorsNameTheKey(t *testing.T) {
 		{`{"websocket":{"heartbeatInterval":0}}`, "websocket.heartbeatInterval"},
 		{`{} {}`, "(file)"},
 	} {
-		_, err := Load(writeFile(t, tc.body), noEnv)
-		var ce *Error
-		if !errors.As(err, &ce) || ce.Key != tc.key {
-			t.Errorf("%s: err %v, want key %s", tc.body, err, tc.key)
-		}
+		t.Run(tc.key, func(t *testing.T) {
+			_, err := Load(writeFile(t, tc.body), noEnv)
+			var ce *Error
+			if !errors.As(err, &ce) || ce.Key != tc.key {
+				t.Errorf("%s: err %v, want key %s", tc.body, err, tc.key)
+			}
+		})
 	}
 }
 
@@ -134,20 +136,24 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 		"UPSTREAMS": `[{"host":"a","bogus":1}]`, "WS_TIMEOUT": "soon", "REGEDGE_PROXY_FAST_PATH": "maybe",
 		"REGEDGE_STATE_SOURCE": "disk",
 	} {
-		_, err := Load("", envOf(map[string]string{name: val}))
-		var ce *Error
-		if !errors.As(err, &ce) || ce.Key != name || ce.Source != "environment" {
-			t.Errorf("%s=%s: err %v, want one naming the variable", name, val, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			_, err := Load("", envOf(map[string]string{name: val}))
+			var ce *Error
+			if !errors.As(err, &ce) || ce.Key != name || ce.Source != "environment" {
+				t.Errorf("%s=%s: err %v, want one naming the variable", name, val, err)
+			}
+		})
 	}
 }
 
 func TestHashJSON(t *testing.T) {
 	for in, want := range map[string]Hash{`"0xa1b2c3d4"`: 0xa1b2c3d4, `"0XA1B2C3D4"`: 0xa1b2c3d4, `0`: 0, `4294967295`: 0xffffffff} {
-		var h Hash
-		if err := h.UnmarshalJSON([]byte(in)); err != nil || h != want {
-			t.Errorf("%s: %v, %v", in, h, err)
-		}
+		t.Run(in, func(t *testing.T) {
+			var h Hash
+			if err := h.UnmarshalJSON([]byte(in)); err != nil || h != want {
+				t.Errorf("%s: %v, %v", in, h, err)
+			}
+		})
 	}
 	for _, in := range []string{`"0x1ffffffff"`, `4294967296`, `-1`, `"x"`, `true`} {
 		var h Hash

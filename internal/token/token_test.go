@@ -72,23 +72,25 @@ func TestVerifyResults(t *testing.T) {
 		"missing":      {"", ResultMissing},
 		"tampered sig": {good[:len(good)-4] + "AAAA", ResultSignature},
 	} {
-		c, err := v.Verify(tc.tok)
-		got := ResultOK
-		var te *Error
-		if errors.As(err, &te) {
-			got = te.Result
-		} else if err != nil {
-			got = "untyped: " + err.Error()
-		}
-		if got != tc.want {
-			t.Errorf("%s: %s (%v), want %s", name, got, err, tc.want)
-		}
-		if tc.want == ResultOK && (c == nil || c.Subject != "@mycompany" || c.RegistryHash != "0xa1b2c3d4") {
-			t.Errorf("%s: claims %+v", name, c)
-		}
-		if err != nil && strings.Contains(err.Error(), "PRIVATE") {
-			t.Errorf("%s: error mentions key material", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			c, err := v.Verify(tc.tok)
+			got := ResultOK
+			var te *Error
+			if errors.As(err, &te) {
+				got = te.Result
+			} else if err != nil {
+				got = "untyped: " + err.Error()
+			}
+			if got != tc.want {
+				t.Errorf("%s: %s (%v), want %s", name, got, err, tc.want)
+			}
+			if tc.want == ResultOK && (c == nil || c.Subject != "@mycompany" || c.RegistryHash != "0xa1b2c3d4") {
+				t.Errorf("%s: claims %+v", name, c)
+			}
+			if err != nil && strings.Contains(err.Error(), "PRIVATE") {
+				t.Errorf("%s: error mentions key material", name)
+			}
+		})
 	}
 	// Leeway lets a token a few seconds past exp through.
 	lv, _ := NewVerifier([]string{pub}, 30*time.Second)

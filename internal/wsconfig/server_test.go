@@ -286,13 +286,7 @@ func TestSlowClientDoesNotBlockFast(t *testing.T) {
 	if promtest.ToFloat64(srv.dropped) < 1 {
 		t.Fatal("the slow client was not dropped")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for srv.Clients() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d clients connected, want only the fast one", srv.Clients())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "only the fast client to stay connected", func() bool { return srv.Clients() == 1 })
 }
 
 // TestWriteNeedsAdminTokenOffLoopback: on a listener that is not loopback,
