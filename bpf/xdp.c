@@ -7,6 +7,8 @@
  *   - TCP SYN to a proxy port over the per-source rate -> drop (synflood)
  *   - UDP to the bus port from outside the allow-list -> drop (source)
  *   - an invalid config bus datagram (PROTOCOL.md §2.3) -> drop (its reason)
+ *   - a valid one without a signature trailer (§3.1a), when the
+ *     agent has bus keys (CFG_REQUIRE_TRAILER)          -> drop (unsigned)
  * Everything else passes. Valid bus datagrams are counted per registry hash.
  */
 #include <linux/bpf.h>

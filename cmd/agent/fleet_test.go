@@ -66,19 +66,20 @@ func (f *fleetAgent) stop(t *testing.T) {
 	f.cancel = nil
 }
 
-// TestFleetPush: three agents in three namespaces, BPF attached, and a
-// pusher in a fourth. A push converges on all; with one agent stopped the
-// push reports it and exits non-zero; after it restarts (state restored from
-// its file) a second push converges. Invalid datagrams and datagrams from a
-// source off the allow-list are dropped in XDP and never applied.
-func TestFleetPush(t *testing.T) {
+// startFleet starts n agents, each in its own spoke namespace of a star
+// with the kernel datapath attached to its veth, allowing the whole
+// 192.0.2.0/24 (the hub's addresses) on its bus; adjust, when not nil, edits
+// each agent's config first. It returns the star, the agents and their bus
+// addresses.
+func startFleet(t *testing.T, n int, adjust func(*config.Config)) (*vethpair.Star, []*fleetAgent, []string) {
+	t.Helper()
 	testutil.RequireRoot(t)
-	star, err := vethpair.CreateStar(3)
+	star, err := vethpair.CreateStar(n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { star.Close() })
-	fleet := make([]*fleetAgent, 3)
+	fleet := make([]*fleetAgent, n)
 	var targets []string
 	for i, sp := range star.Spokes {
 		bpffs := t.TempDir()
@@ -93,11 +94,24 @@ func TestFleetPush(t *testing.T) {
 		cfg.Agent.StateFile = filepath.Join(t.TempDir(), "state")
 		cfg.Bus.Allow = []string{"192.0.2.0/24"}
 		cfg.Admin.Listen = "127.0.0.1:0"
+		if adjust != nil {
+			adjust(cfg)
+		}
 		fleet[i] = &fleetAgent{spoke: sp, cfg: cfg}
 		fleet[i].start(t)
 		t.Cleanup(func() { fleet[i].stop(t) })
 		targets = append(targets, fmt.Sprintf("%s:4874", sp.Addr))
 	}
+	return star, fleet, targets
+}
+
+// TestFleetPush: three agents in three namespaces, BPF attached, and a
+// pusher in a fourth. A push converges on all; with one agent stopped the
+// push reports it and exits non-zero; after it restarts (state restored from
+// its file) a second push converges. Invalid datagrams and datagrams from a
+// source off the allow-list are dropped in XDP and never applied.
+func TestFleetPush(t *testing.T) {
+	star, fleet, targets := startFleet(t, 3, nil)
 	push := func(args ...string) (string, string, int) {
 		t.Helper()
 		var out, errs string

@@ -7,6 +7,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -62,6 +63,7 @@ type Agent struct {
 	proxyOnly bool                    // regedge proxy start
 	cache     *edgecache.Cache
 	busConn   *net.UDPConn
+	busKeys   []ed25519.PublicKey // bus.publicKeys: only signed datagrams change state
 	registry  *prometheus.Registry
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
 	accessLog io.Writer                 // WithAccessLog
@@ -89,6 +91,15 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	a := &Agent{cfg: cfg, log: log, registry: prometheus.NewRegistry(), proxyOnly: proxyOnly}
 	for _, o := range opts {
 		o(a)
+	}
+	if !proxyOnly {
+		// Before anything is attached: a key file that does not parse
+		// stops the agent, naming the file.
+		keys, err := cfg.BusPublicKeys()
+		if err != nil {
+			return nil, err
+		}
+		a.busKeys = keys
 	}
 	if err := a.openDatapath(); err != nil {
 		return nil, err
@@ -255,7 +266,8 @@ func (a *Agent) openDatapath() error {
 		XDPGeneric: cfg.Agent.XDPMode == "generic",
 	})
 	if err == nil {
-		err = errors.Join(dp.SetVersions(codec.NewVersionSet(cfg.Config.Version)), dp.SetAllow(cfg.AllowPrefixes()))
+		err = errors.Join(dp.SetVersions(codec.NewVersionSet(cfg.Config.Version)), dp.SetAllow(cfg.AllowPrefixes()),
+			dp.SetRequireSigned(len(a.busKeys) > 0))
 		if err != nil {
 			err = errors.Join(err, dp.Close())
 		}
@@ -385,6 +397,26 @@ func (a *Agent) BusAddr() net.Addr {
 	return a.busConn.LocalAddr()
 }
 
+// busAddr is where the bus binds: bus.listenHost (an IP literal, checked
+// by Validate) and bus.port.
+func (a *Agent) busAddr() netip.AddrPort {
+	host, _ := netip.ParseAddr(a.cfg.Bus.ListenHost)
+	return netip.AddrPortFrom(host.Unmap(), uint16(a.cfg.Bus.Port))
+}
+
+// busNetwork keeps the default, 0.0.0.0, binding IPv4 and IPv6 (one
+// dual-stack socket, as before bus.listenHost existed); any other address
+// binds that address alone.
+func busNetwork(host string) string {
+	if host == "0.0.0.0" || host == "::" {
+		return "udp"
+	}
+	if a, _ := netip.ParseAddr(host); a.Unmap().Is4() {
+		return "udp4"
+	}
+	return "udp6"
+}
+
 // Listen binds the listeners; Serve then serves them. Split so that callers
 // (and tests, inside a network namespace) bind before serving starts.
 func (a *Agent) Listen() error {
@@ -407,9 +439,9 @@ func (a *Agent) Listen() error {
 			return fail(fmt.Errorf("agent: WebSocket listener on %s: %w", wsAddr, err))
 		}
 		opened = append(opened, wsLn)
-		bus, err := net.ListenUDP("udp", &net.UDPAddr{Port: a.cfg.Bus.Port})
+		bus, err := net.ListenUDP(busNetwork(a.cfg.Bus.ListenHost), net.UDPAddrFromAddrPort(a.busAddr()))
 		if err != nil {
-			return fail(fmt.Errorf("agent: config bus on port %d: %w", a.cfg.Bus.Port, err))
+			return fail(fmt.Errorf("agent: config bus on %s: %w", a.busAddr(), err))
 		}
 		opened = append(opened, bus)
 		_ = bus.SetReadBuffer(4 << 20)
@@ -495,9 +527,13 @@ func (a *Agent) Serve(ctx context.Context) error {
 	var wsSrv *http.Server
 	if !a.proxyOnly {
 		wsSrv = &http.Server{Handler: a.ws, ReadHeaderTimeout: 5 * time.Second}
-		bus := configbus.NewServer(a.busConn, a.store, a.cfg.AllowPrefixes(), a.log)
-		a.registry.MustRegister(bus.Collector())
-		defer a.registry.Unregister(bus.Collector())
+		bus := configbus.NewServer(a.busConn, a.store, configbus.Options{
+			Allow: a.cfg.AllowPrefixes(), PublicKeys: a.busKeys,
+		}, a.log)
+		for _, c := range bus.Collectors() {
+			a.registry.MustRegister(c)
+			defer a.registry.Unregister(c)
+		}
 		run(func() error { return wsSrv.Serve(a.wsLn) })
 		run(func() error { a.ws.Run(serveCtx); return nil })
 		run(func() error { return bus.Serve(serveCtx) })
@@ -507,6 +543,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		"proxy", a.proxyLn.Addr().String(),
 		"websocket", a.WebSocketAddr(),
 		"bus", a.BusAddr(),
+		"bus_signed", len(a.busKeys) > 0,
 		"state", a.State().Dump(),
 		"bpf_mode", a.bpfMode,
 		"interfaces", a.Interfaces(),
@@ -530,10 +567,19 @@ func (a *Agent) Serve(ctx context.Context) error {
 	stopServing()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.Proxy.Grace.Duration())
 	defer cancel()
-	// In-flight proxy requests finish (up to the grace period) before exit.
-	err := errors.Join(shutdownProxy(shutdownCtx), srv.Shutdown(shutdownCtx))
+	// In-flight proxy requests finish (up to the grace period) before exit;
+	// what is left then is cut, logged and counted. A shutdown that was
+	// asked for is not a failure: running out of grace is not an error.
+	graceOver := func(err error) error {
+		if errors.Is(err, context.DeadlineExceeded) {
+			a.log.Warn("shutdown grace ran out: cut the connections still busy", "grace_ms", a.cfg.Proxy.Grace)
+			return nil
+		}
+		return err
+	}
+	err := errors.Join(graceOver(shutdownProxy(shutdownCtx)), graceOver(srv.Shutdown(shutdownCtx)))
 	if wsSrv != nil {
-		err = errors.Join(err, wsSrv.Shutdown(shutdownCtx))
+		err = errors.Join(err, graceOver(wsSrv.Shutdown(shutdownCtx)))
 		a.busConn.Close()
 	}
 	wg.Wait()

@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/token"
 )
 
 //go:embed default.json
@@ -230,8 +232,14 @@ type WebSocket struct {
 
 // Bus is the "bus" section.
 type Bus struct {
-	Port  int      `json:"port"`
-	Allow []string `json:"allow"`
+	// ListenHost is the address the bus socket binds: an IP address
+	// literal ("0.0.0.0" binds every IPv4 and IPv6 address).
+	ListenHost string   `json:"listenHost"`
+	Port       int      `json:"port"`
+	Allow      []string `json:"allow"`
+	// PublicKeys are PKIX PEM Ed25519 key files (as tokens.publicKeys);
+	// when set, only signed datagrams change state (docs/config-plane.md).
+	PublicKeys []string `json:"publicKeys"`
 }
 
 // Tokens is the "tokens" section.
@@ -434,6 +442,14 @@ func (c *Config) Validate() error {
 	if c.WebSocket.ClientTimeout <= 0 {
 		return bad("websocket.clientTimeout", "want milliseconds > 0, got %d", c.WebSocket.ClientTimeout)
 	}
+	if err := checkListenHost(c.Bus.ListenHost); err != nil {
+		return bad("bus.listenHost", "%v", err)
+	}
+	for i, f := range c.Bus.PublicKeys {
+		if strings.TrimSpace(f) == "" {
+			return bad(fmt.Sprintf("bus.publicKeys[%d]", i), "empty file name")
+		}
+	}
 	for i, a := range c.Bus.Allow {
 		if _, err := netip.ParsePrefix(a); err != nil {
 			return bad(fmt.Sprintf("bus.allow[%d]", i), "%q: want a CIDR prefix such as 127.0.0.0/8", a)
@@ -471,6 +487,36 @@ func checkStateSource(v string) error {
 		return fmt.Errorf("%q: want file or config", v)
 	}
 	return nil
+}
+
+// checkListenHost accepts an IP address literal: a name would be resolved
+// once at start, to an address nobody sees in the config.
+func checkListenHost(h string) error {
+	if _, err := netip.ParseAddr(h); err != nil {
+		return fmt.Errorf("%q: want an IP address such as :: (every address), 0.0.0.0 or 127.0.0.1", h)
+	}
+	return nil
+}
+
+// BusPublicKeys reads bus.publicKeys. A file that cannot be read or does
+// not hold a PKIX PEM Ed25519 public key is an *Error naming the key and
+// the file: the agent does not start.
+func (c *Config) BusPublicKeys() ([]ed25519.PublicKey, error) {
+	keys := make([]ed25519.PublicKey, 0, len(c.Bus.PublicKeys))
+	for i, f := range c.Bus.PublicKeys {
+		k, err := token.ReadPublicKey(f)
+		if err != nil {
+			// token's errors name the file already; say it once, without
+			// the package prefix.
+			msg := strings.TrimPrefix(err.Error(), "token: ")
+			if !strings.Contains(msg, f) {
+				msg = f + ": " + msg
+			}
+			return nil, &Error{Source: "config", Key: fmt.Sprintf("bus.publicKeys[%d]", i), Err: errors.New(msg)}
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // AllowPrefixes returns bus.allow parsed (Validate has checked it).

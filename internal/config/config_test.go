@@ -1,7 +1,13 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -220,5 +226,84 @@ func TestFlagsJSON(t *testing.T) {
 	}
 	if b, err := json.Marshal(Flags(7)); err != nil || string(b) != `"0x00000007"` {
 		t.Fatalf("Flags(7) = %s, %v", b, err)
+	}
+}
+
+func TestBusSettings(t *testing.T) {
+	c := Default()
+	if c.Bus.ListenHost != "0.0.0.0" || len(c.Bus.PublicKeys) != 0 {
+		t.Fatalf("defaults: listenHost %q publicKeys %v", c.Bus.ListenHost, c.Bus.PublicKeys)
+	}
+	c, err := Load(writeFile(t, `{"bus":{"listenHost":"10.0.0.5","publicKeys":["/etc/regedge/bus.pub"]}}`), envOf(map[string]string{
+		"REGEDGE_BUS_LISTEN_HOST": "::1", "REGEDGE_BUS_PUBLIC_KEYS": "a.pub, b.pub",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bus.ListenHost != "::1" || strings.Join(c.Bus.PublicKeys, ",") != "a.pub,b.pub" {
+		t.Fatalf("env not applied: %+v", c.Bus)
+	}
+	for _, body := range []string{`{"bus":{"listenHost":"bus.example"}}`, `{"bus":{"listenHost":""}}`, `{"bus":{"listenHost":"10.0.0.5:4874"}}`} {
+		_, err := Load(writeFile(t, body), noEnv)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != "bus.listenHost" {
+			t.Errorf("%s: err %v, want one naming bus.listenHost", body, err)
+		}
+	}
+	_, err = Load(writeFile(t, `{"bus":{"publicKeys":[""]}}`), noEnv)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "bus.publicKeys[0]" {
+		t.Errorf("empty key file name: err %v", err)
+	}
+	_, err = Load("", envOf(map[string]string{"REGEDGE_BUS_LISTEN_HOST": "everywhere"}))
+	if !errors.As(err, &ce) || ce.Key != "REGEDGE_BUS_LISTEN_HOST" || ce.Source != "environment" {
+		t.Errorf("REGEDGE_BUS_LISTEN_HOST=everywhere: err %v", err)
+	}
+}
+
+// TestBusPublicKeysNameTheFile: every kind of key file that does not give an
+// Ed25519 public key is an error naming the key and the file, and a good
+// file loads.
+func TestBusPublicKeysNameTheFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkix, _ := x509.MarshalPKIXPublicKey(pub)
+	p8, _ := x509.MarshalPKCS8PrivateKey(priv)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecPub, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	good := write("good.pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}))
+	for name, file := range map[string]string{
+		"missing":     filepath.Join(dir, "missing.pub"),
+		"not PEM":     write("junk.pub", []byte("hello\n")),
+		"private key": write("edge.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8})),
+		"bad DER":     write("bad.pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1, 2, 3}})),
+		"ECDSA":       write("ec.pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: ecPub})),
+	} {
+		c := Default()
+		c.Bus.PublicKeys = []string{good, file}
+		keys, err := c.BusPublicKeys()
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != "bus.publicKeys[1]" || !strings.Contains(err.Error(), file) || keys != nil {
+			t.Errorf("%s: keys %v, err %v; want an error naming bus.publicKeys[1] and %s", name, keys, err, file)
+		}
+		if strings.Count(err.Error(), file) != 1 {
+			t.Errorf("%s: %v names the file more than once", name, err)
+		}
+	}
+	c := Default()
+	c.Bus.PublicKeys = []string{good}
+	keys, err := c.BusPublicKeys()
+	if err != nil || len(keys) != 1 || !keys[0].Equal(pub) {
+		t.Fatalf("good key: %v, %v", keys, err)
 	}
 }

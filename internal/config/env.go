@@ -96,6 +96,17 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			c.Bus.Allow = SplitList(v)
 			return nil
 		}),
+		withEnv(env, "REGEDGE_BUS_LISTEN_HOST", func(v string) error {
+			if err := checkListenHost(v); err != nil {
+				return err
+			}
+			c.Bus.ListenHost = v
+			return nil
+		}),
+		withEnv(env, "REGEDGE_BUS_PUBLIC_KEYS", func(v string) error {
+			c.Bus.PublicKeys = SplitList(v)
+			return nil
+		}),
 		withEnv(env, "REGEDGE_TOKEN_PUBLIC_KEYS", func(v string) error {
 			c.Tokens.PublicKeys = SplitList(v)
 			return nil
@@ -118,7 +129,8 @@ var EnvVars = []string{
 	"PROXY_PORT", "PROXY_HOST", "PROXY_TIMEOUT", "UPSTREAMS", "UPSTREAM_PRIMARY", "UPSTREAM_FALLBACK",
 	"WS_PORT", "WS_HOST", "WS_HEARTBEAT_INTERVAL", "WS_TIMEOUT",
 	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_STATE_SOURCE", "REGEDGE_CACHE_DIR", "REGEDGE_PROXY_PUBLIC_URL", "REGEDGE_PROXY_BODY_TIMEOUT",
-	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_TOKEN_PUBLIC_KEYS",
+	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_BUS_LISTEN_HOST", "REGEDGE_BUS_PUBLIC_KEYS",
+	"REGEDGE_TOKEN_PUBLIC_KEYS",
 }
 
 // envInt sets *dst from the integer in variable name, when it is set.

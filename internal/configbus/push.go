@@ -2,6 +2,7 @@ package configbus
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +20,11 @@ type PushOptions struct {
 	Deadline time.Duration // give up on a target after this long (default 10 s)
 	Retry    time.Duration // first wait for an answer (default 200 ms), doubled per attempt
 	MaxRetry time.Duration // longest wait between attempts (default 2 s)
+	// Key, when set, signs every datagram (docs/protocol.md §3.1a), each
+	// attempt with a fresh timestamp: a retry is a new datagram, never a
+	// replay, and it stays fresh however long the push runs.
+	Key ed25519.PrivateKey
+	Now func() time.Time // the clock of the timestamps (default time.Now)
 }
 
 // Result is one target's outcome.
@@ -55,6 +61,12 @@ func Push(ctx context.Context, targets []string, opts PushOptions) ([]Result, er
 	}
 	if err := frame.Check(); err != nil {
 		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Key != nil && len(opts.Key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("configbus: signing key of %d bytes, want %d", len(opts.Key), ed25519.PrivateKeySize)
 	}
 	if err := opts.Sender.Validate(); err != nil {
 		return nil, fmt.Errorf("configbus: sender state: %w", err)
@@ -101,10 +113,15 @@ func pushOne(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, dg []byt
 	deadline := time.Now().Add(opts.Deadline)
 	wait := opts.Retry
 	buf := make([]byte, 2048)
+	pkt := make([]byte, 0, codec.MaxSignedDatagramSize)
 	all := allVersions()
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		res.Attempts++
-		if _, err := conn.WriteToUDPAddrPort(dg, to); err != nil {
+		pkt = append(pkt[:0], dg...)
+		if opts.Key != nil {
+			pkt = codec.AppendSigned(pkt[:0], dg, uint64(opts.Now().UnixMilli()), opts.Key)
+		}
+		if _, err := conn.WriteToUDPAddrPort(pkt, to); err != nil {
 			res.Err = "send: " + err.Error()
 		}
 		waitUntil := time.Now().Add(wait)

@@ -63,7 +63,7 @@ func TestPushRetriesOnStorage(t *testing.T) {
 		t.Fatal(err)
 	}
 	brk()
-	srv := NewServer(conn, st, loopback, quiet)
+	srv := NewServer(conn, st, Options{Allow: loopback}, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()

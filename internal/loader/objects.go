@@ -60,11 +60,15 @@ type Objects struct {
 	tc  tcObjects
 	sk  sklookupObjects
 
-	versions   codec.VersionSet
-	own        codec.State
-	blockCount uint32
-	allow      []netip.Prefix // canonical
+	versions      codec.VersionSet
+	own           codec.State
+	blockCount    uint32
+	allow         []netip.Prefix // canonical
+	requireSigned bool
 }
+
+// cfgRequireTrailer is CFG_REQUIRE_TRAILER of bpf/include/protocol.h.
+const cfgRequireTrailer = 1
 
 // xdpSpec returns the XDP collection spec with opts applied.
 func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
@@ -229,11 +233,28 @@ func (o *Objects) SetOwnState(s codec.State) error {
 
 func (o *Objects) writeConfig() error {
 	cfg := xdpRegedgeCfg{Versions: o.versions, BlockCount: o.blockCount}
+	if o.requireSigned {
+		cfg.Flags |= cfgRequireTrailer
+	}
 	o.fillAllow(&cfg)
 	b := o.own.Bytes()
 	copy(cfg.Own[:], b[:])
 	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("loader: write config_map: %w", err)
+	}
+	return nil
+}
+
+// SetRequireSigned says whether the agent has bus public keys: then XDP
+// drops a bus datagram without a signature trailer (docs/protocol.md §3.1a) as
+// ReasonUnsigned once it has passed every other check. The signature itself
+// is checked in userspace.
+func (o *Objects) SetRequireSigned(on bool) error {
+	old := o.requireSigned
+	o.requireSigned = on
+	if err := o.writeConfig(); err != nil {
+		o.requireSigned = old
+		return err
 	}
 	return nil
 }

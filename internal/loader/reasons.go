@@ -21,12 +21,15 @@ const (
 	ReasonBlocked   Reason = 10
 	ReasonSynflood  Reason = 11
 	ReasonMalformed Reason = 12
+	// ReasonUnsigned: a valid bus datagram without a signature trailer
+	// while the agent requires one (SetRequireSigned).
+	ReasonUnsigned Reason = 13
 
 	// NumReasons is REASON_MAX: the size of the per-hook counter arrays.
-	NumReasons = 13
+	NumReasons = 14
 )
 
-var kernelReasonWords = [...]string{"source", "fragment", "blocked", "synflood", "malformed"}
+var kernelReasonWords = [...]string{"source", "fragment", "blocked", "synflood", "malformed", "unsigned"}
 
 // String returns the reason word used in metrics (docs/metrics.md).
 func (r Reason) String() string {

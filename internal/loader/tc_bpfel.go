@@ -53,7 +53,7 @@ type tcRegedgeCfg struct {
 	BlockCount uint32
 	Allow4N    uint32
 	Allow6N    uint32
-	Pad        uint32
+	Flags      uint32
 	Allow4     [16]struct {
 		_    structs.HostLayout
 		Addr uint32

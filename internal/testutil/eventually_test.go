@@ -54,3 +54,16 @@ func TestEventuallyFailsNamingWhatItWaitedFor(t *testing.T) {
 		t.Fatalf("message %q, want %q", msg, want)
 	}
 }
+
+func TestPollReportsWhetherTheConditionHeld(t *testing.T) {
+	if !Poll(10*time.Second, func() bool { return true }) {
+		t.Fatal("Poll of a true condition said it never held")
+	}
+	start := time.Now()
+	if Poll(30*time.Millisecond, func() bool { return false }) {
+		t.Fatal("Poll of a false condition said it held")
+	}
+	if time.Since(start) < 30*time.Millisecond {
+		t.Fatal("Poll gave up before its time")
+	}
+}
