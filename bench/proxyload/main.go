@@ -35,11 +35,9 @@ func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "origin":
-			serveOrigin(os.Args[2])
-			return
+			exitOn(serveOrigin(os.Args[2]))
 		case "plain":
-			servePlain(os.Args[2], os.Args[3])
-			return
+			exitOn(servePlain(os.Args[2], os.Args[3]))
 		}
 	}
 	rounds := flag.Int("rounds", 3, "alternating rounds per target")
@@ -48,16 +46,22 @@ func main() {
 	flag.StringVar(&adminAddr, "admin", "127.0.0.1:0", "regedge's admin listener (set it to take a profile during the run)")
 	flag.StringVar(&only, "only", "", "run only the targets whose name contains this")
 	flag.Parse()
-	if err := run(*rounds, *duration, *regedge); err != nil {
+	exitOn(run(*rounds, *duration, *regedge))
+}
+
+// exitOn ends the process: status 1 with err on stderr, or 0.
+func exitOn(err error) {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "proxyload:", err)
 		os.Exit(1)
 	}
+	os.Exit(0)
 }
 
 // serveOrigin answers every request with a 5 KB body, like a small packument.
-func serveOrigin(addr string) {
+func serveOrigin(addr string) error {
 	body := []byte(`{"name":"left-pad","versions":{"1.3.0":{"dist":{"tarball":"x"}}},"pad":"` + strings.Repeat("x", 5000) + `"}`)
-	http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.Write(body)
@@ -65,11 +69,11 @@ func serveOrigin(addr string) {
 }
 
 // servePlain is the baseline: httputil.ReverseProxy with a pooled transport.
-func servePlain(addr, origin string) {
+func servePlain(addr, origin string) error {
 	u, _ := url.Parse(origin)
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
-	http.ListenAndServe(addr, rp)
+	return http.ListenAndServe(addr, rp)
 }
 
 var adminAddr, only string
@@ -116,12 +120,13 @@ func run(rounds int, duration time.Duration, regedgeBin string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // a temporary directory; nothing to do if it lingers
 	var procs []*exec.Cmd
 	defer func() {
 		for _, p := range procs {
-			p.Process.Signal(syscall.SIGTERM)
-			p.Wait()
+			// Each target exits with a signal status: nothing to check.
+			_ = p.Process.Signal(syscall.SIGTERM)
+			_ = p.Wait()
 		}
 	}()
 	start := func(name string, args ...string) (*exec.Cmd, error) {
@@ -160,7 +165,9 @@ func run(rounds int, duration time.Duration, regedgeBin string) error {
 "rateLimit":{"perMinute":1000000000}},"tokens":{"publicKeys":[%q]},"admin":{"listen":%q}}`,
 		eh, ep, oh, op, filepath.Join(keys, "edge.pub"), adminAddr)
 	cfgFile := filepath.Join(dir, "regedge.json")
-	os.WriteFile(cfgFile, []byte(cfg), 0o600)
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		return err
+	}
 	edge, err := start(regedgeBin, "proxy", "start", "--config", cfgFile)
 	if err != nil {
 		return err
@@ -169,9 +176,14 @@ func run(rounds int, duration time.Duration, regedgeBin string) error {
 	// nginx with upstream keep-alive and the same two added headers.
 	nginxAddr := freePort()
 	nginxConf := filepath.Join(dir, "nginx.conf")
-	conf, _ := os.ReadFile("bench/proxyload/nginx.conf")
+	conf, err := os.ReadFile("bench/proxyload/nginx.conf")
+	if err != nil {
+		return fmt.Errorf("%w (run from the repository's root)", err)
+	}
 	conf = []byte(strings.NewReplacer("@LISTEN@", nginxAddr, "@ORIGIN@", originAddr, "@DIR@", dir).Replace(string(conf)))
-	os.WriteFile(nginxConf, conf, 0o600)
+	if err := os.WriteFile(nginxConf, conf, 0o600); err != nil {
+		return err
+	}
 	ngx, err := start("nginx", "-c", nginxConf, "-p", dir, "-g", "daemon off; pid "+filepath.Join(dir, "nginx.pid")+";")
 	if err != nil {
 		return err

@@ -1,17 +1,11 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/regedge/regedge/internal/config"
 )
 
 func newCacheCmd() *cobra.Command {
@@ -26,32 +20,15 @@ func newCacheCmd() *cobra.Command {
 			if pkg == "" {
 				return usageErr("cache purge: %q: want PKG or PKG@VERSION", args[0])
 			}
-			if to == "" {
-				c, err := config.Load(file, nil)
-				if err != nil {
-					return err
-				}
-				to = c.Admin.Listen
+			c, err := adminClient(file, to, 10*time.Second)
+			if err != nil {
+				return err
 			}
-			u := adminURL(to) + "/api/cache/" + pkg
-			if version != "" {
-				u += "?version=" + url.QueryEscape(version)
-			}
-			req, _ := http.NewRequest(http.MethodDelete, u, nil)
-			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+			n, err := c.PurgeCache(cmd.Context(), pkg, version)
 			if err != nil {
 				return fmt.Errorf("cache purge: %w", err)
 			}
-			defer resp.Body.Close()
-			var out struct {
-				Purged int    `json:"purged"`
-				Error  string `json:"error"`
-			}
-			json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out)
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("cache purge: %s answered %s: %s", to, resp.Status, out.Error)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "purged %d entries of %s\n", out.Purged, args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "purged %d entries of %s\n", n, args[0])
 			return nil
 		},
 	}

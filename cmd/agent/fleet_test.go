@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -175,7 +178,7 @@ func TestFleetPush(t *testing.T) {
 			outside.WriteToUDP(good, dst)
 		}
 	})
-	waitUntil(t, "XDP to drop 5 checksum and 5 source datagrams", func() bool {
+	testutil.Eventually(t, 10*time.Second, "XDP to drop 5 checksum and 5 source datagrams", func() bool {
 		st, err := loader.ReadStatus(a0.cfg.Agent.BPFFS)
 		return err == nil && st.XDP[loader.ReasonChecksum]-before.XDP[loader.ReasonChecksum] == 5 &&
 			st.XDP[loader.ReasonSource]-before.XDP[loader.ReasonSource] == 5

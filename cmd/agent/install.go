@@ -155,7 +155,7 @@ func newNpmClient(cmd *cobra.Command, f clientFlags) (*npmclient.Client, error) 
 			bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(tty),
 				progressbar.OptionSetDescription(label), progressbar.OptionShowBytes(true),
 				progressbar.OptionOnCompletion(func() { fmt.Fprintln(tty) }))
-			return func(n int64) { bar.Add64(n) }
+			return func(n int64) { _ = bar.Add64(n) } // a progress bar that cannot draw is no reason to stop
 		}
 	}
 	return c, nil

@@ -148,7 +148,7 @@ func TestPublishThroughTheEdgeThenInstallWithRegedgeAndNpm(t *testing.T) {
 		t.Fatalf("publish did not go through the edge: %s", errs)
 	}
 	// the upstream got the config headers; the client's token is the edge's
-	// business and never travels upstream (INTERFACE.md: upstreams[].auth)
+	// business and never travels upstream (docs/configuration.md: proxy.upstreams[].auth)
 	last := reg.Seen[len(reg.Seen)-1]
 	if last.Get("X-Bun-Config-Version") == "" || strings.Contains(last.Get("Authorization"), "t0k") {
 		t.Fatalf("the upstream got the publish without config headers or with the client token: %v", last)

@@ -45,13 +45,12 @@ func (l *logWriter) Write(p []byte) (int, error) {
 
 func (l *logWriter) flush() {
 	l.mu.Lock()
-	l.w.Flush()
+	_ = l.w.Flush() // stderr is gone: there is nowhere left to say so
 	l.mu.Unlock()
 }
 
 // Close flushes what is buffered and stops the flusher.
-func (l *logWriter) Close() error {
+func (l *logWriter) Close() {
 	close(l.stop)
 	<-l.done
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/configbus"
 	"github.com/regedge/regedge/internal/token"
 )
@@ -21,7 +22,7 @@ func newPushCmd(file *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "push --to HOST:PORT[,...] FIELD=VALUE...",
 		Short: "Push one bulk update over the config bus to many agents, retried until they converge",
-		Long: `Send one BULK update (PROTOCOL.md §3.1) to every target's config bus and
+		Long: `Send one BULK update (docs/protocol.md §3.1) to every target's config bus and
 retry each, with backoff, until the state it reports holds the pushed values
 or --deadline passes. Prints a table: target, attempts, reported dump,
 converged, and the last error. Exit status 1 when any target did not converge.
@@ -36,7 +37,7 @@ allow-list: such targets show "no answer".`,
   regedge config push --key /etc/regedge/bus.key --to 10.0.0.2:4874 rows=40`,
 		Args: cobra.RangeArgs(1, codec.MaxBulkEntries),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			targets := splitTargets(to)
+			targets := config.SplitList(to)
 			if len(targets) == 0 {
 				return usageErr("config push: --to needs at least one HOST:PORT")
 			}
@@ -103,14 +104,4 @@ allow-list: such targets show "no answer".`,
 	cmd.Flags().StringVar(&keyFile, "key", "", "sign every datagram with this Ed25519 private key (PKCS#8 PEM)")
 	cmd.Flags().DurationVar(&retry, "retry", 200*time.Millisecond, "first wait for an answer; doubled per attempt up to 2s")
 	return cmd
-}
-
-func splitTargets(s string) []string {
-	var out []string
-	for _, t := range strings.Split(s, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
-		}
-	}
-	return out
 }

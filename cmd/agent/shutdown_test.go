@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 func freePort(t *testing.T) int {
@@ -73,17 +75,14 @@ func TestSIGTERMWithRequestsOutlastingGraceExitsZero(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	defer cmd.Process.Kill()
-	ready := false
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	ready := testutil.Poll(20*time.Second, func() bool {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				ready = true
-				break
-			}
+		if err != nil {
+			return false
 		}
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 	if !ready {
 		t.Fatalf("the agent never became ready:\n%s", stderr.String())
 	}
@@ -96,11 +95,7 @@ func TestSIGTERMWithRequestsOutlastingGraceExitsZero(t *testing.T) {
 		}
 		got <- err
 	}()
-	for deadline := time.Now().Add(10 * time.Second); asked.Load() == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the request never reached the upstream")
-		}
-	}
+	testutil.Eventually(t, 10*time.Second, "the request to reach the upstream", func() bool { return asked.Load() != 0 })
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:

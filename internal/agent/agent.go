@@ -1,6 +1,6 @@
 // Package agent runs the regedge agent: it owns the config state (through
 // internal/state), attaches the kernel datapath (per agent.bpf) and starts
-// the listeners of INTERFACE.md: the admin listener (/health, /readyz,
+// the listeners of docs/architecture.md: the admin listener (/health, /readyz,
 // /metrics, /api/config), the registry proxy, the WebSocket config server
 // and the UDP config bus.
 package agent
@@ -117,27 +117,24 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		Log:      log,
 	})
 	if err != nil {
-		a.closeDatapath()
-		return nil, err
+		return nil, errors.Join(err, a.closeDatapath())
 	}
 	a.store = store
 	if len(cfg.Tokens.PublicKeys) > 0 {
 		v, err := token.NewVerifier(cfg.Tokens.PublicKeys, time.Duration(cfg.Tokens.Leeway)*time.Second)
 		if err != nil {
-			a.closeDatapath()
-			return nil, err
+			return nil, errors.Join(err, a.closeDatapath())
 		}
-		a.authorize = v.AdminAuthorizer()
+		a.authorize = admin.TokenAuthorizer(v)
 	}
 	a.ws = wsconfig.New(store, wsconfig.Options{
-		HeartbeatInterval: time.Duration(cfg.WebSocket.HeartbeatInterval) * time.Millisecond,
-		ClientTimeout:     time.Duration(cfg.WebSocket.ClientTimeout) * time.Millisecond,
+		HeartbeatInterval: cfg.WebSocket.HeartbeatInterval.Duration(),
+		ClientTimeout:     cfg.WebSocket.ClientTimeout.Duration(),
 		Authorize:         a.authorize,
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
 	if err := a.newProxy(); err != nil {
-		a.closeDatapath()
-		return nil, err
+		return nil, errors.Join(err, a.closeDatapath())
 	}
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
@@ -161,13 +158,13 @@ func (a *Agent) newProxy() error {
 		AccessLog:   a.accessLog,
 		Scopes:      map[string]uint32{},
 		PerMinute:   cfg.Proxy.RateLimit.PerMinute,
-		Timeout:     time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
-		BodyTimeout: time.Duration(cfg.Proxy.BodyTimeout) * time.Millisecond,
+		Timeout:     cfg.Proxy.Timeout.Duration(),
+		BodyTimeout: cfg.Proxy.BodyTimeout.Duration(),
 		PublicURL:   cfg.Proxy.PublicURL,
 		Versions:    codec.NewVersionSet(cfg.Config.Version),
 		// 0 in the file turns these off; 0 here would mean the defaults.
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
-		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
+		BreakerCooldown: cfg.Proxy.Breaker.Cooldown.Duration(),
 		RetryRatio:      cfg.Proxy.RetryRatio,
 	}
 	if pc.BreakerFailures == 0 {
@@ -186,7 +183,7 @@ func (a *Agent) newProxy() error {
 		}
 		up := userproxy.Upstream{
 			Hash: uint32(u.Hash), URL: &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Host, fmt.Sprint(u.Port))},
-			Timeout: time.Duration(u.Timeout) * time.Millisecond,
+			Timeout: u.Timeout.Duration(),
 		}
 		for _, th := range u.TarballHosts {
 			tu, _ := url.Parse(th) // Validate has checked it
@@ -212,8 +209,8 @@ func (a *Agent) newProxy() error {
 		pc.Kernel = a.dp.Objects
 		tf := cfg.Proxy.TokenFailures
 		pc.Blocker, pc.BlockAfter = a.dp.Objects, tf.Threshold
-		pc.BlockWindow = time.Duration(tf.Window) * time.Millisecond
-		pc.BlockTTL = time.Duration(tf.BlockTTL) * time.Millisecond
+		pc.BlockWindow = tf.Window.Duration()
+		pc.BlockTTL = tf.BlockTTL.Duration()
 	}
 	for _, tp := range cfg.Proxy.TrustedProxies {
 		pr, _ := netip.ParsePrefix(tp) // Validate has checked it
@@ -225,9 +222,9 @@ func (a *Agent) newProxy() error {
 			return err
 		}
 		pc.Cache = c
-		pc.PackumentTTL = time.Duration(cc.PackumentTTL) * time.Millisecond
-		pc.StaleIfError = time.Duration(cc.StaleIfError) * time.Millisecond
-		pc.NegativeTTL = time.Duration(cc.NegativeTTL) * time.Millisecond
+		pc.PackumentTTL = cc.PackumentTTL.Duration()
+		pc.StaleIfError = cc.StaleIfError.Duration()
+		pc.NegativeTTL = cc.NegativeTTL.Duration()
 		a.cache = c
 		a.registry.MustRegister(c.Collectors()...)
 	}
@@ -272,7 +269,7 @@ func (a *Agent) openDatapath() error {
 		err = errors.Join(dp.SetVersions(codec.NewVersionSet(cfg.Config.Version)), dp.SetAllow(cfg.AllowPrefixes()),
 			dp.SetRequireSigned(len(a.busKeys) > 0))
 		if err != nil {
-			dp.Close()
+			err = errors.Join(err, dp.Close())
 		}
 	}
 	if err != nil {
@@ -470,7 +467,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
-		ReadHeaderTimeout: time.Duration(a.cfg.Proxy.HeaderTimeout) * time.Millisecond, // slowloris clients are cut off
+		ReadHeaderTimeout: a.cfg.Proxy.HeaderTimeout.Duration(), // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
@@ -501,7 +498,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 				case <-serveCtx.Done():
 					return
 				case <-t.C:
-					a.cache.EvictExpired(time.Duration(cc.NegativeTTL) * time.Millisecond)
+					a.cache.EvictExpired(cc.NegativeTTL.Duration())
 				}
 			}
 		}()
@@ -568,7 +565,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	a.ready.Store(false)
 	stopServing()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Proxy.Grace)*time.Millisecond)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.Proxy.Grace.Duration())
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit;
 	// what is left then is cut, logged and counted. A shutdown that was

@@ -1,6 +1,6 @@
 // Package config reads the agent's configuration: the embedded defaults, then
 // a JSON file (unknown keys are errors), then environment variables, each
-// layer overriding the one before (INTERFACE.md). Every error names the key or
+// layer overriding the one before (docs/configuration.md). Every error names the key or
 // the variable that is wrong; a Config that Load returns has passed Validate.
 package config
 
@@ -18,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/token"
@@ -44,7 +45,7 @@ type Config struct {
 type State struct {
 	Version      uint8 `json:"version"`
 	RegistryHash Hash  `json:"registryHash"`
-	FeatureFlags Hash  `json:"featureFlags"`
+	FeatureFlags Flags `json:"featureFlags"`
 	TerminalMode uint8 `json:"terminalMode"`
 	Rows         uint8 `json:"rows"`
 	Cols         uint8 `json:"cols"`
@@ -61,7 +62,7 @@ func (s State) Codec() codec.State {
 
 // FromCodec returns the config-file form of a codec state.
 func FromCodec(s codec.State) State {
-	return State{s.Version, Hash(s.RegistryHash), Hash(s.FeatureFlags), s.TerminalMode, s.Rows, s.Cols, s.Reserved}
+	return State{s.Version, Hash(s.RegistryHash), Flags(s.FeatureFlags), s.TerminalMode, s.Rows, s.Cols, s.Reserved}
 }
 
 // Hash is a u32 written as "0x" + hex digits or as a JSON number.
@@ -110,11 +111,31 @@ func ParseHash(s string) (Hash, error) {
 	return Hash(v), nil
 }
 
+// Flags is the feature flag word of the state (§1). It is written as a
+// registry hash is, "0x" + hex digits or a JSON number, and is a type of its
+// own because it is not a hash.
+type Flags uint32
+
+// UnmarshalJSON accepts "0x…" strings and numbers.
+func (f *Flags) UnmarshalJSON(b []byte) error { return (*Hash)(f).UnmarshalJSON(b) }
+
+// MarshalJSON writes "0x%08x".
+func (f Flags) MarshalJSON() ([]byte, error) { return Hash(f).MarshalJSON() }
+
+func (f Flags) String() string { return Hash(f).String() }
+
+// Millis is a time in the config file: milliseconds, a JSON number, as in
+// the seed's files. Duration gives it to the code that waits.
+type Millis int64
+
+// Duration is m milliseconds.
+func (m Millis) Duration() time.Duration { return time.Duration(m) * time.Millisecond }
+
 // Proxy is the "proxy" section.
 type Proxy struct {
 	ListenHost string          `json:"listenHost"`
 	ListenPort int             `json:"listenPort"`
-	Timeout    int             `json:"timeout"` // ms
+	Timeout    Millis          `json:"timeout"`
 	Upstreams  []Upstream      `json:"upstreams"`
 	Scopes     map[string]Hash `json:"scopes"`
 	TLS        TLS             `json:"tls"`
@@ -126,13 +147,13 @@ type Proxy struct {
 	// Per-upstream circuit breaker and the retry budget.
 	Breaker    Breaker `json:"breaker"`
 	RetryRatio float64 `json:"retryRatio"`
-	// A client must send its request head within HeaderTimeout ms; Grace
-	// is how long in-flight requests may run on at shutdown (ms).
-	HeaderTimeout int `json:"headerTimeout"`
-	Grace         int `json:"grace"`
-	// BodyTimeout is the longest silence (ms) between reads of an
-	// upstream body, on both front ends and cache fills.
-	BodyTimeout int `json:"bodyTimeout"`
+	// A client must send its request head within HeaderTimeout; Grace
+	// is how long in-flight requests may run on at shutdown.
+	HeaderTimeout Millis `json:"headerTimeout"`
+	Grace         Millis `json:"grace"`
+	// BodyTimeout is the longest silence between reads of an upstream
+	// body, on both front ends and cache fills.
+	BodyTimeout Millis `json:"bodyTimeout"`
 	// PublicURL is the edge's base as clients see it (behind a load
 	// balancer); tarball URLs are rebased onto it. "": from each
 	// request's Host.
@@ -144,31 +165,31 @@ type Proxy struct {
 	FastPath bool `json:"fastPath"`
 }
 
-// Cache configures the edge cache. Times are ms.
+// Cache configures the edge cache.
 type Cache struct {
 	Dir          string `json:"dir"`
 	MaxBytes     int64  `json:"maxBytes"`
-	PackumentTTL int    `json:"packumentTTL"`
+	PackumentTTL Millis `json:"packumentTTL"`
 	// ScrubRate bounds the background re-hashing of cached files, in
 	// bytes per second (0: off).
-	ScrubRate    int64 `json:"scrubRate"`
-	StaleIfError int   `json:"staleIfError"`
-	NegativeTTL  int   `json:"negativeTTL"`
+	ScrubRate    int64  `json:"scrubRate"`
+	StaleIfError Millis `json:"staleIfError"`
+	NegativeTTL  Millis `json:"negativeTTL"`
 }
 
-// Breaker opens after Failures consecutive upstream failures for Cooldown
-// ms, then lets one probe through. Failures 0 turns it off.
+// Breaker opens after Failures consecutive upstream failures for Cooldown,
+// then lets one probe through. Failures 0 turns it off.
 type Breaker struct {
-	Failures int `json:"failures"`
-	Cooldown int `json:"cooldown"`
+	Failures int    `json:"failures"`
+	Cooldown Millis `json:"cooldown"`
 }
 
-// TokenFailures: Threshold failures within Window (ms) block the source for
-// BlockTTL (ms). Threshold 0 turns it off.
+// TokenFailures: Threshold failures within Window block the source for
+// BlockTTL. Threshold 0 turns it off.
 type TokenFailures struct {
-	Threshold int `json:"threshold"`
-	Window    int `json:"window"`
-	BlockTTL  int `json:"blockTTL"`
+	Threshold int    `json:"threshold"`
+	Window    Millis `json:"window"`
+	BlockTTL  Millis `json:"blockTTL"`
 }
 
 // Upstream is one registry the proxy forwards to.
@@ -178,8 +199,8 @@ type Upstream struct {
 	Hash Hash   `json:"hash"`
 	TLS  bool   `json:"tls"`
 	Auth *Auth  `json:"auth,omitempty"`
-	// Timeout (ms) for this upstream's response headers; 0 = proxy.timeout.
-	Timeout int `json:"timeout,omitempty"`
+	// Timeout for this upstream's response headers; 0 = proxy.timeout.
+	Timeout Millis `json:"timeout,omitempty"`
 	// TarballHosts are more origins (scheme://host[:port][/path]) whose
 	// tarball URLs count as this upstream's.
 	TarballHosts []string `json:"tarballHosts,omitempty"`
@@ -205,8 +226,8 @@ type RateLimit struct {
 type WebSocket struct {
 	Hostname          string `json:"hostname"`
 	Port              int    `json:"port"`
-	HeartbeatInterval int    `json:"heartbeatInterval"` // ms
-	ClientTimeout     int    `json:"clientTimeout"`     // ms
+	HeartbeatInterval Millis `json:"heartbeatInterval"`
+	ClientTimeout     Millis `json:"clientTimeout"`
 }
 
 // Bus is the "bus" section.
@@ -472,7 +493,7 @@ func checkStateSource(v string) error {
 // once at start, to an address nobody sees in the config.
 func checkListenHost(h string) error {
 	if _, err := netip.ParseAddr(h); err != nil {
-		return fmt.Errorf("%q: want an IP address such as 0.0.0.0, 127.0.0.1 or ::", h)
+		return fmt.Errorf("%q: want an IP address such as :: (every address), 0.0.0.0 or 127.0.0.1", h)
 	}
 	return nil
 }

@@ -109,7 +109,9 @@ func (c *Client) newRequest(ctx context.Context, method, u string, body io.Reade
 // path prefix); a token per tokenFor.
 func (c *Client) decorate(h http.Header, reg, u *url.URL) {
 	if within(reg, u) {
-		codec.NewHeaderBlock(c.State).Inject(h)
+		for name, v := range codec.NewHeaderBlock(c.State).All() {
+			h[name] = v
+		}
 		h.Set(codec.HeaderRequestID, codec.NewRequestID())
 	}
 	if tok := c.tokenFor(reg, u); tok != "" {

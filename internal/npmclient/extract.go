@@ -42,7 +42,7 @@ func extractAt(r io.Reader, parent *os.Root, name string) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			parent.RemoveAll(name)
+			err = errors.Join(err, parent.RemoveAll(name))
 		}
 	}()
 	// os.Root confines every write below to the package directory, whatever

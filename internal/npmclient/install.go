@@ -70,7 +70,7 @@ func (c *Client) write(ctx context.Context, dir string, root *node, log io.Write
 	if err != nil {
 		return nil, err
 	}
-	defer project.RemoveAll(stage)
+	defer func() { _ = project.RemoveAll(stage) }() // a leftover hidden staging directory harms nothing
 	staged, err := project.OpenRoot(stage)
 	if err != nil {
 		return nil, err
@@ -162,35 +162,36 @@ func moveIntoPlace(root *os.Root, staged, dst, backups string) error {
 	}
 	type move struct{ name, backup string }
 	var moved []move
-	rollback := func() {
+	// rollback puts back what was there before; what it could not put
+	// back is part of the error, so the caller knows node_modules is mixed.
+	rollback := func() error {
+		var errs []error
 		for i := len(moved) - 1; i >= 0; i-- {
 			m := moved[i]
-			root.RemoveAll(path.Join(dst, m.name))
+			errs = append(errs, root.RemoveAll(path.Join(dst, m.name)))
 			if m.backup != "" {
-				root.Rename(m.backup, path.Join(dst, m.name))
+				errs = append(errs, root.Rename(m.backup, path.Join(dst, m.name)))
 			}
 		}
+		return errors.Join(errs...)
 	}
 	for i, name := range names {
 		target := path.Join(dst, name)
 		if err := root.MkdirAll(path.Dir(target), 0o755); err != nil {
-			rollback()
-			return err
+			return errors.Join(err, rollback())
 		}
 		m := move{name: name}
 		if _, err := root.Lstat(target); err == nil {
 			m.backup = path.Join(backups, fmt.Sprintf("old-%d", i))
 			if err := root.Rename(target, m.backup); err != nil {
-				rollback()
-				return err
+				return errors.Join(err, rollback())
 			}
 		}
 		if err := root.Rename(path.Join(staged, name), target); err != nil {
 			if m.backup != "" {
-				root.Rename(m.backup, target)
+				err = errors.Join(err, root.Rename(m.backup, target))
 			}
-			rollback()
-			return err
+			return errors.Join(err, rollback())
 		}
 		moved = append(moved, m)
 	}

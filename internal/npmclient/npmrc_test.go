@@ -171,7 +171,7 @@ func FuzzEnvReplace(f *testing.F) {
 }
 
 // The precedence of the places a registry and a token come from, as
-// INTERFACE.md gives it: flags, then REGEDGE_TOKEN, then the project's
+// docs/cli.md gives it: flags, then REGEDGE_TOKEN, then the project's
 // .npmrc, then the user's ($npm_config_userconfig or ~/.npmrc), then the
 // local agent.
 func TestSettingsPrecedence(t *testing.T) {

@@ -352,7 +352,7 @@ func writeFileIn(root *os.Root, name string, data []byte) error {
 		err = root.Rename(tmp, name)
 	}
 	if err != nil {
-		root.Remove(tmp)
+		_ = root.Remove(tmp) // the write's error is the one to report; a leftover dot file harms nothing
 	}
 	return err
 }

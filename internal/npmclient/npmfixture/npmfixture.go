@@ -13,6 +13,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -254,7 +256,9 @@ func Tarball(files map[string]string) []byte {
 	return RawTarball(entries)
 }
 
-// RawTarball builds a gzip tarball of exactly these entries.
+// RawTarball builds a gzip tarball of exactly these entries. It panics
+// when archive/tar refuses an entry: a fixture that silently dropped one
+// would let a test pass for the wrong reason.
 func RawTarball(entries []Entry) []byte {
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
@@ -268,13 +272,17 @@ func RawTarball(entries []Entry) []byte {
 		if mode == 0 {
 			mode = 0o644
 		}
-		tw.WriteHeader(&tar.Header{Name: e.Name, Typeflag: e.Type, Size: size, Linkname: e.Linkname, Mode: mode, Format: tar.FormatPAX})
-		if e.Type == tar.TypeReg {
-			tw.Write([]byte(e.Body))
+		err := tw.WriteHeader(&tar.Header{Name: e.Name, Typeflag: e.Type, Size: size, Linkname: e.Linkname, Mode: mode, Format: tar.FormatPAX})
+		if err == nil && e.Type == tar.TypeReg {
+			_, err = tw.Write([]byte(e.Body))
+		}
+		if err != nil {
+			panic(fmt.Sprintf("npmfixture: tarball entry %q: %v", e.Name, err))
 		}
 	}
-	tw.Close()
-	gz.Close()
+	if err := errors.Join(tw.Close(), gz.Close()); err != nil {
+		panic(fmt.Sprintf("npmfixture: tarball: %v", err))
+	}
 	return buf.Bytes()
 }
 
