@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -412,16 +413,12 @@ func (p *Proxy) serveEntry(conn net.Conn, bw *bufio.Writer, req *fastRequest, e 
 	if gz {
 		size = e.GzipSize
 	}
-	var f interface {
-		io.Reader
-		Close() error
-	}
+	var f *os.File
 	if req.method != "HEAD" {
-		file, err := c.Open(e, gz)
-		if err != nil {
+		var err error
+		if f, err = c.Open(e, gz); err != nil {
 			return 0, 0, false, false
 		}
-		f = file
 		defer f.Close()
 	}
 	count()
@@ -545,12 +542,12 @@ func newGzipCheck() *gzipCheck {
 }
 
 func (g *gzipCheck) Write(b []byte) {
-	g.pw.Write(b) // fails only once the reader has given up; its error is kept
+	_, _ = g.pw.Write(b) // fails only once the reader has given up; Close returns its verdict
 }
 
 // Close ends the stream and returns what the decompressor found.
 func (g *gzipCheck) Close() error {
-	g.pw.Close()
+	_ = g.pw.Close() // a PipeWriter's Close never fails
 	return <-g.done
 }
 

@@ -132,8 +132,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		return http.ErrServerClosed
 	}
-	s.handoff.Close()
-	<-fallbackDone
+	_ = s.handoff.Close() // never fails
+	<-fallbackDone        // the listener is closed: net/http's Serve returns net.ErrClosed
 	return err
 }
 
@@ -272,7 +272,7 @@ func (s *Server) serveConn(c *fastConn) {
 			s.handOn(c, conn, br)
 			return
 		}
-		br.Discard(len(head))
+		_, _ = br.Discard(len(head)) // the head was peeked: it is buffered
 		req.remote, req.local, req.cs = remote, local, cs
 		if !s.Proxy.serveFast(conn, req, sc, s.closing.Load()) || req.close || s.closing.Load() {
 			break

@@ -434,13 +434,13 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	// Bytes the client sent after the CONNECT head are already buffered.
 	if n := buf.Reader.Buffered(); n > 0 {
 		pending, _ := buf.Reader.Peek(n)
-		upConn.Write(pending)
+		_, _ = upConn.Write(pending) // a failed write shows in the copy below
 	}
 	copied := make(chan int64, 2)
 	pipe := func(dst, src net.Conn) {
 		n, _ := io.Copy(dst, src)
 		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
-			hc.CloseWrite()
+			_ = hc.CloseWrite() // the other direction ends with its own error
 		}
 		copied <- n
 	}
@@ -674,9 +674,9 @@ func (r *rewriteReader) Read(p []byte) (int, error) {
 			}
 		}
 		n, err := r.zr.Read(r.buf)
-		r.w.Write(r.buf[:n])
+		_, _ = r.w.Write(r.buf[:n]) // into a bytes.Buffer: never fails
 		if err == io.EOF {
-			r.w.Close()
+			_ = r.w.Close() // likewise
 		}
 		r.err = err
 	}

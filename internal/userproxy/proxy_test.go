@@ -87,15 +87,8 @@ func newEdge(t testing.TB, tweak func(*Config)) *edge {
 	return &edge{URL: u, server: srv, proxy: p, key: key, reg: reg}
 }
 
-// serveFront serves p as the agent does on plain HTTP: the fast front end
-// with net/http behind it; it returns the base URL.
-func serveFront(t testing.TB, p *Proxy) string {
-	t.Helper()
-	u, _ := serveFrontServer(t, p)
-	return u
-}
-
-// serveFrontServer is serveFront, with the server.
+// serveFrontServer serves p as the agent does on plain HTTP: the fast
+// front end with net/http behind it; it returns the base URL and the server.
 func serveFrontServer(t testing.TB, p *Proxy) (string, *Server) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -100,7 +100,7 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 	// bytes are waiting, the head goes now; later, whatever the client
 	// has is flushed whenever the upstream pauses.
 	if uc.br.Buffered() == 0 {
-		bw.Flush()
+		_ = bw.Flush() // a client already gone shows at its next write
 	}
 	// Before a read from the upstream that may block, what the client
 	// has is flushed (a trickling upstream trickles to the client); the
@@ -123,7 +123,7 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 			return
 		}
 		if rbuf != nil {
-			rbuf.Flush()
+			_ = rbuf.Flush() // into the tee, which keeps the client's error
 		}
 		if lr == nil || lr.N > 0 {
 			sink.flushClient(bw)
@@ -168,7 +168,7 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 	if err != nil || sink.clientErr != nil {
 		// Never a truncated body that looks complete: the client's
 		// connection is cut with what it has.
-		bw.Flush()
+		_ = bw.Flush()
 		uc.Close()
 		return res
 	}
@@ -216,7 +216,7 @@ func rewriteStream(w *rewriter, src io.Reader, encoding string) error {
 		if err != nil {
 			return err
 		}
-		defer zr.Close()
+		defer func() { _ = zr.Close() }() // a gzip.Reader's Close has nothing to report after EOF
 		src = zr
 	}
 	buf := copyBufs.Get().(*[]byte)
@@ -282,7 +282,7 @@ func (t *tee) Write(p []byte) (int, error) {
 		}
 	}
 	if t.fill != nil && t.fill.Err() == nil {
-		t.fill.Write(p)
+		_, _ = t.fill.Write(p) // a fill keeps its own error (Fill.Err); never the client's
 	}
 	if err := t.stopped(); err != nil {
 		return 0, err
