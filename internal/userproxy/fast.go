@@ -133,7 +133,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		return http.ErrServerClosed
 	}
 	_ = s.handoff.Close() // never fails
-	<-fallbackDone        // the listener is closed: net/http's Serve returns net.ErrClosed
+	// The handoff listener is closed: net/http's Serve returns
+	// net.ErrClosed, which says nothing the accept error does not.
+	if ferr := <-fallbackDone; ferr != nil && !errors.Is(ferr, net.ErrClosed) && !errors.Is(ferr, http.ErrServerClosed) {
+		err = errors.Join(err, ferr)
+	}
 	return err
 }
 
