@@ -80,6 +80,11 @@ func runWrk(ctx context.Context, o wrkOptions, url string, stop <-chan string) (
 		err = <-done
 	}
 	s := out.String()
+	if err != nil && why != "" && !strings.Contains(s, "requests in") {
+		// Interrupted before it had set up its own SIGINT handler, which
+		// prints the report: nothing measured.
+		return run{stopped: why}, s, nil
+	}
 	if err != nil {
 		return run{}, s, fmt.Errorf("wrk: %v\n%s", err, s)
 	}

@@ -352,10 +352,27 @@ func runTool(o options) error {
 	logf("%d workloads, %d target runs per round; about %v in all", len(workloads), runs,
 		(time.Duration(runs) * (o.warmup + time.Duration(o.rounds)*(o.duration+2*time.Second) + 3*time.Second)).Round(time.Second))
 
-	// Check every answer, fill the caches, warm up.
+	// every process of the run but the tool's: the origin and the proxies.
+	everyPid := func() []int {
+		pids := []int{origin.cmd.Process.Pid}
+		for _, t := range targets {
+			for _, p := range t.pids() {
+				if !slices.Contains(pids, p) {
+					pids = append(pids, p)
+				}
+			}
+		}
+		return pids
+	}
+
+	// One workload after the other (a heavy one's stragglers must not
+	// fall into the next one's runs): check every answer, which also fills
+	// the caches, warm up, then the alternating rounds.
+	results := map[*workload]map[*target][]run{}
 	for _, w := range workloads {
 		wh := workloadHeaders(w, headers)
 		w.wrong = map[*target]error{}
+		results[w] = map[*target][]run{}
 		for _, t := range w.targets {
 			note, err := checkAnswer(fx, w, t, wh)
 			if err != nil {
@@ -366,43 +383,35 @@ func runTool(o options) error {
 			if note != "" {
 				w.notes = append(w.notes, t.name+": "+note)
 			}
-			if o.warmup >= time.Second {
-				wo := wrkOptions{threads: o.threads, connections: o.connections, duration: o.warmup, timeout: o.timeout, headers: wh}
-				if _, out, err := runWrk(ctx, wo, t.base+w.path, nil); err != nil {
-					return fmt.Errorf("warm-up of %s on %s: %v\n%s", t.name, w.name, err, out)
-				}
-				settle(t.pids())
-			}
-			truncateLogs(t)
 		}
-	}
-
-	results := map[*workload]map[*target][]run{}
-	for r := 0; r < o.rounds; r++ {
-		for _, w := range workloads {
-			if results[w] == nil {
-				results[w] = map[*target][]run{}
-			}
+		for r := -1; r < o.rounds; r++ {
 			order := slices.Clone(w.targets)
 			if r%2 == 1 {
 				slices.Reverse(order)
 			}
 			for _, t := range order {
-				if w.wrong[t] != nil {
+				if w.wrong[t] != nil || r < 0 && o.warmup < time.Second {
 					continue
 				}
 				if t.proc.exited() {
 					return fmt.Errorf("%s exited during the run: %s", t.name, t.proc.tail())
 				}
-				wo := wrkOptions{threads: o.threads, connections: o.connections, duration: o.duration, timeout: o.timeout, headers: workloadHeaders(w, headers)}
-				res, _, err := measure(ctx, o, t, wo, t.base+w.path)
+				wo := wrkOptions{threads: o.threads, connections: o.connections, duration: o.duration, timeout: o.timeout, headers: wh}
+				if r < 0 {
+					wo.duration = o.warmup
+				}
+				res, _, err := measure(ctx, o, t, everyPid, wo, t.base+w.path)
 				if err != nil {
 					return fmt.Errorf("%s on %s: %v", t.name, w.name, err)
 				}
-				res.round = r
-				results[w][t] = append(results[w][t], res)
-				logf("round %d %-15s %-8s %9.0f req/s  p99 %8.2f ms  %9.1f us/req  RSS %5d MiB  origin/req %.2f%s",
-					r+1, w.name, t.name, res.rps, res.p99, res.cpuPerReq, res.rssPeak>>10, res.originPer, stoppedNote(res))
+				round := "warm-up"
+				if r >= 0 {
+					res.round = r
+					results[w][t] = append(results[w][t], res)
+					round = fmt.Sprintf("round %d", r+1)
+				}
+				logf("%-7s %-15s %-8s %9.0f req/s  p99 %8.2f ms  %9.1f us/req  RSS %5d MiB  origin/req %.2f%s",
+					round, w.name, t.name, res.rps, res.p99, res.cpuPerReq, res.rssPeak>>10, res.originPer, stoppedNote(res))
 			}
 		}
 	}
@@ -446,8 +455,10 @@ func size(n int) string {
 
 // measure is one wrk run against t with the CPU, RSS and origin requests it
 // cost.
-func measure(ctx context.Context, o options, t *target, wo wrkOptions, url string) (run, string, error) {
-	settle(t.pids())
+func measure(ctx context.Context, o options, t *target, everyPid func() []int, wo wrkOptions, url string) (run, string, error) {
+	// Nothing else running: the previous run's stragglers would take CPU
+	// from this one.
+	settle(everyPid())
 	pids := t.pids()
 	resetPeak(pids)
 	before := cpuTicks(pids)
@@ -488,7 +499,7 @@ func settle(pids []int) map[int]int64 {
 	for i := 0; i < 50 && quiet < 2; i++ {
 		time.Sleep(100 * time.Millisecond)
 		now := cpuTicks(pids)
-		if spent(last, now) == 0 {
+		if spent(last, now) <= 1 { // an idle process still ticks now and then
 			quiet++
 		} else {
 			quiet = 0

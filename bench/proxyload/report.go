@@ -64,6 +64,13 @@ func printTable(out io.Writer, o options, fx *fixtures, workloads []*workload, r
 				col(func(r run) float64 { return r.rps }), p50, p99, cpu,
 				col(func(r run) float64 { return float64(r.rssPeak) / 1024 }), origin)
 			for _, r := range rs {
+				switch {
+				case r.requests == 0 && r.stopped == "":
+					notes = append(notes, fmt.Sprintf("%s, %s, round %d: no request completed within %v at %d connections (each answer took longer than the run); a longer -duration or fewer -connections gives a CPU figure",
+						w.name, t.name, r.round+1, o.duration, o.connections))
+				case r.requests > 0 && r.requests < 50:
+					notes = append(notes, fmt.Sprintf("%s, %s, round %d: only %d requests completed: its CPU per request is rough", w.name, t.name, r.round+1, int64(r.requests)))
+				}
 				if s := stoppedNote(r); s != "" {
 					notes = append(notes, fmt.Sprintf("%s, %s, round %d: %d completed%s", w.name, t.name, r.round+1, int64(r.requests), s))
 				}
