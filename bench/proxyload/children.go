@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,6 +100,20 @@ func (cs *children) stopAll() {
 		if alive(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
+	}
+}
+
+// stop stops one child (politely, then SIGKILL after 3 s) and forgets it.
+func (cs *children) stop(c *child) {
+	cs.mu.Lock()
+	cs.procs = slices.DeleteFunc(cs.procs, func(p *child) bool { return p == c })
+	cs.mu.Unlock()
+	c.cmd.Process.Signal(c.stop)
+	select {
+	case <-c.done:
+	case <-time.After(3 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
 	}
 }
 

@@ -12,7 +12,9 @@
 // wrk nginx; nginx-light has no sub_filter) and bin/regedge (make build).
 //
 // What it starts, all on 127.0.0.1 and all stopped when it ends (also on
-// an error or Ctrl-C; each child also gets SIGTERM if the tool is killed):
+// an error or Ctrl-C; each child also gets SIGTERM if the tool is killed,
+// though a SIGKILL'd tool leaves its work directory,
+// $TMPDIR/regedge-proxyload-*, behind):
 //
 //   - an origin registry (this program, "origin" subcommand, its own
 //     process): packuments whose dist.tarball URLs are on the origin
@@ -25,10 +27,11 @@
 //     (6 versions, 1 MiB tarballs), bench-1mb (about 1 MB, 1,400 versions),
 //     bench-10mb (about 10 MB, 14,500 versions). They are generated from
 //     fixed seeds; the tool builds them too and checks the origin's bytes.
-//   - regedge twice (`regedge proxy start`, generated config): "uncached"
-//     without proxy.cache, "cached" with proxy.cache.dir set. Both require
-//     a proxy token (tokens.publicKeys); wrk sends one (Authorization:
-//     Bearer), verified once and then cached by regedge.
+//   - regedge (`regedge proxy start`, generated config), a fresh process for
+//     each workload so that its RSS peak is that workload's: without
+//     proxy.cache for the uncached workloads, with proxy.cache.dir for the
+//     cached ones. It requires a proxy token (tokens.publicKeys); wrk sends
+//     one (Authorization: Bearer), verified once and then cached by regedge.
 //   - nginx (bench/proxyload/nginx.conf): an uncached server (keep-alive
 //     proxy, upstream keepalive, sub_filter rewriting the origin's tarball
 //     base to the edge's) and a cached one (proxy_cache with
@@ -51,10 +54,12 @@
 // dist.tarball rebased onto the target's own base with its integrity kept;
 // tarball bytes by SHA-512) and, for the cached targets, that a repeat is
 // answered without asking the origin. A target that answers wrongly is not
-// measured. Then a warm-up wrk run (-warmup) per target, then -rounds
-// alternating rounds (the order of targets reversed every other round),
-// each a wrk run of -duration with -connections connections, `wrk
-// --latency` for p50/p99.
+// measured. Workloads run one after another: for each, a warm-up wrk run
+// (-warmup) per target, then -rounds alternating rounds (the order of
+// targets reversed every other round), each a wrk run of -duration with
+// -connections connections, `wrk --latency` for p50/p99. Before every run
+// the tool waits until no process of the run (origin, proxies) is still
+// spending CPU on the previous one.
 //
 // Figures per run: req/s and latency (wrk); CPU per request, the
 // utime+stime the target's processes spent during wrk's run (regedge's one
@@ -128,7 +133,7 @@ tool:
 	flag.StringVar(&o.targets, "targets", "regedge,nginx,go-rp", "targets to run, comma-separated")
 	flag.BoolVar(&o.gzip, "gzip", false, "clients send Accept-Encoding: gzip (and nginx compresses JSON with gzip on)")
 	flag.Int64Var(&o.maxRSS, "max-rss", 3072, "MiB: stop a run when the target's RSS passes this (0: no limit)")
-	flag.StringVar(&o.adminAddr, "admin", "", "the cached regedge's admin listener (default: a free port; set it to take a profile during the run)")
+	flag.StringVar(&o.adminAddr, "admin", "", "regedge's admin listener (default: a free port; set it to take a profile during the run)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, caches) and print its path")
 	flag.Parse()
 	if err := runTool(o); err != nil {
@@ -264,33 +269,23 @@ func runTool(o options) error {
 		return err
 	}
 
-	var targets []*target
-	var edgeUncached, edgeCached, ngxUncached, ngxCached, goRP *target
-	needUncached := selected["uncached-5k"] || selected["uncached-10m"]
-	needCached := selected["cached-1m"] || selected["cached-tgz-20k"] || selected["cached-tgz-1m"]
+	// nginx and go-rp run throughout; regedge is started afresh for each
+	// workload (stopped after it), so that its RSS peak is that
+	// workload's and not what an earlier one left in the Go heap.
+	var ngxUncached, ngxCached, goRP, edgeUncached, edgeCached *target
 	var token string
 	if wantTarget["regedge"] {
 		if token, err = issueToken(o.regedge, dir); err != nil {
 			return err
 		}
-		if needUncached {
-			if edgeUncached, err = startRegedge(&cs, o, dir, "uncached", originAddr, false); err != nil {
-				return err
-			}
-			targets = append(targets, edgeUncached)
-		}
-		if needCached {
-			if edgeCached, err = startRegedge(&cs, o, dir, "cached", originAddr, true); err != nil {
-				return err
-			}
-			targets = append(targets, edgeCached)
-		}
+		edgeUncached, edgeCached = &target{name: "regedge"}, &target{name: "regedge", cached: true}
 	}
+	var shared []*target
 	if wantTarget["nginx"] {
 		if ngxUncached, ngxCached, err = startNginx(&cs, o, dir, originAddr); err != nil {
 			return err
 		}
-		targets = append(targets, ngxUncached, ngxCached)
+		shared = append(shared, ngxUncached)
 	}
 	if wantTarget["go-rp"] && selected["uncached-5k"] {
 		f, addr, err := listen()
@@ -303,9 +298,9 @@ func runTool(o options) error {
 			return err
 		}
 		goRP = &target{name: "go-rp", base: "http://" + addr, proc: c, pids: func() []int { return []int{c.cmd.Process.Pid} }}
-		targets = append(targets, goRP)
+		shared = append(shared, goRP)
 	}
-	for _, t := range targets {
+	for _, t := range shared {
 		if err := waitUp(t.proc, strings.TrimPrefix(t.base, "http://")); err != nil {
 			return err
 		}
@@ -353,9 +348,10 @@ func runTool(o options) error {
 		(time.Duration(runs) * (o.warmup + time.Duration(o.rounds)*(o.duration+2*time.Second) + 3*time.Second)).Round(time.Second))
 
 	// every process of the run but the tool's: the origin and the proxies.
+	var live []*target
 	everyPid := func() []int {
 		pids := []int{origin.cmd.Process.Pid}
-		for _, t := range targets {
+		for _, t := range append(slices.Clone(shared), live...) {
 			for _, p := range t.pids() {
 				if !slices.Contains(pids, p) {
 					pids = append(pids, p)
@@ -373,6 +369,15 @@ func runTool(o options) error {
 		wh := workloadHeaders(w, headers)
 		w.wrong = map[*target]error{}
 		results[w] = map[*target][]run{}
+		live = nil
+		for _, t := range w.targets {
+			if t.name == "regedge" {
+				if err := startRegedge(&cs, o, dir, w.name, originAddr, t); err != nil {
+					return err
+				}
+				live = append(live, t)
+			}
+		}
 		for _, t := range w.targets {
 			note, err := checkAnswer(fx, w, t, wh)
 			if err != nil {
@@ -414,6 +419,9 @@ func runTool(o options) error {
 					round, w.name, t.name, res.rps, res.p99, res.cpuPerReq, res.rssPeak>>10, res.originPer, stoppedNote(res))
 			}
 		}
+		for _, t := range live {
+			cs.stop(t.proc)
+		}
 	}
 	printTable(os.Stdout, o, fx, workloads, results, headers)
 	return nil
@@ -445,7 +453,7 @@ func workloadHeaders(w *workload, common []string) []string {
 
 func size(n int) string {
 	switch {
-	case n >= 1<<20:
+	case n >= 1000<<10:
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	case n >= 1<<10:
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
@@ -710,16 +718,17 @@ func issueToken(bin, dir string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// startRegedge runs `regedge proxy start` with a generated config: the
-// origin as the only upstream, tokens required, no rate limit in reach,
-// and the edge cache when cached.
-func startRegedge(cs *children, o options, dir, label, originAddr string, cached bool) (*target, error) {
+// startRegedge runs `regedge proxy start` for one workload with a
+// generated config: the origin as the only upstream, tokens required, no
+// rate limit in reach, and the edge cache when t is a cached target. It
+// fills in t and waits until regedge listens.
+func startRegedge(cs *children, o options, dir, label, originAddr string, t *target) error {
 	addr, err := freePort()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	admin := "127.0.0.1:0"
-	if cached && o.adminAddr != "" {
+	if o.adminAddr != "" {
 		admin = o.adminAddr
 	}
 	host, port, _ := strings.Cut(addr, ":")
@@ -734,22 +743,23 @@ func startRegedge(cs *children, o options, dir, label, originAddr string, cached
 		"tokens": map[string]any{"publicKeys": []string{filepath.Join(dir, "keys", "edge.pub")}},
 		"admin":  map[string]any{"listen": admin},
 	}
-	if cached {
-		cfg["proxy"].(map[string]any)["cache"] = map[string]any{"dir": filepath.Join(dir, "regedge-cache")}
+	if t.cached {
+		cfg["proxy"].(map[string]any)["cache"] = map[string]any{"dir": filepath.Join(dir, "regedge-cache-"+label)}
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	file := filepath.Join(dir, "regedge-"+label+".json")
 	if err := os.WriteFile(file, b, 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	logPath := filepath.Join(dir, "regedge-"+label+".log")
 	c, err := cs.start("regedge "+label, logPath, nil, o.regedge, "proxy", "start", "--config", file)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	pid := c.cmd.Process.Pid
-	return &target{name: "regedge", base: "http://" + addr, proc: c, cached: cached,
-		pids: func() []int { return []int{pid} }, logs: []string{logPath}}, nil
+	t.base, t.proc, t.logs = "http://"+addr, c, []string{logPath}
+	t.pids = func() []int { return []int{pid} }
+	return waitUp(c, addr)
 }
 
 // startNginx fills in nginx.conf, checks it with nginx -t and runs nginx
