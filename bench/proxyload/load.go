@@ -28,6 +28,7 @@ type run struct {
 	timeouts  int64
 	originPer float64 // requests the origin saw per completed request
 	stopped   string  // why wrk was stopped early, if it was
+	rssLimit  bool    // stopped because the target's RSS passed -max-rss
 	round     int
 }
 
@@ -197,15 +198,15 @@ func resetPeak(pids []int) {
 	}
 }
 
-// rssSampler samples the summed VmRSS of pids() every 50 ms and signals on
-// over once the sum passes limit KiB.
+// rssSampler samples the summed VmRSS of pids() every 50 ms and calls
+// over (once, from its own goroutine) when the sum passes limit KiB.
 type rssSampler struct {
 	peak int64
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
-func sampleRSS(pids func() []int, limit int64, over chan<- string) *rssSampler {
+func sampleRSS(pids func() []int, limit int64, over func(kib int64)) *rssSampler {
 	s := &rssSampler{stop: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
@@ -221,7 +222,7 @@ func sampleRSS(pids func() []int, limit int64, over chan<- string) *rssSampler {
 			s.peak = max(s.peak, sum)
 			if limit > 0 && sum > limit && !signalled {
 				signalled = true
-				over <- fmt.Sprintf("RSS passed the limit (%d MiB > %d MiB)", sum>>10, limit>>10)
+				over(sum)
 			}
 			select {
 			case <-s.stop:

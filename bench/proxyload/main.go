@@ -65,10 +65,12 @@
 // utime+stime the target's processes spent during wrk's run (regedge's one
 // process; nginx's master and all its workers) from /proc/PID/stat,
 // divided by the requests wrk completed (each run starts once the previous
-// one's CPU time has settled); RSS peak, VmHWM
-// (reset with clear_refs before the run) and VmRSS sampled every 50 ms,
-// summed over the target's processes (for nginx that counts its shared
-// cache zone once per process, an overstatement). "origin/req" is how many
+// one's CPU time has settled); RSS peak, VmHWM (reset with clear_refs
+// before the run) and VmRSS sampled every 50 ms from the start of the run
+// until the processes have settled after it (requests still in flight when
+// wrk stops hold memory too), summed over the target's processes (for
+// nginx that counts its shared cache zone once per process, an
+// overstatement). "origin/req" is how many
 // requests the origin saw per completed request: about 1 uncached, about 0
 // cached. The table shows medians over the rounds and, for the ratios, the
 // median of the per-round ratios with their range. If a target's RSS passes
@@ -159,6 +161,10 @@ type target struct {
 	proc   *child
 	cached bool
 	logs   []string // truncated after each run (access logs)
+	// kill and restart, when set, replace a process that passed the RSS
+	// limit (regedge; restarted on a new port with the same cache).
+	kill    func()
+	restart func() error
 }
 
 type workload struct {
@@ -474,8 +480,20 @@ func measure(ctx context.Context, o options, t *target, everyPid func() []int, w
 	if err != nil {
 		return run{}, "", err
 	}
+	// Past the RSS limit, wrk is stopped and a target that can be
+	// restarted (regedge) is killed at once: on a shared machine it must
+	// not grow on while its in-flight requests finish.
 	over := make(chan string, 1)
-	sampler := sampleRSS(t.pids, o.maxRSS<<10, over)
+	limitHit := ""
+	sampler := sampleRSS(t.pids, o.maxRSS<<10, func(kib int64) {
+		why := fmt.Sprintf("RSS passed the limit (%d MiB > %d MiB)", kib>>10, o.maxRSS)
+		if t.kill != nil {
+			t.kill()
+			why += ", killed and restarted"
+		}
+		limitHit = why
+		over <- why
+	})
 	res, out, err := runWrk(ctx, wo, url, over)
 	if err != nil {
 		sampler.finish(nil)
@@ -485,7 +503,21 @@ func measure(ctx context.Context, o options, t *target, everyPid func() []int, w
 	// stopped had cost by then is counted, the rest of their work is not
 	// (the next run starts once the CPU time has settled).
 	after := cpuTicks(t.pids())
+	// The memory of those requests is this run's though: the sampler (and
+	// the RSS limit) stays on until the processes have settled.
+	settle(everyPid())
 	res.rssPeak = sampler.finish(t.pids())
+	if limitHit != "" {
+		res.rssLimit = true
+		if res.stopped == "" {
+			res.stopped = limitHit + " after wrk's run, with requests still in flight"
+		}
+		if t.restart != nil {
+			if err := t.restart(); err != nil {
+				return run{}, out, err
+			}
+		}
+	}
 	st1, err := originCounters()
 	if err != nil {
 		return run{}, out, err
@@ -759,6 +791,11 @@ func startRegedge(cs *children, o options, dir, label, originAddr string, t *tar
 	pid := c.cmd.Process.Pid
 	t.base, t.proc, t.logs = "http://"+addr, c, []string{logPath}
 	t.pids = func() []int { return []int{pid} }
+	t.kill = func() { c.cmd.Process.Kill() }
+	t.restart = func() error {
+		cs.stop(c)
+		return startRegedge(cs, o, dir, label, originAddr, t)
+	}
 	return waitUp(c, addr)
 }
 

@@ -60,9 +60,12 @@ func printTable(out io.Writer, o options, fx *fixtures, workloads []*workload, r
 					cpu += fmt.Sprintf(" (%d of %d rounds completed any)", completed, len(rs))
 				}
 			}
-			fmt.Fprintf(out, "| %s | %s | %.0f | %s | %s | %s | %.0f | %s |\n", label, t.name,
-				col(func(r run) float64 { return r.rps }), p50, p99, cpu,
-				col(func(r run) float64 { return float64(r.rssPeak) / 1024 }), origin)
+			rss := fmt.Sprintf("%.0f", col(func(r run) float64 { return float64(r.rssPeak) / 1024 }))
+			if slices.ContainsFunc(rs, func(r run) bool { return r.rssLimit }) {
+				rss = fmt.Sprintf("> %d (limit hit, stopped)", o.maxRSS)
+			}
+			fmt.Fprintf(out, "| %s | %s | %.0f | %s | %s | %s | %s | %s |\n", label, t.name,
+				col(func(r run) float64 { return r.rps }), p50, p99, cpu, rss, origin)
 			for _, r := range rs {
 				switch {
 				case r.requests == 0 && r.stopped == "":
@@ -135,12 +138,16 @@ func ratioRow(w *workload, res map[*target][]run) string {
 	a, b := res[edge], res[ngx]
 	// perRequest figures mean nothing for a run that completed nothing;
 	// req/s does (0x).
-	ratio := func(f func(run) float64, perRequest bool) string {
+	ratio := func(f func(run) float64, perRequest, rss bool) string {
 		var v []float64
+		atLeast := ""
 		for i := 0; i < len(a) && i < len(b); i++ {
 			x, y := f(a[i]), f(b[i])
 			if y > 0 && (!perRequest || a[i].requests > 0 && b[i].requests > 0) {
 				v = append(v, x/y)
+				if a[i].rssLimit && rss {
+					atLeast = "> " // regedge was stopped on its way up
+				}
 			}
 		}
 		if len(v) == 0 {
@@ -148,12 +155,12 @@ func ratioRow(w *workload, res map[*target][]run) string {
 		}
 		lo, hi := slices.Min(v), slices.Max(v)
 		if len(v) == 1 || hi-lo < 0.005*hi {
-			return fmt.Sprintf("%.2fx", median(v))
+			return fmt.Sprintf("%s%.2fx", atLeast, median(v))
 		}
-		return fmt.Sprintf("%.2fx (%.2f-%.2f)", median(v), lo, hi)
+		return fmt.Sprintf("%s%.2fx (%.2f-%.2f)", atLeast, median(v), lo, hi)
 	}
 	return fmt.Sprintf("| | **regedge/nginx** | %s | %s | %s | %s | %s | |",
-		ratio(func(r run) float64 { return r.rps }, false), ratio(func(r run) float64 { return r.p50 }, true),
-		ratio(func(r run) float64 { return r.p99 }, true), ratio(func(r run) float64 { return r.cpuPerReq }, true),
-		ratio(func(r run) float64 { return float64(r.rssPeak) }, false))
+		ratio(func(r run) float64 { return r.rps }, false, false), ratio(func(r run) float64 { return r.p50 }, true, false),
+		ratio(func(r run) float64 { return r.p99 }, true, false), ratio(func(r run) float64 { return r.cpuPerReq }, true, false),
+		ratio(func(r run) float64 { return float64(r.rssPeak) }, false, true))
 }
