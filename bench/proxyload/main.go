@@ -181,14 +181,20 @@ func (w *workload) tarball() bool { return w.version != "" }
 
 var workloadNames = []string{"uncached-5k", "cached-1m", "cached-tgz-20k", "cached-tgz-1m", "uncached-10m"}
 
+// nginxBin is the nginx to run, found by checkTools.
+var nginxBin = "/usr/sbin/nginx"
+
 func checkTools(o options) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk not found: it is a Debian package (apt-get install -y wrk)")
 	}
-	if _, err := exec.LookPath("nginx"); err != nil {
+	// Debian installs nginx in /usr/sbin, which a user's PATH may lack.
+	if p, err := exec.LookPath("nginx"); err == nil {
+		nginxBin = p
+	} else if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
 		return errors.New("nginx not found: it is a Debian package (apt-get install -y nginx)")
 	}
-	v, _ := exec.Command("nginx", "-V").CombinedOutput()
+	v, _ := exec.Command(nginxBin, "-V").CombinedOutput()
 	if !bytes.Contains(v, []byte("http_sub_module")) {
 		return errors.New("this nginx has no sub module (sub_filter), nginx-light lacks it: apt-get install -y nginx")
 	}
@@ -821,10 +827,10 @@ func startNginx(cs *children, o options, dir, originAddr string) (*target, *targ
 		return nil, nil, err
 	}
 	errLog := filepath.Join(dir, "nginx-error.log")
-	if out, err := exec.Command("nginx", "-t", "-q", "-p", dir, "-c", file, "-e", errLog).CombinedOutput(); err != nil {
+	if out, err := exec.Command(nginxBin, "-t", "-q", "-p", dir, "-c", file, "-e", errLog).CombinedOutput(); err != nil {
 		return nil, nil, fmt.Errorf("nginx -t: %v: %s", err, out)
 	}
-	c, err := cs.start("nginx", filepath.Join(dir, "nginx.out"), nil, "nginx", "-p", dir, "-c", file, "-e", errLog)
+	c, err := cs.start("nginx", filepath.Join(dir, "nginx.out"), nil, nginxBin, "-p", dir, "-c", file, "-e", errLog)
 	if err != nil {
 		return nil, nil, err
 	}

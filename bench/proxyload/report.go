@@ -109,7 +109,7 @@ func printTable(out io.Writer, o options, fx *fixtures, workloads []*workload, r
 	if v, err := exec.Command(o.regedge, "version").CombinedOutput(); err == nil {
 		fmt.Fprintln(out, strings.SplitN(strings.TrimSpace(string(v)), "\n", 2)[0])
 	}
-	if v, err := exec.Command("nginx", "-v").CombinedOutput(); err == nil {
+	if v, err := exec.Command(nginxBin, "-v").CombinedOutput(); err == nil {
 		fmt.Fprintln(out, strings.TrimSpace(string(v)))
 	}
 	if v, err := exec.Command("wrk", "-v").CombinedOutput(); err == nil {
