@@ -71,8 +71,12 @@ func printTable(out io.Writer, o options, fx *fixtures, workloads []*workload, r
 				case r.requests == 0 && r.stopped == "":
 					notes = append(notes, fmt.Sprintf("%s, %s, round %d: no request completed within %v at %d connections (each answer took longer than the run); a longer -duration or fewer -connections gives a CPU figure",
 						w.name, t.name, r.round+1, o.duration, o.connections))
-				case r.requests > 0 && r.requests < 50:
-					notes = append(notes, fmt.Sprintf("%s, %s, round %d: only %d requests completed: its CPU per request is rough", w.name, t.name, r.round+1, int64(r.requests)))
+				case r.requests > 0 && r.requests < 10*float64(o.connections):
+					// Each of the connections has a request in flight when
+					// wrk stops; the work done on those is in the window
+					// but they are not counted.
+					notes = append(notes, fmt.Sprintf("%s, %s, round %d: %d requests completed with %d in flight at the end: CPU per request may be overstated by up to %.0f%%; a longer -duration narrows it",
+						w.name, t.name, r.round+1, int64(r.requests), o.connections, 100*float64(o.connections)/r.requests))
 				}
 				if s := stoppedNote(r); s != "" {
 					notes = append(notes, fmt.Sprintf("%s, %s, round %d: %d completed%s", w.name, t.name, r.round+1, int64(r.requests), s))
