@@ -38,7 +38,7 @@ var specs = []pkgSpec{
 	{name: "bench-small", versions: 6, tarball: 20 << 10, packument: 5 << 10, readmeMost: 4 << 10},
 	{name: "bench-media", versions: 6, tarball: 1 << 20, packument: 5 << 10, readmeMost: 4 << 10},
 	{name: "bench-1mb", versions: 1400, tarball: 600, packument: 1 << 20, readmeMost: 64 << 10},
-	{name: "bench-10mb", versions: 14500, tarball: 600, packument: 10 << 20, readmeMost: 64 << 10},
+	{name: "bench-10mb", versions: 15000, tarball: 600, packument: 10 << 20, readmeMost: 64 << 10},
 }
 
 // packument is one package's document as the origin serves it.
@@ -125,7 +125,6 @@ type manifest struct {
 	License      string            `json:"license"`
 	Dependencies map[string]string `json:"dependencies,omitempty"`
 	ID           string            `json:"_id"`
-	NodeVersion  string            `json:"_nodeVersion"`
 	NpmVersion   string            `json:"_npmVersion"`
 	Dist         dist              `json:"dist"`
 	Maintainers  []person          `json:"maintainers"`
@@ -219,7 +218,7 @@ func buildPackage(s pkgSpec, originBase string, zw *gzip.Writer) (*packument, er
 		published := epoch.Add(time.Duration(i) * 97 * time.Minute)
 		m := manifest{
 			Name: s.name, Version: v, License: "MIT",
-			ID: s.name + "@" + v, NodeVersion: "20.11.1", NpmVersion: "10.2.4",
+			ID: s.name + "@" + v, NpmVersion: "10.2.4",
 			Maintainers: maintainers[:1],
 		}
 		if n := rnd.IntN(3); n > 0 {

@@ -25,7 +25,7 @@
 //     If-None-Match, gzip for packuments when asked. Fixtures:
 //     bench-small (about 5 KB, 6 versions, 20 KiB tarballs), bench-media
 //     (6 versions, 1 MiB tarballs), bench-1mb (about 1 MB, 1,400 versions),
-//     bench-10mb (about 10 MB, 14,500 versions). They are generated from
+//     bench-10mb (about 10 MB, 15,000 versions). They are generated from
 //     fixed seeds; the tool builds them too and checks the origin's bytes.
 //   - regedge (`regedge proxy start`, generated config), a fresh process for
 //     each workload so that its RSS peak is that workload's: without
@@ -70,11 +70,15 @@
 // until the processes have settled after it (requests still in flight when
 // wrk stops hold memory too), summed over the target's processes (for
 // nginx that counts its shared cache zone once per process, an
-// overstatement). "origin/req" is how many
+// overstatement). CPU per request is only as good as the completed requests
+// outnumber the -connections still in flight when wrk stops (their work so
+// far is in the window, they are not counted): the notes give the bound
+// where it matters; a longer -duration narrows it. "origin/req" is how many
 // requests the origin saw per completed request: about 1 uncached, about 0
 // cached. The table shows medians over the rounds and, for the ratios, the
 // median of the per-round ratios with their range. If a target's RSS passes
-// -max-rss, wrk is stopped early and the row says so.
+// -max-rss, wrk is stopped early (regedge is killed at once and restarted
+// for its next run) and the row says so.
 //
 // Each run is bounded: wrk runs -duration (plus its -timeout), every check
 // has a timeout, and the whole run takes about
