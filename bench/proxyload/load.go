@@ -21,11 +21,9 @@ type run struct {
 	rps       float64
 	p50, p99  float64 // ms, wrk --latency
 	cpuPerReq float64 // µs of user+system CPU of the target's processes per completed request
-	cpuTicks  int64
-	rssPeak   int64 // KiB: the highest of the sampled VmRSS and VmHWM (sum over the target's processes)
+	rssPeak   int64   // KiB: the highest of the sampled VmRSS and VmHWM (sum over the target's processes)
 	non2xx    int64
-	sockErrs  string // wrk's socket errors line, when there were any
-	timeouts  int64
+	sockErrs  string  // wrk's socket errors line (connect, read, write, timeout), when there were any
 	originPer float64 // requests the origin saw per completed request
 	stopped   string  // why wrk was stopped early, if it was
 	rssLimit  bool    // stopped because the target's RSS passed -max-rss
@@ -37,7 +35,7 @@ var (
 	reLat     = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$`)
 	reRequest = regexp.MustCompile(`(\d+) requests in`)
 	reNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`)
-	reSockErr = regexp.MustCompile(`Socket errors:\s+connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	reSockErr = regexp.MustCompile(`Socket errors:\s+connect \d+, read \d+, write \d+, timeout \d+`)
 )
 
 type wrkOptions struct {
@@ -110,7 +108,6 @@ func parseWrk(s string) (run, error) {
 	}
 	if m := reSockErr.FindStringSubmatch(s); m != nil {
 		r.sockErrs = strings.TrimSpace(m[0])
-		r.timeouts, _ = strconv.ParseInt(m[4], 10, 64)
 	}
 	for _, m := range reLat.FindAllStringSubmatch(s, -1) {
 		v, _ := strconv.ParseFloat(m[2], 64)

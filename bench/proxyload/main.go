@@ -9,7 +9,8 @@
 //	go run ./bench/proxyload -gzip    # clients send Accept-Encoding: gzip, as npm does
 //
 // It needs wrk and nginx with the sub module (Debian: apt-get install -y
-// wrk nginx; nginx-light has no sub_filter) and bin/regedge (make build).
+// wrk nginx; it checks that nginx has sub_filter) and bin/regedge (make
+// build).
 //
 // What it starts, all on 127.0.0.1 and all stopped when it ends (also on
 // an error or Ctrl-C; each child also gets SIGTERM if the tool is killed,
@@ -112,21 +113,16 @@ import (
 //go:embed nginx.conf
 var nginxTemplate string
 
+// The tool runs itself as the origin and as the go-rp baseline, so that
+// their CPU is never counted as the tool's or a proxy's.
+var subcommands = map[string]func(base string) error{"origin": serveOrigin, "goproxy": serveGoProxy}
+
 func main() {
-	if len(os.Args) > 2 {
-		var err error
-		switch os.Args[1] {
-		case "origin":
-			err = serveOrigin(os.Args[2])
-		case "goproxy":
-			err = serveGoProxy(os.Args[2])
-		default:
-			goto tool
-		}
+	if len(os.Args) > 2 && subcommands[os.Args[1]] != nil {
+		err := subcommands[os.Args[1]](os.Args[2])
 		fmt.Fprintln(os.Stderr, os.Args[1]+":", err)
 		os.Exit(1)
 	}
-tool:
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 3, "alternating rounds per workload")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "wrk duration per run (whole seconds)")
@@ -200,7 +196,7 @@ func checkTools(o options) error {
 	}
 	v, _ := exec.Command(nginxBin, "-V").CombinedOutput()
 	if !bytes.Contains(v, []byte("http_sub_module")) {
-		return errors.New("this nginx has no sub module (sub_filter), nginx-light lacks it: apt-get install -y nginx")
+		return errors.New("this nginx was built without the sub module (sub_filter, --with-http_sub_module); Debian's nginx package has it: apt-get install -y nginx")
 	}
 	if _, err := os.Stat(o.regedge); err != nil {
 		return fmt.Errorf("%s not found: run `make build` at the repository root (or pass -regedge)", o.regedge)
@@ -225,7 +221,11 @@ func runTool(o options) error {
 	}
 	wantTarget := map[string]bool{}
 	for _, n := range strings.Split(o.targets, ",") {
-		wantTarget[strings.TrimSpace(n)] = true
+		n = strings.TrimSpace(n)
+		if n != "regedge" && n != "nginx" && n != "go-rp" {
+			return fmt.Errorf("unknown target %q (have regedge, nginx, go-rp)", n)
+		}
+		wantTarget[n] = true
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -532,9 +532,8 @@ func measure(ctx context.Context, o options, t *target, everyPid func() []int, w
 	if err != nil {
 		return run{}, out, err
 	}
-	res.cpuTicks = spent(before, after)
 	if res.requests > 0 {
-		res.cpuPerReq = float64(res.cpuTicks) * 1e6 / clockTick / res.requests
+		res.cpuPerReq = float64(spent(before, after)) * 1e6 / clockTick / res.requests
 		res.originPer = float64(st1.Requests-st0.Requests) / res.requests
 	}
 	truncateLogs(t)

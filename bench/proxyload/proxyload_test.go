@@ -218,7 +218,8 @@ Transfer/sec:    552.23KB
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.requests != 1101 || r.rps != 1087.46 || r.p50 != 0.85 || r.p99 != 1200 || r.non2xx != 1101 || r.timeouts != 7 {
+	if r.requests != 1101 || r.rps != 1087.46 || r.p50 != 0.85 || r.p99 != 1200 || r.non2xx != 1101 ||
+		r.sockErrs != "Socket errors: connect 0, read 3, write 0, timeout 7" {
 		t.Fatalf("%+v", r)
 	}
 	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused"); err == nil {
