@@ -197,6 +197,11 @@ func TestComposeEnvironmentLoads(t *testing.T) {
 	if svc.NetworkMode != "host" || strings.Join(svc.CapAdd, ",") != "BPF,NET_ADMIN,PERFMON" {
 		t.Errorf("network %q caps %v", svc.NetworkMode, svc.CapAdd)
 	}
+	// The host is prepared by the chart's own init script.
+	if _, err := os.Stat("helm/regedge/files/prepare-host.sh"); err != nil || compose.Services["prepare-host"].Volumes == nil ||
+		!strings.Contains(string(b), "../helm/regedge/files/prepare-host.sh:/prepare-host.sh:ro") {
+		t.Errorf("no prepare-host service running the chart's script: %v", err)
+	}
 }
 
 func TestSystemdUnitVerifies(t *testing.T) {
@@ -239,6 +244,13 @@ func TestDockerfileBuildsWithTheREADMEsTarget(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^FROM golang:\d+\.\d+\.\d+`).Match(df) {
 		t.Error("the Go builder image is not pinned to a patch version")
+	}
+	// Not root: the binary carries exactly the three file capabilities.
+	if !regexp.MustCompile(`(?m)^USER 65532:65532$`).Match(df) || regexp.MustCompile(`(?m)^USER 0`).Match(df) {
+		t.Error("the image must run as the non-root user 65532")
+	}
+	if !regexp.MustCompile(`setcap cap_bpf,cap_net_admin,cap_perfmon=ep bin/regedge`).Match(df) {
+		t.Error("the binary must carry cap_bpf, cap_net_admin and cap_perfmon as file capabilities")
 	}
 	mk, _ := os.ReadFile("../Makefile")
 	if !strings.Contains(string(mk), "CGO_ENABLED=0 $(GO) build") {
