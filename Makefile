@@ -11,7 +11,7 @@ BENCHCOUNT  ?= 5
 # so that a skip there is a failure.
 TESTFLAGS   ?=
 
-.PHONY: build run test test-race generate bench bench-kernel bench-veth fuzz fuzz-kernel lint lint-code vulncheck check-size cross clean
+.PHONY: build run test test-race generate bench bench-kernel bench-veth fuzz fuzz-kernel lint lint-code vulncheck check-size cross clean manifests chart-lint
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/agent
@@ -96,6 +96,20 @@ vulncheck:
 cross:
 	GOOS=darwin GOARCH=arm64 $(GO) build ./...
 	GOOS=darwin GOARCH=arm64 $(GO) vet ./...
+
+# Helm, pinned, from the Go module proxy (CI installs the same version with
+# go install and sets HELM to it).
+HELM_VERSION ?= v3.22.0
+HELM        ?= $(GO) run helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+# Renders the plain manifests in deploy/kubernetes from the chart in
+# deploy/helm/regedge (a test checks that the committed files are its output).
+manifests:
+	HELM='$(HELM)' sh deploy/kubernetes/render.sh
+
+chart-lint:
+	$(HELM) lint --strict deploy/helm/regedge
+	$(HELM) lint --strict deploy/helm/regedge -f deploy/kubernetes/values.yaml
 
 clean:
 	rm -rf bin
