@@ -1,0 +1,111 @@
+package fleet
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// dnsServer is a real DNS server on loopback (UDP) answering A and AAAA
+// questions from a table the test changes, the shape of a Kubernetes
+// headless Service whose pods come and go. A name it does not know gets
+// NXDOMAIN; with fail set, every question gets SERVFAIL.
+type dnsServer struct {
+	conn *net.UDPConn
+	mu   sync.Mutex
+	recs map[string][]netip.Addr // by lower-case FQDN
+	fail bool
+	asks int
+}
+
+func newDNSServer(t testing.TB) *dnsServer {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &dnsServer{conn: c, recs: map[string][]netip.Addr{}}
+	done := make(chan struct{})
+	go func() { defer close(done); s.serve() }()
+	t.Cleanup(func() { c.Close(); <-done })
+	return s
+}
+
+func (s *dnsServer) set(name string, addrs ...netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recs[strings.ToLower(name)] = addrs
+}
+
+func (s *dnsServer) setFail(fail bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail = fail
+}
+
+func (s *dnsServer) questions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asks
+}
+
+// resolver asks this server alone.
+func (s *dnsServer) resolver() *net.Resolver {
+	addr := s.conn.LocalAddr().String()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "udp", addr)
+	}}
+}
+
+func (s *dnsServer) serve() {
+	buf := make([]byte, 1500)
+	for {
+		n, src, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		var p dnsmessage.Parser
+		h, err := p.Start(buf[:n])
+		if err != nil {
+			continue
+		}
+		q, err := p.Question()
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		s.asks++
+		addrs, found := s.recs[strings.ToLower(q.Name.String())]
+		fail := s.fail
+		s.mu.Unlock()
+		rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
+		switch {
+		case fail:
+			rh.RCode = dnsmessage.RCodeServerFailure
+		case !found:
+			rh.RCode = dnsmessage.RCodeNameError
+		}
+		b := dnsmessage.NewBuilder(nil, rh)
+		b.EnableCompression()
+		b.StartQuestions()
+		b.Question(q)
+		b.StartAnswers()
+		rrh := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}
+		for _, a := range addrs {
+			switch {
+			case q.Type == dnsmessage.TypeA && a.Is4():
+				b.AResource(rrh, dnsmessage.AResource{A: a.As4()})
+			case q.Type == dnsmessage.TypeAAAA && a.Is6():
+				b.AAAAResource(rrh, dnsmessage.AAAAResource{AAAA: a.As16()})
+			}
+		}
+		if out, err := b.Finish(); err == nil {
+			s.conn.WriteToUDPAddrPort(out, src)
+		}
+	}
+}
