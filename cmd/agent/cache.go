@@ -17,21 +17,30 @@ import (
 func newCacheCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cache", Short: "The edge cache of a running agent"}
 	var to, file string
+	var toFleet bool
 	purge := &cobra.Command{
-		Use:   "purge PKG[@VERSION]",
-		Short: "Drop the cached packuments and tarballs of a package (or one version)",
+		Use:   "purge PKG[@VERSION] [--fleet]",
+		Short: "Drop the cached packuments and tarballs of a package (or one version); --fleet: and tell every peer",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pkg, version := splitPackageVersion(args[0])
 			if pkg == "" {
 				return usageErr("cache purge: %q: want PKG or PKG@VERSION", args[0])
 			}
-			if to == "" {
+			var fleetErr error
+			if to == "" || toFleet {
 				c, err := config.Load(file, nil)
 				if err != nil {
 					return err
 				}
-				to = c.Admin.Listen
+				if to == "" {
+					to = c.Admin.Listen
+				}
+				if toFleet {
+					// First, and whatever the local agent says: the fleet
+					// is told even when this host's cache is off or down.
+					fleetErr = sendFleetHint(cmd.OutOrStdout(), c, pkg)
+				}
 			}
 			u := adminURL(to) + "/api/cache/" + pkg
 			if version != "" {
@@ -52,11 +61,12 @@ func newCacheCmd() *cobra.Command {
 				return fmt.Errorf("cache purge: %s answered %s: %s", to, resp.Status, out.Error)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "purged %d entries of %s\n", out.Purged, args[0])
-			return nil
+			return fleetErr
 		},
 	}
 	purge.Flags().StringVar(&to, "to", "", "admin address of the agent (default: admin.listen)")
 	purge.Flags().StringVar(&file, "config", "", "config file (JSON)")
+	purge.Flags().BoolVar(&toFleet, "fleet", false, "also send the package's revalidation hint to every peer of fleet.peers (this host left out)")
 	cmd.AddCommand(purge)
 	return cmd
 }

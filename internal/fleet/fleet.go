@@ -140,6 +140,9 @@ func (f *Fleet) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{f.hints, f.peersGauge, f.marked}
 }
 
+// Close closes the socket of a Fleet that will not Run.
+func (f *Fleet) Close() error { return f.conn.Close() }
+
 // Addr is the socket's address.
 func (f *Fleet) Addr() netip.AddrPort {
 	return f.conn.LocalAddr().(*net.UDPAddr).AddrPort()

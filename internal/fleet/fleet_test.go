@@ -13,6 +13,8 @@ import (
 	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // waitFor polls cond for up to 10 s.
@@ -104,14 +106,14 @@ func listenSamePort(t *testing.T, n int) ([]*net.UDPConn, uint16) {
 // reaches the two others, never itself; when the records change, the
 // peers follow.
 func TestHintReachesEveryPeerButItself(t *testing.T) {
-	dns := newDNSServer(t)
+	dns := testutil.NewDNSServer(t)
 	conns, port := listenSamePort(t, 3)
 	ip := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{127, 0, 0, i}) }
-	dns.set("edges.fleet.test.", ip(1), ip(2), ip(3))
+	dns.Set("edges.fleet.test.", ip(1), ip(2), ip(3))
 	peers, _ := ParsePeers([]string{"dns:edges.fleet.test:" + itoa(port)})
 	var edges []*edge
 	for _, c := range conns {
-		edges = append(edges, startEdge(t, c, Options{Peers: peers, Resolver: dns.resolver(), ResolveInterval: 20 * time.Millisecond}))
+		edges = append(edges, startEdge(t, c, Options{Peers: peers, Resolver: dns.Resolver(), ResolveInterval: 20 * time.Millisecond}))
 	}
 	a, b, c := edges[0], edges[1], edges[2]
 	waitFor(t, "every edge to resolve its two peers", func() bool {
@@ -138,7 +140,7 @@ func TestHintReachesEveryPeerButItself(t *testing.T) {
 	}
 
 	// c leaves the Service, .4 joins.
-	dns.set("edges.fleet.test.", ip(1), ip(2), ip(4))
+	dns.Set("edges.fleet.test.", ip(1), ip(2), ip(4))
 	want := []netip.AddrPort{netip.AddrPortFrom(ip(2), port), netip.AddrPortFrom(ip(4), port)}
 	waitFor(t, "a's peers to follow the records", func() bool { return slices.Equal(a.Peers(), want) })
 	a.Notify("second")

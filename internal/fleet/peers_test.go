@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 func TestParsePeer(t *testing.T) {
@@ -101,14 +103,14 @@ func TestSelf(t *testing.T) {
 // name, on its port; a lookup that fails keeps the name's last addresses
 // until it answers again; an answer that changed replaces them.
 func TestResolveEveryRecord(t *testing.T) {
-	dns := newDNSServer(t)
+	dns := testutil.NewDNSServer(t)
 	a := netip.MustParseAddr
-	dns.set("edges.fleet.test.", a("192.0.2.2"), a("192.0.2.6"), a("2001:db8::a"))
+	dns.Set("edges.fleet.test.", a("192.0.2.2"), a("192.0.2.6"), a("2001:db8::a"))
 	peers, err := ParsePeers([]string{"dns:edges.fleet.test:4875", "198.51.100.9:4999", "dns:edges.fleet.test:4875"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := dns.resolver()
+	r := dns.Resolver()
 	got, names, err := Resolve(context.Background(), r, peers, nil)
 	want := []netip.AddrPort{
 		netip.MustParseAddrPort("192.0.2.2:4875"), netip.MustParseAddrPort("192.0.2.6:4875"),
@@ -118,13 +120,13 @@ func TestResolveEveryRecord(t *testing.T) {
 		t.Fatalf("resolve: %v %v, want %v", got, err, want)
 	}
 
-	dns.setFail(true)
+	dns.SetFail(true)
 	again, names2, err := Resolve(context.Background(), r, peers, names)
 	if err == nil || !strings.Contains(err.Error(), "dns:edges.fleet.test:4875") || !slices.Equal(again, want) {
 		t.Fatalf("failed lookup: %v %v; want the last addresses kept and the error naming the entry", again, err)
 	}
-	dns.setFail(false)
-	dns.set("edges.fleet.test.", a("192.0.2.10"))
+	dns.SetFail(false)
+	dns.Set("edges.fleet.test.", a("192.0.2.10"))
 	got, _, err = Resolve(context.Background(), r, peers, names2)
 	if err != nil || !slices.Equal(got, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:4875"), netip.MustParseAddrPort("198.51.100.9:4999")}) {
 		t.Fatalf("after the change: %v %v", got, err)

@@ -1,4 +1,4 @@
-package fleet
+package testutil
 
 import (
 	"context"
@@ -11,11 +11,11 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// dnsServer is a real DNS server on loopback (UDP) answering A and AAAA
+// DNSServer is a real DNS server on loopback (UDP) answering A and AAAA
 // questions from a table the test changes, the shape of a Kubernetes
 // headless Service whose pods come and go. A name it does not know gets
-// NXDOMAIN; with fail set, every question gets SERVFAIL.
-type dnsServer struct {
+// NXDOMAIN; with SetFail(true), every question gets SERVFAIL.
+type DNSServer struct {
 	conn *net.UDPConn
 	mu   sync.Mutex
 	recs map[string][]netip.Addr // by lower-case FQDN
@@ -23,46 +23,51 @@ type dnsServer struct {
 	asks int
 }
 
-func newDNSServer(t testing.TB) *dnsServer {
+// NewDNSServer starts a server on 127.0.0.1, stopped at the test's end.
+func NewDNSServer(t testing.TB) *DNSServer {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &dnsServer{conn: c, recs: map[string][]netip.Addr{}}
+	s := &DNSServer{conn: c, recs: map[string][]netip.Addr{}}
 	done := make(chan struct{})
 	go func() { defer close(done); s.serve() }()
 	t.Cleanup(func() { c.Close(); <-done })
 	return s
 }
 
-func (s *dnsServer) set(name string, addrs ...netip.Addr) {
+// Set makes name (a FQDN, "edges.example.") answer addrs.
+func (s *DNSServer) Set(name string, addrs ...netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recs[strings.ToLower(name)] = addrs
 }
 
-func (s *dnsServer) setFail(fail bool) {
+// SetFail makes every answer SERVFAIL (true) or not.
+func (s *DNSServer) SetFail(fail bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fail = fail
 }
 
-func (s *dnsServer) questions() int {
+// Questions is how many questions the server was asked.
+func (s *DNSServer) Questions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.asks
 }
 
-// resolver asks this server alone.
-func (s *dnsServer) resolver() *net.Resolver {
+// Resolver asks this server alone (from any network namespace: it dials
+// the server's loopback address from the goroutine that resolves).
+func (s *DNSServer) Resolver() *net.Resolver {
 	addr := s.conn.LocalAddr().String()
 	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "udp", addr)
 	}}
 }
 
-func (s *dnsServer) serve() {
+func (s *DNSServer) serve() {
 	buf := make([]byte, 1500)
 	for {
 		n, src, err := s.conn.ReadFromUDPAddrPort(buf)
