@@ -11,6 +11,10 @@ func TestFleetSettings(t *testing.T) {
 	if c.Fleet.Listen != "0.0.0.0:4875" || len(c.Fleet.Peers) != 0 || c.Fleet.ResolveInterval != 10000 {
 		t.Fatalf("defaults: %+v", c.Fleet)
 	}
+	// Chosen from BenchmarkPackumentRevalidation (docs/benchmarks.md).
+	if c.Proxy.Cache.PackumentTTL != 60000 {
+		t.Fatalf("default packumentTTL %d, want 60000", c.Proxy.Cache.PackumentTTL)
+	}
 	c, err := Load(writeFile(t, `{"fleet":{"listen":"[::]:4875","peers":["10.0.0.7:4875","dns:regedge-fleet.regedge.svc.cluster.local:4875"]}}`), noEnv)
 	if err != nil {
 		t.Fatal(err)
