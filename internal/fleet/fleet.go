@@ -66,8 +66,6 @@ type Options struct {
 	SourceBurst     int
 	GlobalRate      float64
 	GlobalBurst     int
-
-	now func() time.Time // tests
 }
 
 // Fleet sends and receives hints on one UDP socket.
@@ -108,9 +106,6 @@ func New(conn *net.UDPConn, o Options) *Fleet {
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
-	}
-	if o.now == nil {
-		o.now = time.Now
 	}
 	f := &Fleet{conn: conn, opts: o, log: o.Log, queue: make(chan string, o.Queue), ready: make(chan struct{})}
 	f.peers.Store(&peerSet{})
@@ -264,7 +259,7 @@ func (f *Fleet) send(buf []byte, pkg string) {
 	for _, ap := range f.peers.Load().addrs {
 		// A socket that cannot take the datagram (its buffer full) costs
 		// this loop at most the deadline, never the write that queued it.
-		f.conn.SetWriteDeadline(f.opts.now().Add(time.Second))
+		f.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		if _, err := f.conn.WriteToUDPAddrPort(b, ap); err != nil {
 			f.sent[ResultError].Inc()
 			f.warnSend(ap, err)
@@ -276,7 +271,7 @@ func (f *Fleet) send(buf []byte, pkg string) {
 
 // warnSend logs a failed send at most once every 30 s.
 func (f *Fleet) warnSend(ap netip.AddrPort, err error) {
-	now := f.opts.now().UnixNano()
+	now := time.Now().UnixNano()
 	if last := f.lastSendLog.Load(); now-last < int64(30*time.Second) || !f.lastSendLog.CompareAndSwap(last, now) {
 		return
 	}
@@ -313,7 +308,7 @@ func (f *Fleet) handle(src netip.AddrPort, b []byte) string {
 		result = ResultMalformed
 	default:
 		_, known := f.peers.Load().known[src.Addr().Unmap()]
-		result = f.rx.accept(src.Addr().Unmap(), pkg, known, f.opts.now())
+		result = f.rx.accept(src.Addr().Unmap(), pkg, known, time.Now())
 	}
 	f.received[result].Inc()
 	if err != nil {
@@ -330,18 +325,18 @@ func (f *Fleet) markLoop(ctx context.Context) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
-		pkgs, next := f.rx.due(f.opts.now())
+		pkgs, next := f.rx.due(time.Now())
 		if len(pkgs) > 0 && f.opts.Mark != nil {
 			start := time.Now()
 			n := f.opts.Mark(pkgs)
 			f.marked.Add(float64(n))
-			f.rx.passDone(f.opts.now(), time.Since(start))
+			f.rx.passDone(time.Now(), time.Since(start))
 			f.log.Debug("fleet: marked stale", "packages", pkgs, "entries", n)
 			continue // more may have come due meanwhile
 		}
 		wait := time.Hour
 		if !next.IsZero() {
-			wait = max(next.Sub(f.opts.now()), time.Millisecond)
+			wait = max(next.Sub(time.Now()), time.Millisecond)
 		}
 		t.Reset(wait)
 		select {
