@@ -161,8 +161,6 @@ func agentEnv(t *testing.T, ct *corev1.Container, nodeIP string) map[string]stri
 	return env
 }
 
-func noEnv(string) (string, bool) { return "", false }
-
 func TestComposeEnvironmentLoads(t *testing.T) {
 	b, err := os.ReadFile("compose/docker-compose.yml")
 	if err != nil {

@@ -5,20 +5,33 @@ import (
 	"strings"
 	"time"
 
+	"github.com/regedge/regedge/internal/config"
+
 	"github.com/spf13/cobra"
 )
 
 func newCacheCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cache", Short: "The edge cache of a running agent"}
 	var to, file string
+	var toFleet bool
 	purge := &cobra.Command{
-		Use:   "purge PKG[@VERSION]",
-		Short: "Drop the cached packuments and tarballs of a package (or one version)",
+		Use:   "purge PKG[@VERSION] [--fleet]",
+		Short: "Drop the cached packuments and tarballs of a package (or one version); --fleet: and tell every peer",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pkg, version := splitPackageVersion(args[0])
 			if pkg == "" {
 				return usageErr("cache purge: %q: want PKG or PKG@VERSION", args[0])
+			}
+			var fleetErr error
+			if toFleet {
+				// First, and whatever the local agent says: the fleet is
+				// told even when this host's cache is off or down.
+				cfg, err := config.Load(file, nil)
+				if err != nil {
+					return err
+				}
+				fleetErr = sendFleetHint(cmd.OutOrStdout(), cfg, pkg)
 			}
 			c, err := adminClient(file, to, 10*time.Second)
 			if err != nil {
@@ -29,11 +42,12 @@ func newCacheCmd() *cobra.Command {
 				return fmt.Errorf("cache purge: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "purged %d entries of %s\n", n, args[0])
-			return nil
+			return fleetErr
 		},
 	}
 	purge.Flags().StringVar(&to, "to", "", "admin address of the agent (default: admin.listen)")
 	purge.Flags().StringVar(&file, "config", "", "config file (JSON)")
+	purge.Flags().BoolVar(&toFleet, "fleet", false, "also send the package's revalidation hint to every peer of fleet.peers (this host left out)")
 	cmd.AddCommand(purge)
 	return cmd
 }

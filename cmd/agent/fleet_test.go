@@ -29,6 +29,7 @@ import (
 type fleetAgent struct {
 	spoke  vethpair.Spoke
 	cfg    *config.Config
+	opts   []agent.Option
 	agent  *agent.Agent
 	cancel context.CancelFunc
 	done   chan error
@@ -37,7 +38,7 @@ type fleetAgent struct {
 func (f *fleetAgent) start(t *testing.T) {
 	t.Helper()
 	testutil.In(t, f.spoke.NS, func() {
-		a, err := agent.New(f.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		a, err := agent.New(f.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), f.opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

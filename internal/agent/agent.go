@@ -31,6 +31,7 @@ import (
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/configbus"
 	"github.com/regedge/regedge/internal/edgecache"
+	"github.com/regedge/regedge/internal/fleet"
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/state"
 	"github.com/regedge/regedge/internal/token"
@@ -67,6 +68,11 @@ type Agent struct {
 	registry  *prometheus.Registry
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
 	accessLog io.Writer                 // WithAccessLog
+	// fleet: revalidation hints to and from the other edges (fleet.*);
+	// nil when there is nothing to send or receive.
+	fleet         *fleet.Fleet
+	fleetLocal    *fleet.LocalAddrs
+	fleetResolver fleet.Resolver // WithFleetResolver
 }
 
 // Option adjusts an agent being built.
@@ -77,6 +83,10 @@ type Option func(*Agent)
 // logger: the same JSON lines for a fraction of the CPU. w should be where
 // the logger writes.
 func WithAccessLog(w io.Writer) Option { return func(a *Agent) { a.accessLog = w } }
+
+// WithFleetResolver looks dns: peers of fleet.peers up with r instead of
+// the system's resolver.
+func WithFleetResolver(r fleet.Resolver) Option { return func(a *Agent) { a.fleetResolver = r } }
 
 // New checks cfg, attaches the kernel datapath per agent.bpf and restores
 // the state; nothing listens until Listen.
@@ -166,6 +176,12 @@ func (a *Agent) newProxy() error {
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
 		BreakerCooldown: cfg.Proxy.Breaker.Cooldown.Duration(),
 		RetryRatio:      cfg.Proxy.RetryRatio,
+		// Listen makes the fleet; writes come only once Serve runs.
+		OnPackageChanged: func(pkg string) {
+			if a.fleet != nil {
+				a.fleet.Notify(pkg)
+			}
+		},
 	}
 	if pc.BreakerFailures == 0 {
 		pc.BreakerFailures = -1
@@ -447,15 +463,96 @@ func (a *Agent) Listen() error {
 		_ = bus.SetReadBuffer(4 << 20)
 		a.wsLn, a.busConn = wsLn, bus
 	}
+	if err := a.listenFleet(); err != nil {
+		return fail(err)
+	}
 	// Plain TCP, not Go's default MPTCP: sk_lookup's SOCKMAP can hold it.
 	lc := loader.ListenConfig()
 	proxyAddr := net.JoinHostPort(a.cfg.Proxy.ListenHost, fmt.Sprint(a.cfg.Proxy.ListenPort))
 	proxyLn, err := lc.Listen(context.Background(), "tcp", proxyAddr)
 	if err != nil {
+		a.closeFleet()
 		return fail(fmt.Errorf("agent: proxy listener on %s: %w", proxyAddr, err))
 	}
 	a.adminLn, a.proxyLn = ln, proxyLn
 	return nil
+}
+
+// listenFleet opens the hint socket on fleet.listen when there is
+// something to do: a cache to keep coherent or peers to tell. With
+// fleet.listen empty, hints leave from a port of the system's choice and
+// none are received. Called in the agent's network namespace: the socket
+// and the netlink socket that lists this host's addresses stay in it.
+func (a *Agent) listenFleet() error {
+	fc := a.cfg.Fleet
+	if a.cache == nil && len(fc.Peers) == 0 {
+		return nil
+	}
+	if fc.Listen == "" && len(fc.Peers) == 0 {
+		return nil
+	}
+	peers, err := fleet.ParsePeers(fc.Peers) // Validate has checked them
+	if err != nil {
+		return fmt.Errorf("agent: fleet.peers%w", err)
+	}
+	listen := fc.Listen
+	if listen == "" {
+		listen = "0.0.0.0:0"
+	}
+	ap, err := fleet.ParseListen(listen)
+	if err != nil {
+		return fmt.Errorf("agent: fleet.listen: %w", err)
+	}
+	conn, err := net.ListenUDP(fleet.ListenNetwork(ap.Addr()), net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return fmt.Errorf("agent: fleet hints on %s: %w", listen, err)
+	}
+	opts := fleet.Options{
+		Peers: peers, ResolveInterval: time.Duration(fc.ResolveInterval) * time.Millisecond,
+		Resolver: a.fleetResolver, Receive: fc.Listen != "", Log: a.log,
+	}
+	if local, err := fleet.NewLocalAddrs(); err != nil {
+		a.log.Warn("fleet: this host's addresses cannot be listed; only the socket's own address and loopback count as this edge", "err", err)
+	} else {
+		a.fleetLocal, opts.LocalAddrs = local, local.List
+	}
+	if a.cache != nil {
+		c := a.cache
+		opts.Mark = func(pkgs []string) int { return c.MarkStale(userproxy.PackumentKeysOf(pkgs)) }
+	}
+	a.fleet = fleet.New(conn, opts)
+	a.registry.MustRegister(a.fleet.Collectors()...)
+	return nil
+}
+
+func (a *Agent) closeFleet() {
+	if a.fleet == nil {
+		return
+	}
+	for _, c := range a.fleet.Collectors() {
+		a.registry.Unregister(c)
+	}
+	_ = a.fleet.Close() // its socket: nothing was written that could be lost
+	if a.fleetLocal != nil {
+		a.fleetLocal.Close()
+	}
+	a.fleet, a.fleetLocal = nil, nil
+}
+
+// FleetAddr is the hint socket's address (nil without one).
+func (a *Agent) FleetAddr() net.Addr {
+	if a.fleet == nil {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(a.fleet.Addr())
+}
+
+// FleetPeers are the addresses hints go to now (this edge left out).
+func (a *Agent) FleetPeers() []netip.AddrPort {
+	if a.fleet == nil {
+		return nil
+	}
+	return a.fleet.Peers()
 }
 
 // Serve serves until ctx is done, then shuts down gracefully.
@@ -473,7 +570,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 5)
+	errc := make(chan error, 8)
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	var wg sync.WaitGroup
@@ -538,12 +635,22 @@ func (a *Agent) Serve(ctx context.Context) error {
 		run(func() error { a.ws.Run(serveCtx); return nil })
 		run(func() error { return bus.Serve(serveCtx) })
 	}
+	if a.fleet != nil {
+		run(func() error {
+			err := a.fleet.Run(serveCtx)
+			if a.fleetLocal != nil {
+				a.fleetLocal.Close()
+			}
+			return err
+		})
+	}
 	a.log.Info("agent started",
 		"admin", a.adminLn.Addr().String(),
 		"proxy", a.proxyLn.Addr().String(),
 		"websocket", a.WebSocketAddr(),
 		"bus", a.BusAddr(),
 		"bus_signed", len(a.busKeys) > 0,
+		"fleet", a.FleetAddr(),
 		"state", a.State().Dump(),
 		"bpf_mode", a.bpfMode,
 		"interfaces", a.Interfaces(),

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/fleet"
 	"github.com/regedge/regedge/internal/token"
 )
 
@@ -39,6 +40,7 @@ type Config struct {
 	Tokens    Tokens    `json:"tokens"`
 	Agent     Agent     `json:"agent"`
 	Admin     Admin     `json:"admin"`
+	Fleet     Fleet     `json:"fleet"`
 }
 
 // State is the 13-byte state as the config file writes it.
@@ -260,6 +262,21 @@ type Agent struct {
 	StateSource string `json:"stateSource"`
 }
 
+// Fleet is the "fleet" section: revalidation hints between the edges of a
+// fleet (docs/proxy.md, "A fleet of edges").
+type Fleet struct {
+	// Listen is where hints arrive and leave from: IP:PORT, the IP a
+	// literal; "" receives none. The socket is opened only when the cache
+	// is on or Peers is set.
+	Listen string `json:"listen"`
+	// Peers are the other edges' fleet.listen addresses (IP:PORT) or
+	// dns:NAME:PORT (every A and AAAA record of NAME), this edge's own
+	// address left out.
+	Peers []string `json:"peers"`
+	// ResolveInterval is how often dns: peers are looked up again (ms).
+	ResolveInterval int `json:"resolveInterval"`
+}
+
 // Admin is the "admin" section.
 type Admin struct {
 	Listen string `json:"listen"`
@@ -478,6 +495,19 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		return bad("admin.listen", "%q: want host:port", c.Admin.Listen)
+	}
+	if c.Fleet.Listen != "" {
+		if _, err := fleet.ParseListen(c.Fleet.Listen); err != nil {
+			return bad("fleet.listen", "%v (or \"\" to receive no hints)", err)
+		}
+	}
+	for i, p := range c.Fleet.Peers {
+		if _, err := fleet.ParsePeer(p); err != nil {
+			return bad(fmt.Sprintf("fleet.peers[%d]", i), "%v", err)
+		}
+	}
+	if c.Fleet.ResolveInterval <= 0 {
+		return bad("fleet.resolveInterval", "want milliseconds > 0, got %d", c.Fleet.ResolveInterval)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/regedge/regedge/internal/fleet"
 )
 
 // applyEnv applies the environment variables of docs/configuration.md over c. A bad
@@ -111,6 +113,24 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			c.Tokens.PublicKeys = SplitList(v)
 			return nil
 		}),
+		withEnv(env, "REGEDGE_FLEET_LISTEN", func(v string) error {
+			if v != "" {
+				if _, err := fleet.ParseListen(v); err != nil {
+					return err
+				}
+			}
+			c.Fleet.Listen = v
+			return nil
+		}),
+		withEnv(env, "REGEDGE_FLEET_PEERS", func(v string) error {
+			peers := SplitList(v)
+			if _, err := fleet.ParsePeers(peers); err != nil {
+				return fmt.Errorf("entry %v", err)
+			}
+			c.Fleet.Peers = peers
+			return nil
+		}),
+		integer("REGEDGE_FLEET_RESOLVE_INTERVAL", &c.Fleet.ResolveInterval),
 	}
 	for _, err := range steps {
 		if err != nil {
@@ -130,7 +150,7 @@ var EnvVars = []string{
 	"WS_PORT", "WS_HOST", "WS_HEARTBEAT_INTERVAL", "WS_TIMEOUT",
 	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_STATE_SOURCE", "REGEDGE_CACHE_DIR", "REGEDGE_PROXY_PUBLIC_URL", "REGEDGE_PROXY_BODY_TIMEOUT",
 	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_BUS_LISTEN_HOST", "REGEDGE_BUS_PUBLIC_KEYS",
-	"REGEDGE_TOKEN_PUBLIC_KEYS",
+	"REGEDGE_TOKEN_PUBLIC_KEYS", "REGEDGE_FLEET_LISTEN", "REGEDGE_FLEET_PEERS", "REGEDGE_FLEET_RESOLVE_INTERVAL",
 }
 
 // envInt sets *dst from the integer in variable name, when it is set.

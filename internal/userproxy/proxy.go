@@ -111,6 +111,10 @@ type Config struct {
 	PackumentTTL time.Duration
 	NegativeTTL  time.Duration
 	StaleIfError time.Duration
+	// OnPackageChanged, when set, is called with the package a write
+	// through the edge changed, once the upstream took it (2xx): the
+	// agent tells the fleet. It must not block.
+	OnPackageChanged func(pkg string)
 	// AccessLog, when set, takes the access lines (one JSON line per
 	// request, in the shape of the Logger's JSON lines) from a dedicated
 	// encoder; it must be safe for concurrent use. nil: the Logger writes

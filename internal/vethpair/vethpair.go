@@ -281,6 +281,34 @@ func (st *Star) AddHubAddr(i int, a netip.Prefix) error {
 	return hh.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), 32)}})
 }
 
+// Route makes the star one routed network: the hub forwards IPv4 and
+// every spoke's default route is its hub address, so spokes reach one
+// another (and whatever the hub routes) through the hub.
+func (st *Star) Route() error {
+	var err error
+	if inErr := In(st.Hub, func() {
+		// /proc/sys/net is the namespace of the thread that opens it.
+		err = os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0)
+	}); inErr != nil {
+		return inErr
+	}
+	if err != nil {
+		return fmt.Errorf("vethpair: hub forwarding: %w", err)
+	}
+	for _, sp := range st.Spokes {
+		sh, err := netlink.NewHandleAt(sp.NS)
+		if err != nil {
+			return err
+		}
+		err = sh.RouteAdd(&netlink.Route{Gw: sp.HubAddr.AsSlice()})
+		sh.Close()
+		if err != nil {
+			return fmt.Errorf("vethpair: default route of %s via %v: %w", sp.Name, sp.HubAddr, err)
+		}
+	}
+	return nil
+}
+
 // Close deletes every namespace of the star.
 func (st *Star) Close() error {
 	var errs []error
