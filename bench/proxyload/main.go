@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command proxyload measures the registry proxy against nginx set up as
 // people set it up in front of npm, on realistic fixtures, in one run, on
 // loopback only, and prints one table with regedge/nginx ratios.
