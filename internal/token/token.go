@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,8 +27,25 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// ScopeConfigWrite marks an admin token: it may change the config state.
-const ScopeConfigWrite = "config:write"
+// Scopes a token may carry, space-separated in its "scope" claim (as in
+// RFC 8693 and OAuth): ScopeConfigWrite marks an admin token (it may change
+// the config state); ScopeRegistryWrite lets a proxy token make requests
+// other than reads (publish, unpublish, dist-tags, ...).
+const (
+	ScopeConfigWrite   = "config:write"
+	ScopeRegistryWrite = "registry:write"
+)
+
+// HasScope reports whether the claims' space-separated scope list names
+// scope.
+func (c *Claims) HasScope(scope string) bool {
+	for _, s := range strings.Fields(c.Scope) {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
 
 // Claims are the token's claims.
 type Claims struct {
@@ -170,9 +188,8 @@ func FromHeaders(get func(name string) string) string {
 	return ""
 }
 
-// OnLoopbackListener reports whether r arrived on a listener bound to a
-// loopback address: config writes there need no admin token (the admin API
-// and the WebSocket server share this rule).
+// OnLoopbackListener reports whether r arrived on a loopback address of the
+// listener. Alone it is not enough to trust a write: see LoopbackTrusted.
 func OnLoopbackListener(r *http.Request) bool {
 	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if !ok {
@@ -180,6 +197,69 @@ func OnLoopbackListener(r *http.Request) bool {
 	}
 	ap, err := netip.ParseAddrPort(la.String())
 	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// LoopbackTrusted reports whether r may change the config without an admin
+// token (the admin API and the WebSocket server share this rule): it
+// arrived on a loopback address, its Host names the loopback ("localhost",
+// a name under .localhost, a loopback IP literal, with any port) or one of
+// hosts (configured names, compared case-insensitively), and its Origin,
+// when a browser sent one, is on that same host. A page on another site
+// whose name was re-pointed at 127.0.0.1 (DNS rebinding) sends its own name
+// as Host and is refused.
+func LoopbackTrusted(r *http.Request, hosts []string) bool {
+	if !OnLoopbackListener(r) || !LoopbackHost(r.Host, hosts) {
+		return false
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false // "null" (sandboxed pages, file://) or garbage
+	}
+	return LoopbackHost(u.Host, hosts) && strings.EqualFold(hostOnly(u.Host), hostOnly(r.Host))
+}
+
+// LoopbackHost reports whether a Host value (host[:port]) is a loopback name
+// or IP literal, or one of hosts.
+func LoopbackHost(hostport string, hosts []string) bool {
+	h := hostOnly(hostport)
+	if h == "" {
+		return false
+	}
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap().IsLoopback()
+	}
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	for _, name := range hosts {
+		if strings.EqualFold(strings.TrimSuffix(name, "."), h) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostOnly is the host of host[:port], without the brackets of an IPv6
+// literal; "" when it is malformed.
+func hostOnly(hostport string) string {
+	if hostport == "" {
+		return ""
+	}
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	if strings.HasPrefix(hostport, "[") && strings.HasSuffix(hostport, "]") {
+		return hostport[1 : len(hostport)-1]
+	}
+	if strings.ContainsAny(hostport, ":[]") {
+		return "" // a bare IPv6 address or a malformed port: not a Host value
+	}
+	return hostport
 }
 
 // AdminAuthorizer accepts a request carrying a valid token with scope
@@ -190,7 +270,7 @@ func (v *Verifier) AdminAuthorizer() func(r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if c.Scope != ScopeConfigWrite {
+		if !c.HasScope(ScopeConfigWrite) {
 			return &Error{"scope", errors.New("not an admin token (scope config:write)")}
 		}
 		return nil
@@ -206,8 +286,23 @@ func Issue(key ed25519.PrivateKey, kid string, c Claims) (string, error) {
 	return t.SignedString(key)
 }
 
-// GenerateKey writes DIR/edge.key (PKCS#8 PEM, 0600) and DIR/edge.pub (PKIX PEM).
+// ErrKeyExists: GenerateKey found a key pair in the directory already.
+var ErrKeyExists = errors.New("token: a key already exists")
+
+// GenerateKey writes DIR/edge.key (PKCS#8 PEM, 0600) and DIR/edge.pub (PKIX
+// PEM). It never replaces either file: when one exists it returns an error
+// wrapping ErrKeyExists and writes nothing (tokens signed with the old key
+// would stop verifying, and a lost private key cannot be recovered).
 func GenerateKey(dir string) (keyFile, pubFile string, err error) {
+	return generateKey(dir, false)
+}
+
+// ReplaceKey is GenerateKey that replaces an existing pair.
+func ReplaceKey(dir string) (keyFile, pubFile string, err error) {
+	return generateKey(dir, true)
+}
+
+func generateKey(dir string, replace bool) (keyFile, pubFile string, err error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return "", "", err
@@ -224,13 +319,46 @@ func GenerateKey(dir string) (keyFile, pubFile string, err error) {
 		return "", "", err
 	}
 	keyFile, pubFile = filepath.Join(dir, "edge.key"), filepath.Join(dir, "edge.pub")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600); err != nil {
+	if !replace {
+		for _, f := range []string{keyFile, pubFile} {
+			if _, err := os.Lstat(f); err == nil {
+				return "", "", fmt.Errorf("%w: %s (use --force to replace it; tokens signed with it stop verifying)", ErrKeyExists, f)
+			}
+		}
+	}
+	if err := writeNew(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600, replace); err != nil {
 		return "", "", err
 	}
-	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk}), 0o644); err != nil {
+	if err := writeNew(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk}), 0o644, replace); err != nil {
+		os.Remove(keyFile) // never a private key without its public half
 		return "", "", err
 	}
 	return keyFile, pubFile, nil
+}
+
+// writeNew writes a file; without replace it must not exist (O_EXCL: a
+// file created meanwhile is not overwritten either).
+func writeNew(path string, data []byte, mode os.FileMode, replace bool) error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if !replace {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, mode)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%w: %s", ErrKeyExists, path)
+		}
+		return err
+	}
+	if err := f.Chmod(mode); err != nil { // an existing file keeps its mode otherwise
+		f.Close()
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ReadPrivateKey reads a PKCS#8 PEM Ed25519 private key.

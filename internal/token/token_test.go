@@ -143,3 +143,72 @@ func TestKidSelectsKeyAndAdminScope(t *testing.T) {
 		t.Error("no token was accepted")
 	}
 }
+
+func TestScopesAreSpaceSeparated(t *testing.T) {
+	c := Claims{Scope: "registry:write  config:write"}
+	if !c.HasScope(ScopeRegistryWrite) || !c.HasScope(ScopeConfigWrite) || c.HasScope("registry") || c.HasScope("") {
+		t.Fatalf("HasScope over %q", c.Scope)
+	}
+	if (&Claims{Scope: "registry:writeconfig:write"}).HasScope(ScopeRegistryWrite) {
+		t.Fatal("a scope matched as a prefix of another word")
+	}
+	// An admin token may carry more scopes than config:write.
+	k, pub := keys(t)
+	v, _ := NewVerifier([]string{pub}, 0)
+	both := claims(time.Hour)
+	both.Scope = ScopeRegistryWrite + " " + ScopeConfigWrite
+	tok, _ := Issue(k, "", both)
+	r, _ := http.NewRequest("PUT", "http://x/", nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	if err := v.AdminAuthorizer()(r); err != nil {
+		t.Fatalf("an admin token with two scopes: %v", err)
+	}
+}
+
+func TestLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1": true, "127.0.0.1:9873": true, "127.8.9.10:1": true, "[::1]:9873": true, "[::1]": true,
+		"localhost": true, "LOCALHOST:3000": true, "a.localhost:1": true, "localhost.:80": true,
+		"configured.internal:9873": true,
+		"evil.example": false, "evil.example:9873": false, "localhost.evil.example": false, "10.0.0.1:9873": false,
+		"[::ffff:10.0.0.1]:1": false, "": false, "::1": false, "127.0.0.1.nip.io": false, "[::1": false,
+	} {
+		if got := LoopbackHost(host, []string{"Configured.Internal"}); got != want {
+			t.Errorf("LoopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+func TestGenerateKeyNeverOverwrites(t *testing.T) {
+	dir := t.TempDir()
+	kf, pf, err := GenerateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := os.ReadFile(kf)
+	pub, _ := os.ReadFile(pf)
+	if _, _, err := GenerateKey(dir); !errors.Is(err, ErrKeyExists) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("second keygen: %v, want ErrKeyExists naming --force", err)
+	}
+	// Only the public half there: still refused, nothing written.
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "edge.pub"), pub, 0o644)
+	if _, _, err := GenerateKey(other); !errors.Is(err, ErrKeyExists) {
+		t.Fatalf("keygen over a lone edge.pub: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "edge.key")); !os.IsNotExist(err) {
+		t.Fatal("a refused keygen wrote edge.key")
+	}
+	if k2, _ := os.ReadFile(kf); string(k2) != string(key) {
+		t.Fatal("the refused keygen changed the key")
+	}
+	if _, _, err := ReplaceKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	if k2, _ := os.ReadFile(kf); string(k2) == string(key) {
+		t.Fatal("ReplaceKey kept the old key")
+	}
+	if st, _ := os.Stat(kf); st.Mode().Perm() != 0o600 {
+		t.Fatalf("replaced key mode %v", st.Mode())
+	}
+}
