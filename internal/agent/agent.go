@@ -169,6 +169,11 @@ func (a *Agent) newProxy() error {
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
 		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
 		RetryRatio:      cfg.Proxy.RetryRatio,
+		AnonymousRead:   cfg.Tokens.AnonymousRead,
+	}
+	if cfg.Proxy.Audit != nil {
+		h := uint32(*cfg.Proxy.Audit)
+		pc.Audit = &h
 	}
 	if pc.BreakerFailures == 0 {
 		pc.BreakerFailures = -1

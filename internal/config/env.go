@@ -41,6 +41,16 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			return nil
 		})
 	}
+	boolean := func(name string, dst *bool) error {
+		return withEnv(env, name, func(v string) error {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			*dst = on
+			return nil
+		})
+	}
 	str := func(name string, dst *string) error {
 		return withEnv(env, name, func(v string) error { *dst = v; return nil })
 	}
@@ -119,6 +129,29 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			c.Tokens.PublicKeys = splitList(v)
 			return nil
 		}),
+		boolean("REGEDGE_TOKEN_ANONYMOUS_READ", &c.Tokens.AnonymousRead),
+		withEnv(env, "REGEDGE_PROXY_AUDIT", func(v string) error {
+			if v == "" {
+				c.Proxy.Audit = nil
+				return nil
+			}
+			h, err := ParseHash(v)
+			if err != nil {
+				return err
+			}
+			c.Proxy.Audit = &h
+			return nil
+		}),
+		integer("REGEDGE_PROXY_RATE_LIMIT_PER_MINUTE", &c.Proxy.RateLimit.PerMinute),
+		integer("REGEDGE_PROXY_RATE_LIMIT_PER_CLIENT_PER_MINUTE", &c.Proxy.RateLimit.PerClientPerMinute),
+		integer("REGEDGE_PROXY_MAX_CONNECTIONS", &c.Proxy.MaxConnections),
+		integer("REGEDGE_PROXY_MAX_CONNECTIONS_PER_IP", &c.Proxy.MaxConnectionsPerIP),
+		integer("REGEDGE_WS_MAX_CLIENTS", &c.WebSocket.MaxClients),
+		integer("REGEDGE_WS_MAX_CLIENTS_PER_IP", &c.WebSocket.MaxClientsPerIP),
+		withEnv(env, "REGEDGE_ADMIN_LOOPBACK_HOSTS", func(v string) error {
+			c.Admin.LoopbackHosts = splitList(v)
+			return nil
+		}),
 	}
 	for _, err := range steps {
 		if err != nil {
@@ -138,7 +171,10 @@ var EnvVars = []string{
 	"WS_PORT", "WS_HOST", "WS_HEARTBEAT_INTERVAL", "WS_TIMEOUT",
 	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_STATE_SOURCE", "REGEDGE_CACHE_DIR", "REGEDGE_PROXY_PUBLIC_URL", "REGEDGE_PROXY_BODY_TIMEOUT",
 	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_BUS_LISTEN_HOST", "REGEDGE_BUS_PUBLIC_KEYS",
-	"REGEDGE_TOKEN_PUBLIC_KEYS",
+	"REGEDGE_TOKEN_PUBLIC_KEYS", "REGEDGE_TOKEN_ANONYMOUS_READ", "REGEDGE_PROXY_AUDIT",
+	"REGEDGE_PROXY_RATE_LIMIT_PER_MINUTE", "REGEDGE_PROXY_RATE_LIMIT_PER_CLIENT_PER_MINUTE",
+	"REGEDGE_PROXY_MAX_CONNECTIONS", "REGEDGE_PROXY_MAX_CONNECTIONS_PER_IP",
+	"REGEDGE_WS_MAX_CLIENTS", "REGEDGE_WS_MAX_CLIENTS_PER_IP", "REGEDGE_ADMIN_LOOPBACK_HOSTS",
 }
 
 func withEnv(env func(string) (string, bool), name string, set func(string) error) error {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -22,6 +23,7 @@ type inbound interface {
 	header(name string) (first string, n int)
 	// escapedPath is the request path as the client sent it.
 	escapedPath() string
+	requestMethod() string
 	remoteAddr() (netip.AddrPort, bool)
 	localAddr() (netip.AddrPort, bool)
 	// conn is the per-connection memory: the kernel's flow tag is read
@@ -62,6 +64,12 @@ type verdict struct {
 	hash        uint32
 	route       *route
 	tokenResult string
+	// writeAuth: a write whose token carries ScopeRegistryWrite; only such
+	// a write is sent with the upstream's credential.
+	writeAuth bool
+	// client is who the per-client rate limit counts this request
+	// against: the token's sub, else the source address.
+	client string
 
 	code       int // the refusal's status; 0 when admitted
 	refusal    apiError
@@ -95,13 +103,30 @@ func (p *Proxy) admit(in inbound) verdict {
 			v.hash, scoped = h, true
 		}
 	}
+	read := isRead(in.requestMethod(), in.escapedPath())
 	if p.cfg.Tokens != nil {
-		v.tokenResult = p.checkToken(tokenOf(in), v.hash)
-		p.tokenChecks.WithLabelValues(v.tokenResult).Inc()
-		if v.tokenResult != token.ResultOK && v.tokenResult != "cached" {
-			p.tokenFailed(in)
-			v.code, v.refusal = http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: v.tokenResult}
-			return v
+		tok := tokenOf(in)
+		if tok == "" && read && p.cfg.AnonymousRead {
+			v.tokenResult = "anonymous" // tokens.anonymousRead: not a verification
+		} else {
+			var claims *cachedToken
+			claims, v.tokenResult = p.checkToken(tok, v.hash)
+			p.tokenChecks.WithLabelValues(v.tokenResult).Inc()
+			if v.tokenResult != token.ResultOK && v.tokenResult != "cached" {
+				p.tokenFailed(in)
+				v.code, v.refusal = http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: v.tokenResult}
+				return v
+			}
+			if !read {
+				if !claims.claims.HasScope(token.ScopeRegistryWrite) {
+					v.code, v.refusal = http.StatusForbidden, missingScope()
+					return v
+				}
+				v.writeAuth = true
+			}
+			if sub := claims.claims.Subject; sub != "" {
+				v.client = "sub:" + sub
+			}
 		}
 	}
 	if wait, ok := p.allow(v.hash); !ok {
@@ -113,6 +138,9 @@ func (p *Proxy) admit(in inbound) verdict {
 	v.route = p.routes[v.hash]
 	if v.route == nil && !scoped { // a scope's hash never falls through: dependency-confusion guard
 		v.route = p.fallback
+	}
+	if p.audit != nil && strings.HasPrefix(in.escapedPath(), auditPrefix) {
+		v.route = p.audit // proxy.audit: one upstream answers every audit
 	}
 	if v.route == nil {
 		v.code, v.refusal = http.StatusBadGateway, apiError{Error: "Unknown registry hash", Rule: fmt.Sprintf("no upstream for 0x%08x", v.hash)}
@@ -178,6 +206,8 @@ func (s stdRequest) header(name string) (string, int) {
 }
 
 func (s stdRequest) escapedPath() string { return s.r.URL.EscapedPath() }
+
+func (s stdRequest) requestMethod() string { return s.r.Method }
 
 func (s stdRequest) remoteAddr() (netip.AddrPort, bool) {
 	ap, err := netip.ParseAddrPort(s.r.RemoteAddr)

@@ -246,7 +246,7 @@ func TestPurgeKeys(t *testing.T) {
 // the tarballs, immutable, stay.
 func TestPublishThroughTheEdgeDropsThePackument(t *testing.T) {
 	e, c := cachedEdge(t, 1<<20, nil)
-	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	auth := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "release", "registry:write", "0xa1b2c3d4")}
 	e.get(t, "/@mycompany%2fhello", auth)
 	e.get(t, tarballPath, auth)
 	e.get(t, "/hello-dep", auth)

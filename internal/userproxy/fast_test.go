@@ -397,7 +397,7 @@ func TestChunkedPackumentsKeepTheUpstreamConnection(t *testing.T) {
 func TestFastPathHandsOnWhatItDoesNotServe(t *testing.T) {
 	e := newEdge(t, nil)
 	addr := strings.TrimPrefix(e.URL, "http://")
-	auth := "Authorization: Bearer " + e.token(t, "0xa1b2c3d4") + "\r\n"
+	auth := "Authorization: Bearer " + e.tokenFor(t, "ci", "registry:write", "0xa1b2c3d4") + "\r\n"
 	// A GET the fast path serves, then on the same connection a PUT with a
 	// body: the connection moves to net/http with the PUT unread.
 	resps := rawExchange(t, addr,

@@ -78,9 +78,16 @@ type Config struct {
 	BodyTimeout time.Duration
 	Versions    codec.VersionSet
 	Tokens      *token.Verifier // nil: tokens are not checked (an open edge)
-	PublicURL   string          // base for rewritten tarball URLs; "" = from the request
-	Transport   http.RoundTripper
-	RootCAs     *x509.CertPool // CAs for upstream TLS; nil = the system's
+	// AnonymousRead lets reads (GET, HEAD, npm's audit POSTs) through
+	// without a token; a token that is sent is still checked, and writes
+	// still need one with ScopeRegistryWrite.
+	AnonymousRead bool
+	// Audit, when set, is the registry hash of the upstream that serves
+	// /-/npm/v1/security/* (npm audit); nil: the request's own routing.
+	Audit     *uint32
+	PublicURL string // base for rewritten tarball URLs; "" = from the request
+	Transport http.RoundTripper
+	RootCAs   *x509.CertPool // CAs for upstream TLS; nil = the system's
 	// Kernel, when the datapath is attached, gives the flow tag TC wrote for
 	// a connection: a hint compared with what the headers say.
 	Kernel FlowTagger
@@ -139,6 +146,7 @@ type Proxy struct {
 	log      *slog.Logger
 	routes   map[uint32]*route
 	fallback *route
+	audit    *route            // Config.Audit's
 	labels   map[uint32]string // the hashes the config knows, as labels
 	budget   *retryBudget
 	tokens   *tokenCache
@@ -342,6 +350,11 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			p.fallback = r
 		}
 	}
+	if cfg.Audit != nil {
+		if p.audit = p.routes[*cfg.Audit]; p.audit == nil {
+			return nil, fmt.Errorf("userproxy: the audit upstream 0x%08x is not one of the upstreams", *cfg.Audit)
+		}
+	}
 	return p, nil
 }
 
@@ -356,6 +369,7 @@ type apiError struct {
 	Header string `json:"header,omitempty"`
 	Rule   string `json:"rule,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	Scope  string `json:"scope,omitempty"` // the token scope a 403 found missing
 }
 
 // ServeHTTP runs the checks in the order of §4.2 and forwards.
@@ -387,7 +401,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.tunnel(rw, r, up)
 		return
 	}
-	p.forward(rw, r, up, st, reqID)
+	p.forward(rw, r, up, st, reqID, v.writeAuth || isRead(r.Method, r.URL.EscapedPath()))
 }
 
 // finished counts a request in the metrics and writes its access line.
@@ -452,27 +466,28 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 }
 
 // checkToken verifies tok for a request of registry hash; it returns the
-// result word of regedge_token_verifications_total.
-func (p *Proxy) checkToken(tok string, hash uint32) string {
+// token's entry (nil unless valid) and the result word of
+// regedge_token_verifications_total.
+func (p *Proxy) checkToken(tok string, hash uint32) (*cachedToken, string) {
 	e, cached := p.tokens.get(tok)
 	if !cached {
 		c, err := p.cfg.Tokens.Verify(tok)
 		if err != nil {
 			var te *token.Error
 			if errors.As(err, &te) {
-				return te.Result
+				return nil, te.Result
 			}
-			return token.ResultMalformed
+			return nil, token.ResultMalformed
 		}
 		e = p.tokens.put(tok, c)
 	}
 	if !e.allows(hash) {
-		return token.ResultHash
+		return nil, token.ResultHash
 	}
 	if cached {
-		return "cached"
+		return e, "cached"
 	}
-	return token.ResultOK
+	return e, token.ResultOK
 }
 
 // allow takes a token from the hash's bucket; when empty it says how long
@@ -522,14 +537,17 @@ type forwardInfo struct {
 	state codec.State
 	reqID string
 	rw    *recorder
+	// withAuth: the upstream's credential goes along (a read, or a write
+	// whose token carries ScopeRegistryWrite).
+	withAuth bool
 }
 
 // forward sends an admitted request upstream through the route's
 // httputil.ReverseProxy: the requests the fast path hands on (writes,
 // bodies, HTTP/2, unusual heads). Packuments are rebased by the same
 // rewriter as on the fast path; nothing here is cached.
-func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string) {
-	ctx := context.WithValue(r.Context(), forwardKey{}, &forwardInfo{in: r, state: st, reqID: reqID, rw: rw})
+func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string, withAuth bool) {
+	ctx := context.WithValue(r.Context(), forwardKey{}, &forwardInfo{in: r, state: st, reqID: reqID, rw: rw, withAuth: withAuth})
 	up.rp.ServeHTTP(rw, r.WithContext(ctx))
 }
 
@@ -554,7 +572,7 @@ func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
 			}
 			p.headerBlock(fi.state).Inject(pr.Out.Header)
 			pr.Out.Header.Set(codec.HeaderRequestID, fi.reqID)
-			if up.AuthToken != "" {
+			if up.AuthToken != "" && fi.withAuth {
 				pr.Out.Header.Set("Authorization", "Bearer "+up.AuthToken)
 			}
 		},
@@ -743,19 +761,6 @@ func (p *Proxy) trusted(in inbound) bool {
 		}
 	}
 	return false
-}
-
-// scopeOf returns the "@scope" of a package path (/@scope%2fname or
-// /@scope/name), or "".
-func scopeOf(p string) string {
-	if !strings.HasPrefix(p, "/@") {
-		return ""
-	}
-	p = p[1:]
-	if i := strings.IndexAny(p, "/%"); i > 0 {
-		return strings.ToLower(p[:i])
-	}
-	return ""
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

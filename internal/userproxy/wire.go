@@ -55,6 +55,8 @@ func (r *fastRequest) header(name string) (string, int) {
 
 func (r *fastRequest) escapedPath() string { return r.path }
 
+func (r *fastRequest) requestMethod() string { return r.method }
+
 func (r *fastRequest) remoteAddr() (netip.AddrPort, bool) { return r.remote, r.remote.IsValid() }
 
 func (r *fastRequest) localAddr() (netip.AddrPort, bool) { return r.local, r.local.IsValid() }
