@@ -158,13 +158,15 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 func (a *Agent) newProxy() error {
 	cfg := a.cfg
 	pc := userproxy.Config{
-		AccessLog:   a.accessLog,
-		Scopes:      map[string]uint32{},
-		PerMinute:   cfg.Proxy.RateLimit.PerMinute,
-		Timeout:     time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
-		BodyTimeout: time.Duration(cfg.Proxy.BodyTimeout) * time.Millisecond,
-		PublicURL:   cfg.Proxy.PublicURL,
-		Versions:    codec.NewVersionSet(cfg.Config.Version),
+		AccessLog: a.accessLog,
+		Scopes:    map[string]uint32{},
+		PerMinute: cfg.Proxy.RateLimit.PerMinute,
+		// PerClientPerMinute 0 (off) is passed as it is.
+		PerClientPerMinute: cfg.Proxy.RateLimit.PerClientPerMinute,
+		Timeout:            time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
+		BodyTimeout:        time.Duration(cfg.Proxy.BodyTimeout) * time.Millisecond,
+		PublicURL:          cfg.Proxy.PublicURL,
+		Versions:           codec.NewVersionSet(cfg.Config.Version),
 		// 0 in the file turns these off; 0 here would mean the defaults.
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
 		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,

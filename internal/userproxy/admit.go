@@ -129,10 +129,7 @@ func (p *Proxy) admit(in inbound) verdict {
 			}
 		}
 	}
-	if wait, ok := p.allow(v.hash); !ok {
-		p.limited.WithLabelValues(p.hashLabel(v.hash)).Inc()
-		v.code, v.retryAfter = http.StatusTooManyRequests, int(wait.Seconds())+1
-		v.refusal = apiError{Error: "Rate limit exceeded", Rule: fmt.Sprintf("%d per minute per registry hash", p.cfg.PerMinute)}
+	if !p.limit(in, &v) {
 		return v
 	}
 	v.route = p.routes[v.hash]

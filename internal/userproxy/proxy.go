@@ -71,8 +71,11 @@ type route struct {
 type Config struct {
 	Upstreams []Upstream
 	Scopes    map[string]uint32 // "@scope" -> registry hash
-	PerMinute int               // requests per minute per registry hash
-	Timeout   time.Duration     // upstream response header timeout
+	PerMinute int               // requests per minute per registry hash, all clients together
+	// PerClientPerMinute limits each client (the token's sub, else the
+	// source address); 0 = off (limits.go).
+	PerClientPerMinute int
+	Timeout            time.Duration // upstream response header timeout
 	// BodyTimeout is the longest silence allowed between reads of an
 	// upstream body (default 30 s), on both front ends and cache fills.
 	BodyTimeout time.Duration
@@ -154,6 +157,7 @@ type Proxy struct {
 
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter // by hashLabel
+	clients  *clientLimits            // nil: no per-client limit
 
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -308,6 +312,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		cfg.RetryRatio = 0.1
 	}
 	p.cfg = cfg
+	if cfg.PerClientPerMinute > 0 {
+		p.clients = newClientLimits(cfg.PerClientPerMinute)
+	}
 	p.budget = newRetryBudget(cfg.RetryRatio)
 	p.labels = map[uint32]string{}
 	for _, h := range cfg.Scopes {
