@@ -24,6 +24,7 @@ type inbound interface {
 	// escapedPath is the request path as the client sent it.
 	escapedPath() string
 	requestMethod() string
+	requestHost() string
 	remoteAddr() (netip.AddrPort, bool)
 	localAddr() (netip.AddrPort, bool)
 	// conn is the per-connection memory: the kernel's flow tag is read
@@ -82,6 +83,9 @@ func refuse(code int, e apiError) verdict { return verdict{code: code, refusal: 
 // (503), token (401), rate limit (429), routing (502). Both front ends
 // call it, so the order, statuses and bodies cannot drift apart.
 func (p *Proxy) admit(in inbound) verdict {
+	if p.cfg.PublicURL == "" && !plainHost(in.requestHost()) {
+		return refuse(http.StatusBadRequest, badHost())
+	}
 	own := p.states.State()
 	st, err := codec.ExtractHeadersFunc(in.header, own)
 	if err != nil {
@@ -205,6 +209,8 @@ func (s stdRequest) header(name string) (string, int) {
 func (s stdRequest) escapedPath() string { return s.r.URL.EscapedPath() }
 
 func (s stdRequest) requestMethod() string { return s.r.Method }
+
+func (s stdRequest) requestHost() string { return s.r.Host }
 
 func (s stdRequest) remoteAddr() (netip.AddrPort, bool) {
 	ap, err := netip.ParseAddrPort(s.r.RemoteAddr)

@@ -259,7 +259,7 @@ func (s *Server) serveConn(c *fastConn) {
 		}
 		first = false
 		head, err := peekHead(br)
-		if errors.Is(err, errHeadTooLarge) {
+		if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) {
 			s.handOn(c, conn, br)
 			return
 		}

@@ -90,7 +90,8 @@ func TestParseResponse(t *testing.T) {
 	}{
 		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", true, 12, false, false},
 		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true, -1, true, false},
-		{"TE wins over CL", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", true, -1, true, false},
+		{"CL with TE is an error (RFC 9112 §6.3)", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false, 0, false, false},
+		{"signed length", "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", false, 0, false, false},
 		{"to close", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", true, -1, false, true},
 		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", true, 1, false, true},
 		{"no reason", "HTTP/1.1 204\r\n\r\n", true, -1, false, false},

@@ -331,14 +331,16 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		}
 		rt := cfg.Transport
 		if rt == nil {
+			// Response heads are checked for ambiguous framing before
+			// net/http reads them (framing.go).
+			dial, dialTLS := framingDialers(&tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
 			rt = &http.Transport{
 				Proxy:                 nil, // never chain to an environment proxy
-				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				DialContext:           dial,
+				DialTLSContext:        dialTLS,
 				MaxIdleConns:          256,
 				MaxIdleConnsPerHost:   64,
 				IdleConnTimeout:       90 * time.Second,
-				TLSHandshakeTimeout:   10 * time.Second,
-				TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 				ResponseHeaderTimeout: timeout,
 				ForceAttemptHTTP2:     true,
 			}
@@ -636,6 +638,7 @@ func (t *breakerTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, &circuitOpen{wait}
 	}
 	t.p.budget.deposit()
+	out = armFraming(out)
 	resp, err := up.rt.RoundTrip(out)
 	if err != nil && retryable(out, err) && t.p.budget.spend() {
 		resp, err = up.rt.RoundTrip(out)
@@ -747,7 +750,7 @@ func (p *Proxy) edgeBaseOf(in inbound, host string, isTLS bool) string {
 		if v, _ := in.header("X-Forwarded-Proto"); v == "http" || v == "https" {
 			scheme = v
 		}
-		if v, _ := in.header("X-Forwarded-Host"); v != "" && !strings.ContainsAny(v, "/ ,") {
+		if v, _ := in.header("X-Forwarded-Host"); v != "" && plainHost(v) {
 			host = v
 		}
 	}
