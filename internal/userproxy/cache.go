@@ -287,8 +287,11 @@ func (p *Proxy) fetch(conn net.Conn, bw *bufio.Writer, req *fastRequest, v *verd
 		o.rewrite = &rebaser{origins: up.origins, edge: edge}
 		o.learn = func(path, integrity string) { p.integrity.put(up.Hash, path, integrity) }
 	}
+	// Everything but a packument (decoded to be rebased) is stored as it
+	// came, so only unencoded: the entry keeps no Content-Encoding, and a
+	// gzipped body would reach clients that did not ask for it.
 	storable := req.method == "GET" && (h.status == http.StatusOK || h.status == http.StatusNotFound) &&
-		(h.length >= 0 || h.chunked) && (packument || kind == kindTarball && h.encoding == "" || h.status != http.StatusOK)
+		(h.length >= 0 || h.chunked) && (packument || h.encoding == "" && (kind == kindTarball || kind == kindDistTags || h.status != http.StatusOK))
 	var gz *gzipCheck
 	var sha1h = sha1.New()
 	if storable {
