@@ -38,6 +38,10 @@ import (
 	"github.com/regedge/regedge/internal/wsconfig"
 )
 
+// proxyIdleTimeout is how long a kept-alive proxy connection, or an idle
+// CONNECT tunnel, waits for its next byte.
+const proxyIdleTimeout = 2 * time.Minute
+
 // ErrBPFRequired is returned by New when agent.bpf is "required" and the
 // kernel datapath cannot be attached.
 var ErrBPFRequired = errors.New("agent: agent.bpf is \"required\" but the kernel datapath is not available")
@@ -133,6 +137,9 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		HeartbeatInterval: time.Duration(cfg.WebSocket.HeartbeatInterval) * time.Millisecond,
 		ClientTimeout:     time.Duration(cfg.WebSocket.ClientTimeout) * time.Millisecond,
 		Authorize:         a.authorize,
+		LoopbackHosts:     cfg.Admin.LoopbackHosts,
+		MaxClients:        cfg.WebSocket.MaxClients,
+		MaxClientsPerIP:   cfg.WebSocket.MaxClientsPerIP,
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
 	if err := a.newProxy(); err != nil {
@@ -172,6 +179,10 @@ func (a *Agent) newProxy() error {
 		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
 		RetryRatio:      cfg.Proxy.RetryRatio,
 		AnonymousRead:   cfg.Tokens.AnonymousRead,
+		// 0 (off) is passed as it is.
+		MaxConnections:      cfg.Proxy.MaxConnections,
+		MaxConnectionsPerIP: cfg.Proxy.MaxConnectionsPerIP,
+		TunnelIdle:          proxyIdleTimeout,
 	}
 	if cfg.Proxy.Audit != nil {
 		h := uint32(*cfg.Proxy.Audit)
@@ -472,14 +483,14 @@ func (a *Agent) Listen() error {
 func (a *Agent) Serve(ctx context.Context) error {
 	a.started = time.Now()
 	srv := &http.Server{
-		Handler:           admin.Handler(a, a.registry, a.started, a.authorize),
+		Handler:           admin.Handler(a, a.registry, a.started, a.authorize, a.cfg.Admin.LoopbackHosts...),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
 		ReadHeaderTimeout: time.Duration(a.cfg.Proxy.HeaderTimeout) * time.Millisecond, // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       proxyIdleTimeout,
 		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
@@ -521,11 +532,12 @@ func (a *Agent) Serve(ctx context.Context) error {
 		tlsConf = a.certs.TLSConfig()
 	}
 	serveProxy, shutdownProxy := func() error {
+		ln := a.proxy.CapListener(a.proxyLn, tlsConf) // the fast front end applies the caps itself
 		if tlsConf != nil {
 			proxySrv.TLSConfig = tlsConf
-			return proxySrv.ServeTLS(a.proxyLn, "", "")
+			return proxySrv.ServeTLS(ln, "", "")
 		}
-		return proxySrv.Serve(a.proxyLn)
+		return proxySrv.Serve(ln)
 	}, proxySrv.Shutdown
 	if a.cfg.Proxy.FastPath {
 		fast := &userproxy.Server{Proxy: a.proxy, Fallback: proxySrv, TLSConfig: tlsConf,

@@ -223,14 +223,17 @@ func LoopbackTrusted(r *http.Request, hosts []string) bool {
 }
 
 // LoopbackHost reports whether a Host value (host[:port]) is a loopback name
-// or IP literal, or one of hosts.
+// or IP literal (the unspecified address included), or one of hosts.
 func LoopbackHost(hostport string, hosts []string) bool {
 	h := hostOnly(hostport)
 	if h == "" {
 		return false
 	}
 	if a, err := netip.ParseAddr(h); err == nil {
-		return a.Unmap().IsLoopback()
+		// 0.0.0.0 and :: as a destination reach this host (a client
+		// told the listener's wildcard address); a browser sent there by
+		// another site still names that site in Origin, checked apart.
+		return a.Unmap().IsLoopback() || a.IsUnspecified()
 	}
 	h = strings.ToLower(strings.TrimSuffix(h, "."))
 	if h == "localhost" || strings.HasSuffix(h, ".localhost") {

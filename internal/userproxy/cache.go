@@ -447,8 +447,8 @@ func (p *Proxy) serveEntry(conn net.Conn, bw *bufio.Writer, req *fastRequest, e 
 	conn.SetWriteDeadline(time.Now().Add(p.cfg.BodyTimeout + time.Duration(size/(64<<10))*time.Second))
 	defer conn.SetWriteDeadline(time.Time{})
 	var err error
-	if _, plain := conn.(*net.TCPConn); plain {
-		n, err = io.Copy(conn, f) // TCPConn.ReadFrom: sendfile(2)
+	if _, plain := conn.(io.ReaderFrom); plain {
+		n, err = io.Copy(conn, f) // TCPConn.ReadFrom (through cappedConn): sendfile(2)
 	} else {
 		buf := copyBufs.Get().(*[]byte)
 		n, err = io.CopyBuffer(conn, struct{ io.Reader }{f}, *buf)

@@ -75,12 +75,20 @@ type Config struct {
 	// PerClientPerMinute limits each client (the token's sub, else the
 	// source address); 0 = off (limits.go).
 	PerClientPerMinute int
-	Timeout            time.Duration // upstream response header timeout
+	// MaxConnections and MaxConnectionsPerIP cap open client connections
+	// (0 = off; conncap.go).
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	Timeout             time.Duration // upstream response header timeout
 	// BodyTimeout is the longest silence allowed between reads of an
-	// upstream body (default 30 s), on both front ends and cache fills.
+	// upstream body (default 30 s), on both front ends and cache fills,
+	// and of a client's request body (a publish).
 	BodyTimeout time.Duration
-	Versions    codec.VersionSet
-	Tokens      *token.Verifier // nil: tokens are not checked (an open edge)
+	// TunnelIdle closes a CONNECT tunnel in which nothing moved either way
+	// for this long (default 2 minutes, the keep-alive idle timeout).
+	TunnelIdle time.Duration
+	Versions   codec.VersionSet
+	Tokens     *token.Verifier // nil: tokens are not checked (an open edge)
 	// AnonymousRead lets reads (GET, HEAD, npm's audit POSTs) through
 	// without a token; a token that is sent is still checked, and writes
 	// still need one with ScopeRegistryWrite.
@@ -165,6 +173,7 @@ type Proxy struct {
 	limited     *prometheus.CounterVec
 	mismatch    prometheus.Counter
 	handedOn    prometheus.Counter
+	connRefused *prometheus.CounterVec
 
 	// Per-request work that repeats with the same inputs is done once:
 	// the rendered config headers of the last state seen, and the request
@@ -276,6 +285,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 	if cfg.BodyTimeout <= 0 {
 		cfg.BodyTimeout = 30 * time.Second
 	}
+	if cfg.TunnelIdle <= 0 {
+		cfg.TunnelIdle = 2 * time.Minute
+	}
 	p := &Proxy{
 		cfg: cfg, states: states, log: log, routes: map[uint32]*route{},
 		limiters: map[string]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
@@ -298,6 +310,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_proxy_shutdown_cut_total", Help: "Client connections still busy when the shutdown grace ran out, and cut.",
 		}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regedge_proxy_connections_refused_total", Help: "Client connections answered 503 and closed at a connection cap, by cap (total, per_ip).",
+		}, []string{"cap"}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
 		}),
@@ -369,7 +384,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 
 // Collectors returns the proxy's metrics.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut}
+	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut, p.connRefused}
 }
 
 // apiError is the JSON body of a refusal.
@@ -401,6 +416,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v.retryAfter > 0 {
 			rw.Header().Set("Retry-After", strconv.Itoa(v.retryAfter))
 		}
+		if closesConnection(v.code) {
+			rw.Header().Set("Connection", "close")
+		}
 		writeJSON(rw, v.code, v.refusal)
 		return
 	}
@@ -410,7 +428,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.tunnel(rw, r, up)
 		return
 	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// A client that stops sending its body mid-way (a publish) is cut
+		// after BodyTimeout of silence, not held for ever.
+		r.Body = &idleClientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.cfg.BodyTimeout}
+	}
 	p.forward(rw, r, up, st, reqID, v.writeAuth || isRead(r.Method, r.URL.EscapedPath()))
+}
+
+// closesConnection: refusals after which the client's connection is
+// closed: a client without a valid token (or sending garbage) does not
+// keep a connection, and its memory, for the keep-alive timeout.
+func closesConnection(code int) bool {
+	return code == http.StatusUnauthorized || code == http.StatusBadRequest
 }
 
 // finished counts a request in the metrics and writes its access line.
@@ -459,17 +489,7 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 		pending, _ := buf.Reader.Peek(n)
 		upConn.Write(pending)
 	}
-	copied := make(chan int64, 2)
-	pipe := func(dst, src net.Conn) {
-		n, _ := io.Copy(dst, src)
-		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
-			hc.CloseWrite()
-		}
-		copied <- n
-	}
-	go pipe(upConn, client)
-	go pipe(client, upConn)
-	rw.bytes += <-copied + <-copied
+	rw.bytes += pipeIdle(client, upConn, p.cfg.TunnelIdle)
 	client.Close()
 	upConn.Close()
 }
