@@ -51,7 +51,9 @@ func isAuditPath(escapedPath string) bool {
 
 // missingScope is the 403 body of a write without ScopeRegistryWrite.
 func missingScope() apiError {
-	return apiError{Error: "Token lacks the scope this request needs", Scope: token.ScopeRegistryWrite,
+	// Clients print "error" as it is (yarn: `Couldn't publish package:
+	// "…: <error>"`), so it names the scope itself.
+	return apiError{Error: "Forbidden: this request needs a token with scope " + token.ScopeRegistryWrite, Scope: token.ScopeRegistryWrite,
 		Rule: "requests other than GET and HEAD need a token with scope " + token.ScopeRegistryWrite}
 }
 
