@@ -2,14 +2,18 @@ package userproxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // dialFrom opens a connection to addr from a given loopback address.
@@ -135,6 +139,48 @@ func TestStalledRequestBodyIsCut(t *testing.T) {
 		b, err := io.ReadAll(c)
 		if err != nil {
 			t.Errorf("%s: a stalled body held the connection: %v (read %q)", name, err, b)
+		}
+	}
+}
+
+// TestConnectionCapsOverTLS: on a TLS listener the 503 is answered over
+// TLS (HTTP/1.1, even to a client that offers HTTP/2), so the client reads
+// it instead of a broken handshake.
+func TestConnectionCapsOverTLS(t *testing.T) {
+	e := newEdge(t, func(c *Config) { c.Tokens, c.MaxConnectionsPerIP = nil, 1 })
+	certFile, keyFile := testutil.SelfSignedCert(t, t.TempDir(), "edge")
+	certs, err := NewCertReloader(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Proxy: e.proxy, Fallback: &http.Server{Handler: e.proxy, ConnContext: ConnContext},
+		HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, TLSConfig: certs.TLSConfig()}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}()
+	hold := dialFrom(t, "127.0.0.1", ln.Addr().String()) // holds the one place
+	defer hold.Close()                                   // before the shutdown: it is mid-handshake
+	pem, _ := os.ReadFile(certFile)
+	for _, h2 := range []bool{false, true} {
+		c := testutil.TLSClient(pem, h2)
+		c.Timeout = 10 * time.Second
+		resp, err := c.Get("https://" + ln.Addr().String() + "/hello-dep")
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || !strings.Contains(string(b), "proxy.maxConnectionsPerIP 1") {
+			t.Fatalf("h2=%v: %d %s", h2, resp.StatusCode, b)
 		}
 	}
 }
