@@ -628,6 +628,10 @@ func packageOf(path string) string {
 	if parts[0] == "" || strings.HasPrefix(parts[0], "-") {
 		return ""
 	}
+	// /%40scope%2fname is @scope/name (as the scope rule reads it).
+	if rest, ok := strings.CutPrefix(parts[0], "%40"); ok {
+		parts[0] = "@" + rest
+	}
 	if strings.HasPrefix(parts[0], "@") {
 		if scope, name, ok := strings.Cut(parts[0], "%2f"); ok {
 			return scope + "/" + name
