@@ -35,9 +35,12 @@ type Status interface {
 }
 
 // Handler returns the admin mux. reg is the registry /metrics exposes.
-// authorize admits writes (PUT /api/config) that arrive on a non-loopback
-// address; nil refuses them there.
-func Handler(st Status, reg *prometheus.Registry, started time.Time, authorize func(*http.Request) error) http.Handler {
+// Writes (PUT /api/config, DELETE /api/cache) are trusted without a token
+// when they arrive on a loopback address with a loopback Host (localhost,
+// a loopback IP literal, or one of loopbackHosts) and, from a browser, an
+// Origin on that host; authorize admits the others (a config:write
+// token); nil refuses them.
+func Handler(st Status, reg *prometheus.Registry, started time.Time, authorize func(*http.Request) error, loopbackHosts ...string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		up := time.Since(started).Seconds()
@@ -66,7 +69,7 @@ func Handler(st Status, reg *prometheus.Registry, started time.Time, authorize f
 		writeJSON(w, http.StatusOK, apiConfig{State: config.FromCodec(s), Dump: s.Dump()})
 	})
 	mux.HandleFunc("DELETE /api/cache/{pkg...}", func(w http.ResponseWriter, r *http.Request) {
-		if !mayWrite(w, r, authorize) {
+		if !mayWrite(w, r, authorize, loopbackHosts) {
 			return
 		}
 		pkg := r.PathValue("pkg")
@@ -82,7 +85,7 @@ func Handler(st Status, reg *prometheus.Registry, started time.Time, authorize f
 		writeJSON(w, http.StatusOK, map[string]any{"purged": n, "package": pkg, "version": r.URL.Query().Get("version")})
 	})
 	mux.HandleFunc("PUT /api/config", func(w http.ResponseWriter, r *http.Request) {
-		if !mayWrite(w, r, authorize) {
+		if !mayWrite(w, r, authorize, loopbackHosts) {
 			return
 		}
 		next, herr := parsePut(r, st.State())
@@ -177,14 +180,20 @@ func parsePut(r *http.Request, cur codec.State) (codec.State, *apiError) {
 	return next, nil
 }
 
-// mayWrite admits a write: on a loopback address always; elsewhere with an
-// admin token (scope config:write). It answers the refusal itself.
-func mayWrite(w http.ResponseWriter, r *http.Request, authorize func(*http.Request) error) bool {
-	if OnLoopbackListener(r) {
+// mayWrite admits a write: loopback-trusted (LoopbackTrusted: the
+// loopback address is not enough, the Host must name the loopback too, so
+// that a web page re-pointed at 127.0.0.1 by DNS rebinding is refused), or
+// with an admin token (scope config:write). It answers the refusal itself.
+func mayWrite(w http.ResponseWriter, r *http.Request, authorize func(*http.Request) error, loopbackHosts []string) bool {
+	if LoopbackTrusted(r, loopbackHosts) {
 		return true
 	}
 	if authorize == nil {
-		writeJSON(w, http.StatusForbidden, apiError{Error: "admin writes off loopback need tokens.publicKeys and an admin token", Rule: "scope config:write"})
+		msg := "admin writes off loopback need tokens.publicKeys and an admin token"
+		if OnLoopbackListener(r) {
+			msg = "admin writes without a token need a loopback Host (localhost, 127.0.0.1, [::1] or admin.loopbackHosts) and Origin"
+		}
+		writeJSON(w, http.StatusForbidden, apiError{Error: msg, Rule: "scope config:write"})
 		return false
 	}
 	if err := authorize(r); err != nil {

@@ -34,9 +34,11 @@ func (fakeStatus) BPFNotes() []string                     { return nil }
 func (fakeStatus) Interfaces() []string                   { return nil }
 func (fakeStatus) Ready() bool                            { return true }
 
-// putFrom sends PUT /api/config as if it arrived on local address local.
+// putFrom sends PUT /api/config as if it arrived on local address local
+// (with that address as its Host).
 func putFrom(h http.Handler, local string, auth string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodPut, "/api/config", strings.NewReader(`{"set":{"rows":40}}`))
+	r.Host = local
 	addr, _ := net.ResolveTCPAddr("tcp", local)
 	r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(addr)))
 	if auth != "" {
@@ -108,5 +110,56 @@ func TestPutStorageFailureIs507(t *testing.T) {
 	os.Remove(sub)
 	if w := putFrom(h, "127.0.0.1:9873", ""); w.Code != http.StatusOK || st.State().Rows != 40 {
 		t.Fatalf("after the repair: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestLoopbackWritesNeedALoopbackHost: a PUT on the loopback listener whose
+// Host is another name (a page on evil.example re-pointed at 127.0.0.1 by
+// DNS rebinding, sending text/plain to avoid a preflight) changes nothing;
+// with a loopback Host, or a configured name, it does.
+func TestLoopbackWritesNeedALoopbackHost(t *testing.T) {
+	st, _ := state.Open(state.Options{Initial: codec.DefaultState()})
+	h := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), nil, "edge.internal")
+	for _, tc := range []struct {
+		host, origin string
+		code         int
+	}{
+		{"evil.example", "", http.StatusForbidden},
+		{"evil.example:9873", "http://evil.example:9873", http.StatusForbidden},
+		{"127.0.0.1:9873", "http://evil.example", http.StatusForbidden},
+		{"127.0.0.1.evil.example:9873", "", http.StatusForbidden},
+		{"", "", http.StatusForbidden},
+		{"localhost:9873", "http://localhost:9873", http.StatusOK},
+		{"127.0.0.1:9873", "", http.StatusOK},
+		{"[::1]:9873", "", http.StatusOK},
+		{"edge.internal:9873", "", http.StatusOK},
+	} {
+		st.Set(codec.DefaultState(), state.SourceCLI)
+		r := httptest.NewRequest(http.MethodPut, "/api/config", strings.NewReader(`{"set":{"rows":40}}`))
+		r.Host = tc.host
+		r.Header.Set("Content-Type", "text/plain")
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		addr, _ := net.ResolveTCPAddr("tcp", "127.0.0.1:9873")
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(addr)))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.code {
+			t.Errorf("Host %q Origin %q: %d %s, want %d", tc.host, tc.origin, w.Code, w.Body, tc.code)
+		}
+		if changed := st.State().Rows == 40; changed != (tc.code == http.StatusOK) {
+			t.Errorf("Host %q Origin %q: state changed %v", tc.host, tc.origin, changed)
+		}
+	}
+	// DELETE /api/cache is a write too.
+	r := httptest.NewRequest(http.MethodDelete, "/api/cache/left-pad", nil)
+	r.Host = "evil.example"
+	addr, _ := net.ResolveTCPAddr("tcp", "127.0.0.1:9873")
+	r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(addr)))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden {
+		t.Errorf("DELETE /api/cache with a rebound Host: %d", w.Code)
 	}
 }

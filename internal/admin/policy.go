@@ -33,7 +33,7 @@ func TokenAuthorizer(v *token.Verifier) func(r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if c.Scope != token.ScopeConfigWrite {
+		if !c.HasScope(token.ScopeConfigWrite) {
 			return &token.Error{Result: "scope", Err: errors.New("not an admin token (scope config:write)")}
 		}
 		return nil

@@ -39,6 +39,10 @@ import (
 	"github.com/regedge/regedge/internal/wsconfig"
 )
 
+// proxyIdleTimeout is how long a kept-alive proxy connection, or an idle
+// CONNECT tunnel, waits for its next byte.
+const proxyIdleTimeout = 2 * time.Minute
+
 // ErrBPFRequired is returned by New when agent.bpf is "required" and the
 // kernel datapath cannot be attached.
 var ErrBPFRequired = errors.New("agent: agent.bpf is \"required\" but the kernel datapath is not available")
@@ -141,6 +145,9 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		HeartbeatInterval: cfg.WebSocket.HeartbeatInterval.Duration(),
 		ClientTimeout:     cfg.WebSocket.ClientTimeout.Duration(),
 		Authorize:         a.authorize,
+		LoopbackHosts:     cfg.Admin.LoopbackHosts,
+		MaxClients:        cfg.WebSocket.MaxClients,
+		MaxClientsPerIP:   cfg.WebSocket.MaxClientsPerIP,
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
 	if err := a.newProxy(); err != nil {
@@ -165,13 +172,15 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 func (a *Agent) newProxy() error {
 	cfg := a.cfg
 	pc := userproxy.Config{
-		AccessLog:   a.accessLog,
-		Scopes:      map[string]uint32{},
-		PerMinute:   cfg.Proxy.RateLimit.PerMinute,
-		Timeout:     cfg.Proxy.Timeout.Duration(),
-		BodyTimeout: cfg.Proxy.BodyTimeout.Duration(),
-		PublicURL:   cfg.Proxy.PublicURL,
-		Versions:    codec.NewVersionSet(cfg.Config.Version),
+		AccessLog: a.accessLog,
+		Scopes:    map[string]uint32{},
+		PerMinute: cfg.Proxy.RateLimit.PerMinute,
+		// PerClientPerMinute 0 (off) is passed as it is.
+		PerClientPerMinute: cfg.Proxy.RateLimit.PerClientPerMinute,
+		Timeout:            cfg.Proxy.Timeout.Duration(),
+		BodyTimeout:        cfg.Proxy.BodyTimeout.Duration(),
+		PublicURL:          cfg.Proxy.PublicURL,
+		Versions:           codec.NewVersionSet(cfg.Config.Version),
 		// 0 in the file turns these off; 0 here would mean the defaults.
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
 		BreakerCooldown: cfg.Proxy.Breaker.Cooldown.Duration(),
@@ -182,6 +191,15 @@ func (a *Agent) newProxy() error {
 				a.fleet.Notify(pkg)
 			}
 		},
+		AnonymousRead: cfg.Tokens.AnonymousRead,
+		// 0 (off) is passed as it is.
+		MaxConnections:      cfg.Proxy.MaxConnections,
+		MaxConnectionsPerIP: cfg.Proxy.MaxConnectionsPerIP,
+		TunnelIdle:          proxyIdleTimeout,
+	}
+	if cfg.Proxy.Audit != nil {
+		h := uint32(*cfg.Proxy.Audit)
+		pc.Audit = &h
 	}
 	if pc.BreakerFailures == 0 {
 		pc.BreakerFailures = -1
@@ -559,14 +577,14 @@ func (a *Agent) FleetPeers() []netip.AddrPort {
 func (a *Agent) Serve(ctx context.Context) error {
 	a.started = time.Now()
 	srv := &http.Server{
-		Handler:           admin.Handler(a, a.registry, a.started, a.authorize),
+		Handler:           admin.Handler(a, a.registry, a.started, a.authorize, a.cfg.Admin.LoopbackHosts...),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
 		ReadHeaderTimeout: a.cfg.Proxy.HeaderTimeout.Duration(), // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       proxyIdleTimeout,
 		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
@@ -608,11 +626,12 @@ func (a *Agent) Serve(ctx context.Context) error {
 		tlsConf = a.certs.TLSConfig()
 	}
 	serveProxy, shutdownProxy := func() error {
+		ln := a.proxy.CapListener(a.proxyLn, tlsConf) // the fast front end applies the caps itself
 		if tlsConf != nil {
 			proxySrv.TLSConfig = tlsConf
-			return proxySrv.ServeTLS(a.proxyLn, "", "")
+			return proxySrv.ServeTLS(ln, "", "")
 		}
-		return proxySrv.Serve(a.proxyLn)
+		return proxySrv.Serve(ln)
 	}, proxySrv.Shutdown
 	if a.cfg.Proxy.FastPath {
 		fast := &userproxy.Server{Proxy: a.proxy, Fallback: proxySrv, TLSConfig: tlsConf,

@@ -410,3 +410,16 @@ func serveProxyOnly(t *testing.T, cfg *config.Config) (*Agent, context.CancelFun
 	cancel, done := serveInBackground(a)
 	return a, cancel, done
 }
+
+// TestUpstreamAuthWithoutTokensRefusedAtStart: the agent does not start
+// with an upstream credential it would lend to every client, and says why.
+func TestUpstreamAuthWithoutTokensRefusedAtStart(t *testing.T) {
+	cfg := config.Default()
+	cfg.Agent.BPF = "off"
+	cfg.Proxy.Upstreams[0].Auth = &config.Auth{TokenFile: "/nonexistent/token"}
+	_, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Key != "proxy.upstreams[0].auth" || !strings.Contains(err.Error(), "tokens.publicKeys") {
+		t.Fatalf("New = %v, want a config error on proxy.upstreams[0].auth naming tokens.publicKeys", err)
+	}
+}

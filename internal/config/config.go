@@ -165,6 +165,13 @@ type Proxy struct {
 	// FastPath serves GET/HEAD on the proxy's own HTTP/1.1 path (the
 	// default); false serves everything with net/http, an escape hatch.
 	FastPath bool `json:"fastPath"`
+	// Audit is the registry hash of the upstream that serves
+	// /-/npm/v1/security/* (npm audit); null: the request's own routing.
+	Audit *Hash `json:"audit"`
+	// MaxConnections and MaxConnectionsPerIP cap open client connections
+	// (0 = off); a connection over a cap is answered 503 and closed.
+	MaxConnections      int `json:"maxConnections"`
+	MaxConnectionsPerIP int `json:"maxConnectionsPerIP"`
 }
 
 // Cache configures the edge cache.
@@ -219,9 +226,13 @@ type TLS struct {
 	Key  string `json:"key"`
 }
 
-// RateLimit is per registry hash.
+// RateLimit: PerMinute is per registry hash, all clients together (a
+// ceiling that protects the upstream); PerClientPerMinute is per client (the
+// token's sub, else the source address), 0 = off. Both have a burst of one
+// minute.
 type RateLimit struct {
-	PerMinute int `json:"perMinute"`
+	PerMinute          int `json:"perMinute"`
+	PerClientPerMinute int `json:"perClientPerMinute"`
 }
 
 // WebSocket is the "websocket" section.
@@ -230,6 +241,10 @@ type WebSocket struct {
 	Port              int    `json:"port"`
 	HeartbeatInterval Millis `json:"heartbeatInterval"`
 	ClientTimeout     Millis `json:"clientTimeout"`
+	// MaxClients and MaxClientsPerIP cap connected clients (0 = off);
+	// an upgrade over a cap is answered 503.
+	MaxClients      int `json:"maxClients"`
+	MaxClientsPerIP int `json:"maxClientsPerIP"`
 }
 
 // Bus is the "bus" section.
@@ -248,6 +263,9 @@ type Bus struct {
 type Tokens struct {
 	PublicKeys []string `json:"publicKeys"`
 	Leeway     int      `json:"leeway"` // seconds
+	// AnonymousRead lets reads (GET, HEAD, npm's audit POSTs) through the
+	// proxy without a token; writes still need one with registry:write.
+	AnonymousRead bool `json:"anonymousRead"`
 }
 
 // Agent is the "agent" section.
@@ -280,6 +298,10 @@ type Fleet struct {
 // Admin is the "admin" section.
 type Admin struct {
 	Listen string `json:"listen"`
+	// LoopbackHosts are Host names, besides localhost and loopback IP
+	// literals, under which a request on a loopback address may change the
+	// config without a token (admin API and WebSocket server).
+	LoopbackHosts []string `json:"loopbackHosts"`
 }
 
 // Error is a configuration error naming where the bad value came from: a key
@@ -406,6 +428,17 @@ func (c *Config) Validate() error {
 		if u.Auth != nil && u.Auth.TokenFile == "" {
 			return bad(key+".auth.tokenFile", "empty")
 		}
+		if u.Auth != nil && len(c.Tokens.PublicKeys) == 0 {
+			// Without tokens every client would read and write with the
+			// edge's account at this upstream.
+			return bad(key+".auth", "the edge would lend this credential to every client: "+
+				"set tokens.publicKeys (tokens.anonymousRead keeps reads open, writes then need a registry:write token), or remove auth")
+		}
+	}
+	if a := c.Proxy.Audit; a != nil {
+		if _, ok := seen[*a]; !ok {
+			return bad("proxy.audit", "%s is not the hash of one of proxy.upstreams", *a)
+		}
 	}
 	for scope := range c.Proxy.Scopes {
 		if len(scope) < 2 || scope[0] != '@' || strings.Contains(scope, "/") {
@@ -452,6 +485,20 @@ func (c *Config) Validate() error {
 	}
 	if c.Proxy.RateLimit.PerMinute <= 0 {
 		return bad("proxy.rateLimit.perMinute", "want > 0, got %d", c.Proxy.RateLimit.PerMinute)
+	}
+	if c.Proxy.RateLimit.PerClientPerMinute < 0 {
+		return bad("proxy.rateLimit.perClientPerMinute", "want >= 0 (0 = off), got %d", c.Proxy.RateLimit.PerClientPerMinute)
+	}
+	if c.Proxy.MaxConnections < 0 || c.Proxy.MaxConnectionsPerIP < 0 {
+		return bad("proxy.maxConnections", "maxConnections and maxConnectionsPerIP want >= 0 (0 = off)")
+	}
+	if c.WebSocket.MaxClients < 0 || c.WebSocket.MaxClientsPerIP < 0 {
+		return bad("websocket.maxClients", "maxClients and maxClientsPerIP want >= 0 (0 = off)")
+	}
+	for i, h := range c.Admin.LoopbackHosts {
+		if h == "" || strings.ContainsAny(h, ":/ []@") {
+			return bad(fmt.Sprintf("admin.loopbackHosts[%d]", i), "%q: want a host name without port", h)
+		}
 	}
 	if c.WebSocket.HeartbeatInterval <= 0 {
 		return bad("websocket.heartbeatInterval", "want milliseconds > 0, got %d", c.WebSocket.HeartbeatInterval)

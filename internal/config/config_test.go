@@ -52,7 +52,8 @@ func TestDefaultsAreTheSeed(t *testing.T) {
 
 func TestFileOverridesDefaults(t *testing.T) {
 	p := writeFile(t, `{"config":{"version":1,"registryHash":"0xDEADBEEF","featureFlags":"0x00000001","terminalMode":1,"rows":40,"cols":120,"reserved":0},
-		"proxy":{"listenPort":5873,"upstreams":[{"host":"registry.mycompany.com","port":443,"hash":"0xdeadbeef","tls":true,"auth":{"tokenFile":"/etc/t"}},{"host":"registry.npmjs.org","port":443,"hash":0,"tls":true}],"scopes":{"@mycompany":"0xdeadbeef"}}}`)
+		"proxy":{"listenPort":5873,"upstreams":[{"host":"registry.mycompany.com","port":443,"hash":"0xdeadbeef","tls":true,"auth":{"tokenFile":"/etc/t"}},{"host":"registry.npmjs.org","port":443,"hash":0,"tls":true}],"scopes":{"@mycompany":"0xdeadbeef"}},
+		"tokens":{"publicKeys":["/etc/regedge/edge.pub"]}}`)
 	c, err := Load(p, noEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -305,5 +306,70 @@ func TestBusPublicKeysNameTheFile(t *testing.T) {
 	keys, err := c.BusPublicKeys()
 	if err != nil || len(keys) != 1 || !keys[0].Equal(pub) {
 		t.Fatalf("good key: %v, %v", keys, err)
+	}
+}
+
+// TestUpstreamAuthNeedsTokens: an upstream credential on an edge that does
+// not check tokens would be lent to every client: the config is refused,
+// saying why and what to do.
+func TestUpstreamAuthNeedsTokens(t *testing.T) {
+	body := `{"proxy":{"upstreams":[{"host":"r","port":443,"hash":0,"tls":true,"auth":{"tokenFile":"/etc/t"}}]}}`
+	_, err := Load(writeFile(t, body), noEnv)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "proxy.upstreams[0].auth" || !strings.Contains(err.Error(), "tokens.publicKeys") {
+		t.Fatalf("auth without tokens: %v", err)
+	}
+	// The same with keys from the environment is fine.
+	if _, err := Load(writeFile(t, body), envOf(map[string]string{"REGEDGE_TOKEN_PUBLIC_KEYS": "/k.pub"})); err != nil {
+		t.Fatalf("auth with REGEDGE_TOKEN_PUBLIC_KEYS: %v", err)
+	}
+}
+
+func TestAuthzAndLimitKeys(t *testing.T) {
+	c, err := Load(writeFile(t, `{"proxy":{"upstreams":[{"host":"a","port":443,"hash":"0xa1b2c3d4"},{"host":"b","port":443,"hash":"0x00000a0d"}],
+		"audit":"0x00000a0d","rateLimit":{"perMinute":5000,"perClientPerMinute":300},"maxConnections":10,"maxConnectionsPerIP":2},
+		"websocket":{"maxClients":5,"maxClientsPerIP":1},"tokens":{"anonymousRead":true},"admin":{"loopbackHosts":["edge.internal"]}}`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Proxy.Audit == nil || *c.Proxy.Audit != 0xa0d || c.Proxy.RateLimit.PerClientPerMinute != 300 || !c.Tokens.AnonymousRead ||
+		c.Proxy.MaxConnections != 10 || c.Proxy.MaxConnectionsPerIP != 2 || c.WebSocket.MaxClients != 5 || c.WebSocket.MaxClientsPerIP != 1 ||
+		len(c.Admin.LoopbackHosts) != 1 {
+		t.Fatalf("%+v %+v %+v %+v", c.Proxy, c.WebSocket, c.Tokens, c.Admin)
+	}
+	d := Default()
+	if d.Proxy.Audit != nil || d.Tokens.AnonymousRead || d.Proxy.RateLimit.PerClientPerMinute <= 0 ||
+		d.Proxy.RateLimit.PerMinute < 2*d.Proxy.RateLimit.PerClientPerMinute || d.Proxy.MaxConnections <= 0 || d.WebSocket.MaxClients <= 0 {
+		t.Fatalf("defaults: %+v %+v", d.Proxy, d.WebSocket)
+	}
+	c, err = Load("", envOf(map[string]string{"REGEDGE_TOKEN_ANONYMOUS_READ": "true", "REGEDGE_PROXY_AUDIT": "0", "REGEDGE_PROXY_RATE_LIMIT_PER_CLIENT_PER_MINUTE": "0",
+		"REGEDGE_PROXY_MAX_CONNECTIONS": "3", "REGEDGE_PROXY_MAX_CONNECTIONS_PER_IP": "1", "REGEDGE_WS_MAX_CLIENTS": "2", "REGEDGE_WS_MAX_CLIENTS_PER_IP": "1",
+		"REGEDGE_ADMIN_LOOPBACK_HOSTS": "a.internal, b.internal"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Tokens.AnonymousRead || c.Proxy.Audit == nil || *c.Proxy.Audit != 0 || c.Proxy.RateLimit.PerClientPerMinute != 0 || c.Proxy.MaxConnections != 3 ||
+		c.Proxy.MaxConnectionsPerIP != 1 || c.WebSocket.MaxClients != 2 || c.WebSocket.MaxClientsPerIP != 1 || len(c.Admin.LoopbackHosts) != 2 {
+		t.Fatalf("from the environment: %+v %+v %+v", c.Proxy, c.Tokens, c.Admin)
+	}
+	for _, tc := range []struct{ body, key string }{
+		{`{"proxy":{"audit":"0x00000bad"}}`, "proxy.audit"},
+		{`{"proxy":{"rateLimit":{"perMinute":10,"perClientPerMinute":-1}}}`, "proxy.rateLimit.perClientPerMinute"},
+		{`{"proxy":{"maxConnectionsPerIP":-1}}`, "proxy.maxConnections"},
+		{`{"websocket":{"maxClients":-1}}`, "websocket.maxClients"},
+		{`{"admin":{"loopbackHosts":["evil.example:80"]}}`, "admin.loopbackHosts[0]"},
+	} {
+		_, err := Load(writeFile(t, tc.body), noEnv)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tc.key {
+			t.Errorf("%s: %v, want key %s", tc.body, err, tc.key)
+		}
+	}
+	for name, v := range map[string]string{"REGEDGE_TOKEN_ANONYMOUS_READ": "yes please", "REGEDGE_PROXY_AUDIT": "0xZZ", "REGEDGE_PROXY_MAX_CONNECTIONS": "many"} {
+		_, err := Load("", envOf(map[string]string{name: v}))
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != name {
+			t.Errorf("%s=%s: %v", name, v, err)
+		}
 	}
 }

@@ -35,6 +35,16 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			return nil
 		})
 	}
+	boolean := func(name string, dst *bool) error {
+		return withEnv(env, name, func(v string) error {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			*dst = on
+			return nil
+		})
+	}
 	str := func(name string, dst *string) error {
 		return withEnv(env, name, func(v string) error { *dst = v; return nil })
 	}
@@ -131,6 +141,29 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			return nil
 		}),
 		integer("REGEDGE_FLEET_RESOLVE_INTERVAL", &c.Fleet.ResolveInterval),
+		boolean("REGEDGE_TOKEN_ANONYMOUS_READ", &c.Tokens.AnonymousRead),
+		withEnv(env, "REGEDGE_PROXY_AUDIT", func(v string) error {
+			if v == "" {
+				c.Proxy.Audit = nil
+				return nil
+			}
+			h, err := ParseHash(v)
+			if err != nil {
+				return err
+			}
+			c.Proxy.Audit = &h
+			return nil
+		}),
+		integer("REGEDGE_PROXY_RATE_LIMIT_PER_MINUTE", &c.Proxy.RateLimit.PerMinute),
+		integer("REGEDGE_PROXY_RATE_LIMIT_PER_CLIENT_PER_MINUTE", &c.Proxy.RateLimit.PerClientPerMinute),
+		integer("REGEDGE_PROXY_MAX_CONNECTIONS", &c.Proxy.MaxConnections),
+		integer("REGEDGE_PROXY_MAX_CONNECTIONS_PER_IP", &c.Proxy.MaxConnectionsPerIP),
+		integer("REGEDGE_WS_MAX_CLIENTS", &c.WebSocket.MaxClients),
+		integer("REGEDGE_WS_MAX_CLIENTS_PER_IP", &c.WebSocket.MaxClientsPerIP),
+		withEnv(env, "REGEDGE_ADMIN_LOOPBACK_HOSTS", func(v string) error {
+			c.Admin.LoopbackHosts = SplitList(v)
+			return nil
+		}),
 	}
 	for _, err := range steps {
 		if err != nil {
@@ -151,6 +184,10 @@ var EnvVars = []string{
 	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_STATE_SOURCE", "REGEDGE_CACHE_DIR", "REGEDGE_PROXY_PUBLIC_URL", "REGEDGE_PROXY_BODY_TIMEOUT",
 	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_BUS_LISTEN_HOST", "REGEDGE_BUS_PUBLIC_KEYS",
 	"REGEDGE_TOKEN_PUBLIC_KEYS", "REGEDGE_FLEET_LISTEN", "REGEDGE_FLEET_PEERS", "REGEDGE_FLEET_RESOLVE_INTERVAL",
+	"REGEDGE_TOKEN_ANONYMOUS_READ", "REGEDGE_PROXY_AUDIT",
+	"REGEDGE_PROXY_RATE_LIMIT_PER_MINUTE", "REGEDGE_PROXY_RATE_LIMIT_PER_CLIENT_PER_MINUTE",
+	"REGEDGE_PROXY_MAX_CONNECTIONS", "REGEDGE_PROXY_MAX_CONNECTIONS_PER_IP",
+	"REGEDGE_WS_MAX_CLIENTS", "REGEDGE_WS_MAX_CLIENTS_PER_IP", "REGEDGE_ADMIN_LOOPBACK_HOSTS",
 }
 
 // envInt sets *dst from the integer in variable name, when it is set.

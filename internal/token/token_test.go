@@ -122,3 +122,50 @@ func TestKidSelectsKey(t *testing.T) {
 		t.Error("a token whose kid names another key verified")
 	}
 }
+
+func TestScopesAreSpaceSeparated(t *testing.T) {
+	c := Claims{Scope: "registry:write  config:write"}
+	if !c.HasScope(ScopeRegistryWrite) || !c.HasScope(ScopeConfigWrite) || c.HasScope("registry") || c.HasScope("") {
+		t.Fatalf("HasScope over %q", c.Scope)
+	}
+	if (&Claims{Scope: "registry:writeconfig:write"}).HasScope(ScopeRegistryWrite) {
+		t.Fatal("a scope matched as a prefix of another word")
+	}
+	if !(&Claims{Scope: ScopeRegistryWrite + " " + ScopeConfigWrite}).HasScope(ScopeConfigWrite) {
+		t.Fatal("an admin token may carry more scopes than config:write")
+	}
+}
+
+func TestGenerateKeyNeverOverwrites(t *testing.T) {
+	dir := t.TempDir()
+	kf, pf, err := GenerateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := os.ReadFile(kf)
+	pub, _ := os.ReadFile(pf)
+	if _, _, err := GenerateKey(dir); !errors.Is(err, ErrKeyExists) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("second keygen: %v, want ErrKeyExists naming --force", err)
+	}
+	// Only the public half there: still refused, nothing written.
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "edge.pub"), pub, 0o644)
+	if _, _, err := GenerateKey(other); !errors.Is(err, ErrKeyExists) {
+		t.Fatalf("keygen over a lone edge.pub: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "edge.key")); !os.IsNotExist(err) {
+		t.Fatal("a refused keygen wrote edge.key")
+	}
+	if k2, _ := os.ReadFile(kf); string(k2) != string(key) {
+		t.Fatal("the refused keygen changed the key")
+	}
+	if _, _, err := ReplaceKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	if k2, _ := os.ReadFile(kf); string(k2) == string(key) {
+		t.Fatal("ReplaceKey kept the old key")
+	}
+	if st, _ := os.Stat(kf); st.Mode().Perm() != 0o600 {
+		t.Fatalf("replaced key mode %v", st.Mode())
+	}
+}

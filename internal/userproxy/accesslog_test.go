@@ -99,7 +99,7 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 			}
 		})
 		e.proxy.log = slog.New(slog.NewJSONHandler(out, nil))
-		auth := "Bearer " + e.token(t, "0xa1b2c3d4")
+		auth := "Bearer " + e.tokenFor(t, "@mycompany", "registry:write", "0xa1b2c3d4") // the PUT is a write
 		get, getBody := e.get(t, "/hello-dep", map[string]string{"Authorization": auth})
 		req, _ := http.NewRequest(http.MethodPut, e.URL+"/hello-dep", strings.NewReader("{}"))
 		req.Header.Set("Authorization", auth)

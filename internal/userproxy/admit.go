@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -22,6 +23,8 @@ type inbound interface {
 	header(name string) (first string, n int)
 	// escapedPath is the request path as the client sent it.
 	escapedPath() string
+	requestMethod() string
+	requestHost() string
 	remoteAddr() (netip.AddrPort, bool)
 	localAddr() (netip.AddrPort, bool)
 	// conn is the per-connection memory: the kernel's flow tag is read
@@ -62,6 +65,12 @@ type verdict struct {
 	hash        uint32
 	route       *route
 	tokenResult string
+	// writeAuth: a write whose token carries ScopeRegistryWrite; only such
+	// a write is sent with the upstream's credential.
+	writeAuth bool
+	// client is who the per-client rate limit counts this request
+	// against: the token's sub, else the source address.
+	client string
 
 	code       int // the refusal's status; 0 when admitted
 	refusal    apiError
@@ -74,6 +83,9 @@ func refuse(code int, e apiError) verdict { return verdict{code: code, refusal: 
 // (503), token (401), rate limit (429), routing (502). Both front ends
 // call it, so the order, statuses and bodies cannot drift apart.
 func (p *Proxy) admit(in inbound) verdict {
+	if p.cfg.PublicURL == "" && !plainHost(in.requestHost()) {
+		return refuse(http.StatusBadRequest, badHost())
+	}
 	own := p.states.State()
 	st, err := codec.ExtractHeadersFunc(in.header, own)
 	if err != nil {
@@ -95,24 +107,41 @@ func (p *Proxy) admit(in inbound) verdict {
 			v.hash, scoped = h, true
 		}
 	}
+	read := isRead(in.requestMethod(), in.escapedPath())
 	if p.cfg.Tokens != nil {
-		v.tokenResult = p.checkToken(tokenOf(in), v.hash)
-		p.tokenChecks.WithLabelValues(v.tokenResult).Inc()
-		if v.tokenResult != token.ResultOK && v.tokenResult != "cached" {
-			p.tokenFailed(in)
-			v.code, v.refusal = http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: v.tokenResult}
-			return v
+		tok := tokenOf(in)
+		if tok == "" && read && p.cfg.AnonymousRead {
+			v.tokenResult = "anonymous" // tokens.anonymousRead: not a verification
+		} else {
+			var claims *cachedToken
+			claims, v.tokenResult = p.checkToken(tok, v.hash)
+			p.tokenChecks.WithLabelValues(v.tokenResult).Inc()
+			if v.tokenResult != token.ResultOK && v.tokenResult != "cached" {
+				p.tokenFailed(in)
+				v.code, v.refusal = http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: v.tokenResult}
+				return v
+			}
+			if !read {
+				if !claims.claims.HasScope(token.ScopeRegistryWrite) {
+					v.code, v.refusal = http.StatusForbidden, missingScope()
+					return v
+				}
+				v.writeAuth = true
+			}
+			if sub := claims.claims.Subject; sub != "" {
+				v.client = "sub:" + sub
+			}
 		}
 	}
-	if wait, ok := p.allow(v.hash); !ok {
-		p.limited.WithLabelValues(p.hashLabel(v.hash)).Inc()
-		v.code, v.retryAfter = http.StatusTooManyRequests, int(wait.Seconds())+1
-		v.refusal = apiError{Error: "Rate limit exceeded", Rule: fmt.Sprintf("%d per minute per registry hash", p.cfg.PerMinute)}
+	if !p.limit(in, &v) {
 		return v
 	}
 	v.route = p.routes[v.hash]
 	if v.route == nil && !scoped { // a scope's hash never falls through: dependency-confusion guard
 		v.route = p.fallback
+	}
+	if p.audit != nil && strings.HasPrefix(in.escapedPath(), auditPrefix) {
+		v.route = p.audit // proxy.audit: one upstream answers every audit
 	}
 	if v.route == nil {
 		v.code, v.refusal = http.StatusBadGateway, apiError{Error: "Unknown registry hash", Rule: fmt.Sprintf("no upstream for 0x%08x", v.hash)}
@@ -178,6 +207,10 @@ func (s stdRequest) header(name string) (string, int) {
 }
 
 func (s stdRequest) escapedPath() string { return s.r.URL.EscapedPath() }
+
+func (s stdRequest) requestMethod() string { return s.r.Method }
+
+func (s stdRequest) requestHost() string { return s.r.Host }
 
 func (s stdRequest) remoteAddr() (netip.AddrPort, bool) {
 	ap, err := netip.ParseAddrPort(s.r.RemoteAddr)

@@ -288,8 +288,11 @@ func (p *Proxy) fetch(conn net.Conn, bw *bufio.Writer, req *fastRequest, v *verd
 		o.rewrite = &rebaser{origins: up.origins, edge: edge}
 		o.learn = func(path, integrity string) { p.integrity.put(up.Hash, path, integrity) }
 	}
+	// Everything but a packument (decoded to be rebased) is stored as it
+	// came, so only unencoded: the entry keeps no Content-Encoding, and a
+	// gzipped body would reach clients that did not ask for it.
 	storable := req.method == "GET" && (h.status == http.StatusOK || h.status == http.StatusNotFound) &&
-		(h.length >= 0 || h.chunked) && (packument || kind == kindTarball && h.encoding == "" || h.status != http.StatusOK)
+		(h.length >= 0 || h.chunked) && (packument || h.encoding == "" && (kind == kindTarball || kind == kindDistTags || h.status != http.StatusOK))
 	var gz *gzipCheck
 	var sha1h = sha1.New()
 	if storable {
@@ -441,8 +444,8 @@ func (p *Proxy) serveEntry(conn net.Conn, bw *bufio.Writer, req *fastRequest, e 
 	conn.SetWriteDeadline(time.Now().Add(p.cfg.BodyTimeout + time.Duration(size/(64<<10))*time.Second))
 	defer conn.SetWriteDeadline(time.Time{})
 	var err error
-	if _, plain := conn.(*net.TCPConn); plain {
-		n, err = io.Copy(conn, f) // TCPConn.ReadFrom: sendfile(2)
+	if _, plain := conn.(io.ReaderFrom); plain {
+		n, err = io.Copy(conn, f) // TCPConn.ReadFrom (through cappedConn): sendfile(2)
 	} else {
 		buf := copyBufs.Get().(*[]byte)
 		n, err = io.CopyBuffer(conn, struct{ io.Reader }{f}, *buf)
@@ -621,6 +624,10 @@ func packageOf(path string) string {
 	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	if parts[0] == "" || strings.HasPrefix(parts[0], "-") {
 		return ""
+	}
+	// /%40scope%2fname is @scope/name (as the scope rule reads it).
+	if rest, ok := strings.CutPrefix(parts[0], "%40"); ok {
+		parts[0] = "@" + rest
 	}
 	if strings.HasPrefix(parts[0], "@") {
 		if scope, name, ok := strings.Cut(parts[0], "%2f"); ok {

@@ -90,6 +90,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return http.ErrServerClosed
 	}
+	ln = s.Proxy.CapListener(ln, s.TLSConfig) // proxy.maxConnections, maxConnectionsPerIP
 	s.ln = ln
 	s.conns = map[*fastConn]struct{}{}
 	if s.HeaderTimeout <= 0 {
@@ -263,7 +264,7 @@ func (s *Server) serveConn(c *fastConn) {
 		}
 		first = false
 		head, err := peekHead(br)
-		if errors.Is(err, errHeadTooLarge) {
+		if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) {
 			s.handOn(c, conn, br)
 			return
 		}
@@ -400,8 +401,9 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 	}()
 	if v.code != 0 {
 		code = v.code
+		closeConn = closeConn || closesConnection(v.code)
 		written = writeRefusal(bw, req.method, v.code, v.refusal, v.retryAfter, reqID, closeConn)
-		return bw.Flush() == nil
+		return bw.Flush() == nil && !closeConn
 	}
 	up := v.route
 	upstream = up.URL.Host

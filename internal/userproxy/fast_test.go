@@ -90,7 +90,8 @@ func TestParseResponse(t *testing.T) {
 	}{
 		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", true, 12, false, false},
 		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true, -1, true, false},
-		{"TE wins over CL", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", true, -1, true, false},
+		{"CL with TE is an error (RFC 9112 §6.3)", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false, 0, false, false},
+		{"signed length", "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", false, 0, false, false},
 		{"to close", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", true, -1, false, true},
 		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", true, 1, false, true},
 		{"no reason", "HTTP/1.1 204\r\n\r\n", true, -1, false, false},
@@ -397,7 +398,7 @@ func TestChunkedPackumentsKeepTheUpstreamConnection(t *testing.T) {
 func TestFastPathHandsOnWhatItDoesNotServe(t *testing.T) {
 	e := newEdge(t, nil)
 	addr := strings.TrimPrefix(e.URL, "http://")
-	auth := "Authorization: Bearer " + e.token(t, "0xa1b2c3d4") + "\r\n"
+	auth := "Authorization: Bearer " + e.tokenFor(t, "ci", "registry:write", "0xa1b2c3d4") + "\r\n"
 	// A GET the fast path serves, then on the same connection a PUT with a
 	// body: the connection moves to net/http with the PUT unread.
 	resps := rawExchange(t, addr,

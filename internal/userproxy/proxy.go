@@ -71,16 +71,34 @@ type route struct {
 type Config struct {
 	Upstreams []Upstream
 	Scopes    map[string]uint32 // "@scope" -> registry hash
-	PerMinute int               // requests per minute per registry hash
-	Timeout   time.Duration     // upstream response header timeout
+	PerMinute int               // requests per minute per registry hash, all clients together
+	// PerClientPerMinute limits each client (the token's sub, else the
+	// source address); 0 = off (limits.go).
+	PerClientPerMinute int
+	// MaxConnections and MaxConnectionsPerIP cap open client connections
+	// (0 = off; conncap.go).
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	Timeout             time.Duration // upstream response header timeout
 	// BodyTimeout is the longest silence allowed between reads of an
-	// upstream body (default 30 s), on both front ends and cache fills.
+	// upstream body (default 30 s), on both front ends and cache fills,
+	// and of a client's request body (a publish).
 	BodyTimeout time.Duration
-	Versions    codec.VersionSet
-	Tokens      *token.Verifier // nil: tokens are not checked (an open edge)
-	PublicURL   string          // base for rewritten tarball URLs; "" = from the request
-	Transport   http.RoundTripper
-	RootCAs     *x509.CertPool // CAs for upstream TLS; nil = the system's
+	// TunnelIdle closes a CONNECT tunnel in which nothing moved either way
+	// for this long (default 2 minutes, the keep-alive idle timeout).
+	TunnelIdle time.Duration
+	Versions   codec.VersionSet
+	Tokens     *token.Verifier // nil: tokens are not checked (an open edge)
+	// AnonymousRead lets reads (GET, HEAD, npm's audit POSTs) through
+	// without a token; a token that is sent is still checked, and writes
+	// still need one with ScopeRegistryWrite.
+	AnonymousRead bool
+	// Audit, when set, is the registry hash of the upstream that serves
+	// /-/npm/v1/security/* (npm audit); nil: the request's own routing.
+	Audit     *uint32
+	PublicURL string // base for rewritten tarball URLs; "" = from the request
+	Transport http.RoundTripper
+	RootCAs   *x509.CertPool // CAs for upstream TLS; nil = the system's
 	// Kernel, when the datapath is attached, gives the flow tag TC wrote for
 	// a connection: a hint compared with what the headers say.
 	Kernel FlowTagger
@@ -143,6 +161,7 @@ type Proxy struct {
 	log      *slog.Logger
 	routes   map[uint32]*route
 	fallback *route
+	audit    *route            // Config.Audit's
 	labels   map[uint32]string // the hashes the config knows, as labels
 	budget   *retryBudget
 	tokens   *tokenCache
@@ -150,6 +169,7 @@ type Proxy struct {
 
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter // by hashLabel
+	clients  *clientLimits            // nil: no per-client limit
 
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -157,6 +177,7 @@ type Proxy struct {
 	limited     *prometheus.CounterVec
 	mismatch    prometheus.Counter
 	handedOn    prometheus.Counter
+	connRefused *prometheus.CounterVec
 
 	// Per-request work that repeats with the same inputs is done once:
 	// the rendered config headers of the last state seen, and the request
@@ -268,6 +289,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 	if cfg.BodyTimeout <= 0 {
 		cfg.BodyTimeout = 30 * time.Second
 	}
+	if cfg.TunnelIdle <= 0 {
+		cfg.TunnelIdle = 2 * time.Minute
+	}
 	p := &Proxy{
 		cfg: cfg, states: states, log: log, routes: map[uint32]*route{},
 		limiters: map[string]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
@@ -290,6 +314,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_proxy_shutdown_cut_total", Help: "Client connections still busy when the shutdown grace ran out, and cut.",
 		}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regedge_proxy_connections_refused_total", Help: "Client connections answered 503 and closed at a connection cap, by cap (total, per_ip).",
+		}, []string{"cap"}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
 		}),
@@ -304,6 +331,9 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		cfg.RetryRatio = 0.1
 	}
 	p.cfg = cfg
+	if cfg.PerClientPerMinute > 0 {
+		p.clients = newClientLimits(cfg.PerClientPerMinute)
+	}
 	p.budget = newRetryBudget(cfg.RetryRatio)
 	p.labels = map[uint32]string{}
 	for _, h := range cfg.Scopes {
@@ -320,14 +350,16 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		}
 		rt := cfg.Transport
 		if rt == nil {
+			// Response heads are checked for ambiguous framing before
+			// net/http reads them (framing.go).
+			dial, dialTLS := framingDialers(&tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
 			rt = &http.Transport{
 				Proxy:                 nil, // never chain to an environment proxy
-				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				DialContext:           dial,
+				DialTLSContext:        dialTLS,
 				MaxIdleConns:          256,
 				MaxIdleConnsPerHost:   64,
 				IdleConnTimeout:       90 * time.Second,
-				TLSHandshakeTimeout:   10 * time.Second,
-				TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 				ResponseHeaderTimeout: timeout,
 				ForceAttemptHTTP2:     true,
 			}
@@ -346,12 +378,17 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			p.fallback = r
 		}
 	}
+	if cfg.Audit != nil {
+		if p.audit = p.routes[*cfg.Audit]; p.audit == nil {
+			return nil, fmt.Errorf("userproxy: the audit upstream 0x%08x is not one of the upstreams", *cfg.Audit)
+		}
+	}
 	return p, nil
 }
 
 // Collectors returns the proxy's metrics.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut}
+	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut, p.connRefused}
 }
 
 // apiError is the JSON body of a refusal.
@@ -360,6 +397,7 @@ type apiError struct {
 	Header string `json:"header,omitempty"`
 	Rule   string `json:"rule,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	Scope  string `json:"scope,omitempty"` // the token scope a 403 found missing
 }
 
 // ServeHTTP runs the checks in the order of §4.2 and forwards.
@@ -382,6 +420,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v.retryAfter > 0 {
 			rw.Header().Set("Retry-After", strconv.Itoa(v.retryAfter))
 		}
+		if closesConnection(v.code) {
+			rw.Header().Set("Connection", "close")
+		}
 		writeJSON(rw, v.code, v.refusal)
 		return
 	}
@@ -391,7 +432,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.tunnel(rw, r, up)
 		return
 	}
-	p.forward(rw, r, up, st, reqID)
+	if r.Body != nil && r.Body != http.NoBody {
+		// A client that stops sending its body mid-way (a publish) is cut
+		// after BodyTimeout of silence, not held for ever.
+		r.Body = &idleClientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.cfg.BodyTimeout}
+	}
+	p.forward(rw, r, up, st, reqID, v.writeAuth || isRead(r.Method, r.URL.EscapedPath()))
+}
+
+// closesConnection: refusals after which the client's connection is
+// closed: a client without a valid token (or sending garbage) does not
+// keep a connection, and its memory, for the keep-alive timeout.
+func closesConnection(code int) bool {
+	return code == http.StatusUnauthorized || code == http.StatusBadRequest
 }
 
 // finished counts a request in the metrics and writes its access line.
@@ -440,43 +493,34 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 		pending, _ := buf.Reader.Peek(n)
 		_, _ = upConn.Write(pending) // a failed write shows in the copy below
 	}
-	copied := make(chan int64, 2)
-	pipe := func(dst, src net.Conn) {
-		n, _ := io.Copy(dst, src)
-		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
-			_ = hc.CloseWrite() // the other direction ends with its own error
-		}
-		copied <- n
-	}
-	go pipe(upConn, client)
-	go pipe(client, upConn)
-	rw.bytes += <-copied + <-copied
+	rw.bytes += pipeIdle(client, upConn, p.cfg.TunnelIdle)
 	client.Close()
 	upConn.Close()
 }
 
 // checkToken verifies tok for a request of registry hash; it returns the
-// result word of regedge_token_verifications_total.
-func (p *Proxy) checkToken(tok string, hash uint32) string {
+// token's entry (nil unless valid) and the result word of
+// regedge_token_verifications_total.
+func (p *Proxy) checkToken(tok string, hash uint32) (*cachedToken, string) {
 	e, cached := p.tokens.get(tok)
 	if !cached {
 		c, err := p.cfg.Tokens.Verify(tok)
 		if err != nil {
 			var te *token.Error
 			if errors.As(err, &te) {
-				return te.Result
+				return nil, te.Result
 			}
-			return token.ResultMalformed
+			return nil, token.ResultMalformed
 		}
 		e = p.tokens.put(tok, c)
 	}
 	if !e.allows(hash) {
-		return token.ResultHash
+		return nil, token.ResultHash
 	}
 	if cached {
-		return "cached"
+		return e, "cached"
 	}
-	return token.ResultOK
+	return e, token.ResultOK
 }
 
 // allow takes a token from the hash's bucket; when empty it says how long
@@ -526,14 +570,17 @@ type forwardInfo struct {
 	state codec.State
 	reqID string
 	rw    *recorder
+	// withAuth: the upstream's credential goes along (a read, or a write
+	// whose token carries ScopeRegistryWrite).
+	withAuth bool
 }
 
 // forward sends an admitted request upstream through the route's
 // httputil.ReverseProxy: the requests the fast path hands on (writes,
 // bodies, HTTP/2, unusual heads). Packuments are rebased by the same
 // rewriter as on the fast path; nothing here is cached.
-func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string) {
-	ctx := context.WithValue(r.Context(), forwardKey{}, &forwardInfo{in: r, state: st, reqID: reqID, rw: rw})
+func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string, withAuth bool) {
+	ctx := context.WithValue(r.Context(), forwardKey{}, &forwardInfo{in: r, state: st, reqID: reqID, rw: rw, withAuth: withAuth})
 	up.rp.ServeHTTP(rw, r.WithContext(ctx))
 }
 
@@ -558,7 +605,7 @@ func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
 			}
 			p.headerBlock(fi.state).Inject(pr.Out.Header)
 			pr.Out.Header.Set(codec.HeaderRequestID, fi.reqID)
-			if up.AuthToken != "" {
+			if up.AuthToken != "" && fi.withAuth {
 				pr.Out.Header.Set("Authorization", "Bearer "+up.AuthToken)
 			}
 		},
@@ -611,6 +658,7 @@ func (t *breakerTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, &circuitOpen{wait}
 	}
 	t.p.budget.deposit()
+	out = armFraming(out)
 	resp, err := up.rt.RoundTrip(out)
 	if err != nil && retryable(out, err) && t.p.budget.spend() {
 		resp, err = up.rt.RoundTrip(out)
@@ -722,7 +770,7 @@ func (p *Proxy) edgeBaseOf(in inbound, host string, isTLS bool) string {
 		if v, _ := in.header("X-Forwarded-Proto"); v == "http" || v == "https" {
 			scheme = v
 		}
-		if v, _ := in.header("X-Forwarded-Host"); v != "" && !strings.ContainsAny(v, "/ ,") {
+		if v, _ := in.header("X-Forwarded-Host"); v != "" && plainHost(v) {
 			host = v
 		}
 	}
@@ -743,19 +791,6 @@ func (p *Proxy) trusted(in inbound) bool {
 		}
 	}
 	return false
-}
-
-// scopeOf returns the "@scope" of a package path (/@scope%2fname or
-// /@scope/name), or "".
-func scopeOf(p string) string {
-	if !strings.HasPrefix(p, "/@") {
-		return ""
-	}
-	p = p[1:]
-	if i := strings.IndexAny(p, "/%"); i > 0 {
-		return strings.ToLower(p[:i])
-	}
-	return ""
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -308,7 +308,9 @@ func connect(t *testing.T, e *edge, target string, headers map[string]string) (n
 
 func TestConnectOnlyToTheRoutedUpstream(t *testing.T) {
 	e := newEdge(t, nil)
-	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	// A tunnel is not a read: what goes through it is not seen by the
+	// edge, so it needs registry:write like every other non-read.
+	auth := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "ci", "registry:write", "0xa1b2c3d4")}
 	routed := strings.TrimPrefix(e.reg.URL, "http://")
 	// Another host: 403, the proxy is never an open proxy.
 	if _, resp := connect(t, e, "example.com:443", auth); resp.StatusCode != http.StatusForbidden {
@@ -316,6 +318,9 @@ func TestConnectOnlyToTheRoutedUpstream(t *testing.T) {
 	}
 	if _, resp := connect(t, e, routed, nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("CONNECT without a token: %d", resp.StatusCode)
+	}
+	if _, resp := connect(t, e, routed, map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("CONNECT with a read token: %d", resp.StatusCode)
 	}
 	c, resp := connect(t, e, routed, auth)
 	if resp.StatusCode != 200 {
