@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/regedge/regedge/internal/npmclient/npmfixture"
+	"github.com/regedge/regedge/internal/token"
 )
 
 // TestWriteTellsTheFleet: a write the upstream takes calls
@@ -26,7 +27,7 @@ func TestWriteTellsTheFleet(t *testing.T) {
 		} else {
 			e = newEdge(t, hook)
 		}
-		auth := "Bearer " + e.token(t, "0xa1b2c3d4")
+		auth := "Bearer " + e.tokenFor(t, "@mycompany", token.ScopeRegistryWrite, "0xa1b2c3d4") // writes need registry:write
 		put := func(doc string) int {
 			req, _ := http.NewRequest(http.MethodPut, e.URL+"/@mycompany%2fhello", strings.NewReader(doc))
 			req.Header.Set("Authorization", auth)
