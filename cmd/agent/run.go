@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -11,7 +12,12 @@ import (
 
 	"github.com/regedge/regedge/internal/agent"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/logging"
 )
+
+// logBuffer is the log sink's bound (logging.DefaultBuffer); tests make it
+// small to see lines dropped.
+var logBuffer = logging.DefaultBuffer
 
 func newRunCmd() *cobra.Command {
 	var file string
@@ -66,20 +72,32 @@ func newProxyCmd() *cobra.Command {
 
 // serve builds an agent with newAgent, binds its listeners and serves until
 // SIGINT or SIGTERM; SIGHUP re-reads file and applies it (a bad file changes
-// nothing: the error is logged). Logs are JSON, buffered (logbuf.go).
+// nothing: the error is logged). Logs are JSON lines on stderr through a
+// bounded buffer (internal/logging): a reader that stalls loses lines,
+// counted in regedge_log_dropped_total, and never holds a request.
 func serve(cmd *cobra.Command, file string, cfg *config.Config, newAgent func(*config.Config, *slog.Logger, ...agent.Option) (*agent.Agent, error)) error {
-	lw := newLogWriter(cmd.ErrOrStderr())
-	defer lw.Close()
-	log := slog.New(slog.NewJSONHandler(lw, nil))
-	a, err := newAgent(cfg, log, agent.WithAccessLog(lw)) // access lines: the same JSON, a cheaper encoder
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serveUntil(ctx, cmd.ErrOrStderr(), file, cfg, newAgent, nil)
+}
+
+// serveUntil is serve until ctx is done; listening, when set, is given the
+// agent once its listeners are bound (tests).
+func serveUntil(ctx context.Context, stderr io.Writer, file string, cfg *config.Config,
+	newAgent func(*config.Config, *slog.Logger, ...agent.Option) (*agent.Agent, error), listening func(*agent.Agent)) error {
+	out := logging.New(stderr, cfg.LogLevel(), logBuffer)
+	defer out.Close()
+	log := out.Logger
+	a, err := newAgent(cfg, log, agent.WithOutput(out)) // access lines: the same JSON, a cheaper encoder
 	if err != nil {
 		return err
 	}
 	if err := a.Listen(); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if listening != nil {
+		listening(a)
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -32,6 +32,7 @@ import (
 	"github.com/regedge/regedge/internal/configbus"
 	"github.com/regedge/regedge/internal/edgecache"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/logging"
 	"github.com/regedge/regedge/internal/state"
 	"github.com/regedge/regedge/internal/token"
 	"github.com/regedge/regedge/internal/userproxy"
@@ -67,6 +68,7 @@ type Agent struct {
 	registry  *prometheus.Registry
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
 	accessLog io.Writer                 // WithAccessLog
+	output    *logging.Output           // WithOutput: level, dropped lines, recent lines
 }
 
 // Option adjusts an agent being built.
@@ -77,6 +79,14 @@ type Option func(*Agent)
 // logger: the same JSON lines for a fraction of the CPU. w should be where
 // the logger writes.
 func WithAccessLog(w io.Writer) Option { return func(a *Agent) { a.accessLog = w } }
+
+// WithOutput is the agent's logging (the logger given to New should be
+// out.Logger): access lines go to its sink, a reload changes its level,
+// regedge_log_dropped_total is exported and sysdump reads its recent
+// lines.
+func WithOutput(out *logging.Output) Option {
+	return func(a *Agent) { a.output, a.accessLog = out, out.Sink }
+}
 
 // New checks cfg, attaches the kernel datapath per agent.bpf and restores
 // the state; nothing listens until Listen.
@@ -91,6 +101,9 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	a := &Agent{cfg: cfg, log: log, registry: prometheus.NewRegistry(), proxyOnly: proxyOnly}
 	for _, o := range opts {
 		o(a)
+	}
+	if a.output != nil {
+		a.registry.MustRegister(a.output.Collectors()...)
 	}
 	if !proxyOnly {
 		// Before anything is attached: a key file that does not parse
@@ -158,13 +171,14 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 func (a *Agent) newProxy() error {
 	cfg := a.cfg
 	pc := userproxy.Config{
-		AccessLog:   a.accessLog,
-		Scopes:      map[string]uint32{},
-		PerMinute:   cfg.Proxy.RateLimit.PerMinute,
-		Timeout:     time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
-		BodyTimeout: time.Duration(cfg.Proxy.BodyTimeout) * time.Millisecond,
-		PublicURL:   cfg.Proxy.PublicURL,
-		Versions:    codec.NewVersionSet(cfg.Config.Version),
+		AccessLog:    a.accessLog,
+		AccessSample: cfg.AccessSample(),
+		Scopes:       map[string]uint32{},
+		PerMinute:    cfg.Proxy.RateLimit.PerMinute,
+		Timeout:      time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
+		BodyTimeout:  time.Duration(cfg.Proxy.BodyTimeout) * time.Millisecond,
+		PublicURL:    cfg.Proxy.PublicURL,
+		Versions:     codec.NewVersionSet(cfg.Config.Version),
 		// 0 in the file turns these off; 0 here would mean the defaults.
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
 		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
@@ -326,6 +340,12 @@ func (a *Agent) Reload(c *config.Config) error {
 			return err
 		}
 	}
+	// The log's level and access lines change at once: turning access
+	// lines off (or sampling them) needs no restart.
+	if a.output != nil {
+		a.output.Level.Set(c.LogLevel())
+	}
+	a.proxy.SetAccessSample(c.AccessSample())
 	s, err := a.store.Set(c.State(), state.SourceFile)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -20,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/logging"
 	"github.com/regedge/regedge/internal/token"
 )
 
@@ -38,6 +40,13 @@ type Config struct {
 	Tokens    Tokens    `json:"tokens"`
 	Agent     Agent     `json:"agent"`
 	Admin     Admin     `json:"admin"`
+	Log       Log       `json:"log"`
+}
+
+// Log is the "log" section.
+type Log struct {
+	Level  string `json:"level"`  // debug, info, warn, error
+	Access string `json:"access"` // on, off, sample:N (one request in N)
 }
 
 // State is the 13-byte state as the config file writes it.
@@ -458,7 +467,25 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		return bad("admin.listen", "%q: want host:port", c.Admin.Listen)
 	}
+	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
+		return bad("log.level", "%v", err)
+	}
+	if _, err := logging.ParseAccess(c.Log.Access); err != nil {
+		return bad("log.access", "%v", err)
+	}
 	return nil
+}
+
+// LogLevel is log.level parsed (Validate has checked it).
+func (c *Config) LogLevel() slog.Level {
+	l, _ := logging.ParseLevel(c.Log.Level)
+	return l
+}
+
+// AccessSample is log.access parsed: 1 every line, N one in N, -1 none.
+func (c *Config) AccessSample() int {
+	n, _ := logging.ParseAccess(c.Log.Access)
+	return n
 }
 
 func checkStateSource(v string) error {

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/regedge/regedge/internal/logging"
 )
 
 // applyEnv applies the environment variables of INTERFACE.md over c. A bad
@@ -99,6 +101,16 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 		str("REGEDGE_PROXY_PUBLIC_URL", &c.Proxy.PublicURL),
 		integer("REGEDGE_PROXY_BODY_TIMEOUT", &c.Proxy.BodyTimeout),
 		str("REGEDGE_ADMIN_LISTEN", &c.Admin.Listen),
+		withEnv(env, "REGEDGE_LOG_LEVEL", func(v string) error {
+			_, err := logging.ParseLevel(v)
+			c.Log.Level = v
+			return err
+		}),
+		withEnv(env, "REGEDGE_LOG_ACCESS", func(v string) error {
+			_, err := logging.ParseAccess(v)
+			c.Log.Access = v
+			return err
+		}),
 		integer("REGEDGE_BUS_PORT", &c.Bus.Port),
 		withEnv(env, "REGEDGE_BUS_ALLOW", func(v string) error {
 			c.Bus.Allow = splitList(v)
@@ -138,7 +150,7 @@ var EnvVars = []string{
 	"WS_PORT", "WS_HOST", "WS_HEARTBEAT_INTERVAL", "WS_TIMEOUT",
 	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_STATE_SOURCE", "REGEDGE_CACHE_DIR", "REGEDGE_PROXY_PUBLIC_URL", "REGEDGE_PROXY_BODY_TIMEOUT",
 	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_BUS_LISTEN_HOST", "REGEDGE_BUS_PUBLIC_KEYS",
-	"REGEDGE_TOKEN_PUBLIC_KEYS",
+	"REGEDGE_TOKEN_PUBLIC_KEYS", "REGEDGE_LOG_LEVEL", "REGEDGE_LOG_ACCESS",
 }
 
 func withEnv(env func(string) (string, bool), name string, set func(string) error) error {
