@@ -48,6 +48,7 @@ type breakerEvent struct {
 func newBreaker(limit int, cooldown time.Duration) *breaker {
 	return &breaker{limit: limit, cooldown: cooldown, now: time.Now, probeWait: min(cooldown, 2*time.Second), lastOK: true}
 }
+
 // allow reports whether a request may go upstream now; when not, how long
 // until the next probe.
 func (b *breaker) allow() (bool, time.Duration) {
