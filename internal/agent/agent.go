@@ -69,6 +69,7 @@ type Agent struct {
 	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
 	accessLog io.Writer                 // WithAccessLog
 	output    *logging.Output           // WithOutput: level, dropped lines, recent lines
+	selfProbe selfProbe                 // the proxy asked through its own listener
 }
 
 // Option adjusts an agent being built.
@@ -485,7 +486,7 @@ func (a *Agent) Listen() error {
 func (a *Agent) Serve(ctx context.Context) error {
 	a.started = time.Now()
 	srv := &http.Server{
-		Handler:           admin.Handler(a, a.registry, a.started, a.authorize),
+		Handler:           admin.Handler(a, a.registry, a.started, a.authorize, admin.Options{Pprof: a.cfg.Admin.Pprof}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	proxySrv := &http.Server{
@@ -547,6 +548,13 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	run(serveProxy)
 	run(func() error { return srv.Serve(a.adminLn) })
+	// Upstream probes: an open breaker recovers without clients, an idle
+	// upstream that went away is noticed.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.proxy.RunProbes(serveCtx, time.Duration(a.cfg.Proxy.Breaker.ProbeInterval)*time.Millisecond)
+	}()
 	var wsSrv *http.Server
 	if !a.proxyOnly {
 		wsSrv = &http.Server{Handler: a.ws, ReadHeaderTimeout: 5 * time.Second}

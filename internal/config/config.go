@@ -166,10 +166,13 @@ type Cache struct {
 }
 
 // Breaker opens after Failures consecutive upstream failures for Cooldown
-// ms, then lets one probe through. Failures 0 turns it off.
+// ms, then lets one probe through. Failures 0 turns it off. An upstream
+// that has served requests and then had no exchange for ProbeInterval ms
+// is probed (GET /-/ping); 0 turns idle probes off.
 type Breaker struct {
-	Failures int `json:"failures"`
-	Cooldown int `json:"cooldown"`
+	Failures      int `json:"failures"`
+	Cooldown      int `json:"cooldown"`
+	ProbeInterval int `json:"probeInterval"`
 }
 
 // TokenFailures: Threshold failures within Window (ms) block the source for
@@ -251,6 +254,8 @@ type Agent struct {
 // Admin is the "admin" section.
 type Admin struct {
 	Listen string `json:"listen"`
+	// Pprof serves /debug/pprof/ on the admin listener.
+	Pprof bool `json:"pprof"`
 }
 
 // Error is a configuration error naming where the bad value came from: a key
@@ -389,8 +394,8 @@ func (c *Config) Validate() error {
 	if tf := c.Proxy.TokenFailures; tf.Threshold < 0 || (tf.Threshold > 0 && (tf.Window <= 0 || tf.BlockTTL <= 0)) {
 		return bad("proxy.tokenFailures", "want threshold >= 0 and, when set, window and blockTTL > 0 (ms)")
 	}
-	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) {
-		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms)")
+	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) || b.ProbeInterval < 0 {
+		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms); probeInterval >= 0 (ms)")
 	}
 	if cc := c.Proxy.Cache; cc.Dir != "" && (cc.MaxBytes <= 0 || cc.PackumentTTL < 0 || cc.StaleIfError < 0 || cc.NegativeTTL < 0) {
 		return bad("proxy.cache", "want maxBytes > 0 and times >= 0 (ms)")

@@ -101,6 +101,14 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 		str("REGEDGE_PROXY_PUBLIC_URL", &c.Proxy.PublicURL),
 		integer("REGEDGE_PROXY_BODY_TIMEOUT", &c.Proxy.BodyTimeout),
 		str("REGEDGE_ADMIN_LISTEN", &c.Admin.Listen),
+		withEnv(env, "REGEDGE_ADMIN_PPROF", func(v string) error {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			c.Admin.Pprof = on
+			return nil
+		}),
 		withEnv(env, "REGEDGE_LOG_LEVEL", func(v string) error {
 			_, err := logging.ParseLevel(v)
 			c.Log.Level = v
@@ -150,7 +158,7 @@ var EnvVars = []string{
 	"WS_PORT", "WS_HOST", "WS_HEARTBEAT_INTERVAL", "WS_TIMEOUT",
 	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_STATE_SOURCE", "REGEDGE_CACHE_DIR", "REGEDGE_PROXY_PUBLIC_URL", "REGEDGE_PROXY_BODY_TIMEOUT",
 	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_BUS_LISTEN_HOST", "REGEDGE_BUS_PUBLIC_KEYS",
-	"REGEDGE_TOKEN_PUBLIC_KEYS", "REGEDGE_LOG_LEVEL", "REGEDGE_LOG_ACCESS",
+	"REGEDGE_TOKEN_PUBLIC_KEYS", "REGEDGE_LOG_LEVEL", "REGEDGE_LOG_ACCESS", "REGEDGE_ADMIN_PPROF",
 }
 
 func withEnv(env func(string) (string, bool), name string, set func(string) error) error {

@@ -161,3 +161,26 @@ func TestAccessSampling(t *testing.T) {
 		}
 	}
 }
+
+// TestSelfProbeOnBothFrontEnds: the readiness probe's path is answered by
+// the proxy itself, without a token, neither counted nor logged.
+func TestSelfProbeOnBothFrontEnds(t *testing.T) {
+	out := &lockedBuffer{}
+	e := newEdge(t, func(c *Config) { c.AccessLog = out })
+	if resp, body := e.get(t, SelfProbePath, nil); resp.StatusCode != 200 || body != "{\"ok\":true}\n" {
+		t.Fatalf("fast path: %d %q", resp.StatusCode, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.URL+SelfProbePath, strings.NewReader("x")) // a body: net/http's
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("net/http: %d", resp.StatusCode)
+	}
+	e.get(t, "/hello-dep", nil) // one request that is counted and logged
+	if lines := parseLines(t, out.waitLines(t, 1)); len(lines) != 1 || lines[0].Path != "/hello-dep" {
+		t.Fatalf("lines: %+v", lines)
+	}
+}

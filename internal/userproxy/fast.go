@@ -388,6 +388,9 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 		reqID = codec.NewRequestID()
 	}
 	closeConn := req.close || closing
+	if req.path == SelfProbePath {
+		return answerSelfProbe(bw, req.method, closeConn)
+	}
 	code, upstream, written := 0, "", int64(0)
 	acc := &accessInfo{client: req.remote.Addr()}
 	v := p.admit(req)

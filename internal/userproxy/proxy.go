@@ -373,6 +373,10 @@ type apiError struct {
 
 // ServeHTTP runs the checks in the order of §4.2 and forwards.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == SelfProbePath {
+		serveSelfProbe(w)
+		return
+	}
 	start := time.Now()
 	rw := &recorder{ResponseWriter: w, code: http.StatusOK}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
