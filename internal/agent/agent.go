@@ -234,6 +234,9 @@ func (a *Agent) newProxy() error {
 		pr, _ := netip.ParsePrefix(tp) // Validate has checked it
 		pc.TrustedProxies = append(pc.TrustedProxies, pr)
 	}
+	// A load balancer carries every client's failures, a bus source is an
+	// operator's: neither is ever blocked.
+	pc.BlockExempt = append(append([]netip.Prefix(nil), pc.TrustedProxies...), cfg.AllowPrefixes()...)
 	if cc := cfg.Proxy.Cache; cc.Dir != "" {
 		c, err := edgecache.Open(cc.Dir, cc.MaxBytes, edgecache.Options{Log: a.log})
 		if err != nil {
@@ -299,6 +302,9 @@ func (a *Agent) openDatapath() error {
 	}
 	a.dp, a.bpfMode, a.bpfReason, a.bpfNotes = dp, "kernel", "", dp.Notes
 	a.registry.MustRegister(loader.NewCollector(dp.Objects))
+	if cfg.Proxy.TokenFailures.Threshold == 0 {
+		a.clearBlockList()
+	}
 	return nil
 }
 

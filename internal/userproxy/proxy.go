@@ -91,6 +91,9 @@ type Config struct {
 	BlockAfter  int
 	BlockWindow time.Duration
 	BlockTTL    time.Duration
+	// BlockExempt are never blocked, however often they fail (trusted
+	// proxies, the config bus's sources).
+	BlockExempt []netip.Prefix
 	// TrustedProxies may set X-Forwarded-Proto and X-Forwarded-Host (used
 	// for rewritten tarball URLs); from anyone else they are ignored.
 	TrustedProxies []netip.Prefix

@@ -360,9 +360,27 @@ func TestRepeatedTokenFailuresBlockTheSource(t *testing.T) {
 	if len(b.blocked) != 0 {
 		t.Fatalf("blocked after 2 failures: %v", b.blocked)
 	}
+	for i := 0; i < 10; i++ { // a missing token is never a failure
+		e.get(t, "/hello-dep", nil)
+	}
+	if len(b.blocked) != 0 {
+		t.Fatalf("blocked for missing tokens: %v", b.blocked)
+	}
 	e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer bad"})
 	if len(b.blocked) != 1 || b.blocked[0] != netip.MustParsePrefix("127.0.0.1/32") || b.ttl != 10*time.Minute {
 		t.Fatalf("after 3 failures: %v for %v", b.blocked, b.ttl)
+	}
+	// A source in BlockExempt (a trusted proxy, a bus source) is never blocked.
+	x := &recordingBlocker{}
+	e = newEdge(t, func(c *Config) {
+		c.Blocker, c.BlockAfter, c.BlockWindow, c.BlockTTL = x, 1, time.Minute, time.Minute
+		c.BlockExempt = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	for i := 0; i < 5; i++ {
+		e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer bad"})
+	}
+	if len(x.blocked) != 0 {
+		t.Fatalf("an exempt source was blocked: %v", x.blocked)
 	}
 }
 
