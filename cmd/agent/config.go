@@ -72,8 +72,35 @@ With FIELD VALUE (the seed's form) it does what "config set" does.`,
 		RunE:  func(cmd *cobra.Command, args []string) error { return show(cmd, from) },
 	}
 	get.Flags().StringVar(&from, "from", "", "admin address of a running agent, e.g. 127.0.0.1:9873")
-	cmd.AddCommand(get)
+	cmd.AddCommand(get, newValidateCmd())
 	return cmd
+}
+
+// newValidateCmd is `regedge config validate FILE`: the strict check (an
+// unknown key is an error here; `run` only warns), for CI and before a
+// rollout.
+func newValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE",
+		Short: "Check a config file strictly: unknown keys are errors here (at run they are warnings)",
+		Long: `Check FILE as 'regedge run --config FILE' reads it (the embedded defaults,
+the file, then the environment), strictly: a key this build does not know is
+an error, as is any bad value. Prints "FILE: valid" and exits 0, or names the
+first problem and exits 1; for unknown keys it also lists every key run would
+ignore.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file := args[0]
+			if _, err := config.Load(file, nil); err != nil {
+				if _, unknown, lerr := config.LoadLenient(file, nil); lerr == nil && len(unknown) > 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "keys this build does not know (regedge run would ignore them): %s\n", strings.Join(unknown, ", "))
+				}
+				return &exitError{code: 1, err: err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid\n", file)
+			return nil
+		},
+	}
 }
 
 // setField sends PUT /api/config {"set":{FIELD:VALUE}} to an agent.

@@ -26,13 +26,16 @@ func newRunCmd() *cobra.Command {
 		Use:   "run [--config FILE] [--interface IF]...",
 		Short: "Run the agent with the embedded defaults, a config file and the environment",
 		Long: `Run the agent. Configuration is the embedded defaults, then --config FILE
-(JSON, unknown keys are errors), then environment variables, then flags.
+(JSON), then environment variables, then flags. Keys of the file this build
+does not know are ignored with a warning (regedge_config_unknown_keys), so an
+older agent starts on a newer config; every other mistake stops the start.
+'regedge config validate FILE' checks a file strictly.
 Logs are JSON on stderr. SIGHUP re-reads the file and applies its config
 state; SIGINT or SIGTERM stops the agent gracefully (the kernel programs stay
 attached through their pins).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(file, nil)
+			cfg, unknown, err := config.LoadLenient(file, nil)
 			if err != nil {
 				return err
 			}
@@ -42,7 +45,7 @@ attached through their pins).`,
 					return err
 				}
 			}
-			return serve(cmd, file, cfg, agent.New)
+			return serve(cmd, file, cfg, unknown, agent.New)
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "", "config file (JSON)")
@@ -58,11 +61,11 @@ func newProxyCmd() *cobra.Command {
 		Short: "Run the proxy and the admin listener alone: no BPF, no WebSocket server, no config bus",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(file, nil)
+			cfg, unknown, err := config.LoadLenient(file, nil)
 			if err != nil {
 				return err
 			}
-			return serve(cmd, file, cfg, agent.NewProxyOnly)
+			return serve(cmd, file, cfg, unknown, agent.NewProxyOnly)
 		},
 	}
 	start.Flags().StringVar(&file, "config", "", "config file (JSON)")
@@ -75,15 +78,15 @@ func newProxyCmd() *cobra.Command {
 // nothing: the error is logged). Logs are JSON lines on stderr through a
 // bounded buffer (internal/logging): a reader that stalls loses lines,
 // counted in regedge_log_dropped_total, and never holds a request.
-func serve(cmd *cobra.Command, file string, cfg *config.Config, newAgent func(*config.Config, *slog.Logger, ...agent.Option) (*agent.Agent, error)) error {
+func serve(cmd *cobra.Command, file string, cfg *config.Config, unknown []string, newAgent func(*config.Config, *slog.Logger, ...agent.Option) (*agent.Agent, error)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return serveUntil(ctx, cmd.ErrOrStderr(), file, cfg, newAgent, nil)
+	return serveUntil(ctx, cmd.ErrOrStderr(), file, cfg, unknown, newAgent, nil)
 }
 
 // serveUntil is serve until ctx is done; listening, when set, is given the
 // agent once its listeners are bound (tests).
-func serveUntil(ctx context.Context, stderr io.Writer, file string, cfg *config.Config,
+func serveUntil(ctx context.Context, stderr io.Writer, file string, cfg *config.Config, unknown []string,
 	newAgent func(*config.Config, *slog.Logger, ...agent.Option) (*agent.Agent, error), listening func(*agent.Agent)) error {
 	out := logging.New(stderr, cfg.LogLevel(), logBuffer)
 	defer out.Close()
@@ -95,6 +98,7 @@ func serveUntil(ctx context.Context, stderr io.Writer, file string, cfg *config.
 	if err := a.Listen(); err != nil {
 		return err
 	}
+	a.SetUnknownKeys(file, unknown)
 	if listening != nil {
 		listening(a)
 	}
@@ -107,9 +111,12 @@ func serveUntil(ctx context.Context, stderr io.Writer, file string, cfg *config.
 			case <-ctx.Done():
 				return
 			case <-hup:
-				c, err := config.Load(file, nil)
+				c, unknown, err := config.LoadLenient(file, nil)
 				if err == nil {
 					err = a.Reload(c)
+				}
+				if err == nil {
+					a.SetUnknownKeys(file, unknown)
 				}
 				if err != nil {
 					log.Error("config reload refused", "err", err)

@@ -51,7 +51,7 @@ func TestStalledLogReaderLeavesTheProxyServing(t *testing.T) {
 	defer cancel()
 	ready := make(chan *agent.Agent, 1)
 	done := make(chan error, 1)
-	go func() { done <- serveUntil(ctx, w, "", cfg, agent.New, func(a *agent.Agent) { ready <- a }) }()
+	go func() { done <- serveUntil(ctx, w, "", cfg, nil, agent.New, func(a *agent.Agent) { ready <- a }) }()
 	var a *agent.Agent
 	select {
 	case a = <-ready:

@@ -66,10 +66,12 @@ type Agent struct {
 	busConn   *net.UDPConn
 	busKeys   []ed25519.PublicKey // bus.publicKeys: only signed datagrams change state
 	registry  *prometheus.Registry
-	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
-	accessLog io.Writer                 // WithAccessLog
-	output    *logging.Output           // WithOutput: level, dropped lines, recent lines
-	selfProbe selfProbe                 // the proxy asked through its own listener
+	authorize func(*http.Request) error   // admin tokens, when tokens.publicKeys is set
+	accessLog io.Writer                   // WithAccessLog
+	output    *logging.Output             // WithOutput: level, dropped lines, recent lines
+	selfProbe selfProbe                   // the proxy asked through its own listener
+	unknown   prometheus.Gauge            // regedge_config_unknown_keys
+	fileState atomic.Pointer[codec.State] // the config file's config section, as last loaded
 }
 
 // Option adjusts an agent being built.
@@ -106,6 +108,11 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	if a.output != nil {
 		a.registry.MustRegister(a.output.Collectors()...)
 	}
+	a.unknown = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "regedge_config_unknown_keys",
+		Help: "Keys of the config file this build does not know, ignored at the last load (start or SIGHUP): a newer config on an older agent.",
+	})
+	a.registry.MustRegister(a.unknown)
 	if !proxyOnly {
 		// Before anything is attached: a key file that does not parse
 		// stops the agent, naming the file.
@@ -135,6 +142,8 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		return nil, err
 	}
 	a.store = store
+	fs := cfg.State()
+	a.fileState.Store(&fs)
 	if len(cfg.Tokens.PublicKeys) > 0 {
 		v, err := token.NewVerifier(cfg.Tokens.PublicKeys, time.Duration(cfg.Tokens.Leeway)*time.Second)
 		if err != nil {
@@ -357,6 +366,8 @@ func (a *Agent) Reload(c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	fs := c.State()
+	a.fileState.Store(&fs)
 	a.log.Info("config reloaded", "state", s.Dump(), "note", "listeners, interfaces and limits change on restart")
 	return nil
 }

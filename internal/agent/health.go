@@ -154,9 +154,12 @@ func (a *Agent) configPlaneHealth() admin.Subsystem {
 	if a.proxyOnly {
 		return admin.Subsystem{Status: admin.StatusOff, Detail: "proxy start: no WebSocket server, no config bus"}
 	}
+	// state and configFileState differ when a persisted state (or a
+	// change at run time) won over the file's config section.
 	info := map[string]any{
 		"websocketClients": a.ws.Clients(), "busSigned": len(a.busKeys) > 0,
 		"stateFile": a.cfg.Agent.StateFile, "stateSource": a.cfg.Agent.StateSource,
+		"state": a.State().Dump(), "configFileState": a.fileState.Load().Dump(),
 	}
 	if a.wsLn != nil {
 		info["websocket"] = a.wsLn.Addr().String()
