@@ -16,9 +16,9 @@ import (
 
 func newCacheCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cache", Short: "The edge cache of a running agent"}
-	var to, file string
+	var to, file, adminToken string
 	purge := &cobra.Command{
-		Use:   "purge PKG[@VERSION]",
+		Use:   "purge PKG[@VERSION] [--to ADMIN] [--token T]",
 		Short: "Drop the cached packuments and tarballs of a package (or one version)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -38,6 +38,7 @@ func newCacheCmd() *cobra.Command {
 				u += "?version=" + url.QueryEscape(version)
 			}
 			req, _ := http.NewRequest(http.MethodDelete, u, nil)
+			setAdminToken(req, adminToken)
 			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 			if err != nil {
 				return fmt.Errorf("cache purge: %w", err)
@@ -49,7 +50,7 @@ func newCacheCmd() *cobra.Command {
 			}
 			json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out)
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("cache purge: %s answered %s: %s", to, resp.Status, out.Error)
+				return fmt.Errorf("cache purge: %s answered %s: %s%s", to, resp.Status, out.Error, tokenHint(resp, adminToken))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "purged %d entries of %s\n", out.Purged, args[0])
 			return nil
@@ -57,6 +58,7 @@ func newCacheCmd() *cobra.Command {
 	}
 	purge.Flags().StringVar(&to, "to", "", "admin address of the agent (default: admin.listen)")
 	purge.Flags().StringVar(&file, "config", "", "config file (JSON)")
+	addTokenFlag(purge, &adminToken)
 	cmd.AddCommand(purge)
 	return cmd
 }

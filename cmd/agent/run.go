@@ -91,7 +91,7 @@ func serveUntil(ctx context.Context, stderr io.Writer, file string, cfg *config.
 	out := logging.New(stderr, cfg.LogLevel(), logBuffer)
 	defer out.Close()
 	log := out.Logger
-	a, err := newAgent(cfg, log, agent.WithOutput(out)) // access lines: the same JSON, a cheaper encoder
+	a, err := newAgent(cfg, log, agent.WithOutput(out), agent.WithBuildInfo(version, commit)) // access lines: the same JSON, a cheaper encoder
 	if err != nil {
 		return err
 	}

@@ -72,6 +72,8 @@ type Agent struct {
 	selfProbe selfProbe                   // the proxy asked through its own listener
 	unknown   prometheus.Gauge            // regedge_config_unknown_keys
 	fileState atomic.Pointer[codec.State] // the config file's config section, as last loaded
+	version   string                      // WithBuildInfo
+	commit    string
 }
 
 // Option adjusts an agent being built.
@@ -172,6 +174,7 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		}
 		mode.WithLabelValues(m).Set(v)
 	}
+	a.registry.MustRegister(a.fleetCollectors()...)
 	a.registry.MustRegister(mode, store.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return a, nil

@@ -103,3 +103,45 @@ func TestProxyThatDoesNotAcceptIsNotServing(t *testing.T) {
 		t.Fatalf("proxy part: %+v", p)
 	}
 }
+
+// TestFleetInfoMetrics: the build and the current state are labels, so
+// that versions and config divergence across a fleet are one query; the
+// state label follows a change at once.
+func TestFleetInfoMetrics(t *testing.T) {
+	cfg := config.Default()
+	cfg.Admin.Listen, cfg.Bus.Port, cfg.WebSocket.Port, cfg.Proxy.ListenPort = "127.0.0.1:0", 0, 0, 0
+	a, err := New(cfg, slog.New(slog.DiscardHandler), WithBuildInfo("v1.2.3", "abc1234"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := func() string {
+		fams, err := a.registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, f := range fams {
+			for _, m := range f.Metric {
+				b.WriteString(f.GetName())
+				for _, l := range m.Label {
+					b.WriteString(" " + l.GetName() + "=" + l.GetValue())
+				}
+				b.WriteString("\n")
+			}
+		}
+		return b.String()
+	}
+	p := page()
+	if !strings.Contains(p, "regedge_build_info commit=abc1234 version=v1.2.3\n") ||
+		!strings.Contains(p, "regedge_config_state_info dump=0x01a1b2c3d40000000702185000\n") {
+		t.Fatalf("metrics:\n%s", p)
+	}
+	s := a.State()
+	s.Rows = 40
+	if _, err := a.SetState(s); err != nil {
+		t.Fatal(err)
+	}
+	if p := page(); !strings.Contains(p, "regedge_config_state_info dump="+s.Dump()+"\n") || strings.Count(p, "regedge_config_state_info") != 1 {
+		t.Fatalf("after a change:\n%s", p)
+	}
+}
