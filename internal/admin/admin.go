@@ -36,6 +36,11 @@ type Status interface {
 	// Subsystems is each part's health, checked now (the proxy through
 	// its own listener).
 	Subsystems(ctx context.Context) Subsystems
+	// EffectiveConfig is the configuration the agent runs with, secrets
+	// redacted (JSON-encodable).
+	EffectiveConfig() any
+	// RecentLogs are the agent's last log lines (JSON lines).
+	RecentLogs() []byte
 }
 
 // Subsystem statuses, worst last.
@@ -196,6 +201,23 @@ func Handler(st Status, reg *prometheus.Registry, started time.Time, authorize f
 			return
 		}
 		writeJSON(w, http.StatusOK, apiConfig{State: config.FromCodec(got), Dump: got.Dump()})
+	})
+	// For the support bundle (regedge sysdump): what the agent runs with
+	// and what it said lately. Off loopback they need an admin token, as
+	// writes do: logs carry client addresses, the config the layout of
+	// the node.
+	mux.HandleFunc("GET /api/debug/config", func(w http.ResponseWriter, r *http.Request) {
+		if !mayWrite(w, r, authorize) {
+			return
+		}
+		writeJSON(w, http.StatusOK, st.EffectiveConfig())
+	})
+	mux.HandleFunc("GET /api/debug/logs", func(w http.ResponseWriter, r *http.Request) {
+		if !mayWrite(w, r, authorize) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Write(st.RecentLogs())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	// Profiles, for measuring before optimising, with admin.pprof only:

@@ -25,6 +25,9 @@ type fakeStatus struct {
 	subs *Subsystems // nil: every part ok
 }
 
+func (fakeStatus) EffectiveConfig() any { return map[string]string{"admin": "x"} }
+func (fakeStatus) RecentLogs() []byte   { return []byte(`{"msg":"hello"}` + "\n") }
+
 func (f fakeStatus) Subsystems(context.Context) Subsystems {
 	if f.subs != nil {
 		return *f.subs
@@ -181,6 +184,28 @@ func TestPprofOnlyWhenAsked(t *testing.T) {
 		for _, p := range []string{"/debug/pprof/", "/debug/pprof/symbol"} {
 			if w := getFrom(h, p); w.Code != want {
 				t.Errorf("pprof %v: %s %d, want %d", on, p, w.Code, want)
+			}
+		}
+	}
+}
+
+// TestDebugReadsAreGuardedLikeWrites: the support bundle's config and
+// logs are served on loopback, and elsewhere only with an admin token.
+func TestDebugReadsAreGuardedLikeWrites(t *testing.T) {
+	st, _ := state.Open(state.Options{Initial: codec.DefaultState()})
+	h := Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), nil)
+	for _, path := range []string{"/api/debug/config", "/api/debug/logs"} {
+		for _, tc := range []struct {
+			local string
+			code  int
+		}{{"127.0.0.1:9873", 200}, {"192.0.2.2:9873", 403}} {
+			r := httptest.NewRequest(http.MethodGet, path, nil)
+			addr, _ := net.ResolveTCPAddr("tcp", tc.local)
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(addr)))
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.code {
+				t.Errorf("%s on %s: %d, want %d", path, tc.local, w.Code, tc.code)
 			}
 		}
 	}
