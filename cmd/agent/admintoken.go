@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net/http"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -17,24 +16,10 @@ func addTokenFlag(cmd *cobra.Command, dst *string) {
 	cmd.Flags().StringVar(dst, "token", "", "admin token (scope config:write) for an agent whose admin listener is not on loopback (default $"+adminTokenEnv+")")
 }
 
-// setAdminToken sends the token as Authorization: Bearer, from --token or
-// the environment.
-func setAdminToken(req *http.Request, tok string) {
-	if tok == "" {
-		tok = os.Getenv(adminTokenEnv)
+// adminTokenOf is --token, else the environment's.
+func adminTokenOf(flag string) string {
+	if flag != "" {
+		return flag
 	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-}
-
-// tokenHint says what to do about a 401/403 from an admin API.
-func tokenHint(resp *http.Response, tok string) string {
-	switch {
-	case resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden:
-		return ""
-	case tok == "" && os.Getenv(adminTokenEnv) == "":
-		return " (off loopback the agent wants an admin token: --token T or " + adminTokenEnv + "; regedge token issue --scope config:write)"
-	}
-	return " (the token was refused: it needs scope config:write and a key in the agent's tokens.publicKeys)"
+	return os.Getenv(adminTokenEnv)
 }

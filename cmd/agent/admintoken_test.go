@@ -67,7 +67,7 @@ func TestAdminWritesOffLoopbackTakeToken(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx) }()
 	defer func() { cancel(); <-done }()
-	waitUntil(t, "agent ready", a.Ready)
+	testutil.Eventually(t, 10*time.Second, "agent ready", a.Ready)
 	admin := fmt.Sprintf("192.0.2.2:%d", a.AdminAddr().(*net.TCPAddr).Port)
 
 	out, code := inNamespace(t, h.NameA, "config", "set", "rows", "40", "--to", admin)

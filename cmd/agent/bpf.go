@@ -102,7 +102,7 @@ func newBlocklistCmd(resolve func() (*config.Config, string, error)) *cobra.Comm
 			if err != nil {
 				return err
 			}
-			defer bl.Close()
+			defer func() { _ = bl.Close() }() // maps only read, or one entry deleted: nothing left to lose
 			entries, err := bl.List()
 			if err != nil {
 				return err
@@ -138,7 +138,7 @@ func newBlocklistCmd(resolve func() (*config.Config, string, error)) *cobra.Comm
 			if err != nil {
 				return err
 			}
-			defer bl.Close()
+			defer func() { _ = bl.Close() }() // maps only read, or one entry deleted: nothing left to lose
 			if err := bl.Unblock(prefix); err != nil {
 				if errors.Is(err, loader.ErrNotBlocked) {
 					return &exitError{code: 1, err: fmt.Errorf("bpf blocklist unblock: %w", err)}

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/configbus"
@@ -24,7 +21,10 @@ func newConfigCmd() *cobra.Command {
 		var s codec.State
 		var err error
 		if from != "" {
-			s, err = fetchState(from)
+			s, err = admin.NewClient(from, 5*time.Second).State(cmd.Context())
+			if err != nil {
+				err = fmt.Errorf("config get: %w", err)
+			}
 		} else {
 			s, err = localState(file)
 		}
@@ -160,7 +160,7 @@ func queryBus(cmd *cobra.Command, file, bus, targetsFile, stateDump, keyFile str
 	if err != nil {
 		return err
 	}
-	results, err := configbus.Query(context.Background(), targets, configbus.QueryOptions{Sender: sender, Deadline: deadline, Key: key})
+	results, err := configbus.Query(cmd.Context(), targets, configbus.QueryOptions{Sender: sender, Deadline: deadline, Key: key})
 	if err != nil {
 		return err
 	}
@@ -187,57 +187,37 @@ func queryBus(cmd *cobra.Command, file, bus, targetsFile, stateDump, keyFile str
 	return nil
 }
 
-// setField sends PUT /api/config {"set":{FIELD:VALUE}} to an agent.
+// setField changes one field of a running agent (PUT /api/config) and
+// prints the new dump.
 func setField(cmd *cobra.Command, file, to, adminToken, field, value string) error {
 	f, ok := codec.FieldByName(field)
 	if !ok {
 		return usageErr("unknown field %q", field)
 	}
-	if to == "" {
-		c, err := config.Load(file, nil)
-		if err != nil {
-			return err
-		}
-		to = c.Admin.Listen
-	}
-	body, _ := json.Marshal(map[string]map[string]string{"set": {f.Name: value}})
-	req, err := http.NewRequest(http.MethodPut, adminURL(to)+"/api/config", bytes.NewReader(body))
+	c, err := adminClient(file, to, 5*time.Second)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	setAdminToken(req, adminToken)
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	c.SetToken(adminTokenOf(adminToken))
+	dump, err := c.SetField(cmd.Context(), f.Name, value)
 	if err != nil {
 		return fmt.Errorf("config set: %w", err)
 	}
-	defer resp.Body.Close()
-	var out struct {
-		Dump  string `json:"dump"`
-		Error string `json:"error"`
-		Field string `json:"field"`
-		Rule  string `json:"rule"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out); err != nil {
-		return fmt.Errorf("config set: %s answered %s", to, resp.Status)
-	}
-	if resp.StatusCode == http.StatusInsufficientStorage {
-		// Not a refusal: the change was valid and nothing changed; the
-		// agent's disk is the problem, and the same command can be retried.
-		return fmt.Errorf("config set: %s could not persist the change (%s), nothing changed; fix its state directory and retry: %s", to, resp.Status, out.Error)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("config set: %s refused (%s): %s%s", to, resp.Status, strings.TrimSpace(strings.Join([]string{out.Error, out.Field, out.Rule}, " ")), tokenHint(resp, adminToken))
-	}
-	fmt.Fprintln(cmd.OutOrStdout(), out.Dump)
+	fmt.Fprintln(cmd.OutOrStdout(), dump)
 	return nil
 }
 
-func adminURL(admin string) string {
-	if strings.Contains(admin, "://") {
-		return strings.TrimSuffix(admin, "/")
+// adminClient is the client of the agent at admin address to, or, when to
+// is empty, at admin.listen of the config (file, environment, defaults).
+func adminClient(file, to string, timeout time.Duration) (*admin.Client, error) {
+	if to == "" {
+		c, err := config.Load(file, nil)
+		if err != nil {
+			return nil, err
+		}
+		to = c.Admin.Listen
 	}
-	return "http://" + admin
+	return admin.NewClient(to, timeout), nil
 }
 
 func localState(file string) (codec.State, error) {
@@ -246,26 +226,6 @@ func localState(file string) (codec.State, error) {
 		return codec.State{}, err
 	}
 	return c.State(), nil
-}
-
-// fetchState reads GET /api/config from an agent's admin listener.
-func fetchState(admin string) (codec.State, error) {
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get(adminURL(admin) + "/api/config")
-	if err != nil {
-		return codec.State{}, fmt.Errorf("config get: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return codec.State{}, fmt.Errorf("config get: %s answered %s", admin, resp.Status)
-	}
-	var body struct {
-		Dump string `json:"dump"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&body); err != nil {
-		return codec.State{}, fmt.Errorf("config get: %s: %w", admin, err)
-	}
-	return codec.ParseDump(body.Dump)
 }
 
 // writeStateTable prints every field with its id, value and meaning, then the dump.

@@ -72,6 +72,7 @@ func runningAgent(t *testing.T) *agent.Agent {
 	cfg.Bus.Port = 0
 	cfg.WebSocket.Port = 0
 	cfg.Proxy.ListenPort = 0
+	cfg.Fleet.Listen = "127.0.0.1:0" // with the cache on, not the machine's 4875
 	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

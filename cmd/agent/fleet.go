@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/configbus"
 )
 
@@ -24,7 +25,7 @@ const maxListed = 20
 // HOST:PORT a line; blank lines and # comments skipped), keeping the first
 // of duplicates.
 func readTargets(to, file string) ([]string, error) {
-	all := splitTargets(to)
+	all := config.SplitList(to)
 	if file != "" {
 		f, err := os.Open(file)
 		if err != nil {

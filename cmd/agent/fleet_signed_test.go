@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -97,7 +99,7 @@ func TestFleetSignedBus(t *testing.T) {
 		}
 	})
 	for i, f := range fleet {
-		waitUntil(t, fmt.Sprintf("XDP on %s to drop the unsigned datagram", f.spoke.If), func() bool {
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("XDP on %s to drop the unsigned datagram", f.spoke.If), func() bool {
 			st, err := loader.ReadStatus(f.cfg.Agent.BPFFS)
 			return err == nil && st.XDP[loader.ReasonUnsigned]-before[i].XDP[loader.ReasonUnsigned] == 1
 		})

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +29,7 @@ import (
 type fleetAgent struct {
 	spoke  vethpair.Spoke
 	cfg    *config.Config
+	opts   []agent.Option
 	agent  *agent.Agent
 	cancel context.CancelFunc
 	done   chan error
@@ -34,7 +38,7 @@ type fleetAgent struct {
 func (f *fleetAgent) start(t *testing.T) {
 	t.Helper()
 	testutil.In(t, f.spoke.NS, func() {
-		a, err := agent.New(f.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		a, err := agent.New(f.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), f.opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +179,7 @@ func TestFleetPush(t *testing.T) {
 			outside.WriteToUDP(good, dst)
 		}
 	})
-	waitUntil(t, "XDP to drop 5 checksum and 5 source datagrams", func() bool {
+	testutil.Eventually(t, 10*time.Second, "XDP to drop 5 checksum and 5 source datagrams", func() bool {
 		st, err := loader.ReadStatus(a0.cfg.Agent.BPFFS)
 		return err == nil && st.XDP[loader.ReasonChecksum]-before.XDP[loader.ReasonChecksum] == 5 &&
 			st.XDP[loader.ReasonSource]-before.XDP[loader.ReasonSource] == 5

@@ -51,7 +51,7 @@ func newFrameDecodeCmd() *cobra.Command {
 		Use:   "decode HEX",
 		Short: "Decode and judge one frame (or datagram with --datagram)",
 		Long: `Decode one frame, or with --datagram one config bus datagram, print its
-fields with their names and the verdict of PROTOCOL.md §2.3.
+fields with their names and the verdict of docs/protocol.md §2.3.
 
 A datagram may carry a signature trailer (72 bytes: timestamp and Ed25519
 signature); its timestamp is shown with its age by this machine's clock. With
@@ -128,7 +128,6 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				return err
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())
-			defer out.Flush()
 			sc := bufio.NewScanner(cmd.InOrStdin())
 			sc.Buffer(make([]byte, 64*1024), 1<<20)
 			for n := 1; sc.Scan(); n++ {
@@ -138,7 +137,7 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				}
 				b, err := codec.ParseHex(line)
 				if err != nil {
-					out.Flush()
+					_ = out.Flush() // the verdicts so far; the bad line is the error to report
 					return usageErr("line %d: %v", n, err)
 				}
 				var r codec.Reason
@@ -150,9 +149,10 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				fmt.Fprintln(out, r)
 			}
 			if err := sc.Err(); err != nil {
+				_ = out.Flush()
 				return usageErr("reading stdin: %v", err)
 			}
-			return nil
+			return out.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&datagram, "datagram", false, "lines are bus datagrams")
@@ -334,7 +334,7 @@ func describe(f *codec.Frame, checksum byte) *frameReport {
 		fr.Field = &fieldReport{f.Field, "acknowledges " + codec.FrameType(f.Field).String()}
 		fr.Value = &valueReport{Raw: f.Value}
 	case codec.TypeError:
-		fr.Field = &fieldReport{f.Field, "error code " + errorCodeName(codec.ErrorCode(f.Field))}
+		fr.Field = &fieldReport{f.Field, "error code " + codec.ErrorCode(f.Field).String()}
 		fr.Value = &valueReport{f.Value, strconv.Quote(f.ErrorMessage())}
 	}
 	return fr
@@ -345,24 +345,6 @@ func heartbeatTime(ms uint64) string {
 		return "far future"
 	}
 	return time.UnixMilli(int64(ms)).UTC().Format("2006-01-02T15:04:05.000Z")
-}
-
-func errorCodeName(c codec.ErrorCode) string {
-	switch c {
-	case codec.ErrCodeBadLength:
-		return "bad length"
-	case codec.ErrCodeBadChecksum:
-		return "bad checksum"
-	case codec.ErrCodeUnknownType:
-		return "unknown type"
-	case codec.ErrCodeInvalid:
-		return "invalid field or value"
-	case codec.ErrCodeNotAllowed:
-		return "not allowed"
-	case codec.ErrCodeStorage:
-		return "storage (not persisted; retry)"
-	}
-	return "unknown"
 }
 
 func (r *report) writeText(w io.Writer) {
@@ -417,7 +399,7 @@ func newFrameEncodeCmd() *cobra.Command {
 		Use:   "encode",
 		Short: "Print the hex of a frame (or datagram with --datagram)",
 		Long: `Print the hex of one frame. The frame is checked before it is printed:
-a value that breaks a rule of PROTOCOL.md is an error (exit 1), not a frame.
+a value that breaks a rule of docs/protocol.md is an error (exit 1), not a frame.
 With --datagram the frame follows a 13-byte sender state (--state DUMP, or the
 local config's state); --key FILE (PKCS#8 PEM Ed25519) then appends a
 signature trailer stamped with this machine's clock.`,
@@ -526,7 +508,7 @@ signature trailer stamped with this machine's clock.`,
 			Short: "ACK of a frame type (update, toggle, resize, bulk or 0x..)",
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				t, ok := parseFrameType(args[0])
+				t, ok := codec.ParseFrameType(args[0])
 				if !ok {
 					return usageErr("ack: %q is not a frame type", args[0])
 				}
@@ -578,40 +560,14 @@ func senderState(dump string) (codec.State, error) {
 	return codec.ParseDump(dump)
 }
 
-func parseFrameType(s string) (codec.FrameType, bool) {
-	for _, t := range []codec.FrameType{codec.TypeUpdate, codec.TypeFeatureToggle, codec.TypeResize,
-		codec.TypeHeartbeat, codec.TypeAck, codec.TypeError, codec.TypeBulk} {
-		if strings.EqualFold(s, t.String()) {
-			return t, true
-		}
-	}
-	switch strings.ToLower(s) {
-	case "toggle":
-		return codec.TypeFeatureToggle, true
-	}
-	n, err := strconv.ParseUint(s, 0, 8)
-	return codec.FrameType(n), err == nil
-}
-
-// parseEntry reads a field (name or numeric id) and a value (decimal or 0x hex).
+// parseEntry is codec.ParseEntry with its form errors as usage errors (exit 2).
 func parseEntry(field, value string) (codec.Entry, error) {
-	var id codec.FieldID
-	if f, ok := codec.FieldByName(field); ok {
-		id = f.ID
-	} else if n, err := strconv.ParseUint(field, 10, 32); err == nil {
-		id = codec.FieldID(n)
-	} else {
-		names := make([]string, 0, 7)
-		for _, f := range codec.Fields() {
-			names = append(names, f.Name)
-		}
-		return codec.Entry{}, usageErr("unknown field %q: want one of %s, or a field id", field, strings.Join(names, ", "))
+	e, err := codec.ParseEntry(field, value)
+	var se *codec.SyntaxError
+	if errors.As(err, &se) {
+		return e, usageErr("%s %q: %s", se.What, se.Input, se.Rule)
 	}
-	v, err := strconv.ParseUint(value, 0, 64)
-	if err != nil {
-		return codec.Entry{}, usageErr("field %s: value %q: want a decimal or 0x hex number", field, value)
-	}
-	return codec.Entry{Field: id, Value: v}, nil
+	return e, err
 }
 
 func parseAssignments(args []string) ([]codec.Entry, error) {

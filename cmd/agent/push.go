@@ -21,7 +21,7 @@ func newPushCmd(file *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "push --to HOST:PORT[,...] | --targets-file F  FIELD=VALUE...",
 		Short: "Push one bulk update over the config bus to many agents, retried until they converge",
-		Long: `Send one BULK update (PROTOCOL.md §3.1) to every target's config bus and
+		Long: `Send one BULK update (docs/protocol.md §3.1) to every target's config bus and
 retry each, with backoff, until the state it reports holds the pushed values
 or --deadline passes. Targets come from --to (comma-separated) and
 --targets-file (one HOST:PORT a line, # comments). Prints the targets (every
@@ -122,14 +122,4 @@ func readBusKey(what, keyFile string) (ed25519.PrivateKey, error) {
 		return nil, usageErr("%s: --key: %v", what, strings.TrimPrefix(err.Error(), "token: "))
 	}
 	return key, nil
-}
-
-func splitTargets(s string) []string {
-	var out []string
-	for _, t := range strings.Split(s, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
-		}
-	}
-	return out
 }

@@ -22,7 +22,8 @@ const newerConfig = `{
   "proxy": {"listenHost": "127.0.0.1", "listenPort": 0, "perClientPerMinute": 60},
   "websocket": {"port": 0},
   "bus": {"listenHost": "127.0.0.1", "port": 0},
-  "fleet": {"listen": "127.0.0.1:0"}
+  "fleet": {"listen": "127.0.0.1:0"},
+  "telemetry": {"endpoint": "https://otel.example"}
 }`
 
 // TestOldBinaryStartsOnANewConfig runs `regedge run` (this build, the
@@ -68,7 +69,7 @@ func TestOldBinaryStartsOnANewConfig(t *testing.T) {
 			}
 			if strings.HasPrefix(m["msg"].(string), "config file has keys this build does not know") {
 				keys, _ := json.Marshal(m["keys"])
-				if string(keys) != `["agent.futureMode","fleet","proxy.perClientPerMinute"]` {
+				if string(keys) != `["agent.futureMode","proxy.perClientPerMinute","telemetry"]` {
 					t.Fatalf("ignored keys %s", keys)
 				}
 				warned = true
@@ -90,7 +91,7 @@ func TestOldBinaryStartsOnANewConfig(t *testing.T) {
 		t.Fatalf("regedge_config_unknown_keys %q", v)
 	}
 	out, errs, code := run(t, "", "config", "validate", file)
-	if code != 1 || !strings.Contains(errs, "unknown key") || !strings.Contains(errs, "agent.futureMode, fleet, proxy.perClientPerMinute") {
+	if code != 1 || !strings.Contains(errs, "unknown key") || !strings.Contains(errs, "agent.futureMode, proxy.perClientPerMinute, telemetry") {
 		t.Fatalf("validate of the newer file: exit %d %s %s", code, out, errs)
 	}
 	good := filepath.Join(t.TempDir(), "good.json")

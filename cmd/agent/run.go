@@ -89,7 +89,7 @@ func serve(cmd *cobra.Command, file string, cfg *config.Config, unknown []string
 func serveUntil(ctx context.Context, stderr io.Writer, file string, cfg *config.Config, unknown []string,
 	newAgent func(*config.Config, *slog.Logger, ...agent.Option) (*agent.Agent, error), listening func(*agent.Agent)) error {
 	out := logging.New(stderr, cfg.LogLevel(), logBuffer)
-	defer out.Close()
+	defer func() { _ = out.Close() }() // it flushes what it can within 2 s and always returns nil
 	log := out.Logger
 	a, err := newAgent(cfg, log, agent.WithOutput(out), agent.WithBuildInfo(version, commit)) // access lines: the same JSON, a cheaper encoder
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/regedge/regedge/internal/agent"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // TestStalledLogReaderLeavesTheProxyServing: the agent's stderr is a pipe
@@ -58,7 +59,7 @@ func TestStalledLogReaderLeavesTheProxyServing(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("serve: %v", err)
 	}
-	waitUntil(t, "agent ready", a.Ready)
+	testutil.Eventually(t, 10*time.Second, "agent ready", a.Ready)
 	proxy := "http://" + a.ProxyAddr().String()
 	client := &http.Client{Timeout: 10 * time.Second}
 

@@ -12,9 +12,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regedge/regedge/internal/agent"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // storageMetric reads regedge_bus_datagrams_total{verdict="storage"} from
@@ -77,7 +79,7 @@ func TestConfigPushRetriesOnStorage(t *testing.T) {
 		out, errs, code := run(t, "", "config", "push", "--to", bus, "--deadline", "30s", "--retry", "50ms", "rows=40", "cols=120")
 		pushed <- result{out, errs, code}
 	}()
-	waitUntil(t, "a storage answer", func() bool { return storageMetric(t, a) != "0" })
+	testutil.Eventually(t, 10*time.Second, "a storage answer", func() bool { return storageMetric(t, a) != "0" })
 	if a.State().Rows != 24 {
 		t.Fatalf("state %v while the disk is broken", a.State())
 	}

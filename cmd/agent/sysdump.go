@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/loader"
 )
@@ -96,26 +98,19 @@ root for the pins) is named in errors.txt and the rest is still written.
 
 // collectSysdump gathers the bundle's parts by name; problems say what
 // could not be had.
-func collectSysdump(admin, bpffs, adminToken string) (map[string][]byte, []string) {
+func collectSysdump(adminAddr, bpffs, adminToken string) (map[string][]byte, []string) {
 	parts := map[string][]byte{}
 	var problems []string
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := admin.NewClient(adminAddr, 10*time.Second)
+	client.SetToken(adminTokenOf(adminToken))
 	fetch := func(name, path string, anyStatus bool) {
-		req, _ := http.NewRequest(http.MethodGet, adminURL(admin)+path, nil)
-		setAdminToken(req, adminToken)
-		resp, err := client.Do(req)
+		var ok []int
+		if !anyStatus {
+			ok = []int{http.StatusOK}
+		}
+		b, _, err := client.Get(context.Background(), path, ok...)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
-			return
-		}
-		if resp.StatusCode != http.StatusOK && !anyStatus {
-			problems = append(problems, fmt.Sprintf("%s: %s answered %s: %s%s", name, path, resp.Status, strings.TrimSpace(string(b)), tokenHint(resp, adminToken)))
 			return
 		}
 		parts[name] = b
@@ -149,7 +144,7 @@ func collectSysdump(admin, bpffs, adminToken string) (map[string][]byte, []strin
 		problems = append(problems, fmt.Sprintf("blocklist.txt: %v", err))
 	} else {
 		entries, err := bl.List()
-		bl.Close()
+		_ = bl.Close() // read only
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("blocklist.txt: %v", err))
 		} else {

@@ -14,9 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regedge/regedge/internal/agent"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // readBundle returns a sysdump's files by name.
@@ -67,10 +69,10 @@ func TestSysdump(t *testing.T) {
 	ready := make(chan *agent.Agent, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serveUntil(ctx, io.Discard, "", cfg, []string{"fleet.listen"}, agent.New, func(a *agent.Agent) { ready <- a })
+		done <- serveUntil(ctx, io.Discard, "", cfg, []string{"telemetry"}, agent.New, func(a *agent.Agent) { ready <- a })
 	}()
 	a := <-ready
-	waitUntil(t, "agent ready", a.Ready)
+	testutil.Eventually(t, 10*time.Second, "agent ready", a.Ready)
 	admin := a.AdminAddr().String()
 
 	out := filepath.Join(dir, "bundle.tar.gz")

@@ -14,7 +14,7 @@ import (
 )
 
 func newTokenCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Ed25519 keys and proxy/admin tokens (PROTOCOL.md §4.3)"}
+	cmd := &cobra.Command{Use: "token", Short: "Ed25519 keys and proxy/admin tokens (docs/protocol.md §4.3)"}
 
 	var out string
 	keygen := &cobra.Command{

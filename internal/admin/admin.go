@@ -1,5 +1,5 @@
 // Package admin serves the agent's admin listener: /health, /readyz,
-// /metrics and /api/config (INTERFACE.md). It never serves proxy traffic.
+// /metrics and /api/config (docs/cli.md, docs/metrics.md). It never serves proxy traffic.
 package admin
 
 import (
@@ -290,7 +290,7 @@ func parsePut(r *http.Request, cur codec.State) (codec.State, *apiError) {
 // mayWrite admits a write: on a loopback address always; elsewhere with an
 // admin token (scope config:write). It answers the refusal itself.
 func mayWrite(w http.ResponseWriter, r *http.Request, authorize func(*http.Request) error) bool {
-	if token.OnLoopbackListener(r) {
+	if OnLoopbackListener(r) {
 		return true
 	}
 	if authorize == nil {

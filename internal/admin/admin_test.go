@@ -77,22 +77,24 @@ func TestPutOffLoopbackNeedsAdminToken(t *testing.T) {
 	if w := putFrom(noTokens, "192.0.2.2:9873", adminTok); w.Code != http.StatusForbidden {
 		t.Fatalf("off loopback without tokens configured: %d", w.Code)
 	}
-	h := Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), v.AdminAuthorizer())
+	h := Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), TokenAuthorizer(v))
 	for _, tc := range []struct {
-		local, tok string
-		code       int
+		name, local, tok string
+		code             int
 	}{
-		{"192.0.2.2:9873", "", http.StatusUnauthorized},
-		{"192.0.2.2:9873", userTok, http.StatusUnauthorized},
-		{"192.0.2.2:9873", "garbage", http.StatusUnauthorized},
-		{"127.0.0.1:9873", "", http.StatusOK},
-		{"192.0.2.2:9873", adminTok, http.StatusOK},
+		{"off loopback without a token", "192.0.2.2:9873", "", http.StatusUnauthorized},
+		{"off loopback with a user token", "192.0.2.2:9873", userTok, http.StatusUnauthorized},
+		{"off loopback with garbage", "192.0.2.2:9873", "garbage", http.StatusUnauthorized},
+		{"on loopback without a token", "127.0.0.1:9873", "", http.StatusOK},
+		{"off loopback with an admin token", "192.0.2.2:9873", adminTok, http.StatusOK},
 	} {
-		if w := putFrom(h, tc.local, tc.tok); w.Code != tc.code {
-			t.Errorf("PUT on %s with %q: %d %s, want %d", tc.local, tc.tok, w.Code, w.Body, tc.code)
-		} else if tc.code == http.StatusUnauthorized && !strings.Contains(w.Body.String(), "Invalid proxy token") {
-			t.Errorf("401 body %s", w.Body)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if w := putFrom(h, tc.local, tc.tok); w.Code != tc.code {
+				t.Errorf("PUT on %s with %q: %d %s, want %d", tc.local, tc.tok, w.Code, w.Body, tc.code)
+			} else if tc.code == http.StatusUnauthorized && !strings.Contains(w.Body.String(), "Invalid proxy token") {
+				t.Errorf("401 body %s", w.Body)
+			}
+		})
 	}
 }
 

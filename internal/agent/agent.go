@@ -1,6 +1,6 @@
 // Package agent runs the regedge agent: it owns the config state (through
 // internal/state), attaches the kernel datapath (per agent.bpf) and starts
-// the listeners of INTERFACE.md: the admin listener (/health, /readyz,
+// the listeners of docs/architecture.md: the admin listener (/health, /readyz,
 // /metrics, /api/config), the registry proxy, the WebSocket config server
 // and the UDP config bus.
 package agent
@@ -31,6 +31,7 @@ import (
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/configbus"
 	"github.com/regedge/regedge/internal/edgecache"
+	"github.com/regedge/regedge/internal/fleet"
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/logging"
 	"github.com/regedge/regedge/internal/state"
@@ -74,6 +75,11 @@ type Agent struct {
 	fileState atomic.Pointer[codec.State] // the config file's config section, as last loaded
 	version   string                      // WithBuildInfo
 	commit    string
+	// fleet: revalidation hints to and from the other edges (fleet.*);
+	// nil when there is nothing to send or receive.
+	fleet         *fleet.Fleet
+	fleetLocal    *fleet.LocalAddrs
+	fleetResolver fleet.Resolver // WithFleetResolver
 }
 
 // Option adjusts an agent being built.
@@ -93,6 +99,10 @@ func WithOutput(out *logging.Output) Option {
 	return func(a *Agent) { a.output, a.accessLog = out, out.Sink }
 }
 
+// WithFleetResolver looks dns: peers of fleet.peers up with r instead of
+// the system's resolver.
+func WithFleetResolver(r fleet.Resolver) Option { return func(a *Agent) { a.fleetResolver = r } }
+
 // New checks cfg, attaches the kernel datapath per agent.bpf and restores
 // the state; nothing listens until Listen.
 func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Agent, error) {
@@ -109,6 +119,12 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	}
 	if a.output != nil {
 		a.registry.MustRegister(a.output.Collectors()...)
+	} else {
+		// The caller's logger is not bounded by us: nothing is dropped
+		// here, and the series exists for the rules all the same.
+		a.registry.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_log_dropped_total", Help: "Log and access lines dropped because the log reader was slower than the lines (none without the agent's own log sink).",
+		}))
 	}
 	a.unknown = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "regedge_config_unknown_keys",
@@ -140,8 +156,7 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		Log:      log,
 	})
 	if err != nil {
-		a.closeDatapath()
-		return nil, err
+		return nil, errors.Join(err, a.closeDatapath())
 	}
 	a.store = store
 	fs := cfg.State()
@@ -149,20 +164,18 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	if len(cfg.Tokens.PublicKeys) > 0 {
 		v, err := token.NewVerifier(cfg.Tokens.PublicKeys, time.Duration(cfg.Tokens.Leeway)*time.Second)
 		if err != nil {
-			a.closeDatapath()
-			return nil, err
+			return nil, errors.Join(err, a.closeDatapath())
 		}
-		a.authorize = v.AdminAuthorizer()
+		a.authorize = admin.TokenAuthorizer(v)
 	}
 	a.ws = wsconfig.New(store, wsconfig.Options{
-		HeartbeatInterval: time.Duration(cfg.WebSocket.HeartbeatInterval) * time.Millisecond,
-		ClientTimeout:     time.Duration(cfg.WebSocket.ClientTimeout) * time.Millisecond,
+		HeartbeatInterval: cfg.WebSocket.HeartbeatInterval.Duration(),
+		ClientTimeout:     cfg.WebSocket.ClientTimeout.Duration(),
 		Authorize:         a.authorize,
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
 	if err := a.newProxy(); err != nil {
-		a.closeDatapath()
-		return nil, err
+		return nil, errors.Join(err, a.closeDatapath())
 	}
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
@@ -188,14 +201,20 @@ func (a *Agent) newProxy() error {
 		AccessSample: cfg.AccessSample(),
 		Scopes:       map[string]uint32{},
 		PerMinute:    cfg.Proxy.RateLimit.PerMinute,
-		Timeout:      time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
-		BodyTimeout:  time.Duration(cfg.Proxy.BodyTimeout) * time.Millisecond,
+		Timeout:      cfg.Proxy.Timeout.Duration(),
+		BodyTimeout:  cfg.Proxy.BodyTimeout.Duration(),
 		PublicURL:    cfg.Proxy.PublicURL,
 		Versions:     codec.NewVersionSet(cfg.Config.Version),
 		// 0 in the file turns these off; 0 here would mean the defaults.
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
-		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
+		BreakerCooldown: cfg.Proxy.Breaker.Cooldown.Duration(),
 		RetryRatio:      cfg.Proxy.RetryRatio,
+		// Listen makes the fleet; writes come only once Serve runs.
+		OnPackageChanged: func(pkg string) {
+			if a.fleet != nil {
+				a.fleet.Notify(pkg)
+			}
+		},
 	}
 	if pc.BreakerFailures == 0 {
 		pc.BreakerFailures = -1
@@ -213,7 +232,7 @@ func (a *Agent) newProxy() error {
 		}
 		up := userproxy.Upstream{
 			Hash: uint32(u.Hash), URL: &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Host, fmt.Sprint(u.Port))},
-			Timeout: time.Duration(u.Timeout) * time.Millisecond,
+			Timeout: u.Timeout.Duration(),
 		}
 		for _, th := range u.TarballHosts {
 			tu, _ := url.Parse(th) // Validate has checked it
@@ -239,8 +258,8 @@ func (a *Agent) newProxy() error {
 		pc.Kernel = a.dp.Objects
 		tf := cfg.Proxy.TokenFailures
 		pc.Blocker, pc.BlockAfter = a.dp.Objects, tf.Threshold
-		pc.BlockWindow = time.Duration(tf.Window) * time.Millisecond
-		pc.BlockTTL = time.Duration(tf.BlockTTL) * time.Millisecond
+		pc.BlockWindow = tf.Window.Duration()
+		pc.BlockTTL = tf.BlockTTL.Duration()
 	}
 	for _, tp := range cfg.Proxy.TrustedProxies {
 		pr, _ := netip.ParsePrefix(tp) // Validate has checked it
@@ -255,9 +274,9 @@ func (a *Agent) newProxy() error {
 			return err
 		}
 		pc.Cache = c
-		pc.PackumentTTL = time.Duration(cc.PackumentTTL) * time.Millisecond
-		pc.StaleIfError = time.Duration(cc.StaleIfError) * time.Millisecond
-		pc.NegativeTTL = time.Duration(cc.NegativeTTL) * time.Millisecond
+		pc.PackumentTTL = cc.PackumentTTL.Duration()
+		pc.StaleIfError = cc.StaleIfError.Duration()
+		pc.NegativeTTL = cc.NegativeTTL.Duration()
 		a.cache = c
 		a.registry.MustRegister(c.Collectors()...)
 	}
@@ -302,7 +321,7 @@ func (a *Agent) openDatapath() error {
 		err = errors.Join(dp.SetVersions(codec.NewVersionSet(cfg.Config.Version)), dp.SetAllow(cfg.AllowPrefixes()),
 			dp.SetRequireSigned(len(a.busKeys) > 0))
 		if err != nil {
-			dp.Close()
+			err = errors.Join(err, dp.Close())
 		}
 	}
 	if err != nil {
@@ -491,15 +510,96 @@ func (a *Agent) Listen() error {
 		_ = bus.SetReadBuffer(4 << 20)
 		a.wsLn, a.busConn = wsLn, bus
 	}
+	if err := a.listenFleet(); err != nil {
+		return fail(err)
+	}
 	// Plain TCP, not Go's default MPTCP: sk_lookup's SOCKMAP can hold it.
 	lc := loader.ListenConfig()
 	proxyAddr := net.JoinHostPort(a.cfg.Proxy.ListenHost, fmt.Sprint(a.cfg.Proxy.ListenPort))
 	proxyLn, err := lc.Listen(context.Background(), "tcp", proxyAddr)
 	if err != nil {
+		a.closeFleet()
 		return fail(fmt.Errorf("agent: proxy listener on %s: %w", proxyAddr, err))
 	}
 	a.adminLn, a.proxyLn = ln, proxyLn
 	return nil
+}
+
+// listenFleet opens the hint socket on fleet.listen when there is
+// something to do: a cache to keep coherent or peers to tell. With
+// fleet.listen empty, hints leave from a port of the system's choice and
+// none are received. Called in the agent's network namespace: the socket
+// and the netlink socket that lists this host's addresses stay in it.
+func (a *Agent) listenFleet() error {
+	fc := a.cfg.Fleet
+	if a.cache == nil && len(fc.Peers) == 0 {
+		return nil
+	}
+	if fc.Listen == "" && len(fc.Peers) == 0 {
+		return nil
+	}
+	peers, err := fleet.ParsePeers(fc.Peers) // Validate has checked them
+	if err != nil {
+		return fmt.Errorf("agent: fleet.peers%w", err)
+	}
+	listen := fc.Listen
+	if listen == "" {
+		listen = "0.0.0.0:0"
+	}
+	ap, err := fleet.ParseListen(listen)
+	if err != nil {
+		return fmt.Errorf("agent: fleet.listen: %w", err)
+	}
+	conn, err := net.ListenUDP(fleet.ListenNetwork(ap.Addr()), net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return fmt.Errorf("agent: fleet hints on %s: %w", listen, err)
+	}
+	opts := fleet.Options{
+		Peers: peers, ResolveInterval: time.Duration(fc.ResolveInterval) * time.Millisecond,
+		Resolver: a.fleetResolver, Receive: fc.Listen != "", Log: a.log,
+	}
+	if local, err := fleet.NewLocalAddrs(); err != nil {
+		a.log.Warn("fleet: this host's addresses cannot be listed; only the socket's own address and loopback count as this edge", "err", err)
+	} else {
+		a.fleetLocal, opts.LocalAddrs = local, local.List
+	}
+	if a.cache != nil {
+		c := a.cache
+		opts.Mark = func(pkgs []string) int { return c.MarkStale(userproxy.PackumentKeysOf(pkgs)) }
+	}
+	a.fleet = fleet.New(conn, opts)
+	a.registry.MustRegister(a.fleet.Collectors()...)
+	return nil
+}
+
+func (a *Agent) closeFleet() {
+	if a.fleet == nil {
+		return
+	}
+	for _, c := range a.fleet.Collectors() {
+		a.registry.Unregister(c)
+	}
+	_ = a.fleet.Close() // its socket: nothing was written that could be lost
+	if a.fleetLocal != nil {
+		a.fleetLocal.Close()
+	}
+	a.fleet, a.fleetLocal = nil, nil
+}
+
+// FleetAddr is the hint socket's address (nil without one).
+func (a *Agent) FleetAddr() net.Addr {
+	if a.fleet == nil {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(a.fleet.Addr())
+}
+
+// FleetPeers are the addresses hints go to now (this edge left out).
+func (a *Agent) FleetPeers() []netip.AddrPort {
+	if a.fleet == nil {
+		return nil
+	}
+	return a.fleet.Peers()
 }
 
 // Serve serves until ctx is done, then shuts down gracefully.
@@ -511,13 +611,13 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
-		ReadHeaderTimeout: time.Duration(a.cfg.Proxy.HeaderTimeout) * time.Millisecond, // slowloris clients are cut off
+		ReadHeaderTimeout: a.cfg.Proxy.HeaderTimeout.Duration(), // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
 		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 5)
+	errc := make(chan error, 8)
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	var wg sync.WaitGroup
@@ -542,7 +642,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 				case <-serveCtx.Done():
 					return
 				case <-t.C:
-					a.cache.EvictExpired(time.Duration(cc.NegativeTTL) * time.Millisecond)
+					a.cache.EvictExpired(cc.NegativeTTL.Duration())
 				}
 			}
 		}()
@@ -589,12 +689,22 @@ func (a *Agent) Serve(ctx context.Context) error {
 		run(func() error { a.ws.Run(serveCtx); return nil })
 		run(func() error { return bus.Serve(serveCtx) })
 	}
+	if a.fleet != nil {
+		run(func() error {
+			err := a.fleet.Run(serveCtx)
+			if a.fleetLocal != nil {
+				a.fleetLocal.Close()
+			}
+			return err
+		})
+	}
 	a.log.Info("agent started",
 		"admin", a.adminLn.Addr().String(),
 		"proxy", a.proxyLn.Addr().String(),
 		"websocket", a.WebSocketAddr(),
 		"bus", a.BusAddr(),
 		"bus_signed", len(a.busKeys) > 0,
+		"fleet", a.FleetAddr(),
 		"state", a.State().Dump(),
 		"bpf_mode", a.bpfMode,
 		"interfaces", a.Interfaces(),
@@ -616,12 +726,21 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	a.ready.Store(false)
 	stopServing()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Proxy.Grace)*time.Millisecond)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.Proxy.Grace.Duration())
 	defer cancel()
-	// In-flight proxy requests finish (up to the grace period) before exit.
-	err := errors.Join(shutdownProxy(shutdownCtx), srv.Shutdown(shutdownCtx))
+	// In-flight proxy requests finish (up to the grace period) before exit;
+	// what is left then is cut, logged and counted. A shutdown that was
+	// asked for is not a failure: running out of grace is not an error.
+	graceOver := func(err error) error {
+		if errors.Is(err, context.DeadlineExceeded) {
+			a.log.Warn("shutdown grace ran out: cut the connections still busy", "grace_ms", a.cfg.Proxy.Grace)
+			return nil
+		}
+		return err
+	}
+	err := errors.Join(graceOver(shutdownProxy(shutdownCtx)), graceOver(srv.Shutdown(shutdownCtx)))
 	if wsSrv != nil {
-		err = errors.Join(err, wsSrv.Shutdown(shutdownCtx))
+		err = errors.Join(err, graceOver(wsSrv.Shutdown(shutdownCtx)))
 		a.busConn.Close()
 	}
 	wg.Wait()

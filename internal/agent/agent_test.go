@@ -20,8 +20,10 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/wsconfig"
 )
 
@@ -47,14 +49,19 @@ func startAgent(t *testing.T, cfg *config.Config) *Agent {
 	})
 	// The admin listener accepts from Listen on; the agent is started once
 	// Serve says it is ready (/readyz answered 503 before that: a flake).
-	deadline := time.Now().Add(5 * time.Second)
-	for !a.ready.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent did not become ready")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the agent to become ready", a.ready.Load)
 	return a
+}
+
+// scrape is an admin page as the admin handler serves it, without a listener.
+func scrape(t *testing.T, a *Agent, path string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	admin.Handler(a, a.registry, time.Now(), nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("%s: %d", path, rec.Code)
+	}
+	return rec.Body.String()
 }
 
 func get(t *testing.T, a *Agent, path string) (int, string) {
@@ -170,14 +177,16 @@ func TestAdminPutConfig(t *testing.T) {
 		{`{"dump":"0x01a1b2c3d40000000702185000","set":{"rows":3}}`, 400, `give either dump or set`},
 		{`{"other":1}`, 400, `unknown field`},
 	} {
-		before := a.State()
-		code, body := put(t, a, tc.body)
-		if code != tc.code || !strings.Contains(body, tc.want) {
-			t.Errorf("PUT %s: %d %s; want %d with %s", tc.body, code, body, tc.code, tc.want)
-		}
-		if code != 200 && a.State() != before {
-			t.Errorf("PUT %s: refused but the state changed", tc.body)
-		}
+		t.Run(tc.body, func(t *testing.T) {
+			before := a.State()
+			code, body := put(t, a, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.want) {
+				t.Errorf("PUT %s: %d %s; want %d with %s", tc.body, code, body, tc.code, tc.want)
+			}
+			if code != 200 && a.State() != before {
+				t.Errorf("PUT %s: refused but the state changed", tc.body)
+			}
+		})
 	}
 }
 
@@ -316,9 +325,11 @@ func TestProxyOnlyAndHostileRequests(t *testing.T) {
 		{"CL and TE, a second request hidden in the body",
 			"POST /first HTTP/1.1\r\nHost: e\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: e\r\n\r\n", "HTTP/1.1 204"},
 	} {
-		if got := rawRequest(t, addr, tc.raw); !strings.HasPrefix(got, tc.want) {
-			t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rawRequest(t, addr, tc.raw); !strings.HasPrefix(got, tc.want) {
+				t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
+			}
+		})
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // TestReadinessFollowsTheUpstream: with its only upstream unreachable the
@@ -66,16 +67,10 @@ func TestReadinessFollowsTheUpstream(t *testing.T) {
 		t.Fatalf("metrics with the breaker open:\n%s", m)
 	}
 	cut.Store(false)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if code, _ := get(t, a, "/readyz"); code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("never ready again after the upstream came back")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "ready again after the upstream came back", func() bool {
+		code, _ := get(t, a, "/readyz")
+		return code == 200
+	})
 	if pings.Load() == 0 {
 		t.Fatal("ready again without a probe reaching the upstream")
 	}

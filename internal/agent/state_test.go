@@ -87,25 +87,27 @@ func TestStateFileNotRegularStopsTheStart(t *testing.T) {
 	dangling := filepath.Join(dir, "link")
 	os.Symlink(filepath.Join(dir, "gone"), dangling)
 	for path, want := range map[string]string{fifo: "named pipe", dangling: "dangling symlink"} {
-		cfg := config.Default()
-		cfg.Agent.StateFile = path
-		errc := make(chan error, 1)
-		go func() {
-			a, err := New(cfg, quietLog())
-			if err == nil {
-				a.closeDatapath()
+		t.Run(want, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Agent.StateFile = path
+			errc := make(chan error, 1)
+			go func() {
+				a, err := New(cfg, quietLog())
+				if err == nil {
+					a.closeDatapath()
+				}
+				errc <- err
+			}()
+			select {
+			case err := <-errc:
+				var fe *state.FileError
+				if !errors.As(err, &fe) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
+					t.Errorf("%s: New = %v; want an error naming it as a %s", path, err, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: New is blocked", path)
 			}
-			errc <- err
-		}()
-		select {
-		case err := <-errc:
-			var fe *state.FileError
-			if !errors.As(err, &fe) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
-				t.Errorf("%s: New = %v; want an error naming it as a %s", path, err, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: New is blocked", path)
-		}
+		})
 	}
 }
 

@@ -152,7 +152,7 @@ func FuzzExtractHeaders(f *testing.F) {
 				h.Set(name, v)
 			}
 		}
-		s, err := ExtractHeaders(h, def)
+		s, err := extractHeaders(h, def)
 		if err != nil {
 			if s != def {
 				t.Fatalf("state changed on error: %v", s)
@@ -171,7 +171,7 @@ func FuzzExtractHeaders(f *testing.F) {
 		// What we extract, we can inject and extract again.
 		h2 := http.Header{}
 		NewHeaderBlock(s).Inject(h2)
-		back, err := ExtractHeaders(h2, State{})
+		back, err := extractHeaders(h2, State{})
 		if err != nil || back != s {
 			t.Fatalf("inject/extract round trip: %v, %v", back, err)
 		}

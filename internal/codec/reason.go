@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Reason is a verdict of PROTOCOL.md §2.3. The numeric values are part of the
+// Reason is a verdict of docs/protocol.md §2.3. The numeric values are part of the
 // contract with the kernel programs (bpf/include/reason.h): ReasonOK is 0 and the
 // protocol reasons follow in the order the receiver checks them. Never renumber.
 type Reason uint8

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Signed datagrams (PROTOCOL.md §3.1a; docs/config-plane.md): a bus datagram
+// Signed datagrams (docs/protocol.md §3.1a; docs/config-plane.md): a bus datagram
 // followed by a 72-byte trailer, the sender's clock and an Ed25519 signature
 // over SignatureDomain, the datagram and that clock.
 const (

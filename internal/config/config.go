@@ -1,6 +1,6 @@
 // Package config reads the agent's configuration: the embedded defaults, then
 // a JSON file (unknown keys are errors), then environment variables, each
-// layer overriding the one before (INTERFACE.md). Every error names the key or
+// layer overriding the one before (docs/configuration.md). Every error names the key or
 // the variable that is wrong; a Config that Load returns has passed Validate.
 package config
 
@@ -19,8 +19,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/fleet"
 	"github.com/regedge/regedge/internal/logging"
 	"github.com/regedge/regedge/internal/token"
 )
@@ -41,6 +43,7 @@ type Config struct {
 	Agent     Agent     `json:"agent"`
 	Admin     Admin     `json:"admin"`
 	Log       Log       `json:"log"`
+	Fleet     Fleet     `json:"fleet"`
 }
 
 // Log is the "log" section.
@@ -53,7 +56,7 @@ type Log struct {
 type State struct {
 	Version      uint8 `json:"version"`
 	RegistryHash Hash  `json:"registryHash"`
-	FeatureFlags Hash  `json:"featureFlags"`
+	FeatureFlags Flags `json:"featureFlags"`
 	TerminalMode uint8 `json:"terminalMode"`
 	Rows         uint8 `json:"rows"`
 	Cols         uint8 `json:"cols"`
@@ -70,7 +73,7 @@ func (s State) Codec() codec.State {
 
 // FromCodec returns the config-file form of a codec state.
 func FromCodec(s codec.State) State {
-	return State{s.Version, Hash(s.RegistryHash), Hash(s.FeatureFlags), s.TerminalMode, s.Rows, s.Cols, s.Reserved}
+	return State{s.Version, Hash(s.RegistryHash), Flags(s.FeatureFlags), s.TerminalMode, s.Rows, s.Cols, s.Reserved}
 }
 
 // Hash is a u32 written as "0x" + hex digits or as a JSON number.
@@ -119,11 +122,31 @@ func ParseHash(s string) (Hash, error) {
 	return Hash(v), nil
 }
 
+// Flags is the feature flag word of the state (§1). It is written as a
+// registry hash is, "0x" + hex digits or a JSON number, and is a type of its
+// own because it is not a hash.
+type Flags uint32
+
+// UnmarshalJSON accepts "0x…" strings and numbers.
+func (f *Flags) UnmarshalJSON(b []byte) error { return (*Hash)(f).UnmarshalJSON(b) }
+
+// MarshalJSON writes "0x%08x".
+func (f Flags) MarshalJSON() ([]byte, error) { return Hash(f).MarshalJSON() }
+
+func (f Flags) String() string { return Hash(f).String() }
+
+// Millis is a time in the config file: milliseconds, a JSON number, as in
+// the seed's files. Duration gives it to the code that waits.
+type Millis int64
+
+// Duration is m milliseconds.
+func (m Millis) Duration() time.Duration { return time.Duration(m) * time.Millisecond }
+
 // Proxy is the "proxy" section.
 type Proxy struct {
 	ListenHost string          `json:"listenHost"`
 	ListenPort int             `json:"listenPort"`
-	Timeout    int             `json:"timeout"` // ms
+	Timeout    Millis          `json:"timeout"`
 	Upstreams  []Upstream      `json:"upstreams"`
 	Scopes     map[string]Hash `json:"scopes"`
 	TLS        TLS             `json:"tls"`
@@ -135,13 +158,13 @@ type Proxy struct {
 	// Per-upstream circuit breaker and the retry budget.
 	Breaker    Breaker `json:"breaker"`
 	RetryRatio float64 `json:"retryRatio"`
-	// A client must send its request head within HeaderTimeout ms; Grace
-	// is how long in-flight requests may run on at shutdown (ms).
-	HeaderTimeout int `json:"headerTimeout"`
-	Grace         int `json:"grace"`
-	// BodyTimeout is the longest silence (ms) between reads of an
-	// upstream body, on both front ends and cache fills.
-	BodyTimeout int `json:"bodyTimeout"`
+	// A client must send its request head within HeaderTimeout; Grace
+	// is how long in-flight requests may run on at shutdown.
+	HeaderTimeout Millis `json:"headerTimeout"`
+	Grace         Millis `json:"grace"`
+	// BodyTimeout is the longest silence between reads of an upstream
+	// body, on both front ends and cache fills.
+	BodyTimeout Millis `json:"bodyTimeout"`
 	// PublicURL is the edge's base as clients see it (behind a load
 	// balancer); tarball URLs are rebased onto it. "": from each
 	// request's Host.
@@ -153,34 +176,34 @@ type Proxy struct {
 	FastPath bool `json:"fastPath"`
 }
 
-// Cache configures the edge cache. Times are ms.
+// Cache configures the edge cache.
 type Cache struct {
 	Dir          string `json:"dir"`
 	MaxBytes     int64  `json:"maxBytes"`
-	PackumentTTL int    `json:"packumentTTL"`
+	PackumentTTL Millis `json:"packumentTTL"`
 	// ScrubRate bounds the background re-hashing of cached files, in
 	// bytes per second (0: off).
-	ScrubRate    int64 `json:"scrubRate"`
-	StaleIfError int   `json:"staleIfError"`
-	NegativeTTL  int   `json:"negativeTTL"`
+	ScrubRate    int64  `json:"scrubRate"`
+	StaleIfError Millis `json:"staleIfError"`
+	NegativeTTL  Millis `json:"negativeTTL"`
 }
 
-// Breaker opens after Failures consecutive upstream failures for Cooldown
-// ms, then lets one probe through. Failures 0 turns it off. An upstream
-// that has served requests and then had no exchange for ProbeInterval ms
-// is probed (GET /-/ping); 0 turns idle probes off.
+// Breaker opens after Failures consecutive upstream failures for Cooldown,
+// then lets one probe through. Failures 0 turns it off. An upstream that
+// has served requests and then had no exchange for ProbeInterval is probed
+// (GET /-/ping); 0 turns idle probes off.
 type Breaker struct {
-	Failures      int `json:"failures"`
-	Cooldown      int `json:"cooldown"`
-	ProbeInterval int `json:"probeInterval"`
+	Failures      int    `json:"failures"`
+	Cooldown      Millis `json:"cooldown"`
+	ProbeInterval Millis `json:"probeInterval"`
 }
 
-// TokenFailures: Threshold failures within Window (ms) block the source for
-// BlockTTL (ms). Threshold 0 turns it off.
+// TokenFailures: Threshold failures within Window block the source for
+// BlockTTL. Threshold 0 turns it off.
 type TokenFailures struct {
-	Threshold int `json:"threshold"`
-	Window    int `json:"window"`
-	BlockTTL  int `json:"blockTTL"`
+	Threshold int    `json:"threshold"`
+	Window    Millis `json:"window"`
+	BlockTTL  Millis `json:"blockTTL"`
 }
 
 // Upstream is one registry the proxy forwards to.
@@ -190,8 +213,8 @@ type Upstream struct {
 	Hash Hash   `json:"hash"`
 	TLS  bool   `json:"tls"`
 	Auth *Auth  `json:"auth,omitempty"`
-	// Timeout (ms) for this upstream's response headers; 0 = proxy.timeout.
-	Timeout int `json:"timeout,omitempty"`
+	// Timeout for this upstream's response headers; 0 = proxy.timeout.
+	Timeout Millis `json:"timeout,omitempty"`
 	// TarballHosts are more origins (scheme://host[:port][/path]) whose
 	// tarball URLs count as this upstream's.
 	TarballHosts []string `json:"tarballHosts,omitempty"`
@@ -217,8 +240,8 @@ type RateLimit struct {
 type WebSocket struct {
 	Hostname          string `json:"hostname"`
 	Port              int    `json:"port"`
-	HeartbeatInterval int    `json:"heartbeatInterval"` // ms
-	ClientTimeout     int    `json:"clientTimeout"`     // ms
+	HeartbeatInterval Millis `json:"heartbeatInterval"`
+	ClientTimeout     Millis `json:"clientTimeout"`
 }
 
 // Bus is the "bus" section.
@@ -249,6 +272,21 @@ type Agent struct {
 	// StateSource says which state wins at start: "file" (a persisted
 	// state, logged) or "config" (this file's "config" section).
 	StateSource string `json:"stateSource"`
+}
+
+// Fleet is the "fleet" section: revalidation hints between the edges of a
+// fleet (docs/proxy.md, "A fleet of edges").
+type Fleet struct {
+	// Listen is where hints arrive and leave from: IP:PORT, the IP a
+	// literal; "" receives none. The socket is opened only when the cache
+	// is on or Peers is set.
+	Listen string `json:"listen"`
+	// Peers are the other edges' fleet.listen addresses (IP:PORT) or
+	// dns:NAME:PORT (every A and AAAA record of NAME), this edge's own
+	// address left out.
+	Peers []string `json:"peers"`
+	// ResolveInterval is how often dns: peers are looked up again (ms).
+	ResolveInterval int `json:"resolveInterval"`
 }
 
 // Admin is the "admin" section.
@@ -472,6 +510,19 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		return bad("admin.listen", "%q: want host:port", c.Admin.Listen)
 	}
+	if c.Fleet.Listen != "" {
+		if _, err := fleet.ParseListen(c.Fleet.Listen); err != nil {
+			return bad("fleet.listen", "%v (or \"\" to receive no hints)", err)
+		}
+	}
+	for i, p := range c.Fleet.Peers {
+		if _, err := fleet.ParsePeer(p); err != nil {
+			return bad(fmt.Sprintf("fleet.peers[%d]", i), "%v", err)
+		}
+	}
+	if c.Fleet.ResolveInterval <= 0 {
+		return bad("fleet.resolveInterval", "want milliseconds > 0, got %d", c.Fleet.ResolveInterval)
+	}
 	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
 		return bad("log.level", "%v", err)
 	}
@@ -504,7 +555,7 @@ func checkStateSource(v string) error {
 // once at start, to an address nobody sees in the config.
 func checkListenHost(h string) error {
 	if _, err := netip.ParseAddr(h); err != nil {
-		return fmt.Errorf("%q: want an IP address such as 0.0.0.0, 127.0.0.1 or ::", h)
+		return fmt.Errorf("%q: want an IP address such as :: (every address), 0.0.0.0 or 127.0.0.1", h)
 	}
 	return nil
 }

@@ -6,13 +6,16 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regedge/regedge/internal/codec"
 )
@@ -89,11 +92,13 @@ func TestFileErrorsNameTheKey(t *testing.T) {
 		{`{"websocket":{"heartbeatInterval":0}}`, "websocket.heartbeatInterval"},
 		{`{} {}`, "(file)"},
 	} {
-		_, err := Load(writeFile(t, tc.body), noEnv)
-		var ce *Error
-		if !errors.As(err, &ce) || ce.Key != tc.key {
-			t.Errorf("%s: err %v, want key %s", tc.body, err, tc.key)
-		}
+		t.Run(tc.key, func(t *testing.T) {
+			_, err := Load(writeFile(t, tc.body), noEnv)
+			var ce *Error
+			if !errors.As(err, &ce) || ce.Key != tc.key {
+				t.Errorf("%s: err %v, want key %s", tc.body, err, tc.key)
+			}
+		})
 	}
 }
 
@@ -138,11 +143,13 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 		"UPSTREAMS": `[{"host":"a","bogus":1}]`, "WS_TIMEOUT": "soon", "REGEDGE_PROXY_FAST_PATH": "maybe",
 		"REGEDGE_STATE_SOURCE": "disk", "REGEDGE_LOG_LEVEL": "loud", "REGEDGE_LOG_ACCESS": "sample:0",
 	} {
-		_, err := Load("", envOf(map[string]string{name: val}))
-		var ce *Error
-		if !errors.As(err, &ce) || ce.Key != name || ce.Source != "environment" {
-			t.Errorf("%s=%s: err %v, want one naming the variable", name, val, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			_, err := Load("", envOf(map[string]string{name: val}))
+			var ce *Error
+			if !errors.As(err, &ce) || ce.Key != name || ce.Source != "environment" {
+				t.Errorf("%s=%s: err %v, want one naming the variable", name, val, err)
+			}
+		})
 	}
 }
 
@@ -164,10 +171,12 @@ func TestLogSettings(t *testing.T) {
 
 func TestHashJSON(t *testing.T) {
 	for in, want := range map[string]Hash{`"0xa1b2c3d4"`: 0xa1b2c3d4, `"0XA1B2C3D4"`: 0xa1b2c3d4, `0`: 0, `4294967295`: 0xffffffff} {
-		var h Hash
-		if err := h.UnmarshalJSON([]byte(in)); err != nil || h != want {
-			t.Errorf("%s: %v, %v", in, h, err)
-		}
+		t.Run(in, func(t *testing.T) {
+			var h Hash
+			if err := h.UnmarshalJSON([]byte(in)); err != nil || h != want {
+				t.Errorf("%s: %v, %v", in, h, err)
+			}
+		})
 	}
 	for _, in := range []string{`"0x1ffffffff"`, `4294967296`, `-1`, `"x"`, `true`} {
 		var h Hash
@@ -177,6 +186,63 @@ func TestHashJSON(t *testing.T) {
 	}
 	if b, _ := Hash(0xa1b2c3d4).MarshalJSON(); string(b) != `"0xa1b2c3d4"` {
 		t.Errorf("MarshalJSON = %s", b)
+	}
+}
+
+func TestSplitList(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"eth0", []string{"eth0"}},
+		{"a,b", []string{"a", "b"}},
+		{" a , b ,", []string{"a", "b"}},
+		{",,", nil},
+		{"", nil},
+		{"10.0.0.2:4874, 10.0.0.3:4874", []string{"10.0.0.2:4874", "10.0.0.3:4874"}},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			if got := SplitList(tc.in); !slices.Equal(got, tc.want) {
+				t.Fatalf("SplitList(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// Times stay milliseconds in JSON, as in the seed's files; Duration is the
+// one conversion.
+func TestMillis(t *testing.T) {
+	var ws WebSocket
+	if err := json.Unmarshal([]byte(`{"heartbeatInterval":100,"clientTimeout":30000}`), &ws); err != nil {
+		t.Fatal(err)
+	}
+	if ws.HeartbeatInterval.Duration() != 100*time.Millisecond || ws.ClientTimeout.Duration() != 30*time.Second {
+		t.Fatalf("read %+v", ws)
+	}
+	b, err := json.Marshal(ws)
+	if err != nil || !strings.Contains(string(b), `"heartbeatInterval":100,"clientTimeout":30000`) {
+		t.Fatalf("wrote %s, %v", b, err)
+	}
+	if err := json.Unmarshal([]byte(`{"heartbeatInterval":"100ms"}`), &ws); err == nil {
+		t.Fatal(`"100ms" was read as milliseconds: the unit is fixed, the value a number`)
+	}
+	c, err := Load("", envOf(map[string]string{"PROXY_TIMEOUT": "1500"}))
+	if err != nil || c.Proxy.Timeout.Duration() != 1500*time.Millisecond {
+		t.Fatalf("PROXY_TIMEOUT=1500: %v, %v", c.Proxy.Timeout, err)
+	}
+}
+
+// The feature flags have their own type, written as the hash is.
+func TestFlagsJSON(t *testing.T) {
+	var s State
+	if err := json.Unmarshal([]byte(`{"featureFlags":"0x00000007"}`), &s); err != nil || s.FeatureFlags != 7 {
+		t.Fatalf("featureFlags %v, %v", s.FeatureFlags, err)
+	}
+	if err := json.Unmarshal([]byte(`{"featureFlags":5}`), &s); err != nil || s.FeatureFlags != 5 {
+		t.Fatalf("featureFlags as a number: %v, %v", s.FeatureFlags, err)
+	}
+	if b, err := json.Marshal(Flags(7)); err != nil || string(b) != `"0x00000007"` {
+		t.Fatalf("Flags(7) = %s, %v", b, err)
 	}
 }
 

@@ -7,10 +7,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/regedge/regedge/internal/fleet"
 	"github.com/regedge/regedge/internal/logging"
 )
 
-// applyEnv applies the environment variables of INTERFACE.md over c. A bad
+// applyEnv applies the environment variables of docs/configuration.md over c. A bad
 // value is an *Error naming the variable.
 func applyEnv(c *Config, env func(string) (string, bool)) error {
 	u8 := func(name string, dst *uint8) error {
@@ -23,16 +24,8 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			return nil
 		})
 	}
-	integer := func(name string, dst *int) error {
-		return withEnv(env, name, func(v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return fmt.Errorf("%q: want an integer", v)
-			}
-			*dst = n
-			return nil
-		})
-	}
+	integer := func(name string, dst *int) error { return envInt(env, name, dst) }
+	millis := func(name string, dst *Millis) error { return envInt(env, name, dst) }
 	hash := func(name string, dst *Hash) error {
 		return withEnv(env, name, func(v string) error {
 			h, err := ParseHash(v)
@@ -49,13 +42,13 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 	steps := []error{
 		u8("BUN_CONFIG_VERSION", &c.Config.Version),
 		hash("BUN_CONFIG_REGISTRY_HASH", &c.Config.RegistryHash),
-		hash("BUN_CONFIG_FEATURE_FLAGS", &c.Config.FeatureFlags),
+		hash("BUN_CONFIG_FEATURE_FLAGS", (*Hash)(&c.Config.FeatureFlags)),
 		u8("BUN_CONFIG_TERMINAL_MODE", &c.Config.TerminalMode),
 		u8("BUN_CONFIG_TERMINAL_ROWS", &c.Config.Rows),
 		u8("BUN_CONFIG_TERMINAL_COLS", &c.Config.Cols),
 		integer("PROXY_PORT", &c.Proxy.ListenPort),
 		str("PROXY_HOST", &c.Proxy.ListenHost),
-		integer("PROXY_TIMEOUT", &c.Proxy.Timeout),
+		millis("PROXY_TIMEOUT", &c.Proxy.Timeout),
 		withEnv(env, "UPSTREAMS", func(v string) error {
 			var ups []Upstream
 			dec := json.NewDecoder(strings.NewReader(v))
@@ -72,10 +65,10 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 		withEnv(env, "UPSTREAM_FALLBACK", func(v string) error { return setUpstream(c, v, 0) }),
 		integer("WS_PORT", &c.WebSocket.Port),
 		str("WS_HOST", &c.WebSocket.Hostname),
-		integer("WS_HEARTBEAT_INTERVAL", &c.WebSocket.HeartbeatInterval),
-		integer("WS_TIMEOUT", &c.WebSocket.ClientTimeout),
+		millis("WS_HEARTBEAT_INTERVAL", &c.WebSocket.HeartbeatInterval),
+		millis("WS_TIMEOUT", &c.WebSocket.ClientTimeout),
 		withEnv(env, "REGEDGE_INTERFACES", func(v string) error {
-			c.Agent.Interfaces = splitList(v)
+			c.Agent.Interfaces = SplitList(v)
 			return nil
 		}),
 		str("REGEDGE_BPF", &c.Agent.BPF),
@@ -99,7 +92,7 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 		}),
 		str("REGEDGE_CACHE_DIR", &c.Proxy.Cache.Dir),
 		str("REGEDGE_PROXY_PUBLIC_URL", &c.Proxy.PublicURL),
-		integer("REGEDGE_PROXY_BODY_TIMEOUT", &c.Proxy.BodyTimeout),
+		millis("REGEDGE_PROXY_BODY_TIMEOUT", &c.Proxy.BodyTimeout),
 		str("REGEDGE_ADMIN_LISTEN", &c.Admin.Listen),
 		withEnv(env, "REGEDGE_ADMIN_PPROF", func(v string) error {
 			on, err := strconv.ParseBool(v)
@@ -121,7 +114,7 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 		}),
 		integer("REGEDGE_BUS_PORT", &c.Bus.Port),
 		withEnv(env, "REGEDGE_BUS_ALLOW", func(v string) error {
-			c.Bus.Allow = splitList(v)
+			c.Bus.Allow = SplitList(v)
 			return nil
 		}),
 		withEnv(env, "REGEDGE_BUS_LISTEN_HOST", func(v string) error {
@@ -132,13 +125,31 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 			return nil
 		}),
 		withEnv(env, "REGEDGE_BUS_PUBLIC_KEYS", func(v string) error {
-			c.Bus.PublicKeys = splitList(v)
+			c.Bus.PublicKeys = SplitList(v)
 			return nil
 		}),
 		withEnv(env, "REGEDGE_TOKEN_PUBLIC_KEYS", func(v string) error {
-			c.Tokens.PublicKeys = splitList(v)
+			c.Tokens.PublicKeys = SplitList(v)
 			return nil
 		}),
+		withEnv(env, "REGEDGE_FLEET_LISTEN", func(v string) error {
+			if v != "" {
+				if _, err := fleet.ParseListen(v); err != nil {
+					return err
+				}
+			}
+			c.Fleet.Listen = v
+			return nil
+		}),
+		withEnv(env, "REGEDGE_FLEET_PEERS", func(v string) error {
+			peers := SplitList(v)
+			if _, err := fleet.ParsePeers(peers); err != nil {
+				return fmt.Errorf("entry %v", err)
+			}
+			c.Fleet.Peers = peers
+			return nil
+		}),
+		integer("REGEDGE_FLEET_RESOLVE_INTERVAL", &c.Fleet.ResolveInterval),
 	}
 	for _, err := range steps {
 		if err != nil {
@@ -158,7 +169,20 @@ var EnvVars = []string{
 	"WS_PORT", "WS_HOST", "WS_HEARTBEAT_INTERVAL", "WS_TIMEOUT",
 	"REGEDGE_INTERFACES", "REGEDGE_BPF", "REGEDGE_XDP_MODE", "REGEDGE_BPFFS", "REGEDGE_STATE_FILE", "REGEDGE_STATE_SOURCE", "REGEDGE_CACHE_DIR", "REGEDGE_PROXY_PUBLIC_URL", "REGEDGE_PROXY_BODY_TIMEOUT",
 	"REGEDGE_ADMIN_LISTEN", "REGEDGE_BUS_PORT", "REGEDGE_BUS_ALLOW", "REGEDGE_BUS_LISTEN_HOST", "REGEDGE_BUS_PUBLIC_KEYS",
-	"REGEDGE_TOKEN_PUBLIC_KEYS", "REGEDGE_LOG_LEVEL", "REGEDGE_LOG_ACCESS", "REGEDGE_ADMIN_PPROF",
+	"REGEDGE_TOKEN_PUBLIC_KEYS", "REGEDGE_FLEET_LISTEN", "REGEDGE_FLEET_PEERS", "REGEDGE_FLEET_RESOLVE_INTERVAL",
+	"REGEDGE_LOG_LEVEL", "REGEDGE_LOG_ACCESS", "REGEDGE_ADMIN_PPROF",
+}
+
+// envInt sets *dst from the integer in variable name, when it is set.
+func envInt[T ~int | ~int64](env func(string) (string, bool), name string, dst *T) error {
+	return withEnv(env, name, func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q: want an integer", v)
+		}
+		*dst = T(n)
+		return nil
+	})
 }
 
 func withEnv(env func(string) (string, bool), name string, set func(string) error) error {
@@ -222,7 +246,10 @@ func setUpstream(c *Config, raw string, hash Hash) error {
 	return nil
 }
 
-func splitList(v string) []string {
+// SplitList reads a comma-separated list as operators write them (in
+// REGEDGE_INTERFACES and the like, and `config push --to`): items are
+// trimmed and empty ones dropped, so "a, b," is [a b].
+func SplitList(v string) []string {
 	var out []string
 	for _, p := range strings.Split(v, ",") {
 		if p = strings.TrimSpace(p); p != "" {

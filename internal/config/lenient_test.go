@@ -15,7 +15,7 @@ const newerFile = `{
   "proxy": {"listenPort": 4999, "perClientPerMinute": 60, "upstreams": [
     {"host": "r.example", "port": 443, "hash": "0x1", "tls": true, "weight": 3, "auth": {"tokenFile": "/t", "kind": "bearer"}}
   ], "cache": {"dir": "", "shards": 4}},
-  "fleet": {"listen": "0.0.0.0:4875"},
+  "telemetry": {"endpoint": "https://otel.example"},
   "ADMIN": {"Listen": "127.0.0.1:9999"}
 }`
 
@@ -28,7 +28,7 @@ func TestUnknownKeysAreWarningsAtRunErrorsInValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"fleet", "proxy.cache.shards", "proxy.perClientPerMinute", "proxy.upstreams[0].auth.kind", "proxy.upstreams[0].weight"}
+	want := []string{"proxy.cache.shards", "proxy.perClientPerMinute", "proxy.upstreams[0].auth.kind", "proxy.upstreams[0].weight", "telemetry"}
 	if !reflect.DeepEqual(unknown, want) {
 		t.Fatalf("unknown keys %q, want %q", unknown, want)
 	}

@@ -20,7 +20,7 @@ type PushOptions struct {
 	Deadline time.Duration // give up on a target after this long (default 10 s)
 	Retry    time.Duration // first wait for an answer (default 200 ms), doubled per attempt
 	MaxRetry time.Duration // longest wait between attempts (default 2 s)
-	// Key, when set, signs every datagram (PROTOCOL.md §3.1a), each
+	// Key, when set, signs every datagram (docs/protocol.md §3.1a), each
 	// attempt with a fresh timestamp: a retry is a new datagram, never a
 	// replay, and it stays fresh however long the push runs.
 	Key ed25519.PrivateKey

@@ -23,7 +23,7 @@ type QueryOptions struct {
 	Now func() time.Time // the clock of the timestamps (default time.Now)
 }
 
-// Query asks every target for its state with a HEARTBEAT (PROTOCOL.md
+// Query asks every target for its state with a HEARTBEAT (docs/protocol.md
 // §3.1: it changes nothing; the answer carries the agent's state), retried
 // until an answer or the deadline. Each Result says what the target
 // reported (Converged is unused). Any answer an agent sends carries its

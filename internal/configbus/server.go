@@ -1,4 +1,4 @@
-// Package configbus is the UDP config bus of PROTOCOL.md §3.1: the agent's
+// Package configbus is the UDP config bus of docs/protocol.md §3.1: the agent's
 // server, which applies datagrams from allowed sources and answers with its
 // resulting state, and the pusher behind `regedge config push`, which retries
 // until every target reports the desired state.
@@ -59,7 +59,7 @@ type Options struct {
 	// Allow lists the sources that may send; an empty list allows nobody.
 	Allow []netip.Prefix
 	// PublicKeys, when set, make the server accept only datagrams signed
-	// with one of them (PROTOCOL.md §3.1a).
+	// with one of them (docs/protocol.md §3.1a).
 	PublicKeys []ed25519.PublicKey
 	// ReplayCapacity bounds the replay memory (default DefaultReplayCapacity).
 	ReplayCapacity int

@@ -13,6 +13,7 @@ import (
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/state"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // brokenStateDir returns a state file path, a func that breaks its
@@ -97,11 +98,7 @@ func TestPushRetriesOnStorage(t *testing.T) {
 		})
 		results <- r
 	}()
-	for until := time.Now().Add(10 * time.Second); promtest.ToFloat64(storage) == before; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(until) {
-			t.Fatal("the push never reached the agent")
-		}
-	}
+	testutil.Eventually(t, 10*time.Second, "the push to reach the agent", func() bool { return promtest.ToFloat64(storage) != before })
 	repair()
 	r := (<-results)[0]
 	if !r.Converged || r.Attempts < 2 || r.Err != "" || st.State().Rows != 40 {

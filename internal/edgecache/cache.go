@@ -137,7 +137,7 @@ func (c *Cache) load() {
 		b, err := os.ReadFile(m)
 		var e Entry
 		if err != nil || json.Unmarshal(b, &e) != nil || e.V != metaVersion || c.name(e.Key) != strings.TrimSuffix(filepath.Base(m), ".meta") {
-			os.Remove(m)
+			_ = os.Remove(m) // unreadable or from another layout: best effort, it is a cache
 			continue
 		}
 		// The files must be there with their recorded sizes; their
@@ -167,7 +167,7 @@ func (c *Cache) load() {
 		base := filepath.Base(f)
 		name, _, _ := strings.Cut(base, ".")
 		if strings.HasPrefix(base, ".tmp-") || !known[name] {
-			os.Remove(f)
+			_ = os.Remove(f) // crash leftovers: best effort
 		}
 	}
 	c.mu.Lock()
@@ -463,7 +463,7 @@ func (w *Fill) Abort() {
 	for _, f := range []*os.File{w.f, w.gzf} {
 		if f != nil {
 			f.Close()
-			os.Remove(f.Name())
+			_ = os.Remove(f.Name()) // a temp file: best effort
 		}
 	}
 	w.c.mu.Lock()
@@ -562,9 +562,11 @@ func (c *Cache) remove(key string) {
 }
 
 func (c *Cache) removeFiles(key string) {
-	os.Remove(c.bodyPath(key))
-	os.Remove(c.gzipPath(key))
-	os.Remove(c.metaPath(key))
+	// Best effort: a file that stays is an orphan, removed at the next
+	// start (it is in no index).
+	_ = os.Remove(c.bodyPath(key))
+	_ = os.Remove(c.gzipPath(key))
+	_ = os.Remove(c.metaPath(key))
 }
 
 // Purge removes every entry match accepts; it returns how many.
@@ -693,7 +695,7 @@ func writeAtomic(path string, data []byte) error {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
+	defer func() { _ = os.Remove(tmp) }() // no-op after the rename
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()

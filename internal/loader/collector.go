@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Collector exposes the kernel counters of INTERFACE.md, summed over CPUs at
+// Collector exposes the kernel counters of docs/metrics.md, summed over CPUs at
 // scrape time: regedge_kernel_drops_total{hook,reason},
 // regedge_kernel_packets_total{hook,verdict},
 // regedge_registry_packets_total and regedge_registry_bytes_total

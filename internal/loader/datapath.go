@@ -78,8 +78,7 @@ func Open(cfg Config) (*Datapath, error) {
 	}
 	d.lock = lock
 	if err := d.open(); err != nil {
-		d.closeAll()
-		return nil, err
+		return nil, errors.Join(err, d.closeAll())
 	}
 	return d, nil
 }
@@ -97,7 +96,7 @@ func (d *Datapath) open() (err error) {
 			if err != nil {
 				// Nothing half-built stays behind: removing the pins
 				// detaches whatever this attempt attached.
-				d.closeAll()
+				err = errors.Join(err, d.closeAll())
 				_ = os.RemoveAll(target)
 			}
 		}()

@@ -1,3 +1,5 @@
+//go:build linux
+
 package loader
 
 import (
@@ -284,7 +286,7 @@ func TestFlowTagOverVeth(t *testing.T) {
 	if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "egress bytes counted for 0xdeadbeef", func() bool {
+	testutil.Eventually(t, 5*time.Second, "egress bytes counted for 0xdeadbeef", func() bool {
 		cs, _ := dp.RegistryCounters()
 		for _, c := range cs {
 			if c.Hash == 0xdeadbeef && c.Egress && c.Bytes > 0 {
@@ -293,18 +295,6 @@ func TestFlowTagOverVeth(t *testing.T) {
 		}
 		return false
 	})
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestSkLookupSteersToUnboundPort: a connection to 192.0.2.2:4873 reaches a
@@ -463,7 +453,7 @@ func TestRestartKeepsPinsAndDetachLeavesNothing(t *testing.T) {
 	}
 	// This test's programs are gone; other test binaries running at the
 	// same time may have regedge programs of their own loaded.
-	waitFor(t, 10*time.Second, "none of this test's programs left in the kernel", func() bool {
+	testutil.Eventually(t, 10*time.Second, "none of this test's programs left in the kernel", func() bool {
 		for _, id := range ours {
 			if p, err := ebpf.NewProgramFromID(id); err == nil {
 				p.Close()
@@ -533,7 +523,7 @@ func TestNetlinkFallbacks(t *testing.T) {
 	if _, err := send.WriteToUDP(bad, dst); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the netlink-attached XDP program to drop the datagram", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the netlink-attached XDP program to drop the datagram", func() bool {
 		c, _ := o.Counters()
 		return c[ReasonChecksum] > before[ReasonChecksum]
 	})
@@ -544,7 +534,7 @@ func TestNetlinkFallbacks(t *testing.T) {
 	if got := receive(t, recv, 1, 5*time.Second); len(got) != 1 {
 		t.Fatal("the valid datagram did not arrive")
 	}
-	waitFor(t, 5*time.Second, "the clsact TC program to see packets", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the clsact TC program to see packets", func() bool {
 		c, _ := o.TCCounters()
 		return c[ReasonOK] > beforeTC[ReasonOK]
 	})

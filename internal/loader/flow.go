@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // TagSource says where a flow tag's state came from.
@@ -115,15 +114,6 @@ func (o *Objects) TrimFlowTags(maxIdle time.Duration) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// bootTime is CLOCK_BOOTTIME, the clock of bpf_ktime_get_boot_ns.
-func bootTime() (time.Duration, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0, fmt.Errorf("loader: clock_gettime(CLOCK_BOOTTIME): %w", err)
-	}
-	return time.Duration(ts.Nano()), nil
 }
 
 // HashClass is the optional mark and priority for one registry hash's flows.

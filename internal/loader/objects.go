@@ -173,13 +173,10 @@ func load(opts Options, pinDir string) (*Objects, error) {
 		tcMapConfigMap:     o.xdp.ConfigMap,
 	}})
 	if err != nil {
-		o.xdp.Close()
-		return nil, loadErr("TC", err)
+		return nil, errors.Join(loadErr("TC", err), o.xdp.Close())
 	}
 	if err := sspec.LoadAndAssign(&o.sk, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
-		o.tc.Close()
-		o.xdp.Close()
-		return nil, loadErr("sk_lookup", err)
+		return nil, errors.Join(loadErr("sk_lookup", err), o.tc.Close(), o.xdp.Close())
 	}
 	if pinDir != "" {
 		// A reused config_map holds the previous agent's settings; they are
@@ -193,8 +190,7 @@ func load(opts Options, pinDir string) (*Objects, error) {
 		}
 	}
 	if err := o.countBlocked(); err != nil {
-		o.Close()
-		return nil, err
+		return nil, errors.Join(err, o.Close())
 	}
 	return o, nil
 }
@@ -250,7 +246,7 @@ func (o *Objects) writeConfig() error {
 }
 
 // SetRequireSigned says whether the agent has bus public keys: then XDP
-// drops a bus datagram without a signature trailer (PROTOCOL.md §3.1a) as
+// drops a bus datagram without a signature trailer (docs/protocol.md §3.1a) as
 // ReasonUnsigned once it has passed every other check. The signature itself
 // is checked in userspace.
 func (o *Objects) SetRequireSigned(on bool) error {

@@ -31,7 +31,7 @@ const (
 
 var kernelReasonWords = [...]string{"source", "fragment", "blocked", "synflood", "malformed", "unsigned"}
 
-// String returns the reason word used in metrics (INTERFACE.md).
+// String returns the reason word used in metrics (docs/metrics.md).
 func (r Reason) String() string {
 	if r < codec.NumReasons {
 		return codec.Reason(r).String()

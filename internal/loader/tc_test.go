@@ -107,8 +107,10 @@ func TestTCNoTagForOtherTraffic(t *testing.T) {
 		"no payload":      tcpPacket(false, 50101, 4873, 0x02, ""),
 		"udp to the port": busPacket(false, 0, []byte("X")),
 	} {
-		runTC(t, o.TCIngress(), pkt)
-		_ = name
+		t.Run(name, func(t *testing.T) {
+			runTC(t, o.TCIngress(), pkt)
+			_ = name
+		})
 	}
 	for _, sport := range []uint16{50100, 50101} {
 		for _, dport := range []uint16{8080, 4873} {

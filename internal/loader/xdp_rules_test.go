@@ -59,10 +59,12 @@ func TestXDPMalformedAndFragments(t *testing.T) {
 		{"TCP data offset past the segment", mod(tcpPacket(false, 1, 4873, 0x18, "x"), func(b []byte) { b[l3+20+12] = 15 << 4 }), ReasonMalformed},
 		{"ARP", append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06}, make([]byte, 28)...), ReasonOK},
 	} {
-		ret, got := runXDP(t, o, tc.pkt)
-		if got != tc.want || ret != wantAction(tc.want) {
-			t.Errorf("%s: action %d reason %s, want %s", tc.name, ret, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			ret, got := runXDP(t, o, tc.pkt)
+			if got != tc.want || ret != wantAction(tc.want) {
+				t.Errorf("%s: action %d reason %s, want %s", tc.name, ret, got, tc.want)
+			}
+		})
 	}
 }
 
@@ -114,10 +116,12 @@ func TestXDPIPv6ExtensionHeaders(t *testing.T) {
 		{"first fragment to the bus", ipv6WithExt([][]byte{fragHdr(0, true)}, dg), ReasonFragment},
 		{"later fragment", ipv6WithExt([][]byte{fragHdr(1, false)}, dg), ReasonOK},
 	} {
-		ret, got := runXDP(t, o, tc.pkt)
-		if got != tc.want || ret != wantAction(tc.want) {
-			t.Errorf("%s: action %d reason %s, want %s", tc.name, ret, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			ret, got := runXDP(t, o, tc.pkt)
+			if got != tc.want || ret != wantAction(tc.want) {
+				t.Errorf("%s: action %d reason %s, want %s", tc.name, ret, got, tc.want)
+			}
+		})
 	}
 }
 
@@ -189,7 +193,7 @@ func TestXDPBlockList(t *testing.T) {
 	if err := o.Block(netip.MustParsePrefix("192.0.2.0/28"), time.Nanosecond); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, tcp); return r == ReasonOK })
+	testutil.Eventually(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, tcp); return r == ReasonOK })
 	if list, _ := o.Blocked(); len(list) != 1 {
 		t.Fatalf("after expiry Blocked = %v", list)
 	}
@@ -226,9 +230,11 @@ func TestXDPSynGuard(t *testing.T) {
 		"data":           tcpPacket(false, 1000, 4873, 0x18, "GET"),
 		"SYN other port": tcpPacket(false, 1000, 8080, 0x02, ""),
 	} {
-		if _, r := runXDP(t, o, p); r != ReasonOK {
-			t.Errorf("%s: %s, want ok", name, r)
-		}
+		t.Run(name, func(t *testing.T) {
+			if _, r := runXDP(t, o, p); r != ReasonOK {
+				t.Errorf("%s: %s, want ok", name, r)
+			}
+		})
 	}
 	// Another source has its own bucket.
 	other := packet{src: netip.MustParseAddr("192.0.2.99"), dst: testDst4, sport: 1, dport: 4873, tcp: true, tcpFlags: 0x02}
@@ -261,27 +267,31 @@ func TestAllowListShortAndLong(t *testing.T) {
 		"short": {netip.MustParsePrefix("192.0.2.0/28"), netip.MustParsePrefix("2001:db8::10/127")},
 		"long":  long,
 	} {
-		if err := o.SetAllow(allow); err != nil {
-			t.Fatal(err)
-		}
-		for _, tc := range []struct {
-			src  netip.Addr
-			want Reason
-		}{
-			{testSrc4, ReasonOK},                                  // 192.0.2.10
-			{netip.MustParseAddr("192.0.3.10"), ReasonSource},     // outside
-			{testSrc6, ReasonOK},                                  // 2001:db8::10
-			{netip.MustParseAddr("2001:db8:1::10"), ReasonSource}, // outside
-		} {
-			dst := testDst4
-			if tc.src.Is6() {
-				dst = testDst6
+		t.Run(name, func(t *testing.T) {
+			if err := o.SetAllow(allow); err != nil {
+				t.Fatal(err)
 			}
-			p := packet{src: tc.src, dst: dst, sport: 1, dport: 4874, payload: validDatagram()}
-			if _, r := runXDP(t, o, p.bytes()); r != tc.want {
-				t.Errorf("%s list: from %v: %s, want %s", name, tc.src, r, tc.want)
+			for _, tc := range []struct {
+				src  netip.Addr
+				want Reason
+			}{
+				{testSrc4, ReasonOK},                                  // 192.0.2.10
+				{netip.MustParseAddr("192.0.3.10"), ReasonSource},     // outside
+				{testSrc6, ReasonOK},                                  // 2001:db8::10
+				{netip.MustParseAddr("2001:db8:1::10"), ReasonSource}, // outside
+			} {
+				t.Run(tc.src.String(), func(t *testing.T) {
+					dst := testDst4
+					if tc.src.Is6() {
+						dst = testDst6
+					}
+					p := packet{src: tc.src, dst: dst, sport: 1, dport: 4874, payload: validDatagram()}
+					if _, r := runXDP(t, o, p.bytes()); r != tc.want {
+						t.Errorf("%s list: from %v: %s, want %s", name, tc.src, r, tc.want)
+					}
+				})
 			}
-		}
+		})
 	}
 }
 

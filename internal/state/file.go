@@ -18,7 +18,7 @@ import (
 //
 //	regedge-state 2 0x01a1b2c3d40000000702185000 crc32c:3f4e6a1b\n
 //
-// a magic word, the format number, the dump (PROTOCOL.md §4.1, lowercase)
+// a magic word, the format number, the dump (docs/protocol.md §4.1, lowercase)
 // and the CRC-32C (Castagnoli) of everything before " crc32c:", in 8
 // lowercase hex digits. The line is parsed strictly (single spaces, one
 // trailing newline, nothing else), so that any one changed byte is
@@ -255,7 +255,7 @@ func writeFileAtomic(path string, data []byte) error {
 		return &StorageError{Path: dir, Op: "create a temp file in", Err: err}
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
+	defer func() { _ = os.Remove(tmp) }() // nothing to remove after the rename
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return &StorageError{Path: tmp, Op: "write", Err: err}

@@ -186,13 +186,15 @@ func TestOnlyARegularFileIsRead(t *testing.T) {
 	for path, want := range map[string]string{
 		fifo: "a named pipe (FIFO)", sub: "a directory", sock: "a socket", dev: "a character device",
 	} {
-		for _, src := range []StateSource{StateSourceFile, StateSourceConfig} {
-			s, err := openWithin(t, Options{Initial: codec.DefaultState(), File: path, Source: src})
-			var fe *FileError
-			if !errors.As(err, &fe) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
-				t.Errorf("%s (source %s): Open = %v, %v; want an error naming it as %s", path, src, s, err, want)
+		t.Run(want, func(t *testing.T) {
+			for _, src := range []StateSource{StateSourceFile, StateSourceConfig} {
+				s, err := openWithin(t, Options{Initial: codec.DefaultState(), File: path, Source: src})
+				var fe *FileError
+				if !errors.As(err, &fe) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
+					t.Errorf("%s (source %s): Open = %v, %v; want an error naming it as %s", path, src, s, err, want)
+				}
 			}
-		}
+		})
 	}
 	if _, err := os.Lstat(fifo); err != nil {
 		t.Fatalf("the FIFO is gone: %v", err)
@@ -361,9 +363,11 @@ func TestStorageWords(t *testing.T) {
 		syscall.ENOSPC: "nospace", syscall.EDQUOT: "quota", syscall.EROFS: "readonly",
 		syscall.EACCES: "denied", syscall.EPERM: "denied", syscall.EIO: "io", syscall.ENOTDIR: "storage",
 	} {
-		e := &StorageError{Path: "/x", Op: "write", Err: &os.PathError{Op: "write", Path: "/x", Err: errno}}
-		if got := e.Word(); got != want || len(got) > 8 {
-			t.Errorf("%v: %q, want %q", errno, got, want)
-		}
+		t.Run(errno.Error(), func(t *testing.T) {
+			e := &StorageError{Path: "/x", Op: "write", Err: &os.PathError{Op: "write", Path: "/x", Err: errno}}
+			if got := e.Word(); got != want || len(got) > 8 {
+				t.Errorf("%v: %q, want %q", errno, got, want)
+			}
+		})
 	}
 }

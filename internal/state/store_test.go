@@ -99,11 +99,13 @@ func TestCorruptFileRefused(t *testing.T) {
 		"breaks rules": "0x01a1b2c3d40000000702005000\n",
 		"version 2":    "0x02a1b2c3d40000000702185000\n",
 	} {
-		file := filepath.Join(t.TempDir(), "state")
-		os.WriteFile(file, []byte(body), 0o600)
-		if _, err := Open(Options{Initial: codec.DefaultState(), File: file}); !errors.Is(err, ErrCorruptFile) {
-			t.Errorf("%s: %v, want ErrCorruptFile", name, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "state")
+			os.WriteFile(file, []byte(body), 0o600)
+			if _, err := Open(Options{Initial: codec.DefaultState(), File: file}); !errors.Is(err, ErrCorruptFile) {
+				t.Errorf("%s: %v, want ErrCorruptFile", name, err)
+			}
+		})
 	}
 }
 

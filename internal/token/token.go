@@ -1,5 +1,5 @@
 // Package token issues and verifies regedge's proxy and admin tokens
-// (PROTOCOL.md §4.3): JWS compact, signed with Ed25519 ({"alg":"EdDSA"}),
+// (docs/protocol.md §4.3): JWS compact, signed with Ed25519 ({"alg":"EdDSA"}),
 // verified with github.com/golang-jwt/jwt/v5 against an allow-list of one
 // algorithm. Keys are PEM files: private keys PKCS#8, public keys PKIX; a
 // public key's kid is its file name without the extension, so keys rotate by
@@ -15,9 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +35,7 @@ type Claims struct {
 	jwt.RegisteredClaims
 }
 
-// Result words of regedge_token_verifications_total (INTERFACE.md).
+// Result words of regedge_token_verifications_total (docs/metrics.md).
 const (
 	ResultOK        = "ok"
 	ResultMalformed = "malformed"
@@ -168,33 +166,6 @@ func FromHeaders(get func(name string) string) string {
 		return strings.TrimSpace(a[7:])
 	}
 	return ""
-}
-
-// OnLoopbackListener reports whether r arrived on a listener bound to a
-// loopback address: config writes there need no admin token (the admin API
-// and the WebSocket server share this rule).
-func OnLoopbackListener(r *http.Request) bool {
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok {
-		return false
-	}
-	ap, err := netip.ParseAddrPort(la.String())
-	return err == nil && ap.Addr().Unmap().IsLoopback()
-}
-
-// AdminAuthorizer accepts a request carrying a valid token with scope
-// config:write.
-func (v *Verifier) AdminAuthorizer() func(r *http.Request) error {
-	return func(r *http.Request) error {
-		c, err := v.Verify(FromRequest(r))
-		if err != nil {
-			return err
-		}
-		if c.Scope != ScopeConfigWrite {
-			return &Error{"scope", errors.New("not an admin token (scope config:write)")}
-		}
-		return nil
-	}
 }
 
 // Issue signs claims with key (EdDSA), with kid in the header when set.

@@ -5,11 +5,11 @@
 package top
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -18,6 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/regedge/regedge/internal/admin"
 )
 
 // Registry is one registry hash's counters.
@@ -56,24 +58,12 @@ type Snapshot struct {
 }
 
 // Fetch reads a snapshot from an agent's admin listener.
-func Fetch(ctx context.Context, client *http.Client, admin string) (Snapshot, error) {
-	url := admin
-	if !strings.Contains(url, "://") {
-		url = "http://" + admin
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/metrics", nil)
-	if err != nil {
-		return Snapshot{}, err
-	}
-	resp, err := client.Do(req)
+func Fetch(ctx context.Context, c *admin.Client) (Snapshot, error) {
+	text, err := c.Metrics(ctx)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("top: %w", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Snapshot{}, fmt.Errorf("top: %s answered %s", admin, resp.Status)
-	}
-	return Parse(io.LimitReader(resp.Body, 16<<20), time.Now())
+	return Parse(bytes.NewReader(text), time.Now())
 }
 
 // Parse reads a snapshot from Prometheus text.
@@ -404,8 +394,7 @@ func human(v float64) string {
 
 // Model is the bubbletea model of the live view.
 type Model struct {
-	admin         string
-	client        *http.Client
+	agent         *admin.Client
 	prev, cur     Snapshot
 	width, height int
 	err           error
@@ -418,14 +407,15 @@ type snapMsg struct {
 
 type tickMsg struct{}
 
-// New returns the live view of the agent at admin.
-func New(admin string) Model {
-	return Model{admin: admin, client: &http.Client{Timeout: 2 * time.Second}, width: 80, height: 24}
+// New returns the live view of the agent whose admin listener c reaches
+// (give it a short timeout: a fetch runs every second).
+func New(c *admin.Client) Model {
+	return Model{agent: c, width: 80, height: 24}
 }
 
 func (m Model) fetch() tea.Cmd {
 	return func() tea.Msg {
-		s, err := Fetch(context.Background(), m.client, m.admin)
+		s, err := Fetch(context.Background(), m.agent)
 		return snapMsg{s, err}
 	}
 }

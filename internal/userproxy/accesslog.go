@@ -151,7 +151,7 @@ func (p *Proxy) logAccess(r *accessRecord) {
 	}
 	bp := lineBufs.Get().(*[]byte)
 	line := appendAccessLine((*bp)[:0], time.Now(), r)
-	p.cfg.AccessLog.Write(line)
+	_, _ = p.cfg.AccessLog.Write(line) // a log that cannot be written is not the request's failure
 	*bp = line
 	lineBufs.Put(bp)
 }

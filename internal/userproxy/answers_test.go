@@ -10,6 +10,8 @@ import (
 	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // accessLine is the part of an access line these tests read.
@@ -150,10 +152,9 @@ func TestAccessSampling(t *testing.T) {
 		}
 		// The fast path counts a request after its response went out:
 		// wait for the ninth.
-		deadline := time.Now().Add(2 * time.Second)
-		for promtest.ToFloat64(e.proxy.requests.WithLabelValues("0xa1b2c3d4", "GET", "401", "edge")) < 9 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		testutil.Eventually(t, 5*time.Second, "nine requests counted", func() bool {
+			return promtest.ToFloat64(e.proxy.requests.WithLabelValues("0xa1b2c3d4", "GET", "401", "edge")) == 9
+		})
 		got := len(parseLines(t, out.lines()))
 		if got != tc.lines || promtest.ToFloat64(e.proxy.requests.WithLabelValues("0xa1b2c3d4", "GET", "401", "edge")) != 9 {
 			t.Errorf("sample %d: %d lines, want %d; requests counted %v", tc.sample, got, tc.lines,

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -413,16 +414,12 @@ func (p *Proxy) serveEntry(conn net.Conn, bw *bufio.Writer, req *fastRequest, e 
 	if gz {
 		size = e.GzipSize
 	}
-	var f interface {
-		io.Reader
-		Close() error
-	}
+	var f *os.File
 	if req.method != "HEAD" {
-		file, err := c.Open(e, gz)
-		if err != nil {
+		var err error
+		if f, err = c.Open(e, gz); err != nil {
 			return 0, 0, false, false
 		}
-		f = file
 		defer f.Close()
 	}
 	count()
@@ -546,12 +543,12 @@ func newGzipCheck() *gzipCheck {
 }
 
 func (g *gzipCheck) Write(b []byte) {
-	g.pw.Write(b) // fails only once the reader has given up; its error is kept
+	_, _ = g.pw.Write(b) // fails only once the reader has given up; Close returns its verdict
 }
 
 // Close ends the stream and returns what the decompressor found.
 func (g *gzipCheck) Close() error {
-	g.pw.Close()
+	_ = g.pw.Close() // a PipeWriter's Close never fails
 	return <-g.done
 }
 
@@ -646,7 +643,7 @@ func packageOf(path string) string {
 // (2xx), so the next install sees the new version instead of waiting out
 // the TTL.
 func (p *Proxy) forgetPublished(method, path string, status int) {
-	if p.cfg.Cache == nil || status/100 != 2 {
+	if status/100 != 2 {
 		return
 	}
 	switch method {
@@ -654,9 +651,38 @@ func (p *Proxy) forgetPublished(method, path string, status int) {
 	default:
 		return
 	}
-	if pkg := packageOf(path); pkg != "" {
+	pkg := packageOf(path)
+	if pkg == "" {
+		return
+	}
+	if p.cfg.Cache != nil {
 		if n := p.cfg.Cache.PurgeKeys(packumentKeys(pkg)); n > 0 {
 			p.log.Info("cached packuments dropped after a write through the edge", "package", pkg, "method", method, "entries", n)
 		}
+	}
+	if p.cfg.OnPackageChanged != nil {
+		p.cfg.OnPackageChanged(pkg)
+	}
+}
+
+// PackumentKeysOf matches the cached packuments (full and abbreviated) and
+// dist-tags of any of pkgs, and nothing else: what a fleet hint marks
+// stale, in one pass over the cache however many packages are due.
+func PackumentKeysOf(pkgs []string) func(key string) bool {
+	paths := make(map[string]struct{}, 6*len(pkgs))
+	for _, pkg := range pkgs {
+		escaped := strings.Replace(pkg, "/", "%2f", 1)
+		for _, name := range []string{pkg, escaped, strings.ToLower(escaped)} {
+			paths["/"+name] = struct{}{}
+			paths["/-/package/"+name+"/dist-tags"] = struct{}{}
+		}
+	}
+	return func(key string) bool {
+		path, ok := keyPath(key)
+		if !ok {
+			return false
+		}
+		_, hit := paths[path]
+		return hit
 	}
 }

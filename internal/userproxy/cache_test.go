@@ -112,7 +112,6 @@ func TestCorruptedCacheFileIsRefetched(t *testing.T) {
 	tmp := bodies[0] + ".new"
 	os.WriteFile(tmp, b, 0o600)
 	os.Rename(tmp, bodies[0])
-	hashed := c.HashedBytes()
 	if resp, body := e.get(t, tarballPath, auth); resp.StatusCode != 200 || body != want {
 		t.Fatalf("a replaced cache file was served: %d, %d bytes", resp.StatusCode, len(body))
 	}
@@ -120,7 +119,7 @@ func TestCorruptedCacheFileIsRefetched(t *testing.T) {
 		t.Fatalf("corrupt %v, upstream requests %d", promtest.ToFloat64(c.Corrupt), e.reg.Count())
 	}
 	// Hits hash nothing: the refill hashed once, ten hits add nothing.
-	hashed = c.HashedBytes()
+	hashed := c.HashedBytes()
 	for range 10 {
 		if resp, body := e.get(t, tarballPath, auth); body != want || resp.Header.Get("X-Regedge-Cache") != "hit" {
 			t.Fatalf("hit: %s", resp.Header.Get("X-Regedge-Cache"))

@@ -132,8 +132,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		return http.ErrServerClosed
 	}
-	s.handoff.Close()
-	<-fallbackDone
+	_ = s.handoff.Close() // never fails
+	// The handoff listener is closed: net/http's Serve returns
+	// net.ErrClosed, which says nothing the accept error does not.
+	if ferr := <-fallbackDone; ferr != nil && !errors.Is(ferr, net.ErrClosed) && !errors.Is(ferr, http.ErrServerClosed) {
+		err = errors.Join(err, ferr)
+	}
 	return err
 }
 
@@ -272,7 +276,7 @@ func (s *Server) serveConn(c *fastConn) {
 			s.handOn(c, conn, br)
 			return
 		}
-		br.Discard(len(head))
+		_, _ = br.Discard(len(head)) // the head was peeked: it is buffered
 		req.remote, req.local, req.cs = remote, local, cs
 		if !s.Proxy.serveFast(conn, req, sc, s.closing.Load()) || req.close || s.closing.Load() {
 			break

@@ -115,6 +115,10 @@ type Config struct {
 	PackumentTTL time.Duration
 	NegativeTTL  time.Duration
 	StaleIfError time.Duration
+	// OnPackageChanged, when set, is called with the package a write
+	// through the edge changed, once the upstream took it (2xx): the
+	// agent tells the fleet. It must not block.
+	OnPackageChanged func(pkg string)
 	// AccessSample is log.access: 0 or 1 writes every access line, N > 1
 	// one in N, < 0 none. The metrics count every request whatever it is.
 	AccessSample int
@@ -450,13 +454,13 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	// Bytes the client sent after the CONNECT head are already buffered.
 	if n := buf.Reader.Buffered(); n > 0 {
 		pending, _ := buf.Reader.Peek(n)
-		upConn.Write(pending)
+		_, _ = upConn.Write(pending) // a failed write shows in the copy below
 	}
 	copied := make(chan int64, 2)
 	pipe := func(dst, src net.Conn) {
 		n, _ := io.Copy(dst, src)
 		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
-			hc.CloseWrite()
+			_ = hc.CloseWrite() // the other direction ends with its own error
 		}
 		copied <- n
 	}
@@ -581,11 +585,7 @@ func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
 			r := resp.Request
 			p.forgetPublished(r.Method, r.URL.EscapedPath(), resp.StatusCode)
 			resp.Header.Del(codec.HeaderRequestID)
-			if r.Method != http.MethodGet || resp.StatusCode != http.StatusOK || strings.Contains(r.URL.Path, "/-/") {
-				return nil
-			}
-			ct := resp.Header.Get("Content-Type")
-			if !strings.HasPrefix(ct, "application/json") && !strings.HasPrefix(ct, "application/vnd.npm.install-v1+json") {
+			if !rebasable(r.Method, r.URL.Path, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Encoding")) {
 				return nil
 			}
 			fi := r.Context().Value(forwardKey{}).(*forwardInfo)
@@ -697,9 +697,9 @@ func (r *rewriteReader) Read(p []byte) (int, error) {
 			}
 		}
 		n, err := r.zr.Read(r.buf)
-		r.w.Write(r.buf[:n])
+		_, _ = r.w.Write(r.buf[:n]) // into a bytes.Buffer: never fails
 		if err == io.EOF {
-			r.w.Close()
+			_ = r.w.Close() // likewise
 		}
 		r.err = err
 	}

@@ -43,10 +43,11 @@ const (
 )
 
 type edge struct {
-	URL   string
-	proxy *Proxy
-	key   ed25519.PrivateKey
-	reg   *registry
+	URL    string
+	server *Server
+	proxy  *Proxy
+	key    ed25519.PrivateKey
+	reg    *registry
 }
 
 func mustURL(s string) *url.URL { u, _ := url.Parse(s); return u }
@@ -82,12 +83,13 @@ func newEdge(t testing.TB, tweak func(*Config)) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &edge{URL: serveFront(t, p), proxy: p, key: key, reg: reg}
+	u, srv := serveFrontServer(t, p)
+	return &edge{URL: u, server: srv, proxy: p, key: key, reg: reg}
 }
 
-// serveFront serves p as the agent does on plain HTTP: the fast front end
-// with net/http behind it; it returns the base URL.
-func serveFront(t testing.TB, p *Proxy) string {
+// serveFrontServer serves p as the agent does on plain HTTP: the fast
+// front end with net/http behind it; it returns the base URL and the server.
+func serveFrontServer(t testing.TB, p *Proxy) (string, *Server) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -107,7 +109,7 @@ func serveFront(t testing.TB, p *Proxy) string {
 			t.Errorf("Serve returned %v", err)
 		}
 	})
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), srv
 }
 
 func (e *edge) token(t testing.TB, hashes ...string) string {
@@ -546,17 +548,10 @@ func TestCircuitBreaker(t *testing.T) {
 	cut = false
 	mu.Unlock()
 	// After the cooldown one probe goes through; its success closes the breaker.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, "the breaker to let a probe through", func() bool {
 		resp, _ = e.get(t, "/fine", auth)
-		if resp.StatusCode == 204 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the breaker never let a probe through: %d", resp.StatusCode)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return resp.StatusCode == 204
+	})
 	if resp, _ = e.get(t, "/fine", auth); resp.StatusCode != 204 || open() != 0 || upGauge() != 1 {
 		t.Fatalf("after a good probe: %d, open=%v up=%v", resp.StatusCode, open(), upGauge())
 	}

@@ -437,7 +437,7 @@ func rewriteBody(dst io.Writer, src io.Reader, encoding string, rb *rebaser, lea
 		if err != nil {
 			return err
 		}
-		defer zr.Close()
+		defer func() { _ = zr.Close() }() // a gzip.Reader's Close has nothing to report after EOF
 		src = zr
 	}
 	w := newRewriter(dst, rb)

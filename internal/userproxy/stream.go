@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -23,9 +24,15 @@ import (
 // isPackumentResponse: a successful GET of a packument, whose tarball URLs
 // are rebased onto the edge.
 func isPackumentResponse(method, path string, h *upstreamHead) bool {
-	return method == "GET" && h.status == http.StatusOK && !strings.Contains(path, "/-/") &&
-		(strings.HasPrefix(h.contentType, "application/json") || strings.HasPrefix(h.contentType, "application/vnd.npm.install-v1+json")) &&
-		(h.encoding == "" || strings.EqualFold(h.encoding, "gzip"))
+	return rebasable(method, path, h.status, h.contentType, h.encoding)
+}
+
+// rebasable is the one rule, for both front ends: a successful GET of a
+// package's document (not under /-/), JSON, plain or gzip.
+func rebasable(method, path string, status int, contentType, encoding string) bool {
+	return method == "GET" && status == http.StatusOK && !strings.Contains(path, "/-/") &&
+		(strings.HasPrefix(contentType, "application/json") || strings.HasPrefix(contentType, "application/vnd.npm.install-v1+json")) &&
+		(encoding == "" || strings.EqualFold(encoding, "gzip"))
 }
 
 // streamed is what stream did.
@@ -93,31 +100,50 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 	// bytes are waiting, the head goes now; later, whatever the client
 	// has is flushed whenever the upstream pauses.
 	if uc.br.Buffered() == 0 {
-		bw.Flush()
+		_ = bw.Flush() // a client already gone shows at its next write
 	}
-	// The last bytes of a body of known length are held until the fill
-	// is committed (finish), so that a client never has its whole answer
-	// before the cache does.
+	// Before a read from the upstream that may block, what the client
+	// has is flushed (a trickling upstream trickles to the client); the
+	// last bytes of a body of known length are held until the fill is
+	// committed (finish), so that a client never has its whole answer
+	// before the cache does. Rebased output is gathered into chunks of up
+	// to 16 KiB rather than one chunk per splice.
 	lr, _ := src.(*io.LimitedReader)
-	sink := &tee{client: client, fill: o.fill, keep: o.keepFill, keepFor: o.bodyIdle, flush: func() error {
-		if uc.br.Buffered() == 0 && (lr == nil || lr.N > 0) {
-			return bw.Flush()
+	sink := &tee{client: client, fill: o.fill, keep: o.keepFill, keepFor: o.bodyIdle}
+	var out io.Writer = sink
+	var rbuf *bufio.Writer
+	if rewritten {
+		rbuf = rewriteBufs.Get().(*bufio.Writer)
+		rbuf.Reset(sink)
+		defer func() { rbuf.Reset(nil); rewriteBufs.Put(rbuf) }()
+		out = rbuf
+	}
+	cr := &countReader{r: src, sink: sink, before: func() {
+		if uc.br.Buffered() > 0 {
+			return
 		}
-		return nil
+		if rbuf != nil {
+			_ = rbuf.Flush() // into the tee, which keeps the client's error
+		}
+		if lr == nil || lr.N > 0 {
+			sink.flushClient(bw)
+		}
 	}}
-	cr := &countReader{r: src}
 	var err error
 	if rewritten {
 		body := io.Reader(cr)
 		if o.check != nil {
 			body = io.TeeReader(cr, checkWriter(o.check))
 		}
-		w := newRewriter(sink, o.rewrite)
+		w := newRewriter(out, o.rewrite)
 		w.learn = o.learn
 		err = rewriteStream(w, body, h.encoding)
 		res.wholeDoc = err == nil && w.complete()
 		if err == errNotWholeJSON {
 			err = nil
+		}
+		if ferr := rbuf.Flush(); err == nil && ferr != nil && sink.stopped() != nil {
+			err = ferr
 		}
 	} else {
 		buf := copyBufs.Get().(*[]byte)
@@ -142,7 +168,7 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 	if err != nil || sink.clientErr != nil {
 		// Never a truncated body that looks complete: the client's
 		// connection is cut with what it has.
-		bw.Flush()
+		_ = bw.Flush()
 		uc.Close()
 		return res
 	}
@@ -155,12 +181,24 @@ func (p *Proxy) stream(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn
 	return res
 }
 
+// rewriteBufs gather a rebased body into chunks for the client.
+var rewriteBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+
+// countReader reads the upstream body: it counts, calls before ahead of
+// each read, and stops once the client is gone and nobody waits for the
+// fill.
 type countReader struct {
-	r io.Reader
-	n int64
+	r      io.Reader
+	n      int64
+	sink   *tee
+	before func()
 }
 
 func (c *countReader) Read(p []byte) (int, error) {
+	c.before()
+	if err := c.sink.stopped(); err != nil {
+		return 0, err
+	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
@@ -178,7 +216,7 @@ func rewriteStream(w *rewriter, src io.Reader, encoding string) error {
 		if err != nil {
 			return err
 		}
-		defer zr.Close()
+		defer func() { _ = zr.Close() }() // a gzip.Reader's Close has nothing to report after EOF
 		src = zr
 	}
 	buf := copyBufs.Get().(*[]byte)
@@ -201,31 +239,53 @@ type tee struct {
 	clientErr error
 	fill      *edgecache.Fill
 	keep      func() bool
-	flush     func() error // after each write
-	n         int64        // written to the client
+	n         int64 // written to the client
 	// After the client is gone, a fill others wait for goes on for at
 	// most keepFor.
 	keepFor time.Duration
 	goneAt  time.Time
 }
 
+func (t *tee) gone(err error) {
+	if t.clientErr == nil {
+		t.clientErr, t.goneAt = err, time.Now()
+	}
+}
+
+// flushClient sends what the client's writer holds.
+func (t *tee) flushClient(bw *bufio.Writer) {
+	if t.clientErr == nil {
+		if err := bw.Flush(); err != nil {
+			t.gone(err)
+		}
+	}
+}
+
+// stopped is the client's error once copying should stop: the client is
+// gone and no one else waits for the fill (or has waited long enough).
+func (t *tee) stopped() error {
+	if t.clientErr == nil {
+		return nil
+	}
+	if t.fill != nil && t.fill.Err() == nil && t.keep != nil && t.keep() && time.Since(t.goneAt) < t.keepFor {
+		return nil
+	}
+	return t.clientErr
+}
+
 func (t *tee) Write(p []byte) (int, error) {
 	if t.clientErr == nil {
 		n, err := t.client.Write(p)
 		t.n += int64(n)
-		if err == nil && t.flush != nil {
-			err = t.flush()
-		}
-		if t.clientErr = err; err != nil {
-			t.goneAt = time.Now()
+		if err != nil {
+			t.gone(err)
 		}
 	}
-	filling := t.fill != nil && t.fill.Err() == nil
-	if filling {
-		t.fill.Write(p)
+	if t.fill != nil && t.fill.Err() == nil {
+		_, _ = t.fill.Write(p) // a fill keeps its own error (Fill.Err); never the client's
 	}
-	if t.clientErr != nil && !(filling && t.keep != nil && t.keep() && time.Since(t.goneAt) < t.keepFor) {
-		return 0, t.clientErr
+	if err := t.stopped(); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }

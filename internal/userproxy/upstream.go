@@ -151,7 +151,7 @@ func (c *upConn) roundTrip(req []byte, timeout time.Duration, h *upstreamHead) e
 		if err := parseResponse(head, h); err != nil {
 			return err
 		}
-		c.br.Discard(len(head))
+		_, _ = c.br.Discard(len(head)) // the head was peeked: it is buffered
 		if h.status >= 200 || h.status == 101 {
 			break
 		}

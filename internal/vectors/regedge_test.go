@@ -19,7 +19,7 @@ import (
 //	go test ./internal/vectors -run TestRegedgeVectors -update
 //
 // The bytes are built here by hand, independently of internal/codec, and the
-// verdicts are written by hand from PROTOCOL.md; the test fails when the file
+// verdicts are written by hand from docs/protocol.md; the test fails when the file
 // and the table drift apart.
 var update = flag.Bool("update", false, "rewrite testdata/vectors-regedge.json")
 
@@ -328,26 +328,6 @@ func TestRegedgeVectors(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("%s drifted from the table in regedge_test.go; run: go test ./internal/vectors -run TestRegedgeVectors -update", path)
-	}
-}
-
-// TestSeedVectorsMatchShared checks that testdata/vectors.json is still the
-// seed set in ../shared when that directory is beside the checkout.
-func TestSeedVectorsMatchShared(t *testing.T) {
-	shared := filepath.Join(Dir(), "..", "..", "shared", "vectors.json")
-	want, err := os.ReadFile(shared)
-	if os.IsNotExist(err) {
-		t.Skipf("no %s beside the checkout; nothing to compare", shared)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(Dir(), "vectors.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("testdata/vectors.json differs from %s: copy it again", shared)
 	}
 }
 

@@ -1,5 +1,5 @@
-// Package vectors loads the protocol vectors in testdata/: the shared seed set
-// (vectors.json, a verbatim copy of ../shared/vectors.json) and regedge's own
+// Package vectors loads the protocol vectors in testdata/: the seed set
+// the protocol was published with (vectors.json) and regedge's own
 // boundary set (vectors-regedge.json). The Go codec tests, the BPF_PROG_RUN
 // tests and the CLI tests all read them through this package.
 package vectors

@@ -1,4 +1,4 @@
-// Package wsconfig is the WebSocket config server of PROTOCOL.md §3.2
+// Package wsconfig is the WebSocket config server of docs/protocol.md §3.2
 // (subprotocol bun.config.v1, path /_ws/config), on github.com/coder/websocket.
 //
 // Every client gets the 13-byte state on connect and a HEARTBEAT every
@@ -22,9 +22,9 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/state"
-	"github.com/regedge/regedge/internal/token"
 )
 
 // Subprotocol is the one subprotocol the server speaks.
@@ -139,7 +139,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	canWrite := true
-	if !token.OnLoopbackListener(r) {
+	if !admin.OnLoopbackListener(r) {
 		canWrite = s.opts.Authorize != nil && s.opts.Authorize(r) == nil
 	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
