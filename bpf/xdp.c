@@ -2,7 +2,8 @@
 /*
  * regedge XDP program, on ingress of each configured interface:
  *   - malformed L3/L4 headers                         -> drop (malformed)
- *   - source on the block list (not expired)          -> drop (blocked)
+ *   - TCP to a proxy port from a source on the block list
+ *     (not expired)                                    -> drop (blocked)
  *   - fragment of a UDP datagram to the bus port      -> drop (fragment)
  *   - TCP SYN to a proxy port over the per-source rate -> drop (synflood)
  *   - UDP to the bus port from outside the allow-list -> drop (source)
@@ -214,8 +215,11 @@ int regedge_xdp(struct xdp_md *ctx)
 	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
 		return XDP_ABORTED;
-	/* Most edges block nobody: skip the trie lookup then. */
-	if (cfg->block_count != 0 && is_blocked(&p))
+	/* Most edges block nobody: skip the trie lookup then. The block list
+	 * (token failures at the proxy) covers the proxy's ports alone: a
+	 * blocked source still reaches every other service of the node. */
+	if (cfg->block_count != 0 && p.l4proto == IPPROTO_TCP && p.has_ports && is_proxy_port(p.dport) &&
+	    is_blocked(&p))
 		return verdict(REASON_BLOCKED);
 
 	if (p.frag) {

@@ -12,10 +12,10 @@ import (
 
 func newCacheCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cache", Short: "The edge cache of a running agent"}
-	var to, file string
+	var to, file, adminToken string
 	var toFleet bool
 	purge := &cobra.Command{
-		Use:   "purge PKG[@VERSION] [--fleet]",
+		Use:   "purge PKG[@VERSION] [--fleet] [--to ADMIN] [--token T]",
 		Short: "Drop the cached packuments and tarballs of a package (or one version); --fleet: and tell every peer",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -37,6 +37,7 @@ func newCacheCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			c.SetToken(adminTokenOf(adminToken))
 			n, err := c.PurgeCache(cmd.Context(), pkg, version)
 			if err != nil {
 				return fmt.Errorf("cache purge: %w", err)
@@ -47,6 +48,7 @@ func newCacheCmd() *cobra.Command {
 	}
 	purge.Flags().StringVar(&to, "to", "", "admin address of the agent (default: admin.listen)")
 	purge.Flags().StringVar(&file, "config", "", "config file (JSON)")
+	addTokenFlag(purge, &adminToken)
 	purge.Flags().BoolVar(&toFleet, "fleet", false, "also send the package's revalidation hint to every peer of fleet.peers (this host left out)")
 	cmd.AddCommand(purge)
 	return cmd

@@ -36,7 +36,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newFrameCmd(), newRunCmd(), newProxyCmd(), newBPFCmd(), newTokenCmd(), newCacheCmd(), newTopCmd(), newInstallCmd(), newPublishCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newFrameCmd(), newRunCmd(), newProxyCmd(), newBPFCmd(), newTokenCmd(), newCacheCmd(), newTopCmd(), newInstallCmd(), newPublishCmd(), newSysdumpCmd())
 	return root
 }
 

@@ -20,7 +20,21 @@ import (
 	"github.com/regedge/regedge/internal/token"
 )
 
-type fakeStatus struct{ st *state.Store }
+type fakeStatus struct {
+	st   *state.Store
+	subs *Subsystems // nil: every part ok
+}
+
+func (fakeStatus) EffectiveConfig() any { return map[string]string{"admin": "x"} }
+func (fakeStatus) RecentLogs() []byte   { return []byte(`{"msg":"hello"}` + "\n") }
+
+func (f fakeStatus) Subsystems(context.Context) Subsystems {
+	if f.subs != nil {
+		return *f.subs
+	}
+	ok := Subsystem{Status: StatusOK}
+	return Subsystems{Proxy: ok, Upstreams: ok, Cache: Subsystem{Status: StatusOff}, Kernel: ok, ConfigPlane: ok}
+}
 
 func (f fakeStatus) State() codec.State { return f.st.State() }
 func (f fakeStatus) SetState(s codec.State) (codec.State, error) {
@@ -61,11 +75,11 @@ func TestPutOffLoopbackNeedsAdminToken(t *testing.T) {
 	adminTok, _ := token.Issue(key, "", token.Claims{Scope: token.ScopeConfigWrite, RegisteredClaims: exp})
 	userTok, _ := token.Issue(key, "", token.Claims{RegisteredClaims: exp})
 
-	noTokens := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), nil)
+	noTokens := Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), nil)
 	if w := putFrom(noTokens, "192.0.2.2:9873", adminTok); w.Code != http.StatusForbidden {
 		t.Fatalf("off loopback without tokens configured: %d", w.Code)
 	}
-	h := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), TokenAuthorizer(v))
+	h := Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), TokenAuthorizer(v))
 	for _, tc := range []struct {
 		name, local, tok string
 		code             int
@@ -97,7 +111,7 @@ func TestPutStorageFailureIs507(t *testing.T) {
 	if err := os.WriteFile(sub, nil, 0o600); err != nil { // the directory cannot be created
 		t.Fatal(err)
 	}
-	h := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), nil)
+	h := Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), nil)
 	w := putFrom(h, "127.0.0.1:9873", "")
 	var body apiError
 	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != http.StatusInsufficientStorage ||
@@ -119,7 +133,7 @@ func TestPutStorageFailureIs507(t *testing.T) {
 // with a loopback Host, or a configured name, it does.
 func TestLoopbackWritesNeedALoopbackHost(t *testing.T) {
 	st, _ := state.Open(state.Options{Initial: codec.DefaultState()})
-	h := Handler(fakeStatus{st}, prometheus.NewRegistry(), time.Now(), nil, "edge.internal")
+	h := Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), nil, Options{LoopbackHosts: []string{"edge.internal"}})
 	for _, tc := range []struct {
 		host, origin string
 		code         int
@@ -161,5 +175,94 @@ func TestLoopbackWritesNeedALoopbackHost(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Code != http.StatusForbidden {
 		t.Errorf("DELETE /api/cache with a rebound Host: %d", w.Code)
+	}
+}
+
+func getFrom(h http.Handler, path string) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+	return w
+}
+
+// TestHealthAndReadinessFollowTheSubsystems: /health is a report (200, the
+// worst part decides its status); /readyz fails when the proxy does not
+// answer or no upstream is available, and says which.
+func TestHealthAndReadinessFollowTheSubsystems(t *testing.T) {
+	st, _ := state.Open(state.Options{Initial: codec.DefaultState()})
+	ok := Subsystem{Status: StatusOK}
+	for _, tc := range []struct {
+		name          string
+		subs          Subsystems
+		health        string
+		ready         int
+		readyContains string
+	}{
+		{"all ok", Subsystems{ok, ok, Subsystem{Status: StatusOff}, ok, ok}, "healthy", 200, "ready"},
+		{"userspace fallback", Subsystems{ok, ok, ok, Subsystem{Status: StatusDegraded, Detail: "userspace"}, ok}, "degraded", 200, "ready"},
+		{"one upstream of two down", Subsystems{ok, Subsystem{Status: StatusDegraded}, ok, ok, ok}, "degraded", 200, "ready"},
+		{"every upstream down", Subsystems{ok, Subsystem{Status: StatusFailed, Detail: "every upstream is unavailable"}, ok, ok, ok}, "unhealthy", 503, "upstreams: every upstream is unavailable"},
+		{"proxy does not answer", Subsystems{Subsystem{Status: StatusFailed, Detail: "no answer through its own listener"}, ok, ok, ok, ok}, "unhealthy", 503, "proxy: no answer"},
+	} {
+		h := Handler(fakeStatus{st: st, subs: &tc.subs}, prometheus.NewRegistry(), time.Now(), nil)
+		w := getFrom(h, "/health")
+		var body struct {
+			Status     string
+			Subsystems map[string]struct{ Status string }
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != 200 || body.Status != tc.health || len(body.Subsystems) != 5 {
+			t.Errorf("%s: /health %d %s", tc.name, w.Code, w.Body)
+		}
+		if w := getFrom(h, "/readyz"); w.Code != tc.ready || !strings.Contains(w.Body.String(), tc.readyContains) {
+			t.Errorf("%s: /readyz %d %s", tc.name, w.Code, w.Body)
+		}
+		if w := getFrom(h, "/livez"); w.Code != 200 {
+			t.Errorf("%s: /livez %d", tc.name, w.Code)
+		}
+	}
+}
+
+// TestPprofOnlyWhenAsked: admin.pprof off (the default) serves no
+// profiles; on, it does.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	st, _ := state.Open(state.Options{Initial: codec.DefaultState()})
+	for _, on := range []bool{false, true} {
+		var h http.Handler
+		if on {
+			h = Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), nil, Options{Pprof: true})
+		} else {
+			h = Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), nil)
+		}
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		for _, p := range []string{"/debug/pprof/", "/debug/pprof/symbol"} {
+			if w := getFrom(h, p); w.Code != want {
+				t.Errorf("pprof %v: %s %d, want %d", on, p, w.Code, want)
+			}
+		}
+	}
+}
+
+// TestDebugReadsAreGuardedLikeWrites: the support bundle's config and
+// logs are served on loopback, and elsewhere only with an admin token.
+func TestDebugReadsAreGuardedLikeWrites(t *testing.T) {
+	st, _ := state.Open(state.Options{Initial: codec.DefaultState()})
+	h := Handler(fakeStatus{st: st}, prometheus.NewRegistry(), time.Now(), nil)
+	for _, path := range []string{"/api/debug/config", "/api/debug/logs"} {
+		for _, tc := range []struct {
+			local string
+			code  int
+		}{{"127.0.0.1:9873", 200}, {"192.0.2.2:9873", 403}} {
+			r := httptest.NewRequest(http.MethodGet, path, nil)
+			r.Host = tc.local // the loopback trust needs a loopback Host too
+			addr, _ := net.ResolveTCPAddr("tcp", tc.local)
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(addr)))
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.code {
+				t.Errorf("%s on %s: %d, want %d", path, tc.local, w.Code, tc.code)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,9 +20,10 @@ import (
 // top). Its errors name the agent as the operator gave it and leave out the
 // command: the caller says what it was doing.
 type Client struct {
-	addr string // as given: "127.0.0.1:9873" or a URL
-	base string // scheme://host:port, no trailing slash
-	http *http.Client
+	addr  string // as given: "127.0.0.1:9873" or a URL
+	base  string // scheme://host:port, no trailing slash
+	http  *http.Client
+	token string // admin token (scope config:write), "" for none
 }
 
 // maxAnswer bounds what the client reads of any answer but /metrics.
@@ -43,6 +45,11 @@ func NewClient(addr string, timeout time.Duration) *Client {
 // Addr is the agent's address as it was given.
 func (c *Client) Addr() string { return c.addr }
 
+// SetToken makes every request carry tok as an admin token (Authorization:
+// Bearer): an admin listener off loopback takes writes, and the support
+// bundle's reads, only with one (scope config:write).
+func (c *Client) SetToken(tok string) { c.token = tok }
+
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
@@ -51,7 +58,40 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader) (*
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	return c.http.Do(req)
+}
+
+// tokenHint says what to do about a 401 or 403.
+func (c *Client) tokenHint(resp *http.Response) string {
+	switch {
+	case resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden:
+		return ""
+	case c.token == "":
+		return " (off loopback the agent wants an admin token: --token T or REGEDGE_ADMIN_TOKEN; regedge token issue --scope config:write)"
+	}
+	return " (the token was refused: it needs scope config:write and a key in the agent's tokens.publicKeys)"
+}
+
+// Get is GET path, whatever the status: the body (at most MaxMetrics
+// bytes) and the status code; an error for a status outside okCodes
+// (none given: any status).
+func (c *Client) Get(ctx context.Context, path string, okCodes ...int) ([]byte, int, error) {
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxMetrics))
+	if err != nil {
+		return nil, resp.StatusCode, fmt.Errorf("%s: %w", c.addr, err)
+	}
+	if len(okCodes) > 0 && !slices.Contains(okCodes, resp.StatusCode) {
+		return b, resp.StatusCode, fmt.Errorf("%s answered %s: %s%s", c.addr, resp.Status, strings.TrimSpace(string(b)), c.tokenHint(resp))
+	}
+	return b, resp.StatusCode, nil
 }
 
 // State is GET /api/config: the agent's state.
@@ -99,7 +139,7 @@ func (c *Client) SetField(ctx context.Context, field, value string) (string, err
 		// agent's disk is the problem, and the same request can be retried.
 		return "", fmt.Errorf("%s could not persist the change (%s), nothing changed; fix its state directory and retry: %s", c.addr, resp.Status, out.Error)
 	}
-	return "", fmt.Errorf("%s refused (%s): %s", c.addr, resp.Status, strings.TrimSpace(strings.Join([]string{out.Error, out.Field, out.Rule}, " ")))
+	return "", fmt.Errorf("%s refused (%s): %s%s", c.addr, resp.Status, strings.TrimSpace(strings.Join([]string{out.Error, out.Field, out.Rule}, " ")), c.tokenHint(resp))
 }
 
 // PurgeCache is DELETE /api/cache/PKG[?version=V]: it drops what the
@@ -121,7 +161,7 @@ func (c *Client) PurgeCache(ctx context.Context, pkg, version string) (int, erro
 	}
 	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(&out)
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s answered %s: %s", c.addr, resp.Status, out.Error)
+		return 0, fmt.Errorf("%s answered %s: %s%s", c.addr, resp.Status, out.Error, c.tokenHint(resp))
 	}
 	if decodeErr != nil {
 		return 0, fmt.Errorf("%s answered 200 without a JSON body: %w", c.addr, decodeErr)

@@ -44,7 +44,7 @@ func TestClientStateAndSetField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := serve(t, fakeStatus{st})
+	addr := serve(t, fakeStatus{st: st})
 	ctx := context.Background()
 	// Both spellings of the address reach the same agent.
 	for _, a := range []string{addr, "http://" + addr + "/"} {
@@ -78,7 +78,7 @@ func TestClientSetFieldStorageIsNotARefusal(t *testing.T) {
 	if err := os.WriteFile(sub, nil, 0o600); err != nil { // the directory cannot be created
 		t.Fatal(err)
 	}
-	c := NewClient(serve(t, fakeStatus{st}), 5*time.Second)
+	c := NewClient(serve(t, fakeStatus{st: st}), 5*time.Second)
 	_, err = c.SetField(context.Background(), "rows", "40")
 	if err == nil || !strings.Contains(err.Error(), "could not persist the change (507 Insufficient Storage), nothing changed") {
 		t.Fatalf("SetField with a broken state directory: %v", err)
@@ -90,7 +90,7 @@ func TestClientPurgeCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := &purgingStatus{fakeStatus: fakeStatus{st}, n: 3}
+	ps := &purgingStatus{fakeStatus: fakeStatus{st: st}, n: 3}
 	c := NewClient(serve(t, ps), 5*time.Second)
 	ctx := context.Background()
 	n, err := c.PurgeCache(ctx, "@mycompany/hello", "1.2.3")
@@ -108,7 +108,7 @@ func TestClientMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text, err := NewClient(serve(t, fakeStatus{st}), 5*time.Second).Metrics(context.Background())
+	text, err := NewClient(serve(t, fakeStatus{st: st}), 5*time.Second).Metrics(context.Background())
 	if err != nil || !strings.Contains(string(text), "regedge_test_total 0") {
 		t.Fatalf("Metrics = %q, %v", text, err)
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/regedge/regedge/internal/edgecache"
 	"github.com/regedge/regedge/internal/fleet"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/logging"
 	"github.com/regedge/regedge/internal/state"
 	"github.com/regedge/regedge/internal/token"
 	"github.com/regedge/regedge/internal/userproxy"
@@ -70,8 +71,14 @@ type Agent struct {
 	busConn   *net.UDPConn
 	busKeys   []ed25519.PublicKey // bus.publicKeys: only signed datagrams change state
 	registry  *prometheus.Registry
-	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
-	accessLog io.Writer                 // WithAccessLog
+	authorize func(*http.Request) error   // admin tokens, when tokens.publicKeys is set
+	accessLog io.Writer                   // WithAccessLog
+	output    *logging.Output             // WithOutput: level, dropped lines, recent lines
+	selfProbe selfProbe                   // the proxy asked through its own listener
+	unknown   prometheus.Gauge            // regedge_config_unknown_keys
+	fileState atomic.Pointer[codec.State] // the config file's config section, as last loaded
+	version   string                      // WithBuildInfo
+	commit    string
 	// fleet: revalidation hints to and from the other edges (fleet.*);
 	// nil when there is nothing to send or receive.
 	fleet         *fleet.Fleet
@@ -87,6 +94,14 @@ type Option func(*Agent)
 // logger: the same JSON lines for a fraction of the CPU. w should be where
 // the logger writes.
 func WithAccessLog(w io.Writer) Option { return func(a *Agent) { a.accessLog = w } }
+
+// WithOutput is the agent's logging (the logger given to New should be
+// out.Logger): access lines go to its sink, a reload changes its level,
+// regedge_log_dropped_total is exported and sysdump reads its recent
+// lines.
+func WithOutput(out *logging.Output) Option {
+	return func(a *Agent) { a.output, a.accessLog = out, out.Sink }
+}
 
 // WithFleetResolver looks dns: peers of fleet.peers up with r instead of
 // the system's resolver.
@@ -106,6 +121,20 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	for _, o := range opts {
 		o(a)
 	}
+	if a.output != nil {
+		a.registry.MustRegister(a.output.Collectors()...)
+	} else {
+		// The caller's logger is not bounded by us: nothing is dropped
+		// here, and the series exists for the rules all the same.
+		a.registry.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_log_dropped_total", Help: "Log and access lines dropped because the log reader was slower than the lines (none without the agent's own log sink).",
+		}))
+	}
+	a.unknown = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "regedge_config_unknown_keys",
+		Help: "Keys of the config file this build does not know, ignored at the last load (start or SIGHUP): a newer config on an older agent.",
+	})
+	a.registry.MustRegister(a.unknown)
 	if !proxyOnly {
 		// Before anything is attached: a key file that does not parse
 		// stops the agent, naming the file.
@@ -134,6 +163,8 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		return nil, errors.Join(err, a.closeDatapath())
 	}
 	a.store = store
+	fs := cfg.State()
+	a.fileState.Store(&fs)
 	if len(cfg.Tokens.PublicKeys) > 0 {
 		v, err := token.NewVerifier(cfg.Tokens.PublicKeys, time.Duration(cfg.Tokens.Leeway)*time.Second)
 		if err != nil {
@@ -163,6 +194,7 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		}
 		mode.WithLabelValues(m).Set(v)
 	}
+	a.registry.MustRegister(a.fleetCollectors()...)
 	a.registry.MustRegister(mode, store.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return a, nil
@@ -172,9 +204,10 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 func (a *Agent) newProxy() error {
 	cfg := a.cfg
 	pc := userproxy.Config{
-		AccessLog: a.accessLog,
-		Scopes:    map[string]uint32{},
-		PerMinute: cfg.Proxy.RateLimit.PerMinute,
+		AccessLog:    a.accessLog,
+		AccessSample: cfg.AccessSample(),
+		Scopes:       map[string]uint32{},
+		PerMinute:    cfg.Proxy.RateLimit.PerMinute,
 		// PerClientPerMinute 0 (off) is passed as it is.
 		PerClientPerMinute: cfg.Proxy.RateLimit.PerClientPerMinute,
 		Timeout:            cfg.Proxy.Timeout.Duration(),
@@ -250,6 +283,9 @@ func (a *Agent) newProxy() error {
 		pr, _ := netip.ParsePrefix(tp) // Validate has checked it
 		pc.TrustedProxies = append(pc.TrustedProxies, pr)
 	}
+	// A load balancer carries every client's failures, a bus source is an
+	// operator's: neither is ever blocked.
+	pc.BlockExempt = append(append([]netip.Prefix(nil), pc.TrustedProxies...), cfg.AllowPrefixes()...)
 	if cc := cfg.Proxy.Cache; cc.Dir != "" {
 		c, err := edgecache.Open(cc.Dir, cc.MaxBytes, edgecache.Options{Log: a.log})
 		if err != nil {
@@ -315,6 +351,9 @@ func (a *Agent) openDatapath() error {
 	}
 	a.dp, a.bpfMode, a.bpfReason, a.bpfNotes = dp, "kernel", "", dp.Notes
 	a.registry.MustRegister(loader.NewCollector(dp.Objects))
+	if cfg.Proxy.TokenFailures.Threshold == 0 {
+		a.clearBlockList()
+	}
 	return nil
 }
 
@@ -357,10 +396,18 @@ func (a *Agent) Reload(c *config.Config) error {
 			return err
 		}
 	}
+	// The log's level and access lines change at once: turning access
+	// lines off (or sampling them) needs no restart.
+	if a.output != nil {
+		a.output.Level.Set(c.LogLevel())
+	}
+	a.proxy.SetAccessSample(c.AccessSample())
 	s, err := a.store.Set(c.State(), state.SourceFile)
 	if err != nil {
 		return err
 	}
+	fs := c.State()
+	a.fileState.Store(&fs)
 	a.log.Info("config reloaded", "state", s.Dump(), "note", "listeners, interfaces and limits change on restart")
 	return nil
 }
@@ -577,7 +624,7 @@ func (a *Agent) FleetPeers() []netip.AddrPort {
 func (a *Agent) Serve(ctx context.Context) error {
 	a.started = time.Now()
 	srv := &http.Server{
-		Handler:           admin.Handler(a, a.registry, a.started, a.authorize, a.cfg.Admin.LoopbackHosts...),
+		Handler:           admin.Handler(a, a.registry, a.started, a.authorize, admin.Options{Pprof: a.cfg.Admin.Pprof, LoopbackHosts: a.cfg.Admin.LoopbackHosts}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	proxySrv := &http.Server{
@@ -640,6 +687,13 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	run(serveProxy)
 	run(func() error { return srv.Serve(a.adminLn) })
+	// Upstream probes: an open breaker recovers without clients, an idle
+	// upstream that went away is noticed.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.proxy.RunProbes(serveCtx, time.Duration(a.cfg.Proxy.Breaker.ProbeInterval)*time.Millisecond)
+	}()
 	var wsSrv *http.Server
 	if !a.proxyOnly {
 		wsSrv = &http.Server{Handler: a.ws, ReadHeaderTimeout: 5 * time.Second}

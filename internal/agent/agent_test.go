@@ -100,11 +100,18 @@ func TestHealthHasTheSeedShapePlusBPF(t *testing.T) {
 			Mode       string   `json:"mode"`
 			Interfaces []string `json:"interfaces"`
 		} `json:"bpf"`
+		Subsystems struct {
+			Proxy, Upstreams, Cache, Kernel, ConfigPlane struct{ Status, Detail string }
+		} `json:"subsystems"`
 	}
 	if err := json.Unmarshal([]byte(body), &h); err != nil {
 		t.Fatal(err)
 	}
-	if h.Status != "healthy" || h.Config.Version != 1 || h.Config.RegistryHash != "0xa1b2c3d4" ||
+	// No interfaces under agent.bpf auto: serving, every check in
+	// userspace: degraded, and the kernel part says why.
+	if h.Status != "degraded" || h.Subsystems.Kernel.Status != "degraded" || !strings.Contains(h.Subsystems.Kernel.Detail, "no interfaces") ||
+		h.Subsystems.Proxy.Status != "ok" || h.Subsystems.Upstreams.Status != "ok" || h.Subsystems.Cache.Status != "off" ||
+		h.Subsystems.ConfigPlane.Status != "ok" || h.Config.Version != 1 || h.Config.RegistryHash != "0xa1b2c3d4" ||
 		h.Connections.WebSocket == nil || h.Connections.Uptime == nil || h.Timestamp == 0 ||
 		h.BPF.Mode != "userspace" || h.BPF.Interfaces == nil {
 		t.Fatalf("health %s", body)

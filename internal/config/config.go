@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/fleet"
+	"github.com/regedge/regedge/internal/logging"
 	"github.com/regedge/regedge/internal/token"
 )
 
@@ -40,7 +42,14 @@ type Config struct {
 	Tokens    Tokens    `json:"tokens"`
 	Agent     Agent     `json:"agent"`
 	Admin     Admin     `json:"admin"`
+	Log       Log       `json:"log"`
 	Fleet     Fleet     `json:"fleet"`
+}
+
+// Log is the "log" section.
+type Log struct {
+	Level  string `json:"level"`  // debug, info, warn, error
+	Access string `json:"access"` // on, off, sample:N (one request in N)
 }
 
 // State is the 13-byte state as the config file writes it.
@@ -187,10 +196,13 @@ type Cache struct {
 }
 
 // Breaker opens after Failures consecutive upstream failures for Cooldown,
-// then lets one probe through. Failures 0 turns it off.
+// then lets one probe through. Failures 0 turns it off. An upstream that
+// has served requests and then had no exchange for ProbeInterval is probed
+// (GET /-/ping); 0 turns idle probes off.
 type Breaker struct {
-	Failures int    `json:"failures"`
-	Cooldown Millis `json:"cooldown"`
+	Failures      int    `json:"failures"`
+	Cooldown      Millis `json:"cooldown"`
+	ProbeInterval Millis `json:"probeInterval"`
 }
 
 // TokenFailures: Threshold failures within Window block the source for
@@ -302,6 +314,8 @@ type Admin struct {
 	// literals, under which a request on a loopback address may change the
 	// config without a token (admin API and WebSocket server).
 	LoopbackHosts []string `json:"loopbackHosts"`
+	// Pprof serves /debug/pprof/ on the admin listener.
+	Pprof bool `json:"pprof"`
 }
 
 // Error is a configuration error naming where the bad value came from: a key
@@ -451,8 +465,8 @@ func (c *Config) Validate() error {
 	if tf := c.Proxy.TokenFailures; tf.Threshold < 0 || (tf.Threshold > 0 && (tf.Window <= 0 || tf.BlockTTL <= 0)) {
 		return bad("proxy.tokenFailures", "want threshold >= 0 and, when set, window and blockTTL > 0 (ms)")
 	}
-	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) {
-		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms)")
+	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) || b.ProbeInterval < 0 {
+		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms); probeInterval >= 0 (ms)")
 	}
 	if cc := c.Proxy.Cache; cc.Dir != "" && (cc.MaxBytes <= 0 || cc.PackumentTTL < 0 || cc.StaleIfError < 0 || cc.NegativeTTL < 0) {
 		return bad("proxy.cache", "want maxBytes > 0 and times >= 0 (ms)")
@@ -556,7 +570,25 @@ func (c *Config) Validate() error {
 	if c.Fleet.ResolveInterval <= 0 {
 		return bad("fleet.resolveInterval", "want milliseconds > 0, got %d", c.Fleet.ResolveInterval)
 	}
+	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
+		return bad("log.level", "%v", err)
+	}
+	if _, err := logging.ParseAccess(c.Log.Access); err != nil {
+		return bad("log.access", "%v", err)
+	}
 	return nil
+}
+
+// LogLevel is log.level parsed (Validate has checked it).
+func (c *Config) LogLevel() slog.Level {
+	l, _ := logging.ParseLevel(c.Log.Level)
+	return l
+}
+
+// AccessSample is log.access parsed: 1 every line, N one in N, -1 none.
+func (c *Config) AccessSample() int {
+	n, _ := logging.ParseAccess(c.Log.Access)
+	return n
 }
 
 func checkStateSource(v string) error {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -141,7 +142,7 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 		"PROXY_PORT": "http", "BUN_CONFIG_TERMINAL_MODE": "4", "BUN_CONFIG_TERMINAL_ROWS": "0",
 		"BUN_CONFIG_VERSION": "300", "BUN_CONFIG_REGISTRY_HASH": "0xnothex", "UPSTREAM_PRIMARY": "ftp://x",
 		"UPSTREAMS": `[{"host":"a","bogus":1}]`, "WS_TIMEOUT": "soon", "REGEDGE_PROXY_FAST_PATH": "maybe",
-		"REGEDGE_STATE_SOURCE": "disk",
+		"REGEDGE_STATE_SOURCE": "disk", "REGEDGE_LOG_LEVEL": "loud", "REGEDGE_LOG_ACCESS": "sample:0",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load("", envOf(map[string]string{name: val}))
@@ -150,6 +151,22 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 				t.Errorf("%s=%s: err %v, want one naming the variable", name, val, err)
 			}
 		})
+	}
+}
+
+func TestLogSettings(t *testing.T) {
+	c := Default()
+	if c.Log.Level != "info" || c.Log.Access != "on" || c.LogLevel() != slog.LevelInfo || c.AccessSample() != 1 {
+		t.Fatalf("defaults: %+v", c.Log)
+	}
+	c, err := Load(writeFile(t, `{"log":{"level":"debug","access":"sample:100"}}`), envOf(map[string]string{"REGEDGE_LOG_ACCESS": "off"}))
+	if err != nil || c.LogLevel() != slog.LevelDebug || c.AccessSample() != -1 {
+		t.Fatalf("file then env: %+v %v", c, err)
+	}
+	_, err = Load(writeFile(t, `{"log":{"access":"sometimes"}}`), noEnv)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "log.access" {
+		t.Fatalf("bad log.access: %v", err)
 	}
 }
 

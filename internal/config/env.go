@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/regedge/regedge/internal/fleet"
+	"github.com/regedge/regedge/internal/logging"
 )
 
 // applyEnv applies the environment variables of docs/configuration.md over c. A bad
@@ -103,6 +104,24 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 		str("REGEDGE_PROXY_PUBLIC_URL", &c.Proxy.PublicURL),
 		millis("REGEDGE_PROXY_BODY_TIMEOUT", &c.Proxy.BodyTimeout),
 		str("REGEDGE_ADMIN_LISTEN", &c.Admin.Listen),
+		withEnv(env, "REGEDGE_ADMIN_PPROF", func(v string) error {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			c.Admin.Pprof = on
+			return nil
+		}),
+		withEnv(env, "REGEDGE_LOG_LEVEL", func(v string) error {
+			_, err := logging.ParseLevel(v)
+			c.Log.Level = v
+			return err
+		}),
+		withEnv(env, "REGEDGE_LOG_ACCESS", func(v string) error {
+			_, err := logging.ParseAccess(v)
+			c.Log.Access = v
+			return err
+		}),
 		integer("REGEDGE_BUS_PORT", &c.Bus.Port),
 		withEnv(env, "REGEDGE_BUS_ALLOW", func(v string) error {
 			c.Bus.Allow = SplitList(v)
@@ -188,6 +207,7 @@ var EnvVars = []string{
 	"REGEDGE_PROXY_RATE_LIMIT_PER_MINUTE", "REGEDGE_PROXY_RATE_LIMIT_PER_CLIENT_PER_MINUTE",
 	"REGEDGE_PROXY_MAX_CONNECTIONS", "REGEDGE_PROXY_MAX_CONNECTIONS_PER_IP",
 	"REGEDGE_WS_MAX_CLIENTS", "REGEDGE_WS_MAX_CLIENTS_PER_IP", "REGEDGE_ADMIN_LOOPBACK_HOSTS",
+	"REGEDGE_LOG_LEVEL", "REGEDGE_LOG_ACCESS", "REGEDGE_ADMIN_PPROF",
 }
 
 // envInt sets *dst from the integer in variable name, when it is set.

@@ -73,6 +73,26 @@ func Push(ctx context.Context, targets []string, opts PushOptions) ([]Result, er
 	}
 	dg := codec.AppendDatagram(nil, opts.Sender, &frame)
 
+	results, conns, addrs := openTargets(targets)
+	var wg sync.WaitGroup
+	for i := range targets {
+		if conns[i] == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conns[i].Close()
+			pushOne(ctx, conns[i], addrs[i], dg, opts, &results[i])
+		}()
+	}
+	wg.Wait()
+	return results, nil
+}
+
+// openTargets resolves each target and opens a socket for it; a target
+// that fails either has its Err set and no socket.
+func openTargets(targets []string) ([]Result, []*net.UDPConn, []netip.AddrPort) {
 	results := make([]Result, len(targets))
 	conns := make([]*net.UDPConn, len(targets))
 	addrs := make([]netip.AddrPort, len(targets))
@@ -93,20 +113,7 @@ func Push(ctx context.Context, targets []string, opts PushOptions) ([]Result, er
 			results[i].Err = err.Error()
 		}
 	}
-	var wg sync.WaitGroup
-	for i := range targets {
-		if conns[i] == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer conns[i].Close()
-			pushOne(ctx, conns[i], addrs[i], dg, opts, &results[i])
-		}()
-	}
-	wg.Wait()
-	return results, nil
+	return results, conns, addrs
 }
 
 func pushOne(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, dg []byte, opts PushOptions, res *Result) {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/testutil"
 )
@@ -123,10 +125,25 @@ func TestXDPIPv6ExtensionHeaders(t *testing.T) {
 	}
 }
 
+// xdpAction runs pkt through XDP and returns the action alone (traffic
+// XDP does not judge may move no counter).
+func xdpAction(t *testing.T, o *Objects, pkt []byte) uint32 {
+	t.Helper()
+	ret, err := o.XDP().Run(&ebpf.RunOptions{Data: pkt})
+	if err != nil {
+		t.Fatalf("Program.Run: %v", err)
+	}
+	return ret
+}
+
+// TestXDPBlockList: a blocked source loses the proxy ports, and only them:
+// its bus datagrams are judged as anyone's, its TCP to any other port
+// (ssh, the admin listener, the node's other services) passes.
 func TestXDPBlockList(t *testing.T) {
 	o := loadForTest(t)
 	pkt := busPacket(false, 0, validDatagram())
 	tcp := tcpPacket(false, 1234, 4873, 0x02, "")
+	tcp6 := tcpPacket(true, 1234, 4873, 0x10, "GET / HTTP/1.1\r\n\r\n")
 	pkt6 := busPacket(true, 1, validDatagram())
 	if _, r := runXDP(t, o, pkt); r != ReasonOK {
 		t.Fatalf("before blocking: %s", r)
@@ -137,12 +154,22 @@ func TestXDPBlockList(t *testing.T) {
 	if err := o.Block(netip.MustParsePrefix("2001:db8::10/128"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	for name, p := range map[string][]byte{"udp": pkt, "tcp": tcp, "ipv6": pkt6} {
-		t.Run(name, func(t *testing.T) {
-			if ret, r := runXDP(t, o, p); r != ReasonBlocked || ret != xdpDrop {
-				t.Errorf("%s from a blocked source: %d %s", name, ret, r)
+	for name, p := range map[string][]byte{"tcp syn": tcp, "tcp ipv6 data": tcp6} {
+		if ret, r := runXDP(t, o, p); r != ReasonBlocked || ret != xdpDrop {
+			t.Errorf("%s to the proxy port from a blocked source: %d %s", name, ret, r)
+		}
+	}
+	for name, p := range map[string][]byte{"udp bus": pkt, "udp bus ipv6": pkt6} {
+		if ret, r := runXDP(t, o, p); r != ReasonOK || ret != xdpPass {
+			t.Errorf("%s from a blocked source: %d %s, want judged as anyone's", name, ret, r)
+		}
+	}
+	for _, port := range []uint16{22, 9873, 4874, 443, 4872, 4875} {
+		for _, v6 := range []bool{false, true} {
+			if ret := xdpAction(t, o, tcpPacket(v6, 1234, port, 0x02, "")); ret != xdpPass {
+				t.Errorf("TCP to port %d (ipv6 %v) from a blocked source: action %d, want pass", port, v6, ret)
 			}
-		})
+		}
 	}
 	list, err := o.Blocked()
 	if err != nil || len(list) != 2 {
@@ -166,14 +193,14 @@ func TestXDPBlockList(t *testing.T) {
 	if err := o.Block(netip.MustParsePrefix("192.0.2.0/28"), time.Nanosecond); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, pkt); return r == ReasonOK })
+	testutil.Eventually(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, tcp); return r == ReasonOK })
 	if list, _ := o.Blocked(); len(list) != 1 {
 		t.Fatalf("after expiry Blocked = %v", list)
 	}
 	if err := o.Unblock(netip.MustParsePrefix("2001:db8::10/128")); err != nil {
 		t.Fatal(err)
 	}
-	if _, r := runXDP(t, o, pkt6); r != ReasonOK {
+	if _, r := runXDP(t, o, tcp6); r != ReasonOK {
 		t.Fatalf("after unblock: %s", r)
 	}
 }

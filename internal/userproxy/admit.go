@@ -117,7 +117,7 @@ func (p *Proxy) admit(in inbound) verdict {
 			claims, v.tokenResult = p.checkToken(tok, v.hash)
 			p.tokenChecks.WithLabelValues(v.tokenResult).Inc()
 			if v.tokenResult != token.ResultOK && v.tokenResult != "cached" {
-				p.tokenFailed(in)
+				p.tokenFailed(in, v.tokenResult)
 				v.code, v.refusal = http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: v.tokenResult}
 				return v
 			}
@@ -155,9 +155,11 @@ func tokenOf(in inbound) string {
 }
 
 // tokenFailed counts a token failure of the request's source and blocks
-// the source in XDP once it fails too often.
-func (p *Proxy) tokenFailed(in inbound) {
-	if p.cfg.Blocker == nil || p.cfg.BlockAfter <= 0 {
+// the source in XDP once it fails too often. A missing token is never
+// counted (a misconfigured client, or a neighbour behind the same NAT, is
+// not an attacker guessing tokens), nor are the sources in BlockExempt.
+func (p *Proxy) tokenFailed(in inbound, result string) {
+	if p.cfg.Blocker == nil || p.cfg.BlockAfter <= 0 || result == token.ResultMissing {
 		return
 	}
 	src, ok := in.remoteAddr()
@@ -165,7 +167,7 @@ func (p *Proxy) tokenFailed(in inbound) {
 		return
 	}
 	a := src.Addr().Unmap()
-	if !p.failures.add(a, p.cfg.BlockAfter, p.cfg.BlockWindow) {
+	if p.blockExempt(a) || !p.failures.add(a, p.cfg.BlockAfter, p.cfg.BlockWindow) {
 		return
 	}
 	if err := p.cfg.Blocker.Block(netip.PrefixFrom(a, a.BitLen()), p.cfg.BlockTTL); err != nil {

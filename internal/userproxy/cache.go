@@ -265,9 +265,9 @@ func (p *Proxy) fetch(conn net.Conn, bw *bufio.Writer, req *fastRequest, v *verd
 		if code, n, ok, served := p.serveEntry(conn, bw, req, e, reqID, closeConn, "stale", acc); served {
 			return streamed{code: code, n: n}, ok
 		}
-		return p.refuseUpstream(bw, req, err, reqID, closeConn), true
+		return p.refuseUpstream(bw, req, err, reqID, closeConn, acc), true
 	case err != nil:
-		return p.refuseUpstream(bw, req, err, reqID, closeConn), true
+		return p.refuseUpstream(bw, req, err, reqID, closeConn, acc), true
 	case h.status == http.StatusNotModified && cached:
 		p.finishUpstream(up, uc, h)
 		c.Refresh(key)
@@ -381,7 +381,8 @@ func (p *Proxy) warnStale(key string, err error, h *upstreamHead) {
 }
 
 // refuseUpstream answers a failed exchange.
-func (p *Proxy) refuseUpstream(bw *bufio.Writer, req *fastRequest, err error, reqID string, closeConn bool) streamed {
+func (p *Proxy) refuseUpstream(bw *bufio.Writer, req *fastRequest, err error, reqID string, closeConn bool, acc *accessInfo) streamed {
+	acc.reason = upstreamReason(err)
 	code := answerCode(err)
 	e, retry := upstreamRefusal(err)
 	n := writeRefusal(bw, req.method, code, e, retry, reqID, closeConn)

@@ -393,14 +393,17 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 		reqID = codec.NewRequestID()
 	}
 	closeConn := req.close || closing
+	if req.path == SelfProbePath {
+		return answerSelfProbe(bw, req.method, closeConn)
+	}
 	code, upstream, written := 0, "", int64(0)
-	acc := &accessInfo{}
+	acc := &accessInfo{client: req.remote.Addr()}
 	v := p.admit(req)
 	defer func() {
-		p.finished(start, reqID, v.hash, req.method, req.path, code, written, upstream, v.tokenResult)
+		p.finished(start, reqID, v.hash, req.method, req.path, code, written, upstream, v.tokenResult, acc)
 	}()
 	if v.code != 0 {
-		code = v.code
+		code, acc.reason = v.code, refusalReason(&v)
 		closeConn = closeConn || closesConnection(v.code)
 		written = writeRefusal(bw, req.method, v.code, v.refusal, v.retryAfter, reqID, closeConn)
 		return bw.Flush() == nil && !closeConn
@@ -419,7 +422,7 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 	h := &sc.resp
 	uc, err := p.exchangeFast(up, sc.out, h)
 	if err != nil {
-		res := p.refuseUpstream(bw, req, err, reqID, closeConn)
+		res := p.refuseUpstream(bw, req, err, reqID, closeConn, acc)
 		code, written = res.code, res.n
 		return bw.Flush() == nil
 	}
@@ -431,11 +434,6 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 	res := p.stream(bw, req, up, uc, h, reqID, closeConn, o)
 	code, written = res.code, res.n
 	return res.ok && bw.Flush() == nil
-}
-
-// accessInfo is what a request's access line says beyond the basics.
-type accessInfo struct {
-	cache string // X-Regedge-Cache: hit, miss, stale, bypass; "" without a cache
 }
 
 // upstreamReqOpts are the choices of one upstream request head.
@@ -498,11 +496,12 @@ func (p *Proxy) exchangeFast(up *route, out []byte, h *upstreamHead) (*upConn, e
 	}
 	p.budget.deposit()
 	ctx := context.Background()
+	began := time.Now()
 	uc, err := up.pool.exchange(ctx, out, up.timeout, h)
 	if err != nil && dialFailed(err) && p.budget.spend() {
 		uc, err = up.pool.exchange(ctx, out, up.timeout, h)
 	}
-	up.br.done(err == nil && h.status < 500)
+	p.upstreamDone(up, began, err) // a 5xx is an answer: it never opens the breaker
 	return uc, err
 }
 

@@ -109,11 +109,15 @@ type Config struct {
 	BlockAfter  int
 	BlockWindow time.Duration
 	BlockTTL    time.Duration
+	// BlockExempt are never blocked, however often they fail (trusted
+	// proxies, the config bus's sources).
+	BlockExempt []netip.Prefix
 	// TrustedProxies may set X-Forwarded-Proto and X-Forwarded-Host (used
 	// for rewritten tarball URLs); from anyone else they are ignored.
 	TrustedProxies []netip.Prefix
 	// Circuit breaker per upstream: open after BreakerFailures consecutive
-	// failures (connection errors, timeouts, 5xx) for BreakerCooldown, then
+	// failures to reach it (connection errors, timeouts; never a response,
+	// whatever its status) for BreakerCooldown, then
 	// one probe. BreakerFailures < 0 turns it off; 0 means the default 5.
 	BreakerFailures int
 	BreakerCooldown time.Duration
@@ -133,6 +137,9 @@ type Config struct {
 	// through the edge changed, once the upstream took it (2xx): the
 	// agent tells the fleet. It must not block.
 	OnPackageChanged func(pkg string)
+	// AccessSample is log.access: 0 or 1 writes every access line, N > 1
+	// one in N, < 0 none. The metrics count every request whatever it is.
+	AccessSample int
 	// AccessLog, when set, takes the access lines (one JSON line per
 	// request, in the shape of the Logger's JSON lines) from a dedicated
 	// encoder; it must be safe for concurrent use. nil: the Logger writes
@@ -197,6 +204,10 @@ type Proxy struct {
 	flights      flights
 	integrity    integrities
 	lastStaleLog atomic.Int64
+
+	accessSeq    atomic.Uint64    // requests seen, for log.access sample:N
+	accessSample atomic.Int64     // Config.AccessSample, changed by a reload
+	upstreams    *upstreamMetrics // reachability, breakers, latency per upstream
 }
 
 // durationOf returns regedge_proxy_request_duration_seconds for a hash
@@ -232,18 +243,19 @@ func upstreamTLS(u *url.URL, roots *x509.CertPool) *tls.Config {
 }
 
 type counterKey struct {
-	hash   string
-	method string
-	code   int
+	hash       string
+	method     string
+	code       int
+	answeredBy string
 }
 
 // counter returns regedge_proxy_requests_total for the labels, cached.
-func (p *Proxy) counter(hash, method string, code int) prometheus.Counter {
-	k := counterKey{hash, method, code}
+func (p *Proxy) counter(hash, method string, code int, answeredBy string) prometheus.Counter {
+	k := counterKey{hash, method, code, answeredBy}
 	if c, ok := p.counters.Load(k); ok {
 		return c.(prometheus.Counter)
 	}
-	c := p.requests.WithLabelValues(hash, method, strconv.Itoa(code))
+	c := p.requests.WithLabelValues(hash, method, strconv.Itoa(code), answeredBy)
 	p.counters.Store(k, c)
 	return c
 }
@@ -296,8 +308,8 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		cfg: cfg, states: states, log: log, routes: map[uint32]*route{},
 		limiters: map[string]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "regedge_proxy_requests_total", Help: "Proxied requests, by registry hash, method and status code.",
-		}, []string{"registry_hash", "method", "code"}),
+			Name: "regedge_proxy_requests_total", Help: "Proxied requests, by registry hash, method, status code and who answered (edge: a refusal the edge made; upstream; cache).",
+		}, []string{"registry_hash", "method", "code", "answered_by"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "regedge_proxy_request_duration_seconds", Help: "Time to the end of the response, by registry hash.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
@@ -335,6 +347,8 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		p.clients = newClientLimits(cfg.PerClientPerMinute)
 	}
 	p.budget = newRetryBudget(cfg.RetryRatio)
+	p.upstreams = newUpstreamMetrics()
+	p.accessSample.Store(int64(cfg.AccessSample))
 	p.labels = map[uint32]string{}
 	for _, h := range cfg.Scopes {
 		p.labels[h] = fmt.Sprintf("0x%08x", h)
@@ -373,6 +387,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			r.origins = append(r.origins, originOf(th))
 		}
 		r.rp = p.reverseProxy(r)
+		p.watch(r)
 		p.routes[u.Hash] = r
 		if u.Hash == 0 {
 			p.fallback = r
@@ -388,7 +403,8 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 
 // Collectors returns the proxy's metrics.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut, p.connRefused}
+	return append([]prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut, p.connRefused},
+		p.upstreams.collectors()...)
 }
 
 // apiError is the JSON body of a refusal.
@@ -402,8 +418,15 @@ type apiError struct {
 
 // ServeHTTP runs the checks in the order of §4.2 and forwards.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == SelfProbePath {
+		serveSelfProbe(w)
+		return
+	}
 	start := time.Now()
 	rw := &recorder{ResponseWriter: w, code: http.StatusOK}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		rw.acc.client = ap.Addr().Unmap()
+	}
 	reqID := r.Header.Get(codec.HeaderRequestID)
 	if !codec.ValidRequestID(reqID) {
 		reqID = codec.NewRequestID()
@@ -411,12 +434,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw.Header().Set(codec.HeaderRequestID, reqID)
 	hash, upstream, tokenResult := uint32(0), "", ""
 	defer func() {
-		p.finished(start, reqID, hash, r.Method, r.URL.EscapedPath(), rw.code, rw.bytes, upstream, tokenResult)
+		p.finished(start, reqID, hash, r.Method, r.URL.EscapedPath(), rw.code, rw.bytes, upstream, tokenResult, &rw.acc)
 	}()
 
 	v := p.admit(stdRequest{r})
 	hash, tokenResult = v.hash, v.tokenResult
 	if v.code != 0 {
+		rw.acc.reason = refusalReason(&v)
 		if v.retryAfter > 0 {
 			rw.Header().Set("Retry-After", strconv.Itoa(v.retryAfter))
 		}
@@ -447,22 +471,13 @@ func closesConnection(code int) bool {
 	return code == http.StatusUnauthorized || code == http.StatusBadRequest
 }
 
-// finished counts a request in the metrics and writes its access line.
-func (p *Proxy) finished(start time.Time, reqID string, hash uint32, method, path string, code int, bytes int64, upstream, tokenResult string) {
-	hs := p.hashLabel(hash)
-	took := time.Since(start)
-	p.counter(hs, methodLabel(method), code).Inc()
-	p.durationOf(hs).Observe(took.Seconds())
-	p.logAccess(&accessRecord{id: reqID, hash: hs, method: method, path: path, status: code, bytes: bytes,
-		took: took, upstream: upstream, token: tokenResult})
-}
-
 // tunnel serves CONNECT host:port: only to the upstream routed for the
 // request's registry hash (never an open proxy); after the checks the
 // tunnel is plain TCP.
 func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	want := dialAddr(up.URL)
 	if !strings.EqualFold(r.Host, want) {
+		rw.acc.reason = "connect_target"
 		writeJSON(rw, http.StatusForbidden, apiError{Error: "CONNECT target is not the upstream for this registry hash", Rule: "want " + want})
 		return
 	}
@@ -473,6 +488,7 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	}
 	upConn, err := net.DialTimeout("tcp", want, 5*time.Second)
 	if err != nil {
+		rw.acc.reason = "upstream_unreachable"
 		rw.Header().Set("Retry-After", "5")
 		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream unreachable"})
 		return
@@ -633,11 +649,13 @@ func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
 			fi := r.Context().Value(forwardKey{}).(*forwardInfo)
 			if r.Context().Err() != nil {
 				fi.rw.code = 499 // as nginx logs it; there is nobody to answer
+				fi.rw.acc.reason = "client_gone"
 				return
 			}
 			if fi.rw.wrote { // the body broke off: cut the connection
 				panic(http.ErrAbortHandler)
 			}
+			fi.rw.acc.reason = upstreamReason(err)
 			e, retry := upstreamRefusal(err)
 			w.Header().Set("Retry-After", strconv.Itoa(retry))
 			writeJSON(w, answerCode(err), e)
@@ -659,6 +677,7 @@ func (t *breakerTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	}
 	t.p.budget.deposit()
 	out = armFraming(out)
+	began := time.Now()
 	resp, err := up.rt.RoundTrip(out)
 	if err != nil && retryable(out, err) && t.p.budget.spend() {
 		resp, err = up.rt.RoundTrip(out)
@@ -667,7 +686,7 @@ func (t *breakerTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		up.br.abandon() // the client went away: not the upstream's failure
 		return nil, errClientGone
 	}
-	up.br.done(err == nil && resp.StatusCode < 500)
+	t.p.upstreamDone(up, began, err) // a 5xx is an answer: it never opens the breaker
 	if err == nil {
 		resp.Body = &idleBody{ReadCloser: resp.Body, idle: t.p.cfg.BodyTimeout}
 	}
@@ -813,6 +832,7 @@ type recorder struct {
 	code  int
 	bytes int64
 	wrote bool
+	acc   accessInfo
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -367,9 +367,27 @@ func TestRepeatedTokenFailuresBlockTheSource(t *testing.T) {
 	if len(b.blocked) != 0 {
 		t.Fatalf("blocked after 2 failures: %v", b.blocked)
 	}
+	for i := 0; i < 10; i++ { // a missing token is never a failure
+		e.get(t, "/hello-dep", nil)
+	}
+	if len(b.blocked) != 0 {
+		t.Fatalf("blocked for missing tokens: %v", b.blocked)
+	}
 	e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer bad"})
 	if len(b.blocked) != 1 || b.blocked[0] != netip.MustParsePrefix("127.0.0.1/32") || b.ttl != 10*time.Minute {
 		t.Fatalf("after 3 failures: %v for %v", b.blocked, b.ttl)
+	}
+	// A source in BlockExempt (a trusted proxy, a bus source) is never blocked.
+	x := &recordingBlocker{}
+	e = newEdge(t, func(c *Config) {
+		c.Blocker, c.BlockAfter, c.BlockWindow, c.BlockTTL = x, 1, time.Minute, time.Minute
+		c.BlockExempt = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	for i := 0; i < 5; i++ {
+		e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer bad"})
+	}
+	if len(x.blocked) != 0 {
+		t.Fatalf("an exempt source was blocked: %v", x.blocked)
 	}
 }
 
@@ -458,52 +476,104 @@ func TestTLSBothSides(t *testing.T) {
 	}
 }
 
+// TestCircuitBreaker: the breaker is about reaching the upstream. A path
+// that answers 500 is passed on as often as it is asked and stops nothing
+// else; connections that fail open the breaker (logged once, exported),
+// the next requests fail fast without a dial, and a good probe after the
+// cooldown closes it.
 func TestCircuitBreaker(t *testing.T) {
 	var mu sync.Mutex
-	failing := true
+	cut := false // the upstream hangs up on every connection
 	calls := 0
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		defer mu.Unlock()
 		calls++
-		if failing {
-			w.WriteHeader(http.StatusInternalServerError)
+		c := cut
+		mu.Unlock()
+		if c {
+			panic(http.ErrAbortHandler) // the connection closes before a response head
+		}
+		if r.URL.Path == "/broken" {
+			http.Error(w, "this path is broken", http.StatusInternalServerError)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer up.Close()
+	logs := &lockedBuffer{}
 	e := newEdge(t, func(c *Config) {
 		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
 		c.BreakerFailures, c.BreakerCooldown = 2, 300*time.Millisecond
+		c.RetryRatio = -1
 	})
+	e.proxy.log = slog.New(slog.NewJSONHandler(logs, nil))
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
-	for i := 0; i < 2; i++ {
-		if resp, _ := e.get(t, "/x", auth); resp.StatusCode != 500 {
-			t.Fatalf("request %d: %d, want the upstream's 500", i, resp.StatusCode)
+	name := strings.TrimPrefix(up.URL, "http://")
+	open := func() float64 { return promtest.ToFloat64(e.proxy.upstreams.open.WithLabelValues(name)) }
+	upGauge := func() float64 { return promtest.ToFloat64(e.proxy.upstreams.up.WithLabelValues(name)) }
+
+	// A path returning 500s, ten times the breaker's limit: every one is
+	// the upstream's answer, and the other paths are served throughout.
+	for i := 0; i < 20; i++ {
+		if resp, _ := e.get(t, "/broken", auth); resp.StatusCode != 500 {
+			t.Fatalf("/broken %d: %d, want the upstream's 500", i, resp.StatusCode)
+		}
+		if resp, body := e.get(t, "/fine", auth); resp.StatusCode != 204 {
+			t.Fatalf("/fine after %d 500s: %d %s", i+1, resp.StatusCode, body)
 		}
 	}
-	resp, body := e.get(t, "/x", auth)
-	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") == "" || calls != 2 {
-		t.Fatalf("open breaker: %d %s, upstream calls %d", resp.StatusCode, body, calls)
+	if open() != 0 || upGauge() != 1 || e.proxy.routes[companyHash].br.state() != "closed" {
+		t.Fatalf("after 500s: breaker %s, open gauge %v, up %v", e.proxy.routes[companyHash].br.state(), open(), upGauge())
+	}
+
+	// Connections that fail: two open the breaker; the third request
+	// fails fast, the upstream never sees it.
+	mu.Lock()
+	cut = true
+	mu.Unlock()
+	for i := 0; i < 2; i++ {
+		if resp, _ := e.get(t, "/fine", auth); resp.StatusCode != 502 {
+			t.Fatalf("cut connection %d: %d", i, resp.StatusCode)
+		}
 	}
 	mu.Lock()
-	failing = false
+	before := calls
+	mu.Unlock()
+	resp, body := e.get(t, "/fine", auth)
+	mu.Lock()
+	seen := calls - before
+	mu.Unlock()
+	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") == "" || seen != 0 {
+		t.Fatalf("open breaker: %d %s, upstream calls %d", resp.StatusCode, body, seen)
+	}
+	if open() != 1 || upGauge() != 0 {
+		t.Fatalf("open breaker exported as open=%v up=%v", open(), upGauge())
+	}
+	mu.Lock()
+	cut = false
 	mu.Unlock()
 	// After the cooldown one probe goes through; its success closes the breaker.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, _ = e.get(t, "/x", auth)
-		if resp.StatusCode == 204 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the breaker never let a probe through: %d", resp.StatusCode)
-		}
-		time.Sleep(50 * time.Millisecond)
+	testutil.Eventually(t, 5*time.Second, "the breaker to let a probe through", func() bool {
+		resp, _ = e.get(t, "/fine", auth)
+		return resp.StatusCode == 204
+	})
+	if resp, _ = e.get(t, "/fine", auth); resp.StatusCode != 204 || open() != 0 || upGauge() != 1 {
+		t.Fatalf("after a good probe: %d, open=%v up=%v", resp.StatusCode, open(), upGauge())
 	}
-	if resp, _ = e.get(t, "/x", auth); resp.StatusCode != 204 {
-		t.Fatalf("after a good probe: %d", resp.StatusCode)
+	var opened, closed int
+	for _, l := range logs.lines() {
+		switch {
+		case strings.Contains(l, "circuit breaker opened"):
+			opened++
+		case strings.Contains(l, "circuit breaker closed"):
+			closed++
+		}
+	}
+	if opened != 1 || closed != 1 {
+		t.Fatalf("transition lines: %d opened, %d closed:\n%s", opened, closed, strings.Join(logs.lines(), "\n"))
+	}
+	if promtest.CollectAndCount(e.proxy.upstreams.duration) != 1 {
+		t.Fatal("no upstream latency histogram")
 	}
 }
 
