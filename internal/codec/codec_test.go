@@ -313,7 +313,7 @@ func TestHeaderBlock(t *testing.T) {
 	s := DefaultState()
 	b := NewHeaderBlock(s)
 	h := http.Header{}
-	b.Inject(h)
+	injectHeaders(b, h)
 	want := map[string]string{
 		"X-Bun-Config-Version": "1",
 		"X-Bun-Registry-Hash":  "0xa1b2c3d4",
@@ -331,7 +331,7 @@ func TestHeaderBlock(t *testing.T) {
 	// Add after Inject must not write into the shared value slices.
 	h.Add(HeaderTerminalRows, "99")
 	h2 := http.Header{}
-	b.Inject(h2)
+	injectHeaders(b, h2)
 	if got := h2.Values(HeaderTerminalRows); len(got) != 1 || got[0] != "24" {
 		t.Fatalf("shared values changed by Add: %q", got)
 	}
@@ -443,3 +443,11 @@ func TestRequestID(t *testing.T) {
 }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// injectHeaders sets a block's headers on an http.Header, as a caller with
+// net/http does (the codec itself knows no transport).
+func injectHeaders(b *HeaderBlock, h http.Header) {
+	for name, v := range b.All() {
+		h[name] = v
+	}
+}

@@ -170,7 +170,7 @@ func FuzzExtractHeaders(f *testing.F) {
 		}
 		// What we extract, we can inject and extract again.
 		h2 := http.Header{}
-		NewHeaderBlock(s).Inject(h2)
+		injectHeaders(NewHeaderBlock(s), h2)
 		back, err := extractHeaders(h2, State{})
 		if err != nil || back != s {
 			t.Fatalf("inject/extract round trip: %v, %v", back, err)

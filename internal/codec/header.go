@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"iter"
-	"net/http"
 	"strconv"
 )
 
@@ -90,17 +89,6 @@ func (b *HeaderBlock) All() iter.Seq2[string, []string] {
 				return
 			}
 		}
-	}
-}
-
-// Inject sets the config headers on h, replacing any values they had (the
-// value slices are shared, as for All).
-//
-// It is the codec's last tie to net/http, kept for internal/userproxy; the
-// adapter belongs to its caller (npmclient has its own over All).
-func (b *HeaderBlock) Inject(h http.Header) {
-	for name, v := range b.All() {
-		h[name] = v
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package userproxy is regedge's userspace registry proxy: what npm, bun,
 // pnpm and yarn talk to with registry=http://EDGE:4873/. Every request goes
-// through the checks of PROTOCOL.md §4.2 in order, config headers (400),
+// through the checks of docs/protocol.md §4.2 in order, config headers (400),
 // version (503), token (401), rate limit (429), routing (502), then is
 // forwarded to the upstream registry chosen by registry hash, with the
 // agent's config headers and the upstream's own credential; the client's
@@ -619,7 +619,9 @@ func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
 				codec.HeaderTerminalMode, codec.HeaderTerminalRows, codec.HeaderTerminalCols} {
 				pr.Out.Header.Del(h)
 			}
-			p.headerBlock(fi.state).Inject(pr.Out.Header)
+			for name, v := range p.headerBlock(fi.state).All() {
+				pr.Out.Header[name] = v
+			}
 			pr.Out.Header.Set(codec.HeaderRequestID, fi.reqID)
 			if up.AuthToken != "" && fi.withAuth {
 				pr.Out.Header.Set("Authorization", "Bearer "+up.AuthToken)
