@@ -164,9 +164,30 @@ func (s *Store) restore(opts Options) error {
 	case err != nil:
 		return err
 	}
-	if !s.versions.Has(fromFile.Version) && opts.Source == StateSourceFile {
-		return fmt.Errorf("%w: %s: version %d is not accepted (accepted: %s; fix or delete it, or set agent.stateSource to config)",
-			ErrCorruptFile, file, fromFile.Version, s.versions)
+	migrated := false
+	if !s.versions.Has(fromFile.Version) {
+		// A config.version bump (or a rollback) must not keep nodes from
+		// starting. A file from an older version is migrated: its fields
+		// kept, its version raised, when they obey the new version's
+		// rules. Anything else (a newer version: a rollback) is set aside
+		// and the agent starts from the config, said at ERROR level.
+		up := fromFile
+		up.Version = s.cur.Version
+		if fromFile.Version < s.cur.Version && up.Validate() == nil {
+			s.log.Warn("state file is from an older config version: migrated (fields kept, version raised)",
+				"file", file, "from_version", fromFile.Version, "to_version", up.Version, "state", up.Dump())
+			fromFile, migrated = up, true
+		} else {
+			aside := target + corruptPattern + opts.Now().UTC().Format("20060102T150405.000Z")
+			if rerr := os.Rename(target, aside); rerr != nil {
+				return fmt.Errorf("%w: %s: version %d is not accepted (accepted: %s), and setting it aside failed: %v",
+					ErrCorruptFile, file, fromFile.Version, s.versions, rerr)
+			}
+			s.log.Error("state file is from a config version this agent does not accept: set it aside and started from the config file's state",
+				"file", file, "file_version", fromFile.Version, "accepted", s.versions.String(), "set_aside_as", aside, "state", s.cur.Dump())
+			s.persistAtStart("wrote the config file's state to the state file")
+			return nil
+		}
 	}
 	if target != file {
 		s.log.Info("state file is a symlink: writes go to its target", "file", file, "target", target)
@@ -180,7 +201,10 @@ func (s *Store) restore(opts Options) error {
 			s.log.Info("state restored from the state file", "file", file, "state", fromFile.Dump())
 		}
 		s.cur = fromFile
-		if format == formatLegacy {
+		switch {
+		case migrated:
+			s.persistAtStart("wrote the migrated state to the state file")
+		case format == formatLegacy:
 			s.persistAtStart("migrated the state file from format 1 (no checksum) to format 2 (crc32c)")
 		}
 	case StateSourceConfig:
