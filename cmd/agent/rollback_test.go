@@ -47,7 +47,7 @@ func TestOldBinaryStartsOnANewConfig(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	lines := make(chan map[string]any)
+	lines := make(chan map[string]any, 1024) // the reader never blocks once the test stops reading
 	go func() {
 		defer close(lines)
 		sc := bufio.NewScanner(stderr)

@@ -19,6 +19,7 @@ import (
 	"github.com/regedge/regedge/internal/agent"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/testutil"
+	"github.com/regedge/regedge/internal/token"
 )
 
 // readBundle returns a sysdump's files by name.
@@ -65,13 +66,24 @@ func TestSysdump(t *testing.T) {
 	cfg.Admin.Listen, cfg.Bus.Port, cfg.WebSocket.Port, cfg.Proxy.ListenPort = "127.0.0.1:0", 0, 0, 0
 	cfg.Agent.BPF = "off"
 	cfg.Proxy.Upstreams = []config.Upstream{{Host: u.Hostname(), Port: port, Hash: 0, Auth: &config.Auth{TokenFile: secretFile}}}
+	// An upstream credential needs client tokens (the edge must not lend it).
+	_, pub, err := token.GenerateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Tokens.PublicKeys = []string{pub}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *agent.Agent, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- serveUntil(ctx, io.Discard, "", cfg, []string{"telemetry"}, agent.New, func(a *agent.Agent) { ready <- a })
 	}()
-	a := <-ready
+	var a *agent.Agent
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("the agent did not start: %v", err)
+	}
 	testutil.Eventually(t, 10*time.Second, "agent ready", a.Ready)
 	admin := a.AdminAddr().String()
 
