@@ -8,6 +8,6 @@
 // the committed objects differ from what it produces.
 package regedge
 
-//go:generate go tool bpf2go -target bpfel -go-package loader -output-dir internal/loader xdp bpf/xdp.c
+//go:generate go tool bpf2go -target bpfel -go-package loader -output-dir internal/loader -type regedge_reason xdp bpf/xdp.c
 //go:generate go tool bpf2go -target bpfel -go-package loader -output-dir internal/loader tc bpf/tc.c
 //go:generate go tool bpf2go -target bpfel -go-package loader -output-dir internal/loader sklookup bpf/sklookup.c

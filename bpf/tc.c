@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * regedge TC programs (TCX ingress/egress, or clsact direct-action):
- *   ingress: TCP to a proxy port. On a flow's first payload segment, find
- *            X-Bun-Config-Dump (else X-Bun-Registry-Hash) in the request head
- *            (case-insensitive names, bounded scan), check the state by §1 and
- *            write a flow tag keyed by the 4-tuple. Tagged flows are counted
- *            per registry hash; an optional per-hash mark/priority is applied.
- *   egress:  TCP from a proxy port: counted per registry hash of its flow.
- * Neither drops: the tag is a hint the proxy re-checks.
+ * regedge TC programs (TCX ingress/egress, or clsact direct-action): count
+ * the packets and bytes of proxy connections per registry hash, by socket
+ * (include/sockacct.h). Neither reads a payload nor drops anything; packets
+ * that are not the proxy's pass uncounted.
+ *   ingress: TCP to a proxy port: the connection's socket by a lookup of
+ *            the 4-tuple (skb->sk is not set yet at ingress).
+ *   egress:  TCP from a proxy port: skb->sk, the sending socket.
+ * Only the headers are parsed, and they are in the skb's linear head (or
+ * pulled into it): sizes come from skb->len and skb->gso_segs, never from
+ * data_end, so GSO/TSO and GRO skbs count in full.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -18,135 +20,90 @@
 #include "include/parse.h"
 #include "include/maps.h"
 #include "include/ports.h"
-#include "include/flow.h"
+#include "include/sockacct.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 struct stats_map tc_stats SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct flow_key);
-	__type(value, struct flow_tag);
-} flow_tags SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct hash_class);
-} hash_classes SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct head_scratch);
-} head_scratch_map SEC(".maps");
-
-#include "include/scan.h"
-
 #define TC_NEXT -1 /* TCX_NEXT / TC_ACT_UNSPEC: let the packet go on */
+#define TCP_LISTEN_ 10
+#define HEADERS_MAX (14 + 8 + 60 + 14) /* Ethernet, 2 VLAN tags, IPv4 with options, TCP through flags */
 
-static __always_inline int tc_count(int reason)
+static __always_inline int tc_count(void)
 {
-	__u32 key = reason;
+	__u32 key = REASON_OK;
 	__u64 *c = bpf_map_lookup_elem(&tc_stats, &key);
 	if (c)
 		*c += 1;
 	return TC_NEXT;
 }
 
-/* flow_key_of builds the key with the client as source, the proxy as dest. */
-static __always_inline void flow_key_of(const struct pkt *p, int from_client, struct flow_key *k)
+/* ingress_socket finds the established socket a packet to a proxy port is
+ * for; NULL for other packets, listeners (handshakes) and unknown flows.
+ * The returned socket holds a reference: release it. */
+static __always_inline struct bpf_sock *ingress_socket(struct __sk_buff *skb, struct pkt *p)
 {
-	k->family = p->family;
-	if (from_client) {
-		__builtin_memcpy(k->client, p->saddr, 16);
-		__builtin_memcpy(k->server, p->daddr, 16);
-		k->client_port = p->sport;
-		k->server_port = p->dport;
-	} else {
-		__builtin_memcpy(k->client, p->daddr, 16);
-		__builtin_memcpy(k->server, p->saddr, 16);
-		k->client_port = p->dport;
-		k->server_port = p->sport;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (parse_packet(data, data_end, p) != PARSE_OK) {
+		/* Headers beyond the linear head: pull them in and look again. */
+		__u32 need = skb->len < HEADERS_MAX ? skb->len : HEADERS_MAX;
+		if (data_end - data >= need || bpf_skb_pull_data(skb, need) < 0)
+			return 0;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		__builtin_memset(p, 0, sizeof(*p));
+		if (parse_packet(data, data_end, p) != PARSE_OK)
+			return 0;
 	}
-}
+	if (p->l4proto != IPPROTO_TCP || !p->has_ports || p->frag || !is_proxy_port(p->dport))
+		return 0;
 
-static __always_inline void tag_flow(struct __sk_buff *skb, const struct pkt *p, struct flow_key *k)
-{
-	__u32 zero = 0;
-	struct head_scratch *hs = bpf_map_lookup_elem(&head_scratch_map, &zero);
-	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
-	if (!hs || !cfg)
-		return;
-	__u32 n = p->payload_len < HEAD_SCAN ? p->payload_len : HEAD_SCAN;
-	if (n < 1 || n > HEAD_SCAN)
-		return;
-	if (bpf_skb_load_bytes(skb, p->payload_off, hs->b, n) < 0)
-		return;
-	/* Bytes past n must not match: zero the slack the scan may read. */
-	__builtin_memset(hs->b + HEAD_SCAN, 0, HEAD_SLACK);
-
-	struct flow_tag tag = {};
-	find_config(hs, n, cfg, &tag);
-	tag.last_ns = bpf_ktime_get_boot_ns();
-	bpf_map_update_elem(&flow_tags, k, &tag, BPF_ANY);
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	if (p->family == 4) {
+		t.ipv4.saddr = p->saddr[0];
+		t.ipv4.daddr = p->daddr[0];
+		t.ipv4.sport = bpf_htons(p->sport);
+		t.ipv4.dport = bpf_htons(p->dport);
+		sk = bpf_sk_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, p->saddr, 16);
+		__builtin_memcpy(t.ipv6.daddr, p->daddr, 16);
+		t.ipv6.sport = bpf_htons(p->sport);
+		t.ipv6.dport = bpf_htons(p->dport);
+		sk = bpf_sk_lookup_tcp(skb, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	}
+	if (sk && sk->state == TCP_LISTEN_) {
+		bpf_sk_release(sk); /* a handshake: no connection yet */
+		return 0;
+	}
+	return sk;
 }
 
 SEC("tc")
 int regedge_tc_ingress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct pkt p = {};
-
-	if (parse_packet(data, data_end, &p) != PARSE_OK || p.l4proto != IPPROTO_TCP || p.frag ||
-	    !is_proxy_port(p.dport))
-		return tc_count(REASON_OK);
-
-	struct flow_key k = {};
-	flow_key_of(&p, 1, &k);
-	struct flow_tag *tag = bpf_map_lookup_elem(&flow_tags, &k);
-	if (!tag && p.payload_len > 0) {
-		tag_flow(skb, &p, &k);
-		tag = bpf_map_lookup_elem(&flow_tags, &k);
-	}
-	if (!tag)
-		return tc_count(REASON_OK);
-
-	tag->last_ns = bpf_ktime_get_boot_ns();
-	count_registry(tag->hash, DIR_INGRESS, skb->len);
-	struct hash_class *cls = bpf_map_lookup_elem(&hash_classes, &tag->hash);
-	if (cls) {
-		if (cls->mark)
-			skb->mark = cls->mark;
-		if (cls->priority)
-			skb->priority = cls->priority;
-	}
-	/* FIN or RST from the client: the flow is ending, drop its tag. */
-	if (p.tcp_flags & 0x05)
-		bpf_map_delete_elem(&flow_tags, &k);
-	return tc_count(REASON_OK);
+	struct bpf_sock *sk = ingress_socket(skb, &p);
+	if (!sk)
+		return TC_NEXT;
+	/* The client's FIN or RST: the connection is ending, count what it holds. */
+	account(skb, sk, DIR_INGRESS, (p.tcp_flags & 0x05) != 0);
+	bpf_sk_release(sk);
+	return tc_count();
 }
 
 SEC("tc")
 int regedge_tc_egress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct pkt p = {};
-
-	if (parse_packet(data, data_end, &p) != PARSE_OK || p.l4proto != IPPROTO_TCP || p.frag ||
-	    !is_proxy_port(p.sport))
-		return tc_count(REASON_OK);
-
-	struct flow_key k = {};
-	flow_key_of(&p, 0, &k);
-	struct flow_tag *tag = bpf_map_lookup_elem(&flow_tags, &k);
-	if (tag)
-		count_registry(tag->hash, DIR_EGRESS, skb->len);
-	return tc_count(REASON_OK);
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return TC_NEXT;
+	sk = bpf_sk_fullsock(sk); /* not a request or timewait socket */
+	if (!sk || sk->protocol != IPPROTO_TCP || !is_proxy_port(sk->src_port))
+		return TC_NEXT;
+	account(skb, sk, DIR_EGRESS, 1);
+	return tc_count();
 }

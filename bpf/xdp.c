@@ -1,16 +1,23 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * regedge XDP program, on ingress of each configured interface:
- *   - malformed L3/L4 headers                         -> drop (malformed)
+ * regedge XDP program, on ingress of each configured interface. It judges
+ * only packets addressed to the agent: UDP to the bus port and TCP to a proxy
+ * port. Everything else (including what it cannot parse far enough to find
+ * the ports) passes untouched and uncounted: on a shared node it is someone
+ * else's traffic, and the stack judges it. For our own packets:
  *   - TCP to a proxy port from a source on the block list
- *     (not expired)                                    -> drop (blocked)
- *   - fragment of a UDP datagram to the bus port      -> drop (fragment)
- *   - TCP SYN to a proxy port over the per-source rate -> drop (synflood)
- *   - UDP to the bus port from outside the allow-list -> drop (source)
+ *     (not expired)                                     -> drop (blocked)
+ *   - first fragment of a UDP datagram to the bus port  -> drop (fragment)
+ *   - TCP SYN to a proxy port over the per-source rate  -> drop (synflood)
+ *   - bus datagram whose IP or UDP lengths Linux would drop -> drop (malformed)
+ *   - UDP to the bus port from outside the allow-list   -> drop (source)
  *   - an invalid config bus datagram (PROTOCOL.md §2.3) -> drop (its reason)
  *   - a valid one without a signature trailer (§3.1a), when the
- *     agent has bus keys (CFG_REQUIRE_TRAILER)          -> drop (unsigned)
- * Everything else passes. Valid bus datagrams are counted per registry hash.
+ *     agent has bus keys (CFG_REQUIRE_TRAILER)           -> drop (unsigned)
+ * TCP to a proxy port is otherwise passed: its header checks are the stack's,
+ * as the IPv4 header checksum is (Katran's choice: a corrupt header is
+ * judged on its content, then dropped by the stack). Valid bus datagrams are
+ * counted per registry hash.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -85,12 +92,49 @@ static __always_inline int verdict(int reason)
 	return reason == REASON_OK ? XDP_PASS : XDP_DROP;
 }
 
+/* bus_pass passes a valid bus datagram. It is counted once, in its sender's
+ * registry counters (DIR_BUS), not also in xdp_stats: userspace adds those
+ * to the passes (loader Counters). One per-CPU update on the hottest path
+ * instead of two. */
+static __always_inline int bus_pass(__u32 hash, __u64 bytes)
+{
+	count_registry(hash, DIR_BUS, 1, bytes);
+	return XDP_PASS;
+}
+
+static __always_inline int block_live(const struct block_entry *b)
+{
+	if (!b)
+		return 0;
+	return b->expires_ns == 0 || b->expires_ns > bpf_ktime_get_boot_ns();
+}
+
+static __always_inline int is_blocked4(__u32 saddr)
+{
+	struct lpm_v4 k = {.prefixlen = 32, .addr = saddr};
+	return block_live(bpf_map_lookup_elem(&block_v4, &k));
+}
+
+static __always_inline int is_allowed4(__u32 saddr, const struct regedge_cfg *cfg)
+{
+	if (cfg->allow4_n != ALLOW_USE_TRIE) {
+		for (__u32 i = 0; i < ALLOW_FAST_V4; i++) {
+			if (i >= cfg->allow4_n)
+				break;
+			if ((saddr & cfg->allow4[i].mask) == cfg->allow4[i].addr)
+				return 1;
+		}
+		return 0;
+	}
+	struct lpm_v4 k = {.prefixlen = 32, .addr = saddr};
+	return bpf_map_lookup_elem(&allow_v4, &k) != NULL;
+}
+
 static __always_inline int is_blocked(const struct pkt *p)
 {
 	struct block_entry *b;
 	if (p->family == 4) {
-		struct lpm_v4 k = {.prefixlen = 32, .addr = p->saddr[0]};
-		b = bpf_map_lookup_elem(&block_v4, &k);
+		return is_blocked4(p->saddr[0]);
 	} else {
 		struct lpm_v6 k = {.prefixlen = 128};
 		__builtin_memcpy(k.addr, p->saddr, 16);
@@ -103,19 +147,8 @@ static __always_inline int is_blocked(const struct pkt *p)
 
 static __always_inline int is_allowed(const struct pkt *p, const struct regedge_cfg *cfg)
 {
-	if (p->family == 4) {
-		if (cfg->allow4_n != ALLOW_USE_TRIE) {
-			for (__u32 i = 0; i < ALLOW_FAST_V4; i++) {
-				if (i >= cfg->allow4_n)
-					break;
-				if ((p->saddr[0] & cfg->allow4[i].mask) == cfg->allow4[i].addr)
-					return 1;
-			}
-			return 0;
-		}
-		struct lpm_v4 k = {.prefixlen = 32, .addr = p->saddr[0]};
-		return bpf_map_lookup_elem(&allow_v4, &k) != NULL;
-	}
+	if (p->family == 4)
+		return is_allowed4(p->saddr[0], cfg);
 	if (cfg->allow6_n != ALLOW_USE_TRIE) {
 		for (__u32 i = 0; i < ALLOW_FAST_V6; i++) {
 			if (i >= cfg->allow6_n)
@@ -160,24 +193,22 @@ static __always_inline int syn_over_limit(const struct pkt *p)
 	return 0;
 }
 
-static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct pkt *p,
-					      const struct regedge_cfg *cfg)
+static __always_inline int check_bus_datagram(struct xdp_md *ctx, __u32 payload_off,
+					      const struct regedge_cfg *cfg, __u32 len)
 {
 	__u32 zero = 0;
-	__u32 len = p->payload_len;
 	if (len < MIN_DATAGRAM)
 		return verdict(REASON_LENGTH);
 
 	__u64 bytes = ctx->data_end - ctx->data;
 	if (len == MIN_DATAGRAM) {
 		/* The common case is judged in place: no copy. */
-		const __u8 *d = (void *)(long)ctx->data + (p->payload_off & 0xffff);
+		const __u8 *d = (void *)(long)ctx->data + (payload_off & 0xffff);
 		if ((void *)(d + MIN_DATAGRAM) <= (void *)(long)ctx->data_end) {
 			int r = small_datagram_reason(d, cfg);
 			if (r != REASON_OK)
 				return verdict(r);
-			count_registry(be32_at(d + 1), DIR_INGRESS, bytes);
-			return verdict(REASON_OK);
+			return bus_pass(be32_at(d + 1), bytes);
 		}
 	}
 
@@ -185,17 +216,92 @@ static __always_inline int check_bus_datagram(struct xdp_md *ctx, const struct p
 	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!sc)
 		return XDP_ABORTED;
-	__u32 n = len < MAX_DATAGRAM ? len : MAX_DATAGRAM;
+	/* 64 bits wide, so the register checked is the register passed. */
+	__u64 n = len < MAX_DATAGRAM ? len : MAX_DATAGRAM;
+	asm volatile("" : "+r"(n)); /* keep the check below for the verifier */
 	if (n < 1 || n > MAX_DATAGRAM)
 		return XDP_ABORTED; /* unreachable; bounds n for the verifier */
-	if (bpf_xdp_load_bytes(ctx, p->payload_off, sc->b, n) < 0)
+	if (bpf_xdp_load_bytes(ctx, payload_off, sc->b, n) < 0)
 		return verdict(REASON_MALFORMED);
 
 	int r = datagram_reason(sc, len, cfg);
 	if (r != REASON_OK)
 		return verdict(r);
-	count_registry(be32_at(sc->b + 1), DIR_INGRESS, bytes);
-	return verdict(REASON_OK);
+	return bus_pass(be32_at(sc->b + 1), bytes);
+}
+
+/* judge decides on a parsed packet: ours (UDP to the bus port, TCP to a
+ * proxy port) or not, then the checks of the header comment. */
+static __always_inline int judge(struct xdp_md *ctx, void *data, void *data_end, struct pkt *p)
+{
+	int bus = p->l4proto == IPPROTO_UDP && p->has_ports && p->dport == bus_port;
+	int proxy = p->l4proto == IPPROTO_TCP && p->has_ports && is_proxy_port(p->dport);
+	if (!bus && !proxy)
+		return XDP_PASS; /* includes later fragments: their ports are unknown */
+
+	__u32 zero = 0;
+	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return XDP_ABORTED;
+
+	if (proxy) {
+		/* Most edges block nobody: skip the trie lookup then. The block
+		 * list (token failures at the proxy) covers the proxy's ports
+		 * alone: a blocked source still reaches every other service of
+		 * the node, the config bus included. */
+		if (cfg->block_count != 0 && is_blocked(p))
+			return verdict(REASON_BLOCKED);
+		/* SYN without ACK, unfragmented */
+		if (syn_rate != 0 && !p->frag && (p->tcp_flags & 0x12) == 0x02 && syn_over_limit(p))
+			return verdict(REASON_SYNFLOOD);
+		return verdict(REASON_OK);
+	}
+
+	/* A first fragment to the bus: the bus never needs fragments, and the
+	 * later ones cannot reassemble into a datagram once this is gone. */
+	if (p->frag)
+		return verdict(REASON_FRAGMENT);
+	if (p->l3_bad)
+		return verdict(REASON_MALFORMED);
+	int ulen = udp_len(data, data_end, p);
+	if (ulen < 0)
+		return verdict(REASON_MALFORMED);
+	if (!is_allowed(p, cfg))
+		return verdict(REASON_SOURCE);
+	return check_bus_datagram(ctx, p->l4off + sizeof(struct udphdr), cfg, ulen - sizeof(struct udphdr));
+}
+
+#define FAST_L3 14       /* Ethernet, no VLAN tag */
+#define FAST_L4 (14 + 20) /* IPv4 without options */
+
+/* bus_fast is judge for a bus datagram in the fast section's shape: the
+ * same checks in the same order, every offset a constant. */
+static __always_inline int bus_fast(struct xdp_md *ctx, void *data, void *data_end, struct iphdr *ip)
+{
+	__u32 zero = 0;
+	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return XDP_ABORTED;
+	__u32 saddr = ip->saddr; /* the block list is the proxy's alone: not checked here */
+	/* What Linux drops (parse.h): total length, UDP length. */
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	if (tot < 20 || tot > (__u32)(data_end - (void *)ip))
+		return verdict(REASON_MALFORMED);
+	__u8 *udp = data + FAST_L4;
+	__u32 ulen = ((__u32)udp[4] << 8) | udp[5];
+	if (ulen < 8 || ulen > tot - 20)
+		return verdict(REASON_MALFORMED);
+	if (!is_allowed4(saddr, cfg))
+		return verdict(REASON_SOURCE);
+	__u32 len = ulen - 8;
+	const __u8 *d = data + FAST_L4 + 8;
+	if (len == MIN_DATAGRAM && (void *)(d + MIN_DATAGRAM) <= data_end) {
+		int r = small_datagram_reason(d, cfg);
+		if (r != REASON_OK)
+			return verdict(r);
+		return bus_pass(be32_at(d + 1), data_end - data);
+	}
+	return check_bus_datagram(ctx, FAST_L4 + 8, cfg, len);
 }
 
 SEC("xdp")
@@ -203,45 +309,52 @@ int regedge_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+
+	/*
+	 * The fast section, Katran's shape: the common frame (Ethernet,
+	 * IPv4 without options, not a fragment) read at fixed offsets. What is
+	 * not ours passes after a few compares, with no map access and no
+	 * struct to fill; ours goes to judge with the parse done. Every other
+	 * shape takes the general parser below.
+	 */
+	if (data + FAST_L4 + 14 <= data_end) {
+		struct ethhdr *eth = data;
+		struct iphdr *ip = data + FAST_L3;
+		__u8 *l4 = data + FAST_L4;
+		if (eth->h_proto == bpf_htons(ETH_P_IP) && *(__u8 *)ip == 0x45 &&
+		    (ip->frag_off & bpf_htons(IP_MF | IP_OFFMASK)) == 0) {
+			__u16 dport = ((__u16)l4[2] << 8) | l4[3];
+			__u8 proto = ip->protocol;
+			if (proto == IPPROTO_UDP) {
+				if (dport != bus_port)
+					return XDP_PASS;
+				return bus_fast(ctx, data, data_end, ip);
+			}
+			if (proto != IPPROTO_TCP || !is_proxy_port(dport))
+				return XDP_PASS;
+			__u32 tot = bpf_ntohs(ip->tot_len);
+			struct pkt p = {
+				.family = 4,
+				.l4proto = proto,
+				.has_ports = 1,
+				.ihl = 5,
+				.tcp_flags = l4[13],
+				.sport = ((__u16)l4[0] << 8) | l4[1],
+				.dport = dport,
+				.l3off = FAST_L3,
+				.l4off = FAST_L4,
+			};
+			p.saddr[0] = ip->saddr;
+			if (tot < 20 || tot > (__u32)(data_end - (void *)ip))
+				p.l3_bad = 1;
+			else
+				p.l4len = tot - 20;
+			return judge(ctx, data, data_end, &p);
+		}
+	}
+
 	struct pkt p = {};
-
-	int pr = parse_packet(data, data_end, &p);
-	if (pr == PARSE_NOT_IP)
-		return verdict(REASON_OK);
-	if (pr != PARSE_OK)
-		return verdict(REASON_MALFORMED);
-
-	__u32 zero = 0;
-	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
-	if (!cfg)
-		return XDP_ABORTED;
-	/* Most edges block nobody: skip the trie lookup then. The block list
-	 * (token failures at the proxy) covers the proxy's ports alone: a
-	 * blocked source still reaches every other service of the node. */
-	if (cfg->block_count != 0 && p.l4proto == IPPROTO_TCP && p.has_ports && is_proxy_port(p.dport) &&
-	    is_blocked(&p))
-		return verdict(REASON_BLOCKED);
-
-	if (p.frag) {
-		/* A first fragment shows its ports; later ones cannot reassemble
-		 * into a bus datagram once the first is gone. */
-		if (p.frag_first && p.has_ports && p.l4proto == IPPROTO_UDP && p.dport == bus_port)
-			return verdict(REASON_FRAGMENT);
-		return verdict(REASON_OK);
-	}
-
-	if (p.l4proto == IPPROTO_TCP) {
-		/* SYN without ACK to a proxy port */
-		if (syn_rate != 0 && (p.tcp_flags & 0x12) == 0x02 && is_proxy_port(p.dport) &&
-		    syn_over_limit(&p))
-			return verdict(REASON_SYNFLOOD);
-		return verdict(REASON_OK);
-	}
-
-	if (p.l4proto == IPPROTO_UDP && p.dport == bus_port) {
-		if (!is_allowed(&p, cfg))
-			return verdict(REASON_SOURCE);
-		return check_bus_datagram(ctx, &p, cfg);
-	}
-	return verdict(REASON_OK);
+	if (parse_packet(data, data_end, &p) != PARSE_OK)
+		return XDP_PASS; /* not IP, or no ports to be found: not ours */
+	return judge(ctx, data, data_end, &p);
 }

@@ -97,7 +97,7 @@ func TestKubernetesManifestsDecodeStrictly(t *testing.T) {
 	// The ConfigMap's file is accepted by the agent's own loader, with the
 	// environment the DaemonSet gives it.
 	c := loadConfig(t, core.configFile(t), agentEnv(t, &ds.Spec.Template.Spec.Containers[0], "10.1.2.3"))
-	if c.Admin.Listen != "10.1.2.3:9873" || c.Agent.BPFFS != "/sys/fs/bpf" || c.Agent.StateFile != "/var/lib/regedge/state" {
+	if c.Admin.Listen != "10.1.2.3:9873" || c.Agent.BPFFS != "/sys/fs/bpf" || c.Agent.StateFile != "/var/lib/regedge/state" || !c.Agent.SkLookup {
 		t.Errorf("config %+v %+v", c.Admin, c.Agent)
 	}
 	if len(c.Tokens.PublicKeys) != 1 || c.Tokens.PublicKeys[0] != "/etc/regedge/keys/edge.pub" {

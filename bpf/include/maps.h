@@ -17,6 +17,7 @@
 #define MAX_PROXY_PORTS 4
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
+#define DIR_BUS 2 /* ingress too: valid bus datagrams, whose passes are counted here only */
 
 struct lpm_v4 {
 	__u32 prefixlen;
@@ -43,7 +44,7 @@ struct syn_bucket {
 
 struct registry_key {
 	__u32 hash;
-	__u32 dir; /* DIR_INGRESS, DIR_EGRESS */
+	__u32 dir; /* DIR_INGRESS, DIR_EGRESS, DIR_BUS */
 };
 
 struct registry_counters {
@@ -51,11 +52,13 @@ struct registry_counters {
 	__u64 bytes;
 };
 
-/* Per-reason counters of one hook; index 0 counts passed packets. */
+/* Per-reason counters of one hook; index 0 counts passed packets. The key's
+ * type puts enum regedge_reason into the object's BTF, from which bpf2go
+ * generates the Go constants (gen.go: -type regedge_reason). */
 struct stats_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, REASON_MAX);
-	__type(key, __u32);
+	__type(key, enum regedge_reason);
 	__type(value, __u64);
 };
 
@@ -90,9 +93,9 @@ struct {
 	__type(value, struct registry_slot);
 } registry_slots SEC(".maps");
 
-static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 bytes)
+static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes)
 {
-	__u32 slot = ((hash ^ (dir << 31)) * 2654435761u) >> 24; /* Fibonacci hashing */
+	__u32 slot = ((hash ^ (dir << 29)) * 2654435761u) >> 24; /* Fibonacci hashing */
 	struct registry_slot *s = bpf_map_lookup_elem(&registry_slots, &slot);
 	if (s) {
 		if (s->packets == 0) {
@@ -100,7 +103,7 @@ static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 bytes)
 			s->dir = dir;
 		}
 		if (s->hash == hash && s->dir == dir) {
-			s->packets += 1;
+			s->packets += packets;
 			s->bytes += bytes;
 			return;
 		}
@@ -108,11 +111,11 @@ static __always_inline void count_registry(__u32 hash, __u32 dir, __u64 bytes)
 	struct registry_key k = {.hash = hash, .dir = dir};
 	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);
 	if (c) {
-		c->packets += 1;
+		c->packets += packets;
 		c->bytes += bytes;
 		return;
 	}
-	struct registry_counters nc = {.packets = 1, .bytes = bytes};
+	struct registry_counters nc = {.packets = packets, .bytes = bytes};
 	bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST);
 }
 

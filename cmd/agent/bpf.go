@@ -55,8 +55,8 @@ func newBPFCmd() *cobra.Command {
 		Use:   "detach [--interface IF]...",
 		Short: "Remove all of regedge's kernel state: links, programs, maps",
 		Long: `Remove every pinned link (detaching its program) and every pinned map
-under bpffs, and any netlink/clsact fallback attachment on the configured
-interfaces. Packets are no longer judged in the kernel afterwards.`,
+under bpffs, and any clsact fallback attachment (kernels without TCX) on the
+configured interfaces. Packets are no longer judged in the kernel afterwards.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, fs, err := resolve()

@@ -54,7 +54,7 @@ func TestBPFStatusAndDetach(t *testing.T) {
 	}
 	for _, want := range []string{
 		"xdp-" + h.IfB, "tcx-ingress-" + h.IfB, "regedge_xdp", "regedge_tc_ingress",
-		"xdp_stats", "registry_stats", "flow_tags", "total", "xdp   pass",
+		"xdp_stats", "registry_stats", "sock_registry", "total", "xdp   pass",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

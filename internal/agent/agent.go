@@ -18,9 +18,11 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -147,16 +149,13 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	if err := a.openDatapath(); err != nil {
 		return nil, err
 	}
-	var kernel state.Kernel
-	if a.dp != nil {
-		kernel = a.dp.Objects
-	}
+	// The kernel keeps no copy of the state: it accounts connections by
+	// the hash the proxy gives each socket (userproxy Config.Kernel).
 	store, err := state.Open(state.Options{
 		Initial:  cfg.State(),
 		Versions: codec.NewVersionSet(cfg.Config.Version),
 		File:     cfg.Agent.StateFile,
 		Source:   state.StateSource(cfg.Agent.StateSource),
-		Kernel:   kernel,
 		Log:      log,
 	})
 	if err != nil {
@@ -331,19 +330,25 @@ func (a *Agent) openDatapath() error {
 	opts := loader.DefaultOptions()
 	opts.BusPort = uint16(cfg.Bus.Port)
 	opts.ProxyPorts = []uint16{uint16(cfg.Proxy.ListenPort)}
+	// The settings go in before the programs are attached or swapped in:
+	// a restart never runs the programs with a half-written config.
 	dp, err := loader.Open(loader.Config{
 		Options: opts, BPFFS: cfg.Agent.BPFFS, Interfaces: cfg.Agent.Interfaces,
 		XDPGeneric: cfg.Agent.XDPMode == "generic",
+		Settings: &loader.Settings{Versions: codec.NewVersionSet(cfg.Config.Version), Allow: cfg.AllowPrefixes(),
+			RequireSigned: len(a.busKeys) > 0},
+		SkLookup: cfg.Agent.SkLookup,
 	})
-	if err == nil {
-		err = errors.Join(dp.SetVersions(codec.NewVersionSet(cfg.Config.Version)), dp.SetAllow(cfg.AllowPrefixes()),
-			dp.SetRequireSigned(len(a.busKeys) > 0))
-		if err != nil {
+	if err == nil && cfg.Agent.SkLookup {
+		if err = dp.SetSteering(a.steering()); err != nil {
 			err = errors.Join(err, dp.Close())
 		}
 	}
 	if err != nil {
-		a.bpfReason = loader.Explain(err)
+		a.bpfReason = loader.Explain(err) // one line, for /health and the log
+		if vlog := loader.VerifierLog(err); vlog != "" {
+			a.log.Debug("kernel datapath: the verifier's log", "err", err.Error(), "log", vlog)
+		}
 		if cfg.Agent.BPF == "required" {
 			return fmt.Errorf("%w: %s", ErrBPFRequired, a.bpfReason)
 		}
@@ -355,6 +360,112 @@ func (a *Agent) openDatapath() error {
 		a.clearBlockList()
 	}
 	return nil
+}
+
+// steering is what sk_lookup sends to this agent's sockets: everything its
+// listeners are bound to (a listener on port 0 cannot be steered).
+func (a *Agent) steering() []loader.Destination {
+	cfg := a.cfg
+	var out []loader.Destination
+	for _, s := range []struct {
+		svc  loader.Service
+		host string
+		port int
+		udp  bool
+	}{
+		{loader.ServiceProxy, cfg.Proxy.ListenHost, cfg.Proxy.ListenPort, false},
+		{loader.ServiceWebSocket, cfg.WebSocket.Hostname, cfg.WebSocket.Port, false},
+		{loader.ServiceBus, busSteerHost(cfg.Bus.ListenHost), cfg.Bus.Port, true},
+	} {
+		if s.port == 0 || (a.proxyOnly && s.svc != loader.ServiceProxy) {
+			continue
+		}
+		ds, err := loader.SteerFor(s.svc, s.host, uint16(s.port), s.udp)
+		if err != nil {
+			a.log.Warn("not steered", "service", s.svc.String(), "err", err)
+			continue
+		}
+		out = append(out, ds...)
+	}
+	return out
+}
+
+// busSteerHost is the host the bus is steered for: its default binding
+// (0.0.0.0 or ::) is one dual-stack socket (busNetwork), so every address.
+func busSteerHost(host string) string {
+	if host == "0.0.0.0" || host == "::" {
+		return ""
+	}
+	return host
+}
+
+// steered reports whether sk_lookup hands this agent's sockets over: the
+// datapath is attached with agent.skLookup.
+func (a *Agent) steered() bool { return a.dp != nil && a.cfg.Agent.SkLookup }
+
+// registerSockets puts this agent's listening sockets into the SOCKMAP:
+// from now on new connections (and bus datagrams) come here, and an agent
+// that ran before drains.
+func (a *Agent) registerSockets() error {
+	if !a.steered() {
+		return nil
+	}
+	socks := []struct {
+		svc loader.Service
+		c   any
+	}{{loader.ServiceProxy, a.proxyLn}, {loader.ServiceWebSocket, a.wsLn}, {loader.ServiceBus, a.busConn}}
+	for _, s := range socks {
+		sc, ok := s.c.(syscall.Conn)
+		if !ok || sc == nil || reflect.ValueOf(sc).IsNil() {
+			continue
+		}
+		if err := a.dp.RegisterSocket(s.svc, sc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handOver runs when the agent is told to stop, before it stops accepting.
+// When another agent has taken the programs over (a rollout), it waits for
+// that agent to register its sockets (the orchestrator may stop this one as
+// soon as the next answers /readyz, before it has), then lets the accept
+// queues empty: connections steered here before the switch are served, not
+// reset. Without a successor it returns at once: a plain stop.
+func (a *Agent) handOver(limit time.Duration) {
+	if !a.steered() {
+		return
+	}
+	ln, ok := a.proxyLn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		mine, err := a.dp.Registered(loader.ServiceProxy, ln)
+		if err != nil {
+			a.log.Warn("handover: cannot read the registered socket", "err", err)
+			return
+		}
+		if !mine {
+			break
+		}
+		superseded, err := a.dp.Superseded()
+		if err != nil || !superseded {
+			return // nobody to hand over to
+		}
+		if time.Now().After(deadline) {
+			a.log.Warn("handover: the next agent took the programs over but registered no socket in time; stopping anyway")
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.log.Info("handover: the next agent holds the sockets; draining what was queued here")
+	for _, l := range []net.Listener{a.proxyLn, a.wsLn} {
+		if l != nil {
+			waitAcceptQueueEmpty(l, time.Second)
+		}
+	}
 }
 
 func (a *Agent) closeDatapath() error {
@@ -508,22 +619,31 @@ func (a *Agent) Listen() error {
 		}
 		return err
 	}
-	ln, err := net.Listen("tcp", a.cfg.Admin.Listen)
+	// Plain TCP, not Go's default MPTCP: sk_lookup's SOCKMAP can hold it.
+	// With steering, every port is bound with SO_REUSEPORT: the next agent
+	// binds them while this one runs, and takes the steered ones over.
+	lc := loader.ListenConfig()
+	if a.steered() {
+		lc.Control = reusePort
+	}
+	ctx := context.Background()
+	ln, err := lc.Listen(ctx, "tcp", a.cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("agent: admin listener: %w", err)
 	}
 	opened = append(opened, ln)
 	if !a.proxyOnly {
 		wsAddr := net.JoinHostPort(a.cfg.WebSocket.Hostname, fmt.Sprint(a.cfg.WebSocket.Port))
-		wsLn, err := net.Listen("tcp", wsAddr)
+		wsLn, err := lc.Listen(ctx, "tcp", wsAddr)
 		if err != nil {
 			return fail(fmt.Errorf("agent: WebSocket listener on %s: %w", wsAddr, err))
 		}
 		opened = append(opened, wsLn)
-		bus, err := net.ListenUDP(busNetwork(a.cfg.Bus.ListenHost), net.UDPAddrFromAddrPort(a.busAddr()))
+		pc, err := lc.ListenPacket(ctx, busNetwork(a.cfg.Bus.ListenHost), a.busAddr().String())
 		if err != nil {
 			return fail(fmt.Errorf("agent: config bus on %s: %w", a.busAddr(), err))
 		}
+		bus := pc.(*net.UDPConn)
 		opened = append(opened, bus)
 		_ = bus.SetReadBuffer(4 << 20)
 		a.wsLn, a.busConn = wsLn, bus
@@ -531,10 +651,8 @@ func (a *Agent) Listen() error {
 	if err := a.listenFleet(); err != nil {
 		return fail(err)
 	}
-	// Plain TCP, not Go's default MPTCP: sk_lookup's SOCKMAP can hold it.
-	lc := loader.ListenConfig()
 	proxyAddr := net.JoinHostPort(a.cfg.Proxy.ListenHost, fmt.Sprint(a.cfg.Proxy.ListenPort))
-	proxyLn, err := lc.Listen(context.Background(), "tcp", proxyAddr)
+	proxyLn, err := lc.Listen(ctx, "tcp", proxyAddr)
 	if err != nil {
 		a.closeFleet()
 		return fail(fmt.Errorf("agent: proxy listener on %s: %w", proxyAddr, err))
@@ -632,7 +750,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 		ReadHeaderTimeout: a.cfg.Proxy.HeaderTimeout.Duration(), // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       proxyIdleTimeout,
-		ConnContext:       userproxy.ConnContext, // the kernel's flow tag is read once per connection
+		ConnContext:       userproxy.ConnContext, // per-connection state: the socket the kernel accounts
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 8)
@@ -734,18 +852,26 @@ func (a *Agent) Serve(ctx context.Context) error {
 	for _, n := range a.bpfNotes {
 		a.log.Info("kernel datapath note", "note", n)
 	}
-	a.ready.Store(true)
+	// Serving: take the steered connections (an agent before this one
+	// drains from now on).
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			runErr = fmt.Errorf("agent: listener stopped: %w", err)
+	if err := a.registerSockets(); err != nil {
+		runErr = fmt.Errorf("agent: %w", err)
+	} else {
+		a.ready.Store(true)
+		select {
+		case <-ctx.Done():
+		case err := <-errc:
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				runErr = fmt.Errorf("agent: listener stopped: %w", err)
+			}
 		}
 	}
 	a.ready.Store(false)
+	grace := time.Duration(a.cfg.Proxy.Grace) * time.Millisecond
+	a.handOver(min(grace/2, 10*time.Second))
 	stopServing()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.Proxy.Grace.Duration())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	// In-flight proxy requests finish (up to the grace period) before exit;
 	// what is left then is cut, logged and counted. A shutdown that was

@@ -290,6 +290,11 @@ type Agent struct {
 	// StateSource says which state wins at start: "file" (a persisted
 	// state, logged) or "config" (this file's "config" section).
 	StateSource string `json:"stateSource"`
+	// SkLookup steers new connections to the proxy (and WebSocket) ports
+	// and bus datagrams to the sockets this agent registered (sk_lookup),
+	// so that a new agent takes them over while the old one drains. Only
+	// with the kernel datapath attached.
+	SkLookup bool `json:"skLookup"`
 }
 
 // Fleet is the "fleet" section: revalidation hints between the edges of a

@@ -110,6 +110,7 @@ func TestEnvOverridesFile(t *testing.T) {
 		"UPSTREAM_PRIMARY": "http://127.0.0.1:8080", "REGEDGE_INTERFACES": "veth0, veth1",
 		"WS_HEARTBEAT_INTERVAL": "250", "REGEDGE_BPF": "off", "REGEDGE_BUS_PORT": "5874",
 		"REGEDGE_PROXY_FAST_PATH": "false", "REGEDGE_STATE_SOURCE": "config",
+		"REGEDGE_SK_LOOKUP": "false",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +136,9 @@ func TestEnvOverridesFile(t *testing.T) {
 	if c.Proxy.FastPath || !Default().Proxy.FastPath {
 		t.Fatalf("REGEDGE_PROXY_FAST_PATH=false: fastPath %v (default %v, want true)", c.Proxy.FastPath, Default().Proxy.FastPath)
 	}
+	if c.Agent.SkLookup || !Default().Agent.SkLookup {
+		t.Fatalf("REGEDGE_SK_LOOKUP=false: skLookup %v (default %v, want true)", c.Agent.SkLookup, Default().Agent.SkLookup)
+	}
 }
 
 func TestEnvErrorsNameTheVariable(t *testing.T) {
@@ -143,6 +147,7 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 		"BUN_CONFIG_VERSION": "300", "BUN_CONFIG_REGISTRY_HASH": "0xnothex", "UPSTREAM_PRIMARY": "ftp://x",
 		"UPSTREAMS": `[{"host":"a","bogus":1}]`, "WS_TIMEOUT": "soon", "REGEDGE_PROXY_FAST_PATH": "maybe",
 		"REGEDGE_STATE_SOURCE": "disk", "REGEDGE_LOG_LEVEL": "loud", "REGEDGE_LOG_ACCESS": "sample:0",
+		"REGEDGE_SK_LOOKUP": "sometimes",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load("", envOf(map[string]string{name: val}))

@@ -42,19 +42,27 @@ func (o *Objects) Block(prefix netip.Prefix, ttl time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("loader: block %v: %w", p, err)
 	}
-	return o.countBlocked()
+	return o.writeBlockCount()
 }
 
-// countBlocked tells XDP how many entries the block list has (it skips the
-// lookup when there are none) and writes the config.
-func (o *Objects) countBlocked() error {
+// countBlocked counts the block list's entries.
+func (o *Objects) countBlocked() (uint32, error) {
 	k4, err4 := mapKeys[xdpLpmV4](o.xdp.BlockV4)
 	k6, err6 := mapKeys[xdpLpmV6](o.xdp.BlockV6)
 	if err := errors.Join(err4, err6); err != nil {
-		return fmt.Errorf("loader: count the block list: %w", err)
+		return 0, fmt.Errorf("loader: count the block list: %w", err)
 	}
-	o.blockCount = uint32(len(k4) + len(k6))
-	return o.writeConfig()
+	return uint32(len(k4) + len(k6)), nil
+}
+
+// writeBlockCount tells XDP how many entries the block list has: it skips
+// the lookup when there are none.
+func (o *Objects) writeBlockCount() error {
+	n, err := o.countBlocked()
+	if err != nil {
+		return err
+	}
+	return o.updateConfig(func(c *xdpRegedgeCfg) { c.BlockCount = n })
 }
 
 // Unblock removes prefix from the block list.
@@ -71,7 +79,7 @@ func (o *Objects) Unblock(prefix netip.Prefix) error {
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("loader: unblock %v: %w", p, err)
 	}
-	return o.countBlocked()
+	return o.writeBlockCount()
 }
 
 // Blocked lists the block list; expired entries are removed on the way.

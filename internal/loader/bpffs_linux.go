@@ -30,10 +30,10 @@ func EnsureBPFFS(path string) (mounted bool, err error) {
 		return false, err
 	}
 	if err := os.MkdirAll(path, 0o700); err != nil {
-		return false, fmt.Errorf("%w at %s: create the mount point: %v", ErrNoBPFFS, path, err)
+		return false, fmt.Errorf("%w at %s: create the mount point: %w", ErrNoBPFFS, path, err)
 	}
 	if err := unix.Mount("bpf", path, "bpf", 0, "mode=0700"); err != nil {
-		return false, fmt.Errorf("%w at %s and mounting it failed (%v): run as root or mount it: mount -t bpf bpf %s",
+		return false, fmt.Errorf("%w at %s and mounting it failed (%w): run as root or mount it: mount -t bpf bpf %s",
 			ErrNoBPFFS, path, err, path)
 	}
 	return true, nil

@@ -34,7 +34,7 @@ regedge_kernel_drops_total{hook="xdp",reason="type"} 0
 regedge_kernel_drops_total{hook="xdp",reason="unsigned"} 0
 regedge_kernel_drops_total{hook="xdp",reason="value"} 0
 regedge_kernel_drops_total{hook="xdp",reason="version"} 0
-# HELP regedge_registry_packets_total Packets of valid bus datagrams and tagged proxy flows, by registry hash and direction.
+# HELP regedge_registry_packets_total Packets of valid bus datagrams and of proxy connections (counted by socket, GSO segments each), by registry hash and direction.
 # TYPE regedge_registry_packets_total counter
 regedge_registry_packets_total{direction="ingress",registry_hash="0xa1b2c3d4"} 2
 `

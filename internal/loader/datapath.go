@@ -29,12 +29,17 @@ type Config struct {
 	Interfaces []string // XDP and TC attach here
 	XDPGeneric bool     // generic (skb) XDP instead of native
 	SkLookup   bool     // attach sk_lookup in the caller's network namespace
+	// Settings, when set, are written before any program is attached or
+	// swapped in: the new programs never run with settings that are not
+	// this agent's. nil keeps the pinned settings (defaults on fresh maps).
+	Settings *Settings
 }
 
 // Datapath is the attached kernel half of the agent. Its maps and links are
 // pinned under BPFFS/regedge/LayoutVersion, so closing it (or the process
 // dying) leaves packets judged by the programs; Open by the next agent reuses
-// the maps and swaps the programs in the pinned links.
+// the maps and swaps the programs in the pinned links, while this one may
+// still run (a rollout): see Superseded.
 type Datapath struct {
 	*Objects
 	cfg   Config
@@ -42,6 +47,7 @@ type Datapath struct {
 	dir   string // root/LayoutVersion
 	lock  *os.File
 	links []namedLink
+	progs map[string]ebpf.ProgramID // what this datapath attached, by link name
 	// Notes say, in plain words, which fallbacks are in force.
 	Notes []string
 }
@@ -59,8 +65,11 @@ func PinRoot(bpffs string) string {
 	return filepath.Join(bpffs, "regedge")
 }
 
-// Open mounts bpffs if needed, takes the pin directory's lock, loads (or
-// reuses) the maps, and attaches (or updates) the programs.
+// Open mounts bpffs if needed, probes the kernel, loads (or reuses) the
+// maps, writes the settings and attaches (or updates) the programs, holding
+// the pin directory's lock while it does: two agents never open at once,
+// but an agent that has opened holds no lock, so the next one (a rollout,
+// or a restart that overlaps the old process) can take over while it runs.
 func Open(cfg Config) (*Datapath, error) {
 	if cfg.BPFFS == "" {
 		cfg.BPFFS = DefaultBPFFS
@@ -72,6 +81,9 @@ func Open(cfg Config) (*Datapath, error) {
 	} else if mounted {
 		d.Notes = append(d.Notes, fmt.Sprintf("bpffs was not mounted: mounted it at %s", cfg.BPFFS))
 	}
+	if err := Probe(); err != nil {
+		return nil, err
+	}
 	lock, err := lockDir(d.root)
 	if err != nil {
 		return nil, err
@@ -80,7 +92,28 @@ func Open(cfg Config) (*Datapath, error) {
 	if err := d.open(); err != nil {
 		return nil, errors.Join(err, d.closeAll())
 	}
+	d.lock = nil
+	if err := lock.Close(); err != nil { // releases the flock
+		return nil, errors.Join(fmt.Errorf("loader: release the lock: %w", err), d.closeAll())
+	}
 	return d, nil
+}
+
+// Superseded reports whether another agent has taken over: a pinned link
+// this datapath attached now runs another program (the next agent's Open
+// swapped its own in). The agent then leaves the kernel's settings alone
+// and hands its sockets over (docs/upgrade.md).
+func (d *Datapath) Superseded() (bool, error) {
+	for _, nl := range d.links {
+		info, err := nl.l.Info()
+		if err != nil {
+			return false, fmt.Errorf("loader: %s: %w", nl.name, err)
+		}
+		if info.Program != d.progs[nl.name] {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (d *Datapath) open() (err error) {
@@ -120,6 +153,21 @@ func (d *Datapath) open() (err error) {
 		return err
 	}
 	d.Objects = objs
+	if err := removeStaleMapPins(filepath.Join(target, "maps")); err != nil {
+		return err
+	}
+	switch {
+	case d.cfg.Settings != nil:
+		err = objs.Apply(*d.cfg.Settings)
+	case objs.fresh:
+		err = objs.writeDefaults()
+	}
+	if err != nil {
+		return err
+	}
+	if testHookBeforeAttach != nil {
+		testHookBeforeAttach(d)
+	}
 	if err := d.attachAll(filepath.Join(target, "links")); err != nil {
 		return err
 	}
@@ -130,6 +178,38 @@ func (d *Datapath) open() (err error) {
 	}
 	return nil
 }
+
+// removeStaleMapPins removes pins of maps this build does not have (an older
+// build's): an agent of that build still running keeps its maps through its
+// own fds; a rollback creates them again.
+func removeStaleMapPins(dir string) error {
+	known := map[string]bool{}
+	for _, specs := range []func() (*ebpf.CollectionSpec, error){loadXdp, loadTc, loadSklookup} {
+		spec, err := specs()
+		if err != nil {
+			return fmt.Errorf("loader: %w", err)
+		}
+		for name := range spec.Maps {
+			known[name] = true
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("loader: %w", err)
+	}
+	for _, e := range entries {
+		if !known[e.Name()] {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("loader: remove the stale pin %s: %w", e.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// testHookBeforeAttach, when set by a test, runs after the maps are loaded
+// and written and before any link is created or updated.
+var testHookBeforeAttach func(*Datapath)
 
 // attachAll makes the set of pinned links equal the configured one: new
 // attachments are created and pinned, existing pins get the new program, and
@@ -156,20 +236,46 @@ func (d *Datapath) attachAll(linkDir string) error {
 		}
 	}
 	names := make([]string, 0, len(want))
-	for name := range want {
+	d.progs = map[string]ebpf.ProgramID{}
+	for name, prog := range want {
 		names = append(names, name)
+		info, err := prog.Info()
+		if err != nil {
+			return fmt.Errorf("loader: %s: %w", name, err)
+		}
+		id, _ := info.ID()
+		d.progs[name] = id
 	}
 	slices.Sort(names)
 	for _, name := range names {
 		prog := want[name]
 		pin := filepath.Join(linkDir, name)
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-			if err := l.Update(prog); err != nil {
+			why, err := d.stale(name, l)
+			if err != nil {
 				l.Close()
-				return fmt.Errorf("loader: update %s to the new program: %w", name, err)
+				return err
 			}
-			d.links = append(d.links, namedLink{name, l})
-			continue
+			if why == "" {
+				err := l.Update(prog)
+				if err == nil {
+					d.links = append(d.links, namedLink{name, l})
+					continue
+				}
+				if !errors.Is(err, unix.ENOLINK) {
+					l.Close()
+					return fmt.Errorf("loader: update %s to the new program: %w", name, err)
+				}
+				why = "its link was severed"
+			}
+			// A link whose interface or namespace is gone cannot be updated
+			// and detaches nothing: unpin it and attach anew.
+			uerr := l.Unpin()
+			l.Close()
+			if uerr != nil {
+				return fmt.Errorf("loader: unpin the stale link %s: %w", name, uerr)
+			}
+			d.Notes = append(d.Notes, fmt.Sprintf("%s: %s: unpinned it and attached anew", name, why))
 		}
 		l, note, err := d.attach(name, prog)
 		if err != nil {
@@ -179,7 +285,7 @@ func (d *Datapath) attachAll(linkDir string) error {
 			d.Notes = append(d.Notes, note)
 		}
 		if l == nil {
-			continue // attached without a link (netlink fallback): nothing to pin
+			continue // attached without a link (clsact fallback): nothing to pin
 		}
 		if err := l.Pin(pin); err != nil {
 			l.Close()
@@ -190,6 +296,66 @@ func (d *Datapath) attachAll(linkDir string) error {
 	return nil
 }
 
+// stale says why a pinned link no longer attaches where its name says (""
+// when it does): its interface was deleted (the link is severed) or deleted
+// and re-created under a new index, or its network namespace is another.
+func (d *Datapath) stale(name string, l link.Link) (string, error) {
+	info, err := l.Info()
+	if err != nil {
+		return "", fmt.Errorf("loader: %s: %w", name, err)
+	}
+	if name == "sklookup-netns" {
+		ns := info.NetNs()
+		ino, err := threadNetnsInode()
+		if ns == nil || err != nil {
+			return "", err
+		}
+		if ns.NetnsInode != ino {
+			return "it attaches another network namespace", nil
+		}
+		return "", nil
+	}
+	var have uint32
+	switch {
+	case info.XDP() != nil:
+		have = info.XDP().Ifindex
+	case info.TCX() != nil:
+		have = info.TCX().Ifindex
+	default:
+		return "", nil
+	}
+	idx, err := ifindex(ifnameOf(name))
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case have == 0:
+		return "its interface was deleted (the link is severed)", nil
+	case int(have) != idx:
+		return fmt.Sprintf("it attaches interface index %d, %s is now %d (deleted and re-created)", have, ifnameOf(name), idx), nil
+	}
+	return "", nil
+}
+
+// ifnameOf is the interface of a link pin name: xdp-IF, tcx-ingress-IF,
+// tcx-egress-IF.
+func ifnameOf(name string) string {
+	kind, rest, _ := strings.Cut(name, "-")
+	if kind == "tcx" {
+		_, rest, _ = strings.Cut(rest, "-")
+	}
+	return rest
+}
+
+// threadNetnsInode is the inode of this thread's network namespace.
+func threadNetnsInode() (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("loader: network namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
+}
+
 // attach creates one attachment by its pin name.
 func (d *Datapath) attach(name string, prog *ebpf.Program) (link.Link, string, error) {
 	if name == "sklookup-netns" {
@@ -198,19 +364,21 @@ func (d *Datapath) attach(name string, prog *ebpf.Program) (link.Link, string, e
 			return nil, "", fmt.Errorf("loader: sk_lookup: %w", err)
 		}
 		defer ns.Close()
+		if err := checkSkLookupFree(int(ns.Fd())); err != nil {
+			return nil, "", err
+		}
 		l, err := link.AttachNetNs(int(ns.Fd()), prog)
 		if err != nil {
 			return nil, "", fmt.Errorf("loader: attach sk_lookup: %w", err)
 		}
 		return l, "", nil
 	}
-	kind, ifname, _ := strings.Cut(name, "-")
+	kind, rest, _ := strings.Cut(name, "-")
 	if kind == "tcx" {
-		var dir string
-		dir, ifname, _ = strings.Cut(ifname, "-")
-		return attachTC(ifname, dir == "ingress", prog)
+		dir, _, _ := strings.Cut(rest, "-")
+		return attachTC(ifnameOf(name), dir == "ingress", prog)
 	}
-	return attachXDP(ifname, d.cfg.XDPGeneric, prog)
+	return attachXDP(ifnameOf(name), d.cfg.XDPGeneric, prog)
 }
 
 func ifindex(ifname string) (int, error) {
@@ -234,9 +402,9 @@ func attachXDP(ifname string, generic bool, prog *ebpf.Program) (link.Link, stri
 	if err == nil {
 		return l, "", nil
 	}
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		if nerr := netlinkXDP(idx, prog, generic); nerr == nil {
-			return nil, fmt.Sprintf("XDP on %s attached through netlink: this kernel has no XDP bpf_link, so it is not pinned", ifname), nil
+	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+		if herr := xdpHolder(ifname, idx); herr != nil {
+			return nil, "", fmt.Errorf("loader: attach XDP to %s: %w", ifname, herr)
 		}
 	}
 	mode := "native"
@@ -254,6 +422,9 @@ func attachTC(ifname string, ingress bool, prog *ebpf.Program) (link.Link, strin
 	at := ebpf.AttachTCXEgress
 	if ingress {
 		at = ebpf.AttachTCXIngress
+	}
+	if err := checkTCXFree(ifname, idx, at); err != nil {
+		return nil, "", fmt.Errorf("loader: attach TC to %s: %w", ifname, err)
 	}
 	l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: prog, Attach: at})
 	if err == nil {
@@ -305,6 +476,18 @@ func (d *Datapath) closeAll() error {
 	return errors.Join(errs...)
 }
 
+// DropLink forgets the attachment of that pin name after its pin was
+// removed by hand (tests that want TC without XDP): closing it detaches.
+func (d *Datapath) DropLink(name string) {
+	for i, nl := range d.links {
+		if nl.name == name {
+			nl.l.Close()
+			d.links = append(d.links[:i], d.links[i+1:]...)
+			return
+		}
+	}
+}
+
 // Links lists the attachments this datapath holds, by pin name.
 func (d *Datapath) Links() []string {
 	out := make([]string, 0, len(d.links))
@@ -316,7 +499,7 @@ func (d *Datapath) Links() []string {
 
 // Detach removes all of regedge's kernel state under bpffs: every pinned
 // link is unpinned (detaching its program), every map pin removed, and
-// netlink/clsact fallbacks on the given interfaces are removed.
+// clsact fallbacks on the given interfaces are removed.
 func Detach(bpffs string, interfaces []string) error {
 	root := PinRoot(bpffs)
 	if ok, err := IsBPFFS(filepath.Dir(root)); err != nil || !ok {
@@ -346,7 +529,7 @@ func Detach(bpffs string, interfaces []string) error {
 }
 
 // lockDir takes an exclusive flock on dir (created if missing), waiting up
-// to 10 s for another agent or `regedge bpf detach` to finish.
+// to 10 s for another agent's Open or `regedge bpf detach` to finish.
 func lockDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("loader: %w", err)
@@ -363,7 +546,7 @@ func lockDir(dir string) (*os.File, error) {
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("loader: lock %s (is another regedge agent running?): %w", dir, err)
+			return nil, fmt.Errorf("loader: lock %s (another regedge agent is opening, or a detach runs): %w", dir, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -114,3 +114,9 @@ func mapKeys[K comparable](m *ebpf.Map) ([]K, error) {
 	}
 	return keys, err
 }
+
+// nativeU32 reads 4 network-order bytes as the kernel stores them in a
+// __u32 field of a struct (memory order), on a little-endian host.
+func nativeU32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}

@@ -29,5 +29,14 @@ func clsactAttach(int, bool, *ebpf.Program) error { return ErrNeedsLinux }
 
 func removeFallbacks(int) error { return ErrNeedsLinux }
 
+// RegisterSocket has no SOCKMAP to put the socket in off Linux.
+func (o *Objects) RegisterSocket(Service, syscall.Conn) error { return ErrNeedsLinux }
+
 // RegisterProxySocket has no SOCKMAP to put the socket in off Linux.
 func (o *Objects) RegisterProxySocket(syscall.Conn) error { return ErrNeedsLinux }
+
+// Registered has no SOCKMAP to look in off Linux.
+func (o *Objects) Registered(Service, syscall.Conn) (bool, error) { return false, ErrNeedsLinux }
+
+// lacksPerfmon: there are no Linux capabilities to read off Linux.
+func lacksPerfmon() bool { return false }

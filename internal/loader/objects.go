@@ -31,7 +31,6 @@ type Options struct {
 	RegistryEntries uint32
 	BlockEntries    uint32
 	SynEntries      uint32
-	FlowEntries     uint32
 }
 
 // DefaultOptions are the seed's ports with the SYN guard off.
@@ -60,11 +59,9 @@ type Objects struct {
 	tc  tcObjects
 	sk  sklookupObjects
 
-	versions      codec.VersionSet
-	own           codec.State
-	blockCount    uint32
-	allow         []netip.Prefix // canonical
-	requireSigned bool
+	// fresh: config_map was never written (new maps); the programs must
+	// not be attached before it is.
+	fresh bool
 }
 
 // cfgRequireTrailer is CFG_REQUIRE_TRAILER of bpf/include/protocol.h.
@@ -95,6 +92,11 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	resize(xdpMapBlockV4, opts.BlockEntries)
 	resize(xdpMapBlockV6, opts.BlockEntries)
 	resize(xdpMapSynBuckets, opts.SynEntries)
+	if opts.SynRate == 0 {
+		// The guard is off: its buckets are never touched, so they get no
+		// memory (an LRU hash preallocates all of its entries: 6 MiB).
+		spec.Maps[xdpMapSynBuckets].MaxEntries = 1
+	}
 	return spec, nil
 }
 
@@ -111,28 +113,36 @@ func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	if opts.RegistryEntries != 0 {
 		spec.Maps[tcMapRegistryStats].MaxEntries = opts.RegistryEntries
 	}
-	if opts.FlowEntries != 0 {
-		spec.Maps[tcMapFlowTags].MaxEntries = opts.FlowEntries
-	}
 	return spec, nil
-}
-
-func loadErr(what string, err error) error {
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		return fmt.Errorf("loader: verifier rejected the %s program: %+v", what, ve)
-	}
-	return fmt.Errorf("loader: load %s objects: %w", what, err)
 }
 
 // Load loads the programs and maps into the kernel without attaching or
 // pinning them, with config versions {1} and an empty allow-list.
-func Load(opts Options) (*Objects, error) { return load(opts, "") }
+func Load(opts Options) (*Objects, error) {
+	o, err := load(opts, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := o.writeDefaults(); err != nil { // fresh maps, nothing attached
+		return nil, errors.Join(err, o.Close())
+	}
+	return o, nil
+}
+
+// Settings are the runtime values of config_map and the allow-list tries.
+type Settings struct {
+	Versions codec.VersionSet
+	Allow    []netip.Prefix // bus sources; empty: nobody
+	// RequireSigned: the agent has bus public keys (SetRequireSigned).
+	RequireSigned bool
+}
 
 // load loads the objects; with pinDir set, every map is pinned there by name
 // and a map already pinned there (by an earlier agent) is reused, so its
-// contents survive a restart.
-func load(opts Options, pinDir string) (*Objects, error) {
+// contents survive a restart. load never writes a map: with reused maps the
+// live settings (in use by the programs attached now) are read back, and
+// fresh reports that there were none.
+func load(opts Options, pinDir string) (o *Objects, err error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -146,7 +156,7 @@ func load(opts Options, pinDir string) (*Objects, error) {
 	}
 	sspec, err := loadSklookup()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("loader: sk_lookup spec: %w", err)
 	}
 	var mapOpts ebpf.MapOptions
 	if pinDir != "" {
@@ -163,7 +173,7 @@ func load(opts Options, pinDir string) (*Objects, error) {
 		tspec.Maps[tcMapRegistrySlots].Pinning = ebpf.PinNone
 		tspec.Maps[tcMapConfigMap].Pinning = ebpf.PinNone
 	}
-	o := &Objects{versions: codec.DefaultVersions, own: codec.DefaultState()}
+	o = &Objects{}
 	if err := xspec.LoadAndAssign(&o.xdp, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
 		return nil, loadErr("XDP", err)
 	}
@@ -178,21 +188,39 @@ func load(opts Options, pinDir string) (*Objects, error) {
 	if err := sspec.LoadAndAssign(&o.sk, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
 		return nil, errors.Join(loadErr("sk_lookup", err), o.tc.Close(), o.xdp.Close())
 	}
-	if pinDir != "" {
-		// A reused config_map holds the previous agent's settings; they are
-		// rewritten by the caller's SetVersions/SetOwnState.
-		var prev xdpRegedgeCfg
-		if err := o.xdp.ConfigMap.Lookup(uint32(0), &prev); err == nil && prev.Versions != (codec.VersionSet{}) {
-			o.versions = prev.Versions
-			if s, err := codec.StateFromBytes([codec.StateSize]byte(prev.Own[:codec.StateSize])); err == nil {
-				o.own = s
-			}
-		}
-	}
-	if err := o.countBlocked(); err != nil {
+	if err := o.readBack(); err != nil {
 		return nil, errors.Join(err, o.Close())
 	}
 	return o, nil
+}
+
+// readBack tells a reused config_map from a fresh one: one that was never
+// written accepts no version at all.
+func (o *Objects) readBack() error {
+	var prev xdpRegedgeCfg
+	if err := o.xdp.ConfigMap.Lookup(uint32(0), &prev); err != nil {
+		return fmt.Errorf("loader: read config_map: %w", err)
+	}
+	o.fresh = prev.Versions == (codec.VersionSet{})
+	return nil
+}
+
+// Apply writes settings: the allow-list tries, then config_map in one
+// update, so the programs see either the old settings or the new ones.
+func (o *Objects) Apply(s Settings) error {
+	canon, err := o.setAllowTries(s.Allow)
+	if err != nil {
+		return err
+	}
+	if err := o.updateConfig(func(c *xdpRegedgeCfg) {
+		c.Versions = s.Versions
+		fillAllow(c, canon)
+		setFlag(c, cfgRequireTrailer, s.RequireSigned)
+	}); err != nil {
+		return err
+	}
+	o.fresh = false
+	return nil
 }
 
 // Close releases the objects (pinned ones stay in bpffs).
@@ -207,38 +235,18 @@ func (o *Objects) TCEgress() *ebpf.Program  { return o.tc.RegedgeTcEgress }
 
 // SetVersions replaces the set of config versions the kernel accepts.
 func (o *Objects) SetVersions(vs codec.VersionSet) error {
-	old := o.versions
-	o.versions = vs
-	if err := o.writeConfig(); err != nil {
-		o.versions = old
-		return err
-	}
-	return nil
+	return o.updateConfig(func(c *xdpRegedgeCfg) { c.Versions = vs })
 }
 
-// SetOwnState tells the kernel the agent's own state: what a request
-// without config headers is given.
-func (o *Objects) SetOwnState(s codec.State) error {
-	if err := s.Validate(); err != nil {
-		return fmt.Errorf("loader: own state: %w", err)
+// updateConfig changes the fields f sets and nothing else: config_map is
+// read, changed and written back. Two agents share it while one takes over
+// from the other; neither may write back the other's fields from memory.
+func (o *Objects) updateConfig(f func(*xdpRegedgeCfg)) error {
+	var cfg xdpRegedgeCfg
+	if err := o.xdp.ConfigMap.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("loader: read config_map: %w", err)
 	}
-	old := o.own
-	o.own = s
-	if err := o.writeConfig(); err != nil {
-		o.own = old
-		return err
-	}
-	return nil
-}
-
-func (o *Objects) writeConfig() error {
-	cfg := xdpRegedgeCfg{Versions: o.versions, BlockCount: o.blockCount}
-	if o.requireSigned {
-		cfg.Flags |= cfgRequireTrailer
-	}
-	o.fillAllow(&cfg)
-	b := o.own.Bytes()
-	copy(cfg.Own[:], b[:])
+	f(&cfg)
 	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("loader: write config_map: %w", err)
 	}
@@ -248,42 +256,64 @@ func (o *Objects) writeConfig() error {
 // SetRequireSigned says whether the agent has bus public keys: then XDP
 // drops a bus datagram without a signature trailer (docs/protocol.md §3.1a) as
 // ReasonUnsigned once it has passed every other check. The signature itself
-// is checked in userspace.
+// is checked in userspace. Only the flag is changed (updateConfig).
 func (o *Objects) SetRequireSigned(on bool) error {
-	old := o.requireSigned
-	o.requireSigned = on
-	if err := o.writeConfig(); err != nil {
-		o.requireSigned = old
+	return o.updateConfig(func(c *xdpRegedgeCfg) { setFlag(c, cfgRequireTrailer, on) })
+}
+
+func setFlag(c *xdpRegedgeCfg, flag uint32, on bool) {
+	if on {
+		c.Flags |= flag
+	} else {
+		c.Flags &^= flag
+	}
+}
+
+// writeDefaults fills a fresh config_map: version 1, nobody allowed on the
+// bus, and the block list's size.
+func (o *Objects) writeDefaults() error {
+	n, err := o.countBlocked()
+	if err != nil {
 		return err
 	}
-	return nil
+	return o.updateConfig(func(c *xdpRegedgeCfg) {
+		*c = xdpRegedgeCfg{Versions: codec.DefaultVersions, BlockCount: n}
+		fillAllow(c, nil)
+	})
 }
 
 // SetAllow replaces the bus source allow-list with prefixes. The tries
 // always hold the list; a short list is also written into config_map, where
 // XDP checks it in a few compares instead of a trie lookup.
 func (o *Objects) SetAllow(prefixes []netip.Prefix) error {
+	canon, err := o.setAllowTries(prefixes)
+	if err != nil {
+		return err
+	}
+	return o.updateConfig(func(c *xdpRegedgeCfg) { fillAllow(c, canon) })
+}
+
+func (o *Objects) setAllowTries(prefixes []netip.Prefix) ([]netip.Prefix, error) {
 	canon := make([]netip.Prefix, 0, len(prefixes))
 	for _, p := range prefixes {
 		c, err := canonical(p)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		canon = append(canon, c)
 	}
 	if err := replaceLPM(o.xdp.AllowV4, o.xdp.AllowV6, canon, func() any { v := uint8(1); return &v }); err != nil {
-		return err
+		return nil, err
 	}
-	o.allow = canon
-	return o.writeConfig()
+	return canon, nil
 }
 
 const allowUseTrie = 0xffffffff
 
 // fillAllow writes the short-list form of the allow-list into cfg.
-func (o *Objects) fillAllow(cfg *xdpRegedgeCfg) {
+func fillAllow(cfg *xdpRegedgeCfg, allow []netip.Prefix) {
 	var v4, v6 []netip.Prefix
-	for _, p := range o.allow {
+	for _, p := range allow {
 		if p.Addr().Is4() {
 			v4 = append(v4, p)
 		} else {
@@ -291,6 +321,8 @@ func (o *Objects) fillAllow(cfg *xdpRegedgeCfg) {
 		}
 	}
 	cfg.Allow4N, cfg.Allow6N = allowUseTrie, allowUseTrie
+	clear(cfg.Allow4[:])
+	clear(cfg.Allow6[:])
 	if len(v4) <= len(cfg.Allow4) {
 		cfg.Allow4N = uint32(len(v4))
 		for i, p := range v4 {
@@ -319,9 +351,27 @@ func maskBytes(bits, size int) []byte {
 }
 
 // Counters returns the per-reason counters of the XDP hook, summed over CPUs.
-// Index ReasonOK counts passed packets.
+// Index ReasonOK counts passed packets: those of xdp_stats and the valid
+// bus datagrams, which XDP counts only in their registry's counters.
 func (o *Objects) Counters() ([NumReasons]uint64, error) {
-	return sumStats(o.xdp.XdpStats)
+	return xdpCounters(o.xdp.XdpStats, o.xdp.RegistrySlots, o.xdp.RegistryStats)
+}
+
+func xdpCounters(stats, slots, registry *ebpf.Map) ([NumReasons]uint64, error) {
+	out, err := sumStats(stats)
+	if err != nil {
+		return out, err
+	}
+	bus, err := readRegistry(slots, registry)
+	if err != nil {
+		return out, err
+	}
+	for k, c := range bus {
+		if k.dir == dirBus {
+			out[ReasonOK] += c.Packets
+		}
+	}
+	return out, nil
 }
 
 // TCCounters returns the TC hook's counters (it drops nothing: index
@@ -333,7 +383,7 @@ func (o *Objects) TCCounters() ([NumReasons]uint64, error) {
 func sumStats(m *ebpf.Map) ([NumReasons]uint64, error) {
 	var out [NumReasons]uint64
 	var perCPU []uint64
-	for i := uint32(0); i < NumReasons; i++ {
+	for i := Reason(0); i < NumReasons; i++ {
 		if err := m.Lookup(i, &perCPU); err != nil {
 			return out, fmt.Errorf("loader: read %s[%d]: %w", m, i, err)
 		}
@@ -358,31 +408,36 @@ func (o *Objects) RegistryCounters() ([]RegistryCounter, error) {
 	return registryCounters(o.xdp.RegistrySlots, o.xdp.RegistryStats)
 }
 
-func registryCounters(slots, stats *ebpf.Map) ([]RegistryCounter, error) {
-	type key struct {
-		hash   uint32
-		egress bool
-	}
-	sum := map[key]*RegistryCounter{}
-	add := func(hash uint32, dir uint32, packets, bytes uint64) {
-		k := key{hash, dir == 1}
+// The dir of a registry key: bpf/include/maps.h.
+const (
+	dirIngress = 0
+	dirEgress  = 1
+	dirBus     = 2 // ingress: valid bus datagrams
+)
+
+type registryKey struct{ hash, dir uint32 }
+
+// readRegistry sums the registry counters over CPUs and over the slot
+// cache and the hash map that back them, by hash and dir.
+func readRegistry(slots, stats *ebpf.Map) (map[registryKey]*RegistryCounter, error) {
+	sum := map[registryKey]*RegistryCounter{}
+	add := func(hash, dir uint32, packets, bytes uint64) {
+		k := registryKey{hash, dir}
 		c := sum[k]
 		if c == nil {
-			c = &RegistryCounter{Hash: hash, Egress: dir == 1}
+			c = &RegistryCounter{Hash: hash, Egress: dir == dirEgress}
 			sum[k] = c
 		}
 		c.Packets += packets
 		c.Bytes += bytes
 	}
-	var perCPUSlot []xdpRegistrySlot
-	for i := uint32(0); i < slots.MaxEntries(); i++ {
-		if err := slots.Lookup(i, &perCPUSlot); err != nil {
-			return nil, fmt.Errorf("loader: read registry_slots[%d]: %w", i, err)
-		}
-		for _, s := range perCPUSlot {
-			if s.Packets != 0 {
-				add(s.Hash, s.Dir, s.Packets, s.Bytes)
-			}
+	all, err := readSlots(slots)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range all {
+		if s.Packets != 0 {
+			add(s.Hash, s.Dir, s.Packets, s.Bytes)
 		}
 	}
 	var k xdpRegistryKey
@@ -396,8 +451,60 @@ func registryCounters(slots, stats *ebpf.Map) ([]RegistryCounter, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("loader: read registry_stats: %w", err)
 	}
-	out := make([]RegistryCounter, 0, len(sum))
+	return sum, nil
+}
+
+// readSlots reads every slot of registry_slots on every CPU, in one batch
+// (Counters reads them per packet in tests, and per scrape).
+func readSlots(slots *ebpf.Map) ([]xdpRegistrySlot, error) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("loader: %w", err)
+	}
+	n := int(slots.MaxEntries())
+	keys := make([]uint32, n)
+	values := make([]xdpRegistrySlot, n*ncpu)
+	var cursor ebpf.MapBatchCursor
+	got, err := slots.BatchLookup(&cursor, keys, values, nil)
+	if err == nil || (errors.Is(err, ebpf.ErrKeyNotExist) && got == n) {
+		return values, nil
+	}
+	// No batch operations (or a short batch): one slot at a time.
+	values = values[:0]
+	var perCPU []xdpRegistrySlot
+	for i := uint32(0); i < uint32(n); i++ {
+		if err := slots.Lookup(i, &perCPU); err != nil {
+			return nil, fmt.Errorf("loader: read registry_slots[%d]: %w", i, err)
+		}
+		values = append(values, perCPU...)
+	}
+	return values, nil
+}
+
+// registryCounters is the per-registry traffic by hash and direction: bus
+// datagrams and proxy connections' ingress together.
+func registryCounters(slots, stats *ebpf.Map) ([]RegistryCounter, error) {
+	sum, err := readRegistry(slots, stats)
+	if err != nil {
+		return nil, err
+	}
+	type key struct {
+		hash   uint32
+		egress bool
+	}
+	merged := map[key]*RegistryCounter{}
 	for _, c := range sum {
+		k := key{c.Hash, c.Egress}
+		if m := merged[k]; m != nil {
+			m.Packets += c.Packets
+			m.Bytes += c.Bytes
+			continue
+		}
+		cc := *c
+		merged[k] = &cc
+	}
+	out := make([]RegistryCounter, 0, len(merged))
+	for _, c := range merged {
 		out = append(out, *c)
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -17,6 +17,11 @@ type packet struct {
 	payload      []byte
 	fragOff      uint16 // IPv4 fragment offset in 8-byte units
 	moreFrags    bool
+	ipOpts       []byte // IPv4 options (a multiple of 4 bytes)
+	// ipTrailer follows the L4 segment inside the IP payload: bytes the UDP
+	// length does not cover (Linux trims them).
+	ipTrailer []byte
+	rawProto  byte // non-zero: this IP protocol, payload as the whole L4 segment
 }
 
 const (
@@ -41,6 +46,9 @@ func checksum(b []byte, initial uint32) uint16 {
 }
 
 func (p packet) l4() []byte {
+	if p.rawProto != 0 {
+		return append([]byte(nil), p.payload...)
+	}
 	var h []byte
 	if p.tcp {
 		h = make([]byte, 20)
@@ -91,16 +99,20 @@ func (p packet) bytes() []byte {
 	case 2:
 		b = append(b, 0x88, 0xa8, 0x00, 0x0b, 0x81, 0x00, 0x00, 0x0a)
 	}
-	seg := p.l4()
+	seg := append(p.l4(), p.ipTrailer...)
 	proto := byte(ipProtoUDP)
 	if p.tcp {
 		proto = ipProtoTCP
 	}
+	if p.rawProto != 0 {
+		proto = p.rawProto
+	}
 	if p.src.Is4() {
 		b = binary.BigEndian.AppendUint16(b, etherTypeIPv4)
-		ip := make([]byte, 20)
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(seg)))
+		ip := make([]byte, 20+len(p.ipOpts))
+		copy(ip[20:], p.ipOpts)
+		ip[0] = 0x40 | byte(len(ip)/4)
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)+len(seg)))
 		frag := p.fragOff & 0x1fff
 		if p.moreFrags {
 			frag |= 0x2000

@@ -1,51 +1,39 @@
 package loader
 
 import (
-	"os"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"testing"
 
-	"github.com/regedge/regedge/internal/vectors"
+	"github.com/regedge/regedge/internal/codec"
 )
 
-// TestReasonEnumMatchesC parses enum regedge_reason in bpf/include/reason.h
-// and requires it to equal the Go constants, name for name and value for value.
-func TestReasonEnumMatchesC(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join(vectors.Dir(), "..", "bpf", "include", "reason.h"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	re := regexp.MustCompile(`REASON_([A-Z]+)\s*=\s*(\d+)`)
-	matches := re.FindAllStringSubmatch(string(src), -1)
-	if len(matches) != NumReasons+1 {
-		t.Fatalf("reason.h has %d enumerators, want %d reasons and REASON_MAX", len(matches), NumReasons)
-	}
-	for _, m := range matches {
-		v, _ := strconv.Atoi(m[2])
-		if m[1] == "MAX" {
-			if v != NumReasons {
-				t.Errorf("REASON_MAX = %d, Go NumReasons = %d", v, NumReasons)
-			}
-			continue
-		}
-		want := map[string]string{"OK": "ok"}[m[1]]
-		if want == "" {
-			want = lower(m[1])
-		}
-		if got := Reason(v).String(); got != want {
-			t.Errorf("REASON_%s = %d, but Go Reason(%d) is %q", m[1], v, v, got)
+// TestReasonsMatchCodec: the protocol reasons of the C enum (generated into
+// Go by bpf2go) have the codec's values, so a kernel verdict and a codec
+// verdict compare as numbers, and every reason has its own word.
+func TestReasonsMatchCodec(t *testing.T) {
+	for _, tc := range []struct {
+		kernel Reason
+		codec  codec.Reason
+	}{
+		{ReasonOK, codec.ReasonOK}, {ReasonLength, codec.ReasonLength}, {ReasonType, codec.ReasonType},
+		{ReasonChecksum, codec.ReasonChecksum}, {ReasonField, codec.ReasonField}, {ReasonValue, codec.ReasonValue},
+		{ReasonState, codec.ReasonState}, {ReasonVersion, codec.ReasonVersion},
+	} {
+		if uint32(tc.kernel) != uint32(tc.codec) {
+			t.Errorf("C enum %s = %d, codec %s = %d", tc.kernel, uint32(tc.kernel), tc.codec, uint32(tc.codec))
 		}
 	}
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
+	if int(ReasonSource) != codec.NumReasons {
+		t.Errorf("the kernel's own reasons start at %d, want right after the codec's %d", ReasonSource, codec.NumReasons)
 	}
-	return string(b)
+	seen := map[string]Reason{}
+	for r := Reason(0); r < NumReasons; r++ {
+		w := r.String()
+		if w == "unknown" {
+			t.Errorf("reason %d has no word", r)
+		}
+		if prev, dup := seen[w]; dup {
+			t.Errorf("reasons %d and %d are both %q", prev, r, w)
+		}
+		seen[w] = r
+	}
 }

@@ -16,6 +16,7 @@ import (
 type sklookupDestV4 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
+	Proto     uint8
 	Port      uint16
 	Addr      [4]uint8
 }
@@ -23,6 +24,7 @@ type sklookupDestV4 struct {
 type sklookupDestV6 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
+	Proto     uint8
 	Port      uint16
 	Addr      [16]uint8
 }
@@ -31,7 +33,7 @@ type sklookupDestV6 struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sklookupMapProxySocket      = "proxy_socket"
+	sklookupMapSockets          = "sockets"
 	sklookupMapSteerStats       = "steer_stats"
 	sklookupMapSteerV4          = "steer_v4"
 	sklookupMapSteerV6          = "steer_v6"
@@ -87,10 +89,10 @@ type sklookupProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sklookupMapSpecs struct {
-	ProxySocket *ebpf.MapSpec `ebpf:"proxy_socket"`
-	SteerStats  *ebpf.MapSpec `ebpf:"steer_stats"`
-	SteerV4     *ebpf.MapSpec `ebpf:"steer_v4"`
-	SteerV6     *ebpf.MapSpec `ebpf:"steer_v6"`
+	Sockets    *ebpf.MapSpec `ebpf:"sockets"`
+	SteerStats *ebpf.MapSpec `ebpf:"steer_stats"`
+	SteerV4    *ebpf.MapSpec `ebpf:"steer_v4"`
+	SteerV6    *ebpf.MapSpec `ebpf:"steer_v6"`
 }
 
 // sklookupVariableSpecs contains global variables before they are loaded into the kernel.
@@ -119,15 +121,15 @@ func (o *sklookupObjects) Close() error {
 //
 // It can be passed to loadSklookupObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sklookupMaps struct {
-	ProxySocket *ebpf.Map `ebpf:"proxy_socket"`
-	SteerStats  *ebpf.Map `ebpf:"steer_stats"`
-	SteerV4     *ebpf.Map `ebpf:"steer_v4"`
-	SteerV6     *ebpf.Map `ebpf:"steer_v6"`
+	Sockets    *ebpf.Map `ebpf:"sockets"`
+	SteerStats *ebpf.Map `ebpf:"steer_stats"`
+	SteerV4    *ebpf.Map `ebpf:"steer_v4"`
+	SteerV6    *ebpf.Map `ebpf:"steer_v6"`
 }
 
 func (m *sklookupMaps) Close() error {
 	return _SklookupClose(
-		m.ProxySocket,
+		m.Sockets,
 		m.SteerStats,
 		m.SteerV4,
 		m.SteerV6,

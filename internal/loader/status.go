@@ -86,11 +86,9 @@ func ReadStatus(bpffs string) (*Status, error) {
 			ms.Memlock, _ = info.Memlock()
 		}
 		switch e.Name() {
-		case xdpMapXdpStats:
-			st.XDP, _ = sumStats(m)
 		case tcMapTcStats:
 			st.TC, _ = sumStats(m)
-		case xdpMapRegistryStats, xdpMapRegistrySlots:
+		case xdpMapXdpStats, xdpMapRegistryStats, xdpMapRegistrySlots:
 			keep[e.Name()] = m
 			st.Maps = append(st.Maps, ms)
 			continue
@@ -100,6 +98,9 @@ func ReadStatus(bpffs string) (*Status, error) {
 	}
 	if slots, stats := keep[xdpMapRegistrySlots], keep[xdpMapRegistryStats]; slots != nil && stats != nil {
 		st.Registries, _ = registryCounters(slots, stats)
+		if xs := keep[xdpMapXdpStats]; xs != nil {
+			st.XDP, _ = xdpCounters(xs, slots, stats)
+		}
 	}
 	for _, m := range keep {
 		m.Close()

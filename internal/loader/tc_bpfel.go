@@ -13,43 +13,9 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type tcFlowKey struct {
-	_          structs.HostLayout
-	Client     [4]uint32
-	Server     [4]uint32
-	ClientPort uint16
-	ServerPort uint16
-	Family     uint8
-	Pad        [3]uint8
-}
-
-type tcFlowTag struct {
-	_       structs.HostLayout
-	Hash    uint32
-	Flags   uint32
-	Version uint8
-	Verdict uint8
-	Source  uint8
-	Pad     uint8
-	Pad2    uint32
-	LastNs  uint64
-}
-
-type tcHashClass struct {
-	_        structs.HostLayout
-	Mark     uint32
-	Priority uint32
-}
-
-type tcHeadScratch struct {
-	_ structs.HostLayout
-	B [1088]uint8
-}
-
 type tcRegedgeCfg struct {
 	_          structs.HostLayout
 	Versions   [4]uint64
-	Own        [16]uint8
 	BlockCount uint32
 	Allow4N    uint32
 	Allow6N    uint32
@@ -65,6 +31,26 @@ type tcRegedgeCfg struct {
 		Mask [4]uint32
 	}
 }
+
+type tcRegedgeReason uint32
+
+const (
+	tcRegedgeReasonREASON_OK        tcRegedgeReason = 0
+	tcRegedgeReasonREASON_LENGTH    tcRegedgeReason = 1
+	tcRegedgeReasonREASON_TYPE      tcRegedgeReason = 2
+	tcRegedgeReasonREASON_CHECKSUM  tcRegedgeReason = 3
+	tcRegedgeReasonREASON_FIELD     tcRegedgeReason = 4
+	tcRegedgeReasonREASON_VALUE     tcRegedgeReason = 5
+	tcRegedgeReasonREASON_STATE     tcRegedgeReason = 6
+	tcRegedgeReasonREASON_VERSION   tcRegedgeReason = 7
+	tcRegedgeReasonREASON_SOURCE    tcRegedgeReason = 8
+	tcRegedgeReasonREASON_FRAGMENT  tcRegedgeReason = 9
+	tcRegedgeReasonREASON_BLOCKED   tcRegedgeReason = 10
+	tcRegedgeReasonREASON_SYNFLOOD  tcRegedgeReason = 11
+	tcRegedgeReasonREASON_MALFORMED tcRegedgeReason = 12
+	tcRegedgeReasonREASON_UNSIGNED  tcRegedgeReason = 13
+	tcRegedgeReasonREASON_MAX       tcRegedgeReason = 14
+)
 
 type tcRegistryCounters struct {
 	_       structs.HostLayout
@@ -86,16 +72,34 @@ type tcRegistrySlot struct {
 	Bytes   uint64
 }
 
+type tcSockPending struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad        uint32
+	InPackets  uint64
+	InBytes    uint64
+	OutPackets uint64
+	OutBytes   uint64
+}
+
+type tcSockRegistry struct {
+	_     structs.HostLayout
+	Hash  uint32
+	Flags uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcMapConfigMap         = "config_map"
-	tcMapFlowTags          = "flow_tags"
-	tcMapHashClasses       = "hash_classes"
-	tcMapHeadScratchMap    = "head_scratch_map"
 	tcMapRegistrySlots     = "registry_slots"
 	tcMapRegistryStats     = "registry_stats"
+	tcMapSockPending       = "sock_pending"
+	tcMapSockRegistry      = "sock_registry"
 	tcMapTcStats           = "tc_stats"
 	tcProgRegedgeTcEgress  = "regedge_tc_egress"
 	tcProgRegedgeTcIngress = "regedge_tc_ingress"
@@ -152,13 +156,12 @@ type tcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcMapSpecs struct {
-	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
-	FlowTags       *ebpf.MapSpec `ebpf:"flow_tags"`
-	HashClasses    *ebpf.MapSpec `ebpf:"hash_classes"`
-	HeadScratchMap *ebpf.MapSpec `ebpf:"head_scratch_map"`
-	RegistrySlots  *ebpf.MapSpec `ebpf:"registry_slots"`
-	RegistryStats  *ebpf.MapSpec `ebpf:"registry_stats"`
-	TcStats        *ebpf.MapSpec `ebpf:"tc_stats"`
+	ConfigMap     *ebpf.MapSpec `ebpf:"config_map"`
+	RegistrySlots *ebpf.MapSpec `ebpf:"registry_slots"`
+	RegistryStats *ebpf.MapSpec `ebpf:"registry_stats"`
+	SockPending   *ebpf.MapSpec `ebpf:"sock_pending"`
+	SockRegistry  *ebpf.MapSpec `ebpf:"sock_registry"`
+	TcStats       *ebpf.MapSpec `ebpf:"tc_stats"`
 }
 
 // tcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -188,23 +191,21 @@ func (o *tcObjects) Close() error {
 //
 // It can be passed to loadTcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcMaps struct {
-	ConfigMap      *ebpf.Map `ebpf:"config_map"`
-	FlowTags       *ebpf.Map `ebpf:"flow_tags"`
-	HashClasses    *ebpf.Map `ebpf:"hash_classes"`
-	HeadScratchMap *ebpf.Map `ebpf:"head_scratch_map"`
-	RegistrySlots  *ebpf.Map `ebpf:"registry_slots"`
-	RegistryStats  *ebpf.Map `ebpf:"registry_stats"`
-	TcStats        *ebpf.Map `ebpf:"tc_stats"`
+	ConfigMap     *ebpf.Map `ebpf:"config_map"`
+	RegistrySlots *ebpf.Map `ebpf:"registry_slots"`
+	RegistryStats *ebpf.Map `ebpf:"registry_stats"`
+	SockPending   *ebpf.Map `ebpf:"sock_pending"`
+	SockRegistry  *ebpf.Map `ebpf:"sock_registry"`
+	TcStats       *ebpf.Map `ebpf:"tc_stats"`
 }
 
 func (m *tcMaps) Close() error {
 	return _TcClose(
 		m.ConfigMap,
-		m.FlowTags,
-		m.HashClasses,
-		m.HeadScratchMap,
 		m.RegistrySlots,
 		m.RegistryStats,
+		m.SockPending,
+		m.SockRegistry,
 		m.TcStats,
 	)
 }

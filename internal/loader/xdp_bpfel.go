@@ -38,7 +38,6 @@ type xdpLpmV6 struct {
 type xdpRegedgeCfg struct {
 	_          structs.HostLayout
 	Versions   [4]uint64
-	Own        [16]uint8
 	BlockCount uint32
 	Allow4N    uint32
 	Allow6N    uint32
@@ -54,6 +53,26 @@ type xdpRegedgeCfg struct {
 		Mask [4]uint32
 	}
 }
+
+type xdpRegedgeReason uint32
+
+const (
+	xdpRegedgeReasonREASON_OK        xdpRegedgeReason = 0
+	xdpRegedgeReasonREASON_LENGTH    xdpRegedgeReason = 1
+	xdpRegedgeReasonREASON_TYPE      xdpRegedgeReason = 2
+	xdpRegedgeReasonREASON_CHECKSUM  xdpRegedgeReason = 3
+	xdpRegedgeReasonREASON_FIELD     xdpRegedgeReason = 4
+	xdpRegedgeReasonREASON_VALUE     xdpRegedgeReason = 5
+	xdpRegedgeReasonREASON_STATE     xdpRegedgeReason = 6
+	xdpRegedgeReasonREASON_VERSION   xdpRegedgeReason = 7
+	xdpRegedgeReasonREASON_SOURCE    xdpRegedgeReason = 8
+	xdpRegedgeReasonREASON_FRAGMENT  xdpRegedgeReason = 9
+	xdpRegedgeReasonREASON_BLOCKED   xdpRegedgeReason = 10
+	xdpRegedgeReasonREASON_SYNFLOOD  xdpRegedgeReason = 11
+	xdpRegedgeReasonREASON_MALFORMED xdpRegedgeReason = 12
+	xdpRegedgeReasonREASON_UNSIGNED  xdpRegedgeReason = 13
+	xdpRegedgeReasonREASON_MAX       xdpRegedgeReason = 14
+)
 
 type xdpRegistryCounters struct {
 	_       structs.HostLayout

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/token"
@@ -27,19 +28,41 @@ type inbound interface {
 	requestHost() string
 	remoteAddr() (netip.AddrPort, bool)
 	localAddr() (netip.AddrPort, bool)
-	// conn is the per-connection memory: the kernel's flow tag is read
-	// once per connection.
+	// conn is the per-connection memory: the registry hash the kernel
+	// was last told for the connection's socket.
 	conn() *connState
 }
 
 // connState is what the proxy keeps per client connection.
 type connState struct {
-	tagOnce sync.Once
+	// sock is the connection's TCP socket (under TLS), which the kernel
+	// accounts by registry hash; nil when there is none.
+	sock    syscall.Conn
+	tagMu   sync.Mutex // HTTP/2 streams share a connection
+	tagged  bool
 	tagHash uint32
-	tagOK   bool
 	// tls is the connection's TLS state when the fast path terminated TLS
 	// (net/http only sees it for connections it accepted itself).
 	tls *tls.ConnectionState
+}
+
+// socketOf is the TCP socket under c: through the connection cap's and the
+// fast path's replay wrappers and TLS; nil when c has no socket.
+func socketOf(c net.Conn) syscall.Conn {
+	for {
+		switch x := c.(type) {
+		case *handedConn:
+			c = x.Conn
+		case *cappedConn: // proxy.maxConnections
+			c = x.Conn
+		case *tls.Conn:
+			c = x.NetConn()
+		case syscall.Conn:
+			return x
+		default:
+			return nil
+		}
+	}
 }
 
 type connStateKey struct{}
@@ -48,7 +71,7 @@ type connStateKey struct{}
 // set it as the proxy's http.Server.ConnContext. Without it the flow tag
 // is read per request.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	cs := &connState{}
+	cs := &connState{sock: socketOf(c)}
 	if hc, ok := c.(*handedConn); ok {
 		if tc, ok := hc.Conn.(*tls.Conn); ok {
 			st := tc.ConnectionState()
@@ -81,8 +104,15 @@ func refuse(code int, e apiError) verdict { return verdict{code: code, refusal: 
 
 // admit runs the checks of §4.2 in order: config headers (400), version
 // (503), token (401), rate limit (429), routing (502). Both front ends
-// call it, so the order, statuses and bodies cannot drift apart.
+// call it, so the order, statuses and bodies cannot drift apart. The
+// kernel is told the request's registry hash before anything is answered.
 func (p *Proxy) admit(in inbound) verdict {
+	v := p.checks(in)
+	p.tellKernel(in, v)
+	return v
+}
+
+func (p *Proxy) checks(in inbound) verdict {
 	if p.cfg.PublicURL == "" && !plainHost(in.requestHost()) {
 		return refuse(http.StatusBadRequest, badHost())
 	}
@@ -96,7 +126,6 @@ func (p *Proxy) admit(in inbound) verdict {
 		return refuse(http.StatusBadRequest, apiError{Error: err.Error()})
 	}
 	v := verdict{state: st, hash: st.RegistryHash}
-	p.compareKernel(in, st.RegistryHash)
 	if !p.cfg.Versions.Has(st.Version) {
 		v.code, v.refusal = http.StatusServiceUnavailable, apiError{Error: "Config version mismatch", Rule: fmt.Sprintf("accepted: %s", p.cfg.Versions)}
 		return v
@@ -177,25 +206,38 @@ func (p *Proxy) tokenFailed(in inbound, result string) {
 	p.log.Warn("source blocked in XDP after repeated token failures", "source", a.String(), "ttl", p.cfg.BlockTTL.String())
 }
 
-// compareKernel counts a request whose kernel flow tag disagrees with the
-// hash its headers give; userspace's answer is the one used. The tag is
-// read once per connection (after its first head, when TC has tagged the
-// flow), then compared with every request's hash.
-func (p *Proxy) compareKernel(in inbound, headerHash uint32) {
+// tellKernel writes the request's registry hash into the kernel's state of
+// the connection's socket when it differs from the last one, so that TC
+// counts the response (and the request) under it; a request whose hash is
+// unknown (malformed config headers: 400) takes the hash away. A failure
+// is counted (regedge_handoff_mismatch_total): that traffic is not counted
+// per registry.
+func (p *Proxy) tellKernel(in inbound, v verdict) {
 	if p.cfg.Kernel == nil {
 		return
 	}
 	cs := in.conn()
-	cs.tagOnce.Do(func() {
-		local, ok1 := in.localAddr()
-		remote, ok2 := in.remoteAddr()
-		if ok1 && ok2 {
-			cs.tagHash, cs.tagOK = p.cfg.Kernel.FlowHash(remote, local)
-		}
-	})
-	if cs.tagOK && cs.tagHash != headerHash {
-		p.mismatch.Inc()
+	if cs.sock == nil {
+		return
 	}
+	known := v.code != http.StatusBadRequest
+	cs.tagMu.Lock()
+	defer cs.tagMu.Unlock()
+	if known == cs.tagged && (!known || cs.tagHash == v.hash) {
+		return
+	}
+	var err error
+	if known {
+		err = p.cfg.Kernel.TagSocket(cs.sock, v.hash)
+	} else {
+		err = p.cfg.Kernel.UntagSocket(cs.sock)
+	}
+	if err != nil {
+		p.mismatch.Inc()
+		cs.tagged = false
+		return
+	}
+	cs.tagged, cs.tagHash = known, v.hash
 }
 
 // stdRequest is a net/http request seen as an inbound.

@@ -237,7 +237,7 @@ func (s *Server) serveConn(c *fastConn) {
 	sc := fastScratch.Get().(*scratch)
 	defer fastScratch.Put(sc)
 	remote, local := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
-	cs := &connState{}
+	cs := &connState{sock: socketOf(c.Conn)}
 	if tc, ok := conn.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		cs.tls = &st

@@ -6,11 +6,11 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -20,6 +20,7 @@ import (
 	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/regedge/regedge/internal/edgecache"
 	"github.com/regedge/regedge/internal/testutil"
@@ -552,41 +553,85 @@ func TestCacheOnTheFastPath(t *testing.T) {
 	}
 }
 
-// countingTagger is a kernel that tagged every flow with one hash and
-// counts how often it is asked.
-type countingTagger struct {
-	hash  uint32
-	calls atomic.Int64
+// recordingTagger records what the proxy tells the kernel about sockets:
+// the socket (by its local and remote address, read from the socket
+// itself) and the hash, or untag.
+type recordingTagger struct {
+	mu    sync.Mutex
+	calls []string
 }
 
-func (k *countingTagger) FlowHash(client, server netip.AddrPort) (uint32, bool) {
-	k.calls.Add(1)
-	if !client.IsValid() || !server.IsValid() || !client.Addr().Is4() {
-		panic("bad addresses")
+func (k *recordingTagger) record(c syscall.Conn, what string) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
 	}
-	return k.hash, true
+	var local, remote unix.Sockaddr
+	raw.Control(func(fd uintptr) {
+		local, _ = unix.Getsockname(int(fd))
+		remote, _ = unix.Getpeername(int(fd))
+	})
+	l, ok1 := local.(*unix.SockaddrInet4)
+	r, ok2 := remote.(*unix.SockaddrInet4)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("not a connected TCP/IPv4 socket: %T %T", local, remote)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.calls = append(k.calls, fmt.Sprintf("%d<-%d %s", l.Port, r.Port, what))
+	return nil
 }
 
-// TestFlowTagReadOncePerConnection: the kernel's flow tag is looked up once
-// per connection, on both front ends, and compared with every request's
-// header hash.
-func TestFlowTagReadOncePerConnection(t *testing.T) {
-	kernel := &countingTagger{hash: companyHash}
+func (k *recordingTagger) TagSocket(c syscall.Conn, hash uint32) error {
+	return k.record(c, fmt.Sprintf("0x%08x", hash))
+}
+
+func (k *recordingTagger) UntagSocket(c syscall.Conn) error { return k.record(c, "untag") }
+
+func (k *recordingTagger) take() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := k.calls
+	k.calls = nil
+	return out
+}
+
+// TestKernelToldEachRequestsHash: on both front ends, the kernel is told a
+// connection's registry hash on the connection's own socket, once per
+// change (keep-alive requests for different hashes each re-tag it), and a
+// request whose config headers are malformed takes the hash away.
+func TestKernelToldEachRequestsHash(t *testing.T) {
+	kernel := &recordingTagger{}
 	e := newEdge(t, func(c *Config) { c.Kernel = kernel })
 	addr := strings.TrimPrefix(e.URL, "http://")
+	_, portText, _ := net.SplitHostPort(addr)
 	auth := "Authorization: Bearer " + e.token(t, "0xa1b2c3d4", "0x0000beef") + "\r\n"
 	req := func(method, hash, extra string) string {
 		return method + " /hello-dep HTTP/1.1\r\nHost: " + addr + "\r\n" + auth + "X-Bun-Registry-Hash: " + hash + "\r\n" + extra + "\r\n"
 	}
-	// Fast path: three requests, one connection, one disagreeing.
-	rawExchange(t, addr, req("GET", "0xa1b2c3d4", "")+req("GET", "0x0000beef", "")+req("GET", "0xa1b2c3d4", ""), "GET", "GET", "GET")
-	if n, m := kernel.calls.Load(), promtest.ToFloat64(e.proxy.mismatch); n != 1 || m != 1 {
-		t.Fatalf("fast path: %d lookups (want 1), %v mismatches (want 1)", n, m)
+	sameSocket := func(calls []string, want ...string) {
+		t.Helper()
+		if len(calls) != len(want) {
+			t.Fatalf("kernel told %q, want %q", calls, want)
+		}
+		for i, c := range calls {
+			sock, what, _ := strings.Cut(c, " ")
+			first, _, _ := strings.Cut(calls[0], " ")
+			if what != want[i] || sock != first || !strings.HasPrefix(sock, portText+"<-") {
+				t.Fatalf("kernel told %q, want %q on the proxy's side of one connection", calls, want)
+			}
+		}
 	}
-	// net/http: two PUTs on one connection, both disagreeing.
+	// Fast path: A, A, B, malformed on one connection (a 400 closes the
+	// connection, so the malformed request comes last).
+	rawExchange(t, addr, req("GET", "0xa1b2c3d4", "")+req("GET", "0xa1b2c3d4", "")+req("GET", "0x0000beef", "")+
+		req("GET", "0xnothex", ""), "GET", "GET", "GET", "GET")
+	sameSocket(kernel.take(), "0xa1b2c3d4", "0x0000beef", "untag")
+	// net/http: two PUTs on one connection, one hash.
 	rawExchange(t, addr, req("PUT", "0x0000beef", "Content-Length: 2\r\n")+"{}"+req("PUT", "0x0000beef", "Content-Length: 2\r\n")+"{}", "PUT", "PUT")
-	if n, m := kernel.calls.Load(), promtest.ToFloat64(e.proxy.mismatch); n != 2 || m != 3 {
-		t.Fatalf("net/http: %d lookups in all (want 2), %v mismatches (want 3)", n, m)
+	sameSocket(kernel.take(), "0x0000beef")
+	if m := promtest.ToFloat64(e.proxy.mismatch); m != 0 {
+		t.Errorf("%v hand-over failures", m)
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,9 +100,9 @@ type Config struct {
 	PublicURL string // base for rewritten tarball URLs; "" = from the request
 	Transport http.RoundTripper
 	RootCAs   *x509.CertPool // CAs for upstream TLS; nil = the system's
-	// Kernel, when the datapath is attached, gives the flow tag TC wrote for
-	// a connection: a hint compared with what the headers say.
-	Kernel FlowTagger
+	// Kernel, when the datapath is attached, is told each request's registry
+	// hash on its connection's socket: TC counts the connection by it.
+	Kernel SocketTagger
 	// Blocker, when set, takes sources with repeated token failures into
 	// the XDP block list: BlockAfter failures within BlockWindow block the
 	// source for BlockTTL.
@@ -152,9 +153,11 @@ type Blocker interface {
 	Block(prefix netip.Prefix, ttl time.Duration) error
 }
 
-// FlowTagger reads the kernel's flow tag of a connection (loader.Objects).
-type FlowTagger interface {
-	FlowHash(client, server netip.AddrPort) (hash uint32, ok bool)
+// SocketTagger tells the kernel which registry hash a client connection's
+// traffic belongs to (loader.Objects).
+type SocketTagger interface {
+	TagSocket(c syscall.Conn, hash uint32) error
+	UntagSocket(c syscall.Conn) error
 }
 
 // StateSource gives the agent's current state (the default for requests
@@ -330,7 +333,7 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 			Name: "regedge_proxy_connections_refused_total", Help: "Client connections answered 503 and closed at a connection cap, by cap (total, per_ip).",
 		}, []string{"cap"}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "regedge_handoff_mismatch_total", Help: "Requests whose kernel flow tag named another registry hash than their headers (userspace wins).",
+			Name: "regedge_handoff_mismatch_total", Help: "Requests whose registry hash could not be handed to the kernel's per-socket accounting (their traffic is not counted per registry).",
 		}),
 	}
 	if cfg.BreakerFailures == 0 {

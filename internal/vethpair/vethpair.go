@@ -112,6 +112,34 @@ func lockedIn() (orig netns.NsHandle, restore func(), err error) {
 	}, nil
 }
 
+// Recreate deletes the veth pair and creates it again under the same names
+// and addresses (new interface indexes): what an interface that is deleted
+// and re-created looks like to programs attached to the old one.
+func (h *Hosts) Recreate() error {
+	ha, err := netlink.NewHandleAt(h.A)
+	if err != nil {
+		return err
+	}
+	defer ha.Close()
+	hb, err := netlink.NewHandleAt(h.B)
+	if err != nil {
+		return err
+	}
+	defer hb.Close()
+	l, err := ha.LinkByName(h.IfA)
+	if err != nil {
+		return fmt.Errorf("vethpair: %s: %w", h.IfA, err)
+	}
+	if err := ha.LinkDel(l); err != nil { // takes the peer with it
+		return fmt.Errorf("vethpair: delete %s: %w", h.IfA, err)
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: h.IfA}, PeerName: h.IfB, PeerNamespace: netlink.NsFd(int(h.B))}
+	if err := ha.LinkAdd(veth); err != nil {
+		return fmt.Errorf("vethpair: add veth %s/%s: %w", h.IfA, h.IfB, err)
+	}
+	return errors.Join(setup(ha, h.IfA, h.A4, h.A6), setup(hb, h.IfB, h.B4, h.B6))
+}
+
 func setup(hd *netlink.Handle, ifname string, a4, a6 netip.Addr) error {
 	l, err := hd.LinkByName(ifname)
 	if err != nil {
