@@ -5,12 +5,15 @@
  * port. Everything else (including what it cannot parse far enough to find
  * the ports) passes untouched and uncounted: on a shared node it is someone
  * else's traffic, and the stack judges it. For our own packets:
- *   - source on the block list (not expired)            -> drop (blocked)
+ *   - TCP to a proxy port from a source on the block list
+ *     (not expired)                                     -> drop (blocked)
  *   - first fragment of a UDP datagram to the bus port  -> drop (fragment)
  *   - TCP SYN to a proxy port over the per-source rate  -> drop (synflood)
  *   - bus datagram whose IP or UDP lengths Linux would drop -> drop (malformed)
  *   - UDP to the bus port from outside the allow-list   -> drop (source)
  *   - an invalid config bus datagram (PROTOCOL.md §2.3) -> drop (its reason)
+ *   - a valid one without a signature trailer (§3.1a), when the
+ *     agent has bus keys (CFG_REQUIRE_TRAILER)           -> drop (unsigned)
  * TCP to a proxy port is otherwise passed: its header checks are the stack's,
  * as the IPv4 header checksum is (Katran's choice: a corrupt header is
  * judged on its content, then dropped by the stack). Valid bus datagrams are
@@ -242,11 +245,14 @@ static __always_inline int judge(struct xdp_md *ctx, void *data, void *data_end,
 	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
 		return XDP_ABORTED;
-	/* Most edges block nobody: skip the trie lookup then. */
-	if (cfg->block_count != 0 && is_blocked(p))
-		return verdict(REASON_BLOCKED);
 
 	if (proxy) {
+		/* Most edges block nobody: skip the trie lookup then. The block
+		 * list (token failures at the proxy) covers the proxy's ports
+		 * alone: a blocked source still reaches every other service of
+		 * the node, the config bus included. */
+		if (cfg->block_count != 0 && is_blocked(p))
+			return verdict(REASON_BLOCKED);
 		/* SYN without ACK, unfragmented */
 		if (syn_rate != 0 && !p->frag && (p->tcp_flags & 0x12) == 0x02 && syn_over_limit(p))
 			return verdict(REASON_SYNFLOOD);
@@ -278,9 +284,7 @@ static __always_inline int bus_fast(struct xdp_md *ctx, void *data, void *data_e
 	struct regedge_cfg *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
 		return XDP_ABORTED;
-	__u32 saddr = ip->saddr;
-	if (cfg->block_count != 0 && is_blocked4(saddr))
-		return verdict(REASON_BLOCKED);
+	__u32 saddr = ip->saddr; /* the block list is the proxy's alone: not checked here */
 	/* What Linux drops (parse.h): total length, UDP length. */
 	__u32 tot = bpf_ntohs(ip->tot_len);
 	if (tot < 20 || tot > (__u32)(data_end - (void *)ip))

@@ -7,6 +7,7 @@
 package deploy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,14 +21,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/regedge/regedge/internal/agent"
@@ -36,179 +37,130 @@ import (
 	"github.com/regedge/regedge/internal/token"
 )
 
-// docs splits a multi-document YAML file.
-func docs(t *testing.T, path string) [][]byte {
+func read(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out [][]byte
-	for _, d := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
-		if strings.TrimSpace(d) != "" {
-			out = append(out, []byte(d))
-		}
-	}
-	return out
+	return b
 }
 
-// strict decodes YAML into v; unknown fields are errors.
-func strict(t *testing.T, doc []byte, v any) {
-	t.Helper()
-	if err := yaml.UnmarshalStrict(doc, v); err != nil {
-		t.Fatalf("%T: %v", v, err)
-	}
-}
-
-func kindOf(t *testing.T, doc []byte) string {
-	var meta struct{ Kind string }
-	if err := yaml.Unmarshal(doc, &meta); err != nil {
-		t.Fatal(err)
-	}
-	return meta.Kind
-}
-
+// TestKubernetesManifestsDecodeStrictly decodes the committed plain
+// manifests (rendered from the chart: TestPlainManifestsAreTheChartsOutput)
+// into their API types and checks what an operator relies on: no Secret
+// anywhere (a later apply must not overwrite real keys), kustomizations that
+// name every manifest, the pod-security label, a node-local Service without
+// the admin port, the fleet's headless Service, and a config the agent's
+// own loader accepts.
 func TestKubernetesManifestsDecodeStrictly(t *testing.T) {
-	seen := map[string]int{}
-	var ds *appsv1.DaemonSet
-	var cm *corev1.ConfigMap
-	files, _ := filepath.Glob("kubernetes/*.yaml")
-	for _, f := range files {
-		for _, d := range docs(t, f) {
-			kind := kindOf(t, d)
-			seen[kind]++
-			switch kind {
-			case "DaemonSet":
-				ds = &appsv1.DaemonSet{}
-				strict(t, d, ds)
-			case "ConfigMap":
-				cm = &corev1.ConfigMap{}
-				strict(t, d, cm)
-			case "Secret":
-				strict(t, d, &corev1.Secret{})
-			case "Service":
-				var s corev1.Service
-				strict(t, d, &s)
-				if s.Spec.InternalTrafficPolicy == nil || *s.Spec.InternalTrafficPolicy != corev1.ServiceInternalTrafficPolicyLocal {
-					t.Error("the Service must be node-local (internalTrafficPolicy: Local)")
-				}
-			case "Namespace":
-				strict(t, d, &corev1.Namespace{})
-			case "ServiceAccount":
-				strict(t, d, &corev1.ServiceAccount{})
-			case "ServiceMonitor":
-				var sm struct {
-					APIVersion string         `json:"apiVersion"`
-					Kind       string         `json:"kind"`
-					Metadata   map[string]any `json:"metadata"`
-					Spec       struct {
-						Selector  map[string]any `json:"selector"`
-						Endpoints []struct {
-							Port, Path, Interval string
-						} `json:"endpoints"`
-					} `json:"spec"`
-				}
-				strict(t, d, &sm)
-				if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Path != "/metrics" || sm.Spec.Endpoints[0].Port != "admin" {
-					t.Errorf("ServiceMonitor endpoints %+v", sm.Spec.Endpoints)
-				}
-			case "Kustomization":
-				var k struct {
-					APIVersion string   `json:"apiVersion"`
-					Kind       string   `json:"kind"`
-					Namespace  string   `json:"namespace"`
-					Resources  []string `json:"resources"`
-				}
-				strict(t, d, &k)
-				for _, r := range k.Resources {
-					if _, err := os.Stat(filepath.Join("kubernetes", r)); err != nil {
-						t.Errorf("kustomization names %s: %v", r, err)
-					}
-				}
-				if len(k.Resources) != len(files)-1 {
-					t.Errorf("kustomization lists %d resources, the directory has %d", len(k.Resources), len(files)-1)
-				}
-			default:
-				t.Errorf("%s: unexpected kind %q", f, kind)
-			}
-		}
-	}
-	for _, k := range []string{"DaemonSet", "ConfigMap", "Secret", "Service", "ServiceMonitor", "Kustomization"} {
-		if seen[k] == 0 {
-			t.Errorf("no %s", k)
-		}
-	}
-	if ds == nil || cm == nil {
-		t.FailNow()
-	}
+	core := decodeManifests(t, "kubernetes/regedge.yaml", read(t, "kubernetes/regedge.yaml"))
+	mon := decodeManifests(t, "kubernetes/monitoring/monitoring.yaml", read(t, "kubernetes/monitoring/monitoring.yaml"))
+	ds := core.daemonSet(t)
 	checkDaemonSet(t, ds)
-	// The ConfigMap's file is accepted by the agent's own loader.
-	path := filepath.Join(t.TempDir(), "regedge.json")
-	os.WriteFile(path, []byte(cm.Data["regedge.json"]), 0o600)
-	c, err := config.Load(path, noEnv)
-	if err != nil {
-		t.Fatalf("the ConfigMap's config: %v", err)
+	if len(core.ServiceMonitors)+len(core.Rules) != 0 || len(mon.ServiceMonitors) != 1 || len(mon.Rules) != 1 || len(mon.DaemonSets) != 0 {
+		t.Error("the Prometheus Operator objects belong in monitoring/, and only they")
 	}
-	if c.Admin.Listen != "0.0.0.0:9873" || c.Agent.BPFFS != "/sys/fs/bpf" || c.Agent.StateFile == "" || !c.Agent.SkLookup {
+	if len(core.Namespaces) != 1 || core.Namespaces[0].Labels["pod-security.kubernetes.io/enforce"] != "privileged" {
+		t.Error("the Namespace must carry pod-security.kubernetes.io/enforce: privileged")
+	}
+	checkServices(t, core, ds.Namespace)
+
+	// Every manifest is in a kustomization, and the kustomizations name
+	// only files that exist.
+	listed := map[string]bool{}
+	for _, k := range []string{"kubernetes/kustomization.yaml", "kubernetes/monitoring/kustomization.yaml"} {
+		var kust struct {
+			APIVersion string   `json:"apiVersion"`
+			Kind       string   `json:"kind"`
+			Resources  []string `json:"resources"`
+		}
+		if err := yaml.UnmarshalStrict(read(t, k), &kust); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		for _, r := range kust.Resources {
+			p := filepath.Join(filepath.Dir(k), r)
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("%s names %s: %v", k, r, err)
+			}
+			listed[p] = true
+		}
+	}
+	files, _ := filepath.Glob("kubernetes/*.yaml")
+	more, _ := filepath.Glob("kubernetes/*/*.yaml")
+	for _, f := range append(files, more...) {
+		if base := filepath.Base(f); base != "kustomization.yaml" && base != "values.yaml" && !listed[f] {
+			t.Errorf("%s is in no kustomization", f)
+		}
+	}
+
+	// The ConfigMap's file is accepted by the agent's own loader, with the
+	// environment the DaemonSet gives it.
+	c := loadConfig(t, core.configFile(t), agentEnv(t, &ds.Spec.Template.Spec.Containers[0], "10.1.2.3"))
+	if c.Admin.Listen != "10.1.2.3:9873" || c.Agent.BPFFS != "/sys/fs/bpf" || c.Agent.StateFile != "/var/lib/regedge/state" || !c.Agent.SkLookup {
 		t.Errorf("config %+v %+v", c.Admin, c.Agent)
 	}
-}
-
-func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
-	spec := ds.Spec.Template.Spec
-	if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
-		t.Error("hostNetwork with ClusterFirstWithHostNet")
+	if len(c.Tokens.PublicKeys) != 1 || c.Tokens.PublicKeys[0] != "/etc/regedge/keys/edge.pub" {
+		t.Errorf("tokens.publicKeys %v", c.Tokens.PublicKeys)
 	}
-	ru := ds.Spec.UpdateStrategy.RollingUpdate
-	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil ||
-		ru.MaxSurge == nil || ru.MaxSurge.IntValue() != 1 || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
-		t.Error("a surge rollout: maxSurge 1, maxUnavailable 0")
-	}
-	if len(spec.Containers) != 1 {
-		t.Fatalf("%d containers", len(spec.Containers))
-	}
-	ct := spec.Containers[0]
-	if len(ct.Ports) != 0 {
-		// hostNetwork makes them hostPorts: the surge pod would never schedule.
-		t.Errorf("container ports %v: with hostNetwork they block the surge pod", ct.Ports)
-	}
-	sc := ct.SecurityContext
-	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
-		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-		t.Error("not privileged, read-only root, no privilege escalation")
-	}
-	var add []string
-	for _, c := range sc.Capabilities.Add {
-		add = append(add, string(c))
-	}
-	sort.Strings(add)
-	if strings.Join(add, ",") != "BPF,NET_ADMIN,PERFMON" || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
-		t.Errorf("capabilities: add %v drop %v; want exactly BPF, NET_ADMIN, PERFMON after dropping ALL", add, sc.Capabilities.Drop)
-	}
-	if ct.LivenessProbe == nil || ct.LivenessProbe.HTTPGet == nil || ct.LivenessProbe.HTTPGet.Path != "/health" ||
-		ct.ReadinessProbe == nil || ct.ReadinessProbe.HTTPGet == nil || ct.ReadinessProbe.HTTPGet.Path != "/readyz" {
-		t.Error("liveness on /health, readiness on /readyz")
-	}
-	if ct.Resources.Requests.Memory().IsZero() || ct.Resources.Limits.Memory().IsZero() || ct.Resources.Limits.Cpu().IsZero() {
-		t.Error("resource requests and limits")
-	}
-	var bpffs bool
-	for _, m := range ct.VolumeMounts {
-		if m.MountPath == "/sys/fs/bpf" {
-			bpffs = m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationHostToContainer
-		}
-	}
-	for _, v := range spec.Volumes {
-		if v.HostPath != nil && v.HostPath.Path == "/sys/fs/bpf" && !bpffs {
-			t.Error("the host's bpffs must be mounted with HostToContainer propagation")
-		}
-	}
-	if !bpffs {
-		t.Error("no bpffs mount")
+	raw := rawConfig(t, core.configFile(t))
+	if dig(raw, "admin", "pprof") != false {
+		t.Error("admin.pprof must be false")
 	}
 }
 
-func noEnv(string) (string, bool) { return "", false }
+// checkServices: the node-local Service publishes the proxy, WebSocket and
+// bus ports but never the admin listener; the fleet's headless Service is
+// the name every agent's fleet.peers resolves.
+func checkServices(t *testing.T, m *manifests, ns string) {
+	t.Helper()
+	svc := m.service("regedge")
+	if svc == nil {
+		t.Fatal("no regedge Service")
+	}
+	if svc.Spec.InternalTrafficPolicy == nil || *svc.Spec.InternalTrafficPolicy != corev1.ServiceInternalTrafficPolicyLocal {
+		t.Error("the Service must be node-local (internalTrafficPolicy: Local)")
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.Port == 9873 || p.Name == "admin" {
+			t.Error("the node-local Service publishes the admin listener")
+		}
+		if p.TargetPort.Type != intstr.Int {
+			t.Errorf("port %s: a named target port needs a declared container port, which the surge rollout forbids", p.Name)
+		}
+	}
+	fleet := m.service("regedge-fleet")
+	if fleet == nil || fleet.Spec.ClusterIP != corev1.ClusterIPNone || len(fleet.Spec.Ports) != 1 ||
+		fleet.Spec.Ports[0].Port != 4875 || fleet.Spec.Ports[0].Protocol != corev1.ProtocolUDP {
+		t.Fatalf("fleet Service %+v: want headless, 4875/UDP", fleet)
+	}
+	raw := rawConfig(t, m.configFile(t))
+	peers, _ := dig(raw, "fleet", "peers").([]any)
+	want := "dns:regedge-fleet." + ns + ".svc.cluster.local:4875"
+	if len(peers) != 1 || peers[0] != want {
+		t.Errorf("fleet.peers %v, want [%s]", peers, want)
+	}
+}
+
+// agentEnv is the agent container's environment as the kubelet would give
+// it: the node's address for status.hostIP, $(VAR) expanded.
+func agentEnv(t *testing.T, ct *corev1.Container, nodeIP string) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, e := range ct.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.hostIP":
+			env[e.Name] = nodeIP
+		case e.ValueFrom != nil:
+			t.Fatalf("env %s: unexpected source %+v", e.Name, e.ValueFrom)
+		default:
+			env[e.Name] = regexp.MustCompile(`\$\(([A-Z_]+)\)`).ReplaceAllStringFunc(e.Value, func(ref string) string {
+				return env[ref[2:len(ref)-1]]
+			})
+		}
+	}
+	return env
+}
 
 func TestComposeEnvironmentLoads(t *testing.T) {
 	b, err := os.ReadFile("compose/docker-compose.yml")
@@ -243,6 +195,11 @@ func TestComposeEnvironmentLoads(t *testing.T) {
 	}
 	if svc.NetworkMode != "host" || strings.Join(svc.CapAdd, ",") != "BPF,NET_ADMIN,PERFMON" {
 		t.Errorf("network %q caps %v", svc.NetworkMode, svc.CapAdd)
+	}
+	// The host is prepared by the chart's own init script.
+	if _, err := os.Stat("helm/regedge/files/prepare-host.sh"); err != nil || compose.Services["prepare-host"].Volumes == nil ||
+		!strings.Contains(string(b), "../helm/regedge/files/prepare-host.sh:/prepare-host.sh:ro") {
+		t.Errorf("no prepare-host service running the chart's script: %v", err)
 	}
 }
 
@@ -287,40 +244,151 @@ func TestDockerfileBuildsWithTheREADMEsTarget(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^FROM golang:\d+\.\d+\.\d+`).Match(df) {
 		t.Error("the Go builder image is not pinned to a patch version")
 	}
+	// Not root: the binary carries exactly the three file capabilities.
+	if !regexp.MustCompile(`(?m)^USER 65532:65532$`).Match(df) || regexp.MustCompile(`(?m)^USER 0`).Match(df) {
+		t.Error("the image must run as the non-root user 65532")
+	}
+	if !regexp.MustCompile(`setcap cap_bpf,cap_net_admin,cap_perfmon=ep bin/regedge`).Match(df) {
+		t.Error("the binary must carry cap_bpf, cap_net_admin and cap_perfmon as file capabilities")
+	}
 	mk, _ := os.ReadFile("../Makefile")
 	if !strings.Contains(string(mk), "CGO_ENABLED=0 $(GO) build") {
 		t.Error("make build must produce a static binary (CGO off)")
 	}
 }
 
-// TestGrafanaQueriesNameExportedMetrics scrapes a running agent (kernel
-// metrics need the datapath: run as root) and checks that every metric a
-// dashboard query names is exported.
-func TestGrafanaQueriesNameExportedMetrics(t *testing.T) {
-	h := testutil.NewHosts(t)
-	b, err := os.ReadFile("grafana/regedge.json")
-	if err != nil {
+// dashboard is the part of the Grafana dashboard the tests read.
+type dashboard struct {
+	Panels []struct {
+		ID          int    `json:"id"`
+		Type        string `json:"type"`
+		Title       string `json:"title"`
+		Description string `json:"description"`
+		Options     struct {
+			Content string `json:"content"`
+		} `json:"options"`
+		FieldConfig struct {
+			Defaults struct {
+				NoValue string `json:"noValue"`
+			} `json:"defaults"`
+		} `json:"fieldConfig"`
+		Targets []struct {
+			Expr string `json:"expr"`
+		} `json:"targets"`
+	} `json:"panels"`
+}
+
+func readDashboard(t *testing.T) *dashboard {
+	t.Helper()
+	var d dashboard
+	if err := json.Unmarshal(read(t, "grafana/regedge.json"), &d); err != nil {
 		t.Fatal(err)
 	}
-	var dash struct {
-		Panels []struct {
-			Targets []struct{ Expr string } `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &dash); err != nil {
-		t.Fatal(err)
-	}
-	wanted := map[string]bool{}
-	metricRe := regexp.MustCompile(`regedge_[a-z_]+`)
-	for _, p := range dash.Panels {
+	return &d
+}
+
+// dashboardExprs returns every query of the dashboard.
+func (d *dashboard) exprs() []string {
+	var out []string
+	for _, p := range d.Panels {
 		for _, q := range p.Targets {
-			for _, m := range metricRe.FindAllString(q.Expr, -1) {
-				wanted[m] = true
+			out = append(out, q.Expr)
+		}
+	}
+	return out
+}
+
+// ruleExprs returns every alert expression of the committed PrometheusRule
+// (the chart's, TestPlainManifestsAreTheChartsOutput).
+func ruleExprs(t *testing.T) map[string]string {
+	t.Helper()
+	m := decodeManifests(t, "monitoring.yaml", read(t, "kubernetes/monitoring/monitoring.yaml"))
+	out := map[string]string{}
+	for _, r := range m.Rules {
+		for _, g := range r.Spec.Groups {
+			for _, rule := range g.Rules {
+				out[rule.Alert] = rule.Expr.String()
 			}
 		}
 	}
-	if len(wanted) < 10 {
-		t.Fatalf("only %d metrics in the dashboard", len(wanted))
+	return out
+}
+
+// TestGrafanaDashboardCoversTheFleet: panels for what issue 17 found missing
+// (cache, breaker, upstreams, hand-ons, build, config divergence, a count of
+// degraded nodes) and a sign on the kernel panels for userspace-mode nodes.
+func TestGrafanaDashboardCoversTheFleet(t *testing.T) {
+	d := readDashboard(t)
+	all := strings.Join(d.exprs(), "\n")
+	for _, want := range []string{
+		"regedge_cache_hits_total", "regedge_cache_misses_total", "regedge_cache_bytes", "regedge_cache_corrupt_total",
+		"regedge_upstream_breaker_open", "regedge_upstream_up", "regedge_proxy_handed_on_total", "regedge_build_info",
+		"count(count by (dump) (regedge_config_state_info", `count(regedge_bpf_mode{mode="userspace"`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no panel queries %s", want)
+		}
+	}
+	ids := map[int]bool{}
+	var note bool
+	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.Type == "text" && strings.Contains(p.Options.Content, "userspace mode") {
+			note = true
+		}
+		for _, q := range p.Targets {
+			if strings.Contains(q.Expr, "regedge_kernel_") || strings.Contains(q.Expr, "regedge_registry_") {
+				if !strings.Contains(p.FieldConfig.Defaults.NoValue, "userspace mode") {
+					t.Errorf("kernel panel %q: empty in userspace mode without saying why (fieldConfig.defaults.noValue)", p.Title)
+				}
+			}
+		}
+	}
+	if !note {
+		t.Error("no note panel on kernel panels that are empty in userspace mode")
+	}
+}
+
+// pendingMetrics are names the dashboard and the alerting rules use that
+// the agent does not export yet. An entry is allowed to be missing from a
+// live agent's /metrics; one that is exported is logged, to be removed, and
+// one that nothing uses is an error, so the list stays tight. Empty since
+// the agent half of issue 17 exports every name the deploy half uses.
+var pendingMetrics = map[string]bool{}
+
+// TestDashboardAndRulesNameExportedMetrics scrapes a running agent (kernel
+// metrics need the datapath: run as root) and checks that every metric a
+// dashboard query or an alerting rule names is exported.
+func TestDashboardAndRulesNameExportedMetrics(t *testing.T) {
+	h := testutil.NewHosts(t)
+	wanted := map[string][]string{}
+	metricRe := regexp.MustCompile(`regedge_[a-z_]+`)
+	for _, e := range readDashboard(t).exprs() {
+		for _, m := range metricRe.FindAllString(e, -1) {
+			if !slices.Contains(wanted[m], "the dashboard") {
+				wanted[m] = append(wanted[m], "the dashboard")
+			}
+		}
+	}
+	rules := ruleExprs(t)
+	if len(rules) < 9 {
+		t.Fatalf("only %d alerting rules", len(rules))
+	}
+	for name, e := range rules {
+		for _, m := range metricRe.FindAllString(e, -1) {
+			wanted[m] = append(wanted[m], "rule "+name)
+		}
+	}
+	if len(wanted) < 20 {
+		t.Fatalf("only %d metrics in the dashboard and rules", len(wanted))
+	}
+	for m := range pendingMetrics {
+		if wanted[m] == nil {
+			t.Errorf("pendingMetrics lists %s, which no query uses", m)
+		}
 	}
 
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") }))
@@ -339,6 +407,7 @@ func TestGrafanaQueriesNameExportedMetrics(t *testing.T) {
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Tokens.PublicKeys = []string{pubFile}
 	cfg.Proxy.RateLimit.PerMinute = 1 // the second request is limited: rate_limited_total appears
+	cfg.Proxy.Cache.Dir = t.TempDir() // the cache's metrics appear
 	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: upstream.Listener.Addr().(*net.TCPAddr).Port, Hash: 0xa1b2c3d4}}
 	var a *agent.Agent
 	testutil.In(t, h.B, func() {
@@ -379,7 +448,13 @@ func TestGrafanaQueriesNameExportedMetrics(t *testing.T) {
 		}
 		defer c.Close()
 		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-		body, _ = io.ReadAll(c)
+		// Read as HTTP: the body is chunked, and a chunk boundary inside
+		// a "# TYPE" line would hide that family from the regexp.
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
 	})
 	exported := map[string]bool{}
 	for _, m := range regexp.MustCompile(`(?m)^# TYPE (regedge_[a-z_]+) (\w+)`).FindAllStringSubmatch(string(body), -1) {
@@ -390,9 +465,12 @@ func TestGrafanaQueriesNameExportedMetrics(t *testing.T) {
 			}
 		}
 	}
-	for m := range wanted {
-		if !exported[m] {
-			t.Errorf("the dashboard queries %s, which the agent does not export", m)
+	for m, users := range wanted {
+		switch {
+		case exported[m] && pendingMetrics[m]:
+			t.Logf("%s is exported now: remove it from pendingMetrics", m)
+		case !exported[m] && !pendingMetrics[m]:
+			t.Errorf("%s queries %s, which the agent does not export", strings.Join(users, ", "), m)
 		}
 	}
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command vethrate measures, in one run, how fast invalid config bus
 // datagrams are dropped by regedge's XDP program and how fast a Go userspace
 // receiver doing the same check handles them with XDP off. Traffic flows
@@ -42,6 +44,14 @@ func main() {
 	}
 }
 
+// warnOn reports a failed clean-up (namespaces, a bpffs mount left behind)
+// without hiding the run's own result.
+func warnOn(what string, err error) {
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vethrate: %s: %v\n", what, err)
+	}
+}
+
 func run(duration time.Duration, maxPackets int64, senders int) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: it creates network namespaces and attaches XDP")
@@ -50,7 +60,7 @@ func run(duration time.Duration, maxPackets int64, senders int) error {
 	if err != nil {
 		return err
 	}
-	defer h.Close()
+	defer func() { warnOn("remove the namespaces", h.Close()) }()
 
 	// An invalid datagram: a valid UPDATE with its checksum broken.
 	f := codec.Update(codec.FieldRows, 40)
@@ -67,11 +77,11 @@ func run(duration time.Duration, maxPackets int64, senders int) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(bpffs)
+	defer func() { warnOn("remove the bpffs mount point", os.Remove(bpffs)) }()
 	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
 		return err
 	}
-	defer unix.Unmount(bpffs, unix.MNT_DETACH)
+	defer func() { warnOn("unmount bpffs", unix.Unmount(bpffs, unix.MNT_DETACH)) }()
 	var dp *loader.Datapath
 	var openErr error
 	if err := vethpair.In(h.B, func() {
@@ -100,7 +110,9 @@ func run(duration time.Duration, maxPackets int64, senders int) error {
 	}
 	dropped := after[loader.ReasonChecksum] - before[loader.ReasonChecksum]
 	xdpRate := float64(dropped) / el1.Seconds()
-	dp.Close()
+	if err := dp.Close(); err != nil {
+		return err
+	}
 	if err := vethpair.In(h.B, func() { openErr = loader.Detach(bpffs, []string{h.IfB}) }); err != nil || openErr != nil {
 		return errors.Join(err, openErr)
 	}
@@ -160,7 +172,7 @@ func run(duration time.Duration, maxPackets int64, senders int) error {
 // blast sends payload from A to B's bus port until duration or maxPackets.
 // The generator is BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: an XDP
 // program in A redirects each run's frame out of A's veth end, the fastest
-// generator on this kernel (KERNEL-NOTES.md); sockets in Go would be the
+// generator on this kernel (docs/kernel.md, "Kernel facts"); sockets in Go would be the
 // bottleneck of both phases.
 func blast(h *vethpair.Hosts, payload []byte, duration time.Duration, maxPackets int64, senders int) (int64, time.Duration, error) {
 	var frame []byte

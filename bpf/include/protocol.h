@@ -21,6 +21,9 @@
 #define MAX_FRAME_SIZE (2 + BULK_ENTRY_SIZE * MAX_BULK_ENTRIES) /* 210 */
 #define MIN_DATAGRAM (STATE_SIZE + FIXED_FRAME_SIZE)             /* 27 */
 #define MAX_DATAGRAM (STATE_SIZE + MAX_FRAME_SIZE)               /* 223 */
+/* A signed datagram (PROTOCOL.md §3.1a) is a datagram and a trailer of this
+ * size: the kernel checks its length only, userspace the signature. */
+#define TRAILER_SIZE 72
 #define SCRATCH_SIZE 256
 
 #define TYPE_UPDATE 0x01
@@ -44,6 +47,10 @@ struct scratch {
 #define ALLOW_FAST_V6 8
 #define ALLOW_USE_TRIE 0xffffffff
 
+/* Bus public keys are configured: a datagram without a trailer is dropped
+ * (REASON_UNSIGNED) once it has passed every other check. */
+#define CFG_REQUIRE_TRAILER 1
+
 struct allow4 {
 	__u32 addr; /* network order, masked */
 	__u32 mask;
@@ -62,7 +69,7 @@ struct regedge_cfg {
 	 * ALLOW_USE_TRIE when longer: then allow_v4/allow_v6 decide. */
 	__u32 allow4_n;
 	__u32 allow6_n;
-	__u32 pad;
+	__u32 flags; /* CFG_* */
 	struct allow4 allow4[ALLOW_FAST_V4];
 	struct allow6 allow6[ALLOW_FAST_V6];
 };
@@ -190,7 +197,7 @@ static __always_inline int fixed_reason(const __u8 *f)
 			return REASON_FIELD;
 		return v == 0 ? REASON_OK : REASON_VALUE;
 	case TYPE_ERROR:
-		if (id < 1 || id > 5)
+		if (id < 1 || id > 6) /* 6: storage */
 			return REASON_FIELD;
 		return error_message_ok(f + 5) ? REASON_OK : REASON_VALUE;
 	}
@@ -232,6 +239,20 @@ static __always_inline int bulk_reason(const struct scratch *sc, __u32 flen)
 	return REASON_OK;
 }
 
+static __always_inline int bulk_len_ok(__u32 flen)
+{
+	return flen >= 2 + BULK_ENTRY_SIZE && flen <= MAX_FRAME_SIZE && (flen - 2) % BULK_ENTRY_SIZE == 0;
+}
+
+/* The verdict r of a datagram with or without a trailer, once the
+ * configuration's demand for one is applied. */
+static __always_inline int unsigned_reason(int r, int has_trailer, const struct regedge_cfg *cfg)
+{
+	if (r == REASON_OK && !has_trailer && (cfg->flags & CFG_REQUIRE_TRAILER))
+		return REASON_UNSIGNED;
+	return r;
+}
+
 /*
  * §2.3 for a datagram of exactly MIN_DATAGRAM bytes (a state and a fixed
  * frame, the common case) at b, which may point into the packet itself.
@@ -244,12 +265,14 @@ static __always_inline int small_datagram_reason(const __u8 *b, const struct reg
 		return REASON_VERSION;
 	if (b[STATE_SIZE] == TYPE_BULK)
 		return REASON_LENGTH; /* a BULK is never 14 bytes */
-	return fixed_reason(b + STATE_SIZE);
+	return unsigned_reason(fixed_reason(b + STATE_SIZE), 0, cfg);
 }
 
 /*
  * §2.3 for a datagram of len bytes whose first min(len, MAX_DATAGRAM) bytes
- * are in sc: length, state, version, then the frame.
+ * are in sc: length, state, version, then the frame; then, with
+ * CFG_REQUIRE_TRAILER, REASON_UNSIGNED for a valid datagram without a
+ * trailer. A trailer's bytes are never read (the copy may not hold them).
  */
 static __always_inline int datagram_reason(const struct scratch *sc, __u32 len,
 					   const struct regedge_cfg *cfg)
@@ -263,15 +286,22 @@ static __always_inline int datagram_reason(const struct scratch *sc, __u32 len,
 	if (!version_ok(cfg, sc->b[0]))
 		return REASON_VERSION;
 
+	/* The frame's length, or the frame's length plus a trailer (§3.1a):
+	 * 72 is not a multiple of 13, so at most one reading fits. */
 	__u32 flen = len - STATE_SIZE;
+	int signed_ = 0;
 	if (sc->b[STATE_SIZE] == TYPE_BULK) {
-		if (flen < 2 + BULK_ENTRY_SIZE || flen > MAX_FRAME_SIZE || (flen - 2) % BULK_ENTRY_SIZE != 0)
-			return REASON_LENGTH;
-		return bulk_reason(sc, flen);
+		if (!bulk_len_ok(flen)) {
+			if (flen <= TRAILER_SIZE || !bulk_len_ok(flen - TRAILER_SIZE))
+				return REASON_LENGTH;
+			flen -= TRAILER_SIZE;
+			signed_ = 1;
+		}
+		return unsigned_reason(bulk_reason(sc, flen), signed_, cfg);
 	}
-	if (flen != FIXED_FRAME_SIZE)
+	if (flen != FIXED_FRAME_SIZE && flen != FIXED_FRAME_SIZE + TRAILER_SIZE)
 		return REASON_LENGTH;
-	return fixed_reason(sc->b + STATE_SIZE);
+	return unsigned_reason(fixed_reason(sc->b + STATE_SIZE), flen != FIXED_FRAME_SIZE, cfg);
 }
 
 #endif

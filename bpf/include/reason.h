@@ -22,7 +22,8 @@ enum regedge_reason {
 	REASON_BLOCKED = 10,
 	REASON_SYNFLOOD = 11,
 	REASON_MALFORMED = 12,
-	REASON_MAX = 13,
+	REASON_UNSIGNED = 13, /* no signature trailer while bus keys are configured */
+	REASON_MAX = 14,
 };
 
 #endif

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
+	"sort"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,8 +74,96 @@ configured interfaces. Packets are no longer judged in the kernel afterwards.`,
 		},
 	}
 	detach.Flags().StringArrayVar(&ifaces, "interface", nil, "interface to clear of fallback attachments (default: agent.interfaces)")
-	cmd.AddCommand(status, detach)
+	cmd.AddCommand(status, detach, newBlocklistCmd(resolve))
 	return cmd
+}
+
+// newBlocklistCmd is `regedge bpf blocklist list|unblock ADDR`: the
+// token-failure block list, read and changed in the pins (an agent need
+// not run: the list outlives the agent that filled it).
+func newBlocklistCmd(resolve func() (*config.Config, string, error)) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "blocklist",
+		Short: "The token-failure block list (sources XDP cuts off from the proxy ports)",
+	}
+	open := func() (*loader.PinnedBlockList, error) {
+		_, fs, err := resolve()
+		if err != nil {
+			return nil, err
+		}
+		return loader.OpenPinnedBlockList(fs)
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "Sources on the block list and when each entry expires",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bl, err := open()
+			if err != nil {
+				return err
+			}
+			defer func() { _ = bl.Close() }() // maps only read, or one entry deleted: nothing left to lose
+			entries, err := bl.List()
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if len(entries) == 0 {
+				fmt.Fprintln(w, "the block list is empty")
+				return nil
+			}
+			sort.Slice(entries, func(i, j int) bool { return entries[i].Prefix.String() < entries[j].Prefix.String() })
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "SOURCE\tEXPIRES\tIN")
+			for _, e := range entries {
+				at, in := "never", "-"
+				if !e.Expires.IsZero() {
+					at, in = e.Expires.UTC().Format(time.RFC3339), time.Until(e.Expires).Round(time.Second).String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Prefix, at, in)
+			}
+			return tw.Flush()
+		},
+	}
+	unblock := &cobra.Command{
+		Use:   "unblock ADDR",
+		Short: "Remove a source (an address, or the prefix list shows) from the block list",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			prefix, err := parseSource(args[0])
+			if err != nil {
+				return usageErr("bpf blocklist unblock: %v", err)
+			}
+			bl, err := open()
+			if err != nil {
+				return err
+			}
+			defer func() { _ = bl.Close() }() // maps only read, or one entry deleted: nothing left to lose
+			if err := bl.Unblock(prefix); err != nil {
+				if errors.Is(err, loader.ErrNotBlocked) {
+					return &exitError{code: 1, err: fmt.Errorf("bpf blocklist unblock: %w", err)}
+				}
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "unblocked %s\n", prefix)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, unblock)
+	return cmd
+}
+
+// parseSource reads an address (a host prefix) or a CIDR prefix.
+func parseSource(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q: want an IP address or a CIDR prefix", s)
+	}
+	return p.Masked(), nil
 }
 
 func writeStatus(cmd *cobra.Command, st *loader.Status) {

@@ -1,8 +1,12 @@
+//go:build linux
+
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -22,9 +26,29 @@ func TestBPFStatusAndDetach(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := dp.Objects.Block(netip.MustParsePrefix("192.0.2.77/32"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
 		dp.Close() // the pins stay
 	})
-	out, errs, code := run(t, "", "bpf", "status", "--bpffs", bpffs)
+	// The block list, from the pins, with no agent running.
+	out, errs, code := run(t, "", "bpf", "blocklist", "list", "--bpffs", bpffs)
+	if code != 0 || !strings.Contains(out, "192.0.2.77/32") || !strings.Contains(out, "EXPIRES") {
+		t.Fatalf("blocklist list: exit %d %s\n%s", code, errs, out)
+	}
+	if _, errs, code = run(t, "", "bpf", "blocklist", "unblock", "192.0.2.78", "--bpffs", bpffs); code != 1 || !strings.Contains(errs, "not on the block list") {
+		t.Fatalf("unblock of a source not there: exit %d %s", code, errs)
+	}
+	if _, _, code = run(t, "", "bpf", "blocklist", "unblock", "not-an-address", "--bpffs", bpffs); code != 2 {
+		t.Fatalf("unblock of garbage: exit %d", code)
+	}
+	if out, errs, code = run(t, "", "bpf", "blocklist", "unblock", "192.0.2.77", "--bpffs", bpffs); code != 0 || !strings.Contains(out, "unblocked 192.0.2.77/32") {
+		t.Fatalf("unblock: exit %d %s %s", code, out, errs)
+	}
+	if out, _, _ = run(t, "", "bpf", "blocklist", "list", "--bpffs", bpffs); !strings.Contains(out, "empty") {
+		t.Fatalf("list after unblock:\n%s", out)
+	}
+	out, errs, code = run(t, "", "bpf", "status", "--bpffs", bpffs)
 	if code != 0 {
 		t.Fatalf("status: exit %d: %s", code, errs)
 	}

@@ -1,62 +1,55 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/regedge/regedge/internal/config"
+
+	"github.com/spf13/cobra"
 )
 
 func newCacheCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cache", Short: "The edge cache of a running agent"}
-	var to, file string
+	var to, file, adminToken string
+	var toFleet bool
 	purge := &cobra.Command{
-		Use:   "purge PKG[@VERSION]",
-		Short: "Drop the cached packuments and tarballs of a package (or one version)",
+		Use:   "purge PKG[@VERSION] [--fleet] [--to ADMIN] [--token T]",
+		Short: "Drop the cached packuments and tarballs of a package (or one version); --fleet: and tell every peer",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pkg, version := splitPackageVersion(args[0])
 			if pkg == "" {
 				return usageErr("cache purge: %q: want PKG or PKG@VERSION", args[0])
 			}
-			if to == "" {
-				c, err := config.Load(file, nil)
+			var fleetErr error
+			if toFleet {
+				// First, and whatever the local agent says: the fleet is
+				// told even when this host's cache is off or down.
+				cfg, err := config.Load(file, nil)
 				if err != nil {
 					return err
 				}
-				to = c.Admin.Listen
+				fleetErr = sendFleetHint(cmd.OutOrStdout(), cfg, pkg)
 			}
-			u := adminURL(to) + "/api/cache/" + pkg
-			if version != "" {
-				u += "?version=" + url.QueryEscape(version)
+			c, err := adminClient(file, to, 10*time.Second)
+			if err != nil {
+				return err
 			}
-			req, _ := http.NewRequest(http.MethodDelete, u, nil)
-			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+			c.SetToken(adminTokenOf(adminToken))
+			n, err := c.PurgeCache(cmd.Context(), pkg, version)
 			if err != nil {
 				return fmt.Errorf("cache purge: %w", err)
 			}
-			defer resp.Body.Close()
-			var out struct {
-				Purged int    `json:"purged"`
-				Error  string `json:"error"`
-			}
-			json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out)
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("cache purge: %s answered %s: %s", to, resp.Status, out.Error)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "purged %d entries of %s\n", out.Purged, args[0])
-			return nil
+			fmt.Fprintf(cmd.OutOrStdout(), "purged %d entries of %s\n", n, args[0])
+			return fleetErr
 		},
 	}
 	purge.Flags().StringVar(&to, "to", "", "admin address of the agent (default: admin.listen)")
 	purge.Flags().StringVar(&file, "config", "", "config file (JSON)")
+	addTokenFlag(purge, &adminToken)
+	purge.Flags().BoolVar(&toFleet, "fleet", false, "also send the package's revalidation hint to every peer of fleet.peers (this host left out)")
 	cmd.AddCommand(purge)
 	return cmd
 }

@@ -6,13 +6,15 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/regedge/regedge/internal/npmclient/npmfixture"
 )
 
 func TestCachePurge(t *testing.T) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, ".tgz") {
 			w.Header().Set("Content-Type", "application/octet-stream")
-			io.WriteString(w, "tarball-bytes")
+			w.Write(npmfixture.Tarball(map[string]string{"index.js": r.URL.Path})) // a whole gzip stream: the cache keeps it
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -72,6 +72,7 @@ func runningAgent(t *testing.T) *agent.Agent {
 	cfg.Bus.Port = 0
 	cfg.WebSocket.Port = 0
 	cfg.Proxy.ListenPort = 0
+	cfg.Fleet.Listen = "127.0.0.1:0" // with the cache on, not the machine's 4875
 	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,8 @@ func TestConfigPushTable(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("push: exit %d: %s\n%s", code, errs, out)
 	}
-	if strings.Count(out, "0x01a1b2c3d40000000703287800") != 2 || strings.Count(out, " yes ") != 2 {
+	// Two rows and one group.
+	if strings.Count(out, "0x01a1b2c3d40000000703287800") != 3 || strings.Count(out, " yes ") != 2 || !hasRow(out, "0x01a1b2c3d40000000703287800", "2", "2") {
 		t.Fatalf("push table:\n%s", out)
 	}
 	if a.State().Cols != 120 || b.State().TerminalMode != 3 {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +29,7 @@ import (
 type fleetAgent struct {
 	spoke  vethpair.Spoke
 	cfg    *config.Config
+	opts   []agent.Option
 	agent  *agent.Agent
 	cancel context.CancelFunc
 	done   chan error
@@ -34,7 +38,7 @@ type fleetAgent struct {
 func (f *fleetAgent) start(t *testing.T) {
 	t.Helper()
 	testutil.In(t, f.spoke.NS, func() {
-		a, err := agent.New(f.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		a, err := agent.New(f.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), f.opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,19 +67,20 @@ func (f *fleetAgent) stop(t *testing.T) {
 	f.cancel = nil
 }
 
-// TestFleetPush: three agents in three namespaces, BPF attached, and a
-// pusher in a fourth. A push converges on all; with one agent stopped the
-// push reports it and exits non-zero; after it restarts (state restored from
-// its file) a second push converges. Invalid datagrams and datagrams from a
-// source off the allow-list are dropped in XDP and never applied.
-func TestFleetPush(t *testing.T) {
+// startFleet starts n agents, each in its own spoke namespace of a star
+// with the kernel datapath attached to its veth, allowing the whole
+// 192.0.2.0/24 (the hub's addresses) on its bus; adjust, when not nil, edits
+// each agent's config first. It returns the star, the agents and their bus
+// addresses.
+func startFleet(t *testing.T, n int, adjust func(*config.Config)) (*vethpair.Star, []*fleetAgent, []string) {
+	t.Helper()
 	testutil.RequireRoot(t)
-	star, err := vethpair.CreateStar(3)
+	star, err := vethpair.CreateStar(n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { star.Close() })
-	fleet := make([]*fleetAgent, 3)
+	fleet := make([]*fleetAgent, n)
 	var targets []string
 	for i, sp := range star.Spokes {
 		bpffs := t.TempDir()
@@ -90,11 +95,24 @@ func TestFleetPush(t *testing.T) {
 		cfg.Agent.StateFile = filepath.Join(t.TempDir(), "state")
 		cfg.Bus.Allow = []string{"192.0.2.0/24"}
 		cfg.Admin.Listen = "127.0.0.1:0"
+		if adjust != nil {
+			adjust(cfg)
+		}
 		fleet[i] = &fleetAgent{spoke: sp, cfg: cfg}
 		fleet[i].start(t)
 		t.Cleanup(func() { fleet[i].stop(t) })
 		targets = append(targets, fmt.Sprintf("%s:4874", sp.Addr))
 	}
+	return star, fleet, targets
+}
+
+// TestFleetPush: three agents in three namespaces, BPF attached, and a
+// pusher in a fourth. A push converges on all; with one agent stopped the
+// push reports it and exits non-zero; after it restarts (state restored from
+// its file) a second push converges. Invalid datagrams and datagrams from a
+// source off the allow-list are dropped in XDP and never applied.
+func TestFleetPush(t *testing.T) {
+	star, fleet, targets := startFleet(t, 3, nil)
 	push := func(args ...string) (string, string, int) {
 		t.Helper()
 		var out, errs string
@@ -161,7 +179,7 @@ func TestFleetPush(t *testing.T) {
 			outside.WriteToUDP(good, dst)
 		}
 	})
-	waitUntil(t, "XDP to drop 5 checksum and 5 source datagrams", func() bool {
+	testutil.Eventually(t, 10*time.Second, "XDP to drop 5 checksum and 5 source datagrams", func() bool {
 		st, err := loader.ReadStatus(a0.cfg.Agent.BPFFS)
 		return err == nil && st.XDP[loader.ReasonChecksum]-before.XDP[loader.ReasonChecksum] == 5 &&
 			st.XDP[loader.ReasonSource]-before.XDP[loader.ReasonSource] == 5

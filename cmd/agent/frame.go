@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/configbus"
+	"github.com/regedge/regedge/internal/token"
 )
 
 func newFrameCmd() *cobra.Command {
@@ -43,25 +46,46 @@ func parseVersions(list string) (codec.VersionSet, error) {
 func newFrameDecodeCmd() *cobra.Command {
 	var datagram, asJSON bool
 	var versions string
+	var pubFiles []string
 	cmd := &cobra.Command{
 		Use:   "decode HEX",
 		Short: "Decode and judge one frame (or datagram with --datagram)",
 		Long: `Decode one frame, or with --datagram one config bus datagram, print its
-fields with their names and the verdict of PROTOCOL.md §2.3.
+fields with their names and the verdict of docs/protocol.md §2.3.
+
+A datagram may carry a signature trailer (72 bytes: timestamp and Ed25519
+signature); its timestamp is shown with its age by this machine's clock. With
+--pub FILE (PKIX PEM, as bus.publicKeys; repeatable) the tool judges as an
+agent with those keys: the verdict is unsigned when there is no trailer and
+signature when no key verifies it. (Whether an agent finds it stale depends on
+its clock when the datagram arrives: agents accept 30 s either way.)
 
 Exit status: 0 when the verdict is ok, 1 when it is a reason word, 2 when the
 argument is not hex.`,
+		Example: `  regedge frame decode 010000000900000000000000020a
+  regedge frame decode --datagram --pub /etc/regedge/bus.pub HEX`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			vs, err := parseVersions(versions)
 			if err != nil {
 				return err
 			}
+			if len(pubFiles) > 0 && !datagram {
+				return usageErr("--pub verifies a signed datagram: add --datagram")
+			}
+			var keys []ed25519.PublicKey
+			for _, f := range pubFiles {
+				k, err := token.ReadPublicKey(f)
+				if err != nil {
+					return usageErr("--pub: %v", strings.TrimPrefix(err.Error(), "token: "))
+				}
+				keys = append(keys, k)
+			}
 			b, err := codec.ParseHex(args[0])
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			rep := judge(b, datagram, &vs)
+			rep := judge(b, datagram, &vs, keys, time.Now())
 			w := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(w)
@@ -81,6 +105,7 @@ argument is not hex.`,
 	cmd.Flags().BoolVar(&datagram, "datagram", false, "the input is a bus datagram: 13-byte state, then one frame")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&versions, "versions", "1", "config versions the receiver accepts (datagrams)")
+	cmd.Flags().StringArrayVar(&pubFiles, "pub", nil, "bus public key file: judge the datagram's signature as an agent with this key would")
 	return cmd
 }
 
@@ -103,7 +128,6 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				return err
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())
-			defer out.Flush()
 			sc := bufio.NewScanner(cmd.InOrStdin())
 			sc.Buffer(make([]byte, 64*1024), 1<<20)
 			for n := 1; sc.Scan(); n++ {
@@ -113,7 +137,7 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				}
 				b, err := codec.ParseHex(line)
 				if err != nil {
-					out.Flush()
+					_ = out.Flush() // the verdicts so far; the bad line is the error to report
 					return usageErr("line %d: %v", n, err)
 				}
 				var r codec.Reason
@@ -125,9 +149,10 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 				fmt.Fprintln(out, r)
 			}
 			if err := sc.Err(); err != nil {
+				_ = out.Flush()
 				return usageErr("reading stdin: %v", err)
 			}
-			return nil
+			return out.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&datagram, "datagram", false, "lines are bus datagrams")
@@ -138,12 +163,22 @@ Exit status: 0 whatever the verdicts; 2, naming the line, when a line is not hex
 // report is what `frame decode` prints, as text or JSON. Fields are filled
 // only for input that passed every check: nothing half-parsed is shown.
 type report struct {
-	Hex     string        `json:"hex"`
-	Kind    string        `json:"kind"`
-	Verdict string        `json:"verdict"`
-	Error   string        `json:"error,omitempty"`
-	Sender  *config.State `json:"sender,omitempty"`
-	Frame   *frameReport  `json:"frame,omitempty"`
+	Hex     string         `json:"hex"`
+	Kind    string         `json:"kind"`
+	Verdict string         `json:"verdict"`
+	Error   string         `json:"error,omitempty"`
+	Sender  *config.State  `json:"sender,omitempty"`
+	Frame   *frameReport   `json:"frame,omitempty"`
+	Trailer *trailerReport `json:"trailer,omitempty"`
+}
+
+// trailerReport is a signed datagram's trailer.
+type trailerReport struct {
+	Timestamp uint64 `json:"timestamp"` // ms since the Unix epoch
+	Time      string `json:"time"`
+	Age       string `json:"age"` // by this machine's clock
+	Signature string `json:"signature"`
+	Verifies  *bool  `json:"verifies,omitempty"` // with --pub
 }
 
 type frameReport struct {
@@ -171,10 +206,14 @@ type entryReport struct {
 	Meaning string      `json:"meaning,omitempty"`
 }
 
-func judge(b []byte, datagram bool, vs *codec.VersionSet) report {
+// judge decodes b as a frame or a datagram. With keys (datagrams only) it
+// also judges the signature as an agent with bus.publicKeys would, but for
+// staleness, which depends on the moment the datagram arrives.
+func judge(b []byte, datagram bool, vs *codec.VersionSet, keys []ed25519.PublicKey, now time.Time) report {
 	rep := report{Hex: hex.EncodeToString(b), Kind: "frame", Verdict: "ok"}
 	var f codec.Frame
 	var err error
+	body := b // the frame or datagram, without a trailer
 	if datagram {
 		rep.Kind = "datagram"
 		var d codec.Datagram
@@ -182,6 +221,27 @@ func judge(b []byte, datagram bool, vs *codec.VersionSet) report {
 			s := config.FromCodec(d.Sender)
 			rep.Sender = &s
 			f = d.Frame
+			var trailer []byte
+			body, trailer, _ = codec.SplitSigned(b)
+			if trailer != nil {
+				t, _ := codec.ParseTrailer(trailer) // 72 bytes: SplitSigned says so
+				rep.Trailer = &trailerReport{
+					Timestamp: t.Timestamp, Time: trailerTime(t.Timestamp), Age: trailerAge(t.Timestamp, now),
+					Signature: hex.EncodeToString(t.Signature[:]),
+				}
+				if len(keys) > 0 {
+					ok := false
+					for _, k := range keys {
+						ok = ok || t.Verify(body, k)
+					}
+					rep.Trailer.Verifies = &ok
+					if !ok {
+						rep.Verdict, rep.Error = "signature", "no --pub key verifies the signature"
+					}
+				}
+			} else if len(keys) > 0 {
+				rep.Verdict, rep.Error = "unsigned", "no signature trailer: an agent with bus.publicKeys refuses it"
+			}
 		}
 	} else {
 		err = codec.DecodeFrameInto(&f, b)
@@ -191,8 +251,53 @@ func judge(b []byte, datagram bool, vs *codec.VersionSet) report {
 		rep.Verdict, rep.Error = r.String(), err.Error()
 		return rep
 	}
-	rep.Frame = describe(&f, b[len(b)-1])
+	rep.Frame = describe(&f, body[len(body)-1])
 	return rep
+}
+
+func trailerTime(ms uint64) string {
+	if ms > 1<<53 {
+		return "far future"
+	}
+	return time.UnixMilli(int64(ms)).UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+// trailerAge says how far the timestamp is from now, e.g. "12.5s ago",
+// "in 3s", with the agents' window beside it.
+func trailerAge(ms uint64, now time.Time) string {
+	const far = 100 * 365 * 24 * time.Hour
+	n := now.UnixMilli()
+	var d time.Duration
+	switch {
+	case ms > uint64(n)+uint64(far.Milliseconds()):
+		d = -far
+	case n > far.Milliseconds() && ms < uint64(n-far.Milliseconds()):
+		d = far
+	default:
+		d = time.Duration(n-int64(ms)) * time.Millisecond
+	}
+	within := "within"
+	if d > configbus.MaxSkew || d < -configbus.MaxSkew {
+		within = "outside"
+	}
+	switch {
+	case d >= far || d <= -far:
+		return fmt.Sprintf("more than 100 years off (%s the agents' ±%v)", within, configbus.MaxSkew)
+	case d < 0:
+		return fmt.Sprintf("in %s (%s the agents' ±%v)", roughly(-d), within, configbus.MaxSkew)
+	}
+	return fmt.Sprintf("%s ago (%s the agents' ±%v)", roughly(d), within, configbus.MaxSkew)
+}
+
+// roughly prints a duration to the precision that matters for it.
+func roughly(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	}
+	return d.Round(time.Millisecond).String()
 }
 
 func describe(f *codec.Frame, checksum byte) *frameReport {
@@ -229,7 +334,7 @@ func describe(f *codec.Frame, checksum byte) *frameReport {
 		fr.Field = &fieldReport{f.Field, "acknowledges " + codec.FrameType(f.Field).String()}
 		fr.Value = &valueReport{Raw: f.Value}
 	case codec.TypeError:
-		fr.Field = &fieldReport{f.Field, "error code " + errorCodeName(codec.ErrorCode(f.Field))}
+		fr.Field = &fieldReport{f.Field, "error code " + codec.ErrorCode(f.Field).String()}
 		fr.Value = &valueReport{f.Value, strconv.Quote(f.ErrorMessage())}
 	}
 	return fr
@@ -240,22 +345,6 @@ func heartbeatTime(ms uint64) string {
 		return "far future"
 	}
 	return time.UnixMilli(int64(ms)).UTC().Format("2006-01-02T15:04:05.000Z")
-}
-
-func errorCodeName(c codec.ErrorCode) string {
-	switch c {
-	case codec.ErrCodeBadLength:
-		return "bad length"
-	case codec.ErrCodeBadChecksum:
-		return "bad checksum"
-	case codec.ErrCodeUnknownType:
-		return "unknown type"
-	case codec.ErrCodeInvalid:
-		return "invalid field or value"
-	case codec.ErrCodeNotAllowed:
-		return "not allowed"
-	}
-	return "unknown"
 }
 
 func (r *report) writeText(w io.Writer) {
@@ -283,6 +372,19 @@ func (r *report) writeText(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "checksum\t0x%02x\n", fr.Checksum)
 	}
+	if t := r.Trailer; t != nil {
+		fmt.Fprintf(tw, "timestamp\t%d\t%s, %s\n", t.Timestamp, t.Time, t.Age)
+		fmt.Fprintf(tw, "signature\t%s\n", t.Signature)
+		if t.Verifies != nil {
+			word := "verifies"
+			if !*t.Verifies {
+				word = "does not verify"
+			}
+			fmt.Fprintf(tw, "signed\t%s with --pub\n", word)
+		}
+	} else if r.Kind == "datagram" && r.Frame != nil {
+		fmt.Fprintf(tw, "signed\tno (no trailer)\n")
+	}
 	fmt.Fprintf(tw, "verdict\t%s\n", r.Verdict)
 	if r.Error != "" {
 		fmt.Fprintf(tw, "error\t%s\n", r.Error)
@@ -292,23 +394,26 @@ func (r *report) writeText(w io.Writer) {
 
 func newFrameEncodeCmd() *cobra.Command {
 	var datagram bool
-	var stateDump string
+	var stateDump, keyFile string
 	cmd := &cobra.Command{
 		Use:   "encode",
 		Short: "Print the hex of a frame (or datagram with --datagram)",
 		Long: `Print the hex of one frame. The frame is checked before it is printed:
-a value that breaks a rule of PROTOCOL.md is an error (exit 1), not a frame.
+a value that breaks a rule of docs/protocol.md is an error (exit 1), not a frame.
 With --datagram the frame follows a 13-byte sender state (--state DUMP, or the
-local config's state).`,
+local config's state); --key FILE (PKCS#8 PEM Ed25519) then appends a
+signature trailer stamped with this machine's clock.`,
 		Example: `  regedge frame encode update terminalMode 2
   regedge frame encode bulk terminalMode=2 rows=40 cols=120
   regedge frame encode toggle 2 on
   regedge frame encode resize 40x120
   regedge frame encode heartbeat
-  regedge frame encode --datagram update rows 40`,
+  regedge frame encode --datagram update rows 40
+  regedge frame encode --datagram --key bus.key update rows 40`,
 	}
 	cmd.PersistentFlags().BoolVar(&datagram, "datagram", false, "prefix the sender state: print a bus datagram")
 	cmd.PersistentFlags().StringVar(&stateDump, "state", "", "sender state dump for --datagram (default: the local config's state)")
+	cmd.PersistentFlags().StringVar(&keyFile, "key", "", "with --datagram: sign it with this Ed25519 private key (PKCS#8 PEM)")
 
 	emit := func(cmd *cobra.Command, f codec.Frame) error {
 		if err := f.Check(); err != nil {
@@ -321,6 +426,15 @@ local config's state).`,
 				return err
 			}
 			out = codec.AppendDatagram(nil, s, &f)
+			if keyFile != "" {
+				key, err := token.ReadPrivateKey(keyFile)
+				if err != nil {
+					return usageErr("--key: %v", strings.TrimPrefix(err.Error(), "token: "))
+				}
+				out = codec.AppendSigned(nil, out, uint64(time.Now().UnixMilli()), key)
+			}
+		} else if keyFile != "" {
+			return usageErr("--key signs a datagram: add --datagram")
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), hex.EncodeToString(out))
 		return nil
@@ -394,7 +508,7 @@ local config's state).`,
 			Short: "ACK of a frame type (update, toggle, resize, bulk or 0x..)",
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				t, ok := parseFrameType(args[0])
+				t, ok := codec.ParseFrameType(args[0])
 				if !ok {
 					return usageErr("ack: %q is not a frame type", args[0])
 				}
@@ -403,12 +517,12 @@ local config's state).`,
 		},
 		&cobra.Command{
 			Use:   "error CODE [MESSAGE]",
-			Short: "ERROR frame: code 1..5, message up to 8 ASCII bytes",
+			Short: "ERROR frame: code 1..6, message up to 8 ASCII bytes",
 			Args:  cobra.RangeArgs(1, 2),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				code, err := strconv.ParseUint(args[0], 10, 32)
 				if err != nil {
-					return usageErr("error: %q: want a code 1..5", args[0])
+					return usageErr("error: %q: want a code 1..6", args[0])
 				}
 				msg := ""
 				if len(args) == 2 {
@@ -446,40 +560,14 @@ func senderState(dump string) (codec.State, error) {
 	return codec.ParseDump(dump)
 }
 
-func parseFrameType(s string) (codec.FrameType, bool) {
-	for _, t := range []codec.FrameType{codec.TypeUpdate, codec.TypeFeatureToggle, codec.TypeResize,
-		codec.TypeHeartbeat, codec.TypeAck, codec.TypeError, codec.TypeBulk} {
-		if strings.EqualFold(s, t.String()) {
-			return t, true
-		}
-	}
-	switch strings.ToLower(s) {
-	case "toggle":
-		return codec.TypeFeatureToggle, true
-	}
-	n, err := strconv.ParseUint(s, 0, 8)
-	return codec.FrameType(n), err == nil
-}
-
-// parseEntry reads a field (name or numeric id) and a value (decimal or 0x hex).
+// parseEntry is codec.ParseEntry with its form errors as usage errors (exit 2).
 func parseEntry(field, value string) (codec.Entry, error) {
-	var id codec.FieldID
-	if f, ok := codec.FieldByName(field); ok {
-		id = f.ID
-	} else if n, err := strconv.ParseUint(field, 10, 32); err == nil {
-		id = codec.FieldID(n)
-	} else {
-		names := make([]string, 0, 7)
-		for _, f := range codec.Fields() {
-			names = append(names, f.Name)
-		}
-		return codec.Entry{}, usageErr("unknown field %q: want one of %s, or a field id", field, strings.Join(names, ", "))
+	e, err := codec.ParseEntry(field, value)
+	var se *codec.SyntaxError
+	if errors.As(err, &se) {
+		return e, usageErr("%s %q: %s", se.What, se.Input, se.Rule)
 	}
-	v, err := strconv.ParseUint(value, 0, 64)
-	if err != nil {
-		return codec.Entry{}, usageErr("field %s: value %q: want a decimal or 0x hex number", field, value)
-	}
-	return codec.Entry{Field: id, Value: v}, nil
+	return e, err
 }
 
 func parseAssignments(args []string) ([]codec.Entry, error) {

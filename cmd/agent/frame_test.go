@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/regedge/regedge/internal/vectors"
 )
@@ -103,7 +102,7 @@ func TestFrameDecode(t *testing.T) {
 	}
 }
 
-// The encodings of PROTOCOL.md §2.4.
+// The encodings of docs/protocol.md §2.4.
 func TestFrameEncodeMatchesProtocolVectors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -123,10 +122,12 @@ func TestFrameEncodeMatchesProtocolVectors(t *testing.T) {
 		{[]string{"bulk", "terminalMode=2", "rows=40", "cols=120"}, "20000000090000000000000002000000000a0000000000000028000000000b0000000000000078007a"},
 		{[]string{"--datagram", "--state", "0x01a1b2c3d40000000702185000", "update", "terminalMode", "2"}, "01a1b2c3d40000000702185000010000000900000000000000020a"},
 	} {
-		out, errs, code := run(t, "", append([]string{"frame", "encode"}, tc.args...)...)
-		if code != 0 || strings.TrimSpace(out) != tc.want {
-			t.Errorf("encode %v: exit %d, %q (%s), want %s", tc.args, code, out, errs, tc.want)
-		}
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, errs, code := run(t, "", append([]string{"frame", "encode"}, tc.args...)...)
+			if code != 0 || strings.TrimSpace(out) != tc.want {
+				t.Errorf("encode %v: exit %d, %q (%s), want %s", tc.args, code, out, errs, tc.want)
+			}
+		})
 	}
 }
 
@@ -153,14 +154,18 @@ func TestFrameEncodeRefusesInvalid(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond for up to 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
+// ERROR code 6 (storage) is a valid frame: encode and decode agree with the
+// vector "error 6 'storage'".
+func TestFrameStorageErrorCode(t *testing.T) {
+	out, errs, code := run(t, "", "frame", "encode", "error", "6", "storage")
+	if code != 0 || strings.TrimSpace(out) != "070000000673746f726167650078" {
+		t.Fatalf("encode error 6: exit %d, out %q, err %q", code, out, errs)
+	}
+	out, _, code = run(t, "", "frame", "decode", "070000000673746f726167650078")
+	if code != 0 || !strings.Contains(out, "storage") || !strings.Contains(out, "verdict   ok") {
+		t.Fatalf("decode error 6: exit %d:\n%s", code, out)
+	}
+	if _, _, code = run(t, "", "frame", "decode", "0700000007000000000000000000"); code != 1 {
+		t.Fatalf("error code 7: exit %d, want 1", code)
 	}
 }

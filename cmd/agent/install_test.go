@@ -46,6 +46,7 @@ func snapshot(t *testing.T, dir string) map[string]string {
 }
 
 func TestInstallThroughTheEdgeMatchesNpm(t *testing.T) {
+	npmHome(t)
 	reg := npmfixture.New(t)
 	reg.Add(fixturePackage("greet", "1.0.0", map[string]string{"shout": "^1.0.0"}))
 	reg.Add(fixturePackage("shout", "1.0.0", nil))
@@ -95,6 +96,7 @@ func TestInstallThroughTheEdgeMatchesNpm(t *testing.T) {
 }
 
 func TestInstallErrors(t *testing.T) {
+	npmHome(t)
 	if _, errs, code := run(t, "", "install", "x", "--registry", "ftp://nope"); code != 2 || !strings.Contains(errs, "want an http(s) URL") {
 		t.Fatalf("bad registry: %d %s", code, errs)
 	}
@@ -113,6 +115,7 @@ func TestInstallErrors(t *testing.T) {
 }
 
 func TestPublishThroughTheEdgeThenInstallWithRegedgeAndNpm(t *testing.T) {
+	npmHome(t)
 	npm, err := exec.LookPath("npm")
 	if err != nil {
 		testutil.SkipOrFail(t, "npm is not installed (.ci/run installs nodejs and npm)")
@@ -145,7 +148,7 @@ func TestPublishThroughTheEdgeThenInstallWithRegedgeAndNpm(t *testing.T) {
 		t.Fatalf("publish did not go through the edge: %s", errs)
 	}
 	// the upstream got the config headers; the client's token is the edge's
-	// business and never travels upstream (INTERFACE.md: upstreams[].auth)
+	// business and never travels upstream (docs/configuration.md: proxy.upstreams[].auth)
 	last := reg.Seen[len(reg.Seen)-1]
 	if last.Get("X-Bun-Config-Version") == "" || strings.Contains(last.Get("Authorization"), "t0k") {
 		t.Fatalf("the upstream got the publish without config headers or with the client token: %v", last)
@@ -204,6 +207,17 @@ func npmInstall(t *testing.T, npm, registry, spec string) string {
 	return proj
 }
 
+// npmHome gives the test its own empty user .npmrc and HOME, and no
+// REGEDGE_TOKEN, so the machine's npm setup cannot leak into a test.
+func npmHome(t *testing.T) string {
+	t.Helper()
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("npm_config_userconfig", filepath.Join(home, ".npmrc"))
+	t.Setenv("REGEDGE_TOKEN", "")
+	return home
+}
+
 func keys(m map[string]string) []string {
 	var out []string
 	for k := range m {
@@ -215,6 +229,7 @@ func keys(m map[string]string) []string {
 // TestInstallShowsProgressOnATerminal runs `regedge install` in a
 // pseudo-terminal: the download shows a progress bar there.
 func TestInstallShowsProgressOnATerminal(t *testing.T) {
+	npmHome(t)
 	reg := npmfixture.New(t)
 	reg.Add(fixturePackage("greet", "1.0.0", nil))
 	dir := t.TempDir()
@@ -246,6 +261,7 @@ func TestInstallShowsProgressOnATerminal(t *testing.T) {
 }
 
 func TestPublishDryRunAndBadPackage(t *testing.T) {
+	npmHome(t)
 	reg := npmfixture.New(t)
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "package.json"), []byte(`{"name":"dry","version":"1.0.0"}`), 0o644)

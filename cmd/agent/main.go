@@ -1,7 +1,8 @@
 // Command regedge is the regedge agent and its operator tool: the agent
-// itself (run), the wire-format tools (frame, config) and, as the issues land,
-// the proxy, kernel and client commands of INTERFACE.md. This package only
-// wires commands to the internal packages.
+// itself (run, proxy start), the wire-format tools (frame, config), the
+// kernel, token and cache commands, `top`, and the client commands (install,
+// publish); docs/cli.md describes each. This package only wires commands to
+// the internal packages.
 package main
 
 import (
@@ -35,7 +36,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newConfigCmd(), newFrameCmd(), newRunCmd(), newProxyCmd(), newBPFCmd(), newTokenCmd(), newCacheCmd(), newTopCmd(), newInstallCmd(), newPublishCmd())
+	root.AddCommand(newVersionCmd(), newConfigCmd(), newFrameCmd(), newRunCmd(), newProxyCmd(), newBPFCmd(), newTokenCmd(), newCacheCmd(), newTopCmd(), newInstallCmd(), newPublishCmd(), newSysdumpCmd())
 	return root
 }
 

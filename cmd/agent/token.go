@@ -14,18 +14,23 @@ import (
 )
 
 func newTokenCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Ed25519 keys and proxy/admin tokens (PROTOCOL.md §4.3)"}
+	cmd := &cobra.Command{Use: "token", Short: "Ed25519 keys and proxy/admin tokens (docs/protocol.md §4.3)"}
 
 	var out string
+	var force bool
 	keygen := &cobra.Command{
-		Use:   "keygen --out DIR",
-		Short: "Write DIR/edge.key (PKCS#8 PEM, mode 0600) and DIR/edge.pub (PKIX PEM)",
+		Use:   "keygen --out DIR [--force]",
+		Short: "Write DIR/edge.key (PKCS#8 PEM, mode 0600) and DIR/edge.pub (PKIX PEM); never over an existing key without --force",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return usageErr("token keygen: --out DIR is required")
 			}
-			k, p, err := token.GenerateKey(out)
+			gen := token.GenerateKey
+			if force {
+				gen = token.ReplaceKey
+			}
+			k, p, err := gen(out)
 			if err != nil {
 				return err
 			}
@@ -34,16 +39,22 @@ func newTokenCmd() *cobra.Command {
 		},
 	}
 	keygen.Flags().StringVar(&out, "out", "", "directory for edge.key and edge.pub")
+	keygen.Flags().BoolVar(&force, "force", false, "replace an existing key pair (tokens signed with the old key stop verifying)")
 
-	var keyFile, hashes, sub, kid, scope string
+	var keyFile, hashes, sub, kid string
+	var scopes []string
 	var ttl time.Duration
 	issue := &cobra.Command{
-		Use:   "issue --key F --hash H[,H...] --sub S --ttl D [--kid K] [--scope config:write]",
+		Use:   "issue --key F --hash H[,H...] --sub S --ttl D [--kid K] [--scope registry:write] [--scope config:write]",
 		Short: "Print a signed token, alone on stdout",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyFile == "" || hashes == "" || ttl <= 0 {
 				return usageErr("token issue: --key, --hash and a positive --ttl are required")
+			}
+			scope, err := scopeClaim(scopes)
+			if err != nil {
+				return err
 			}
 			k, err := token.ReadPrivateKey(keyFile)
 			if err != nil {
@@ -79,7 +90,7 @@ func newTokenCmd() *cobra.Command {
 	issue.Flags().StringVar(&sub, "sub", "", "who the token is for, e.g. @mycompany")
 	issue.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 24h")
 	issue.Flags().StringVar(&kid, "kid", "", "key id (the public key file's name without extension)")
-	issue.Flags().StringVar(&scope, "scope", "", "config:write for an admin token")
+	issue.Flags().StringArrayVar(&scopes, "scope", nil, "registry:write (requests other than reads: publish, dist-tags, ...) or config:write (admin); repeatable")
 
 	var pubFile string
 	verify := &cobra.Command{
@@ -104,4 +115,24 @@ func newTokenCmd() *cobra.Command {
 
 	cmd.AddCommand(keygen, issue, verify)
 	return cmd
+}
+
+// scopeClaim joins the --scope flags into the claim's space-separated list;
+// an unknown scope is a usage error (a typo would issue a token that cannot
+// do what was meant).
+func scopeClaim(flags []string) (string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range flags {
+		for _, s := range strings.FieldsFunc(f, func(r rune) bool { return r == ' ' || r == ',' }) {
+			if s != token.ScopeRegistryWrite && s != token.ScopeConfigWrite {
+				return "", usageErr("token issue: --scope %q: want %s or %s", s, token.ScopeRegistryWrite, token.ScopeConfigWrite)
+			}
+			if !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	return strings.Join(out, " "), nil
 }

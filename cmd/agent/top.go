@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -12,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/top"
 )
 
@@ -29,19 +27,20 @@ With --once, or when the output is not a terminal, it prints one plain table
 (rates over one second) and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if from == "" {
-				c, err := config.Load(file, nil)
+			out, isFile := cmd.OutOrStdout().(*os.File)
+			if once || !isFile || !term.IsTerminal(int(out.Fd())) {
+				c, err := adminClient(file, from, 5*time.Second)
 				if err != nil {
 					return err
 				}
-				from = c.Admin.Listen
+				return topOnce(cmd, c)
 			}
-			out, isFile := cmd.OutOrStdout().(*os.File)
-			if once || !isFile || !term.IsTerminal(int(out.Fd())) {
-				return topOnce(cmd, from)
+			c, err := adminClient(file, from, 2*time.Second) // a fetch every second
+			if err != nil {
+				return err
 			}
-			p := tea.NewProgram(top.New(from), tea.WithInput(cmd.InOrStdin()), tea.WithOutput(out))
-			_, err := p.Run()
+			p := tea.NewProgram(top.New(c), tea.WithInput(cmd.InOrStdin()), tea.WithOutput(out))
+			_, err = p.Run()
 			return err
 		},
 	}
@@ -51,15 +50,14 @@ With --once, or when the output is not a terminal, it prints one plain table
 	return cmd
 }
 
-func topOnce(cmd *cobra.Command, from string) error {
-	client := &http.Client{Timeout: 5 * time.Second}
-	ctx := context.Background()
-	prev, err := top.Fetch(ctx, client, from)
+func topOnce(cmd *cobra.Command, c *admin.Client) error {
+	ctx := cmd.Context()
+	prev, err := top.Fetch(ctx, c)
 	if err != nil {
 		return err
 	}
 	time.Sleep(time.Second) // rates over one second: the only wait, and bounded
-	cur, err := top.Fetch(ctx, client, from)
+	cur, err := top.Fetch(ctx, c)
 	if err != nil {
 		return err
 	}

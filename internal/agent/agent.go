@@ -1,12 +1,13 @@
 // Package agent runs the regedge agent: it owns the config state (through
 // internal/state), attaches the kernel datapath (per agent.bpf) and starts
-// the listeners of INTERFACE.md: the admin listener (/health, /readyz,
+// the listeners of docs/architecture.md: the admin listener (/health, /readyz,
 // /metrics, /api/config), the registry proxy, the WebSocket config server
 // and the UDP config bus.
 package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -26,19 +27,24 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sys/unix"
 
 	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/configbus"
 	"github.com/regedge/regedge/internal/edgecache"
+	"github.com/regedge/regedge/internal/fleet"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/logging"
 	"github.com/regedge/regedge/internal/state"
 	"github.com/regedge/regedge/internal/token"
 	"github.com/regedge/regedge/internal/userproxy"
 	"github.com/regedge/regedge/internal/wsconfig"
 )
+
+// proxyIdleTimeout is how long a kept-alive proxy connection, or an idle
+// CONNECT tunnel, waits for its next byte.
+const proxyIdleTimeout = 2 * time.Minute
 
 // ErrBPFRequired is returned by New when agent.bpf is "required" and the
 // kernel datapath cannot be attached.
@@ -65,9 +71,21 @@ type Agent struct {
 	proxyOnly bool                    // regedge proxy start
 	cache     *edgecache.Cache
 	busConn   *net.UDPConn
+	busKeys   []ed25519.PublicKey // bus.publicKeys: only signed datagrams change state
 	registry  *prometheus.Registry
-	authorize func(*http.Request) error // admin tokens, when tokens.publicKeys is set
-	accessLog io.Writer                 // WithAccessLog
+	authorize func(*http.Request) error   // admin tokens, when tokens.publicKeys is set
+	accessLog io.Writer                   // WithAccessLog
+	output    *logging.Output             // WithOutput: level, dropped lines, recent lines
+	selfProbe selfProbe                   // the proxy asked through its own listener
+	unknown   prometheus.Gauge            // regedge_config_unknown_keys
+	fileState atomic.Pointer[codec.State] // the config file's config section, as last loaded
+	version   string                      // WithBuildInfo
+	commit    string
+	// fleet: revalidation hints to and from the other edges (fleet.*);
+	// nil when there is nothing to send or receive.
+	fleet         *fleet.Fleet
+	fleetLocal    *fleet.LocalAddrs
+	fleetResolver fleet.Resolver // WithFleetResolver
 }
 
 // Option adjusts an agent being built.
@@ -78,6 +96,18 @@ type Option func(*Agent)
 // logger: the same JSON lines for a fraction of the CPU. w should be where
 // the logger writes.
 func WithAccessLog(w io.Writer) Option { return func(a *Agent) { a.accessLog = w } }
+
+// WithOutput is the agent's logging (the logger given to New should be
+// out.Logger): access lines go to its sink, a reload changes its level,
+// regedge_log_dropped_total is exported and sysdump reads its recent
+// lines.
+func WithOutput(out *logging.Output) Option {
+	return func(a *Agent) { a.output, a.accessLog = out, out.Sink }
+}
+
+// WithFleetResolver looks dns: peers of fleet.peers up with r instead of
+// the system's resolver.
+func WithFleetResolver(r fleet.Resolver) Option { return func(a *Agent) { a.fleetResolver = r } }
 
 // New checks cfg, attaches the kernel datapath per agent.bpf and restores
 // the state; nothing listens until Listen.
@@ -93,6 +123,29 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	for _, o := range opts {
 		o(a)
 	}
+	if a.output != nil {
+		a.registry.MustRegister(a.output.Collectors()...)
+	} else {
+		// The caller's logger is not bounded by us: nothing is dropped
+		// here, and the series exists for the rules all the same.
+		a.registry.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_log_dropped_total", Help: "Log and access lines dropped because the log reader was slower than the lines (none without the agent's own log sink).",
+		}))
+	}
+	a.unknown = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "regedge_config_unknown_keys",
+		Help: "Keys of the config file this build does not know, ignored at the last load (start or SIGHUP): a newer config on an older agent.",
+	})
+	a.registry.MustRegister(a.unknown)
+	if !proxyOnly {
+		// Before anything is attached: a key file that does not parse
+		// stops the agent, naming the file.
+		keys, err := cfg.BusPublicKeys()
+		if err != nil {
+			return nil, err
+		}
+		a.busKeys = keys
+	}
 	if err := a.openDatapath(); err != nil {
 		return nil, err
 	}
@@ -102,29 +155,33 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		Initial:  cfg.State(),
 		Versions: codec.NewVersionSet(cfg.Config.Version),
 		File:     cfg.Agent.StateFile,
+		Source:   state.StateSource(cfg.Agent.StateSource),
+		Log:      log,
 	})
 	if err != nil {
-		a.closeDatapath()
-		return nil, err
+		return nil, errors.Join(err, a.closeDatapath())
 	}
 	a.store = store
+	fs := cfg.State()
+	a.fileState.Store(&fs)
 	if len(cfg.Tokens.PublicKeys) > 0 {
 		v, err := token.NewVerifier(cfg.Tokens.PublicKeys, time.Duration(cfg.Tokens.Leeway)*time.Second)
 		if err != nil {
-			a.closeDatapath()
-			return nil, err
+			return nil, errors.Join(err, a.closeDatapath())
 		}
-		a.authorize = v.AdminAuthorizer()
+		a.authorize = admin.TokenAuthorizer(v)
 	}
 	a.ws = wsconfig.New(store, wsconfig.Options{
-		HeartbeatInterval: time.Duration(cfg.WebSocket.HeartbeatInterval) * time.Millisecond,
-		ClientTimeout:     time.Duration(cfg.WebSocket.ClientTimeout) * time.Millisecond,
+		HeartbeatInterval: cfg.WebSocket.HeartbeatInterval.Duration(),
+		ClientTimeout:     cfg.WebSocket.ClientTimeout.Duration(),
 		Authorize:         a.authorize,
+		LoopbackHosts:     cfg.Admin.LoopbackHosts,
+		MaxClients:        cfg.WebSocket.MaxClients,
+		MaxClientsPerIP:   cfg.WebSocket.MaxClientsPerIP,
 	}, log)
 	a.registry.MustRegister(a.ws.Collectors()...)
 	if err := a.newProxy(); err != nil {
-		a.closeDatapath()
-		return nil, err
+		return nil, errors.Join(err, a.closeDatapath())
 	}
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
@@ -136,6 +193,7 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		}
 		mode.WithLabelValues(m).Set(v)
 	}
+	a.registry.MustRegister(a.fleetCollectors()...)
 	a.registry.MustRegister(mode, store.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return a, nil
@@ -145,15 +203,35 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 func (a *Agent) newProxy() error {
 	cfg := a.cfg
 	pc := userproxy.Config{
-		AccessLog: a.accessLog,
-		Scopes:    map[string]uint32{},
-		PerMinute: cfg.Proxy.RateLimit.PerMinute,
-		Timeout:   time.Duration(cfg.Proxy.Timeout) * time.Millisecond,
-		Versions:  codec.NewVersionSet(cfg.Config.Version),
+		AccessLog:    a.accessLog,
+		AccessSample: cfg.AccessSample(),
+		Scopes:       map[string]uint32{},
+		PerMinute:    cfg.Proxy.RateLimit.PerMinute,
+		// PerClientPerMinute 0 (off) is passed as it is.
+		PerClientPerMinute: cfg.Proxy.RateLimit.PerClientPerMinute,
+		Timeout:            cfg.Proxy.Timeout.Duration(),
+		BodyTimeout:        cfg.Proxy.BodyTimeout.Duration(),
+		PublicURL:          cfg.Proxy.PublicURL,
+		Versions:           codec.NewVersionSet(cfg.Config.Version),
 		// 0 in the file turns these off; 0 here would mean the defaults.
 		BreakerFailures: cfg.Proxy.Breaker.Failures,
-		BreakerCooldown: time.Duration(cfg.Proxy.Breaker.Cooldown) * time.Millisecond,
+		BreakerCooldown: cfg.Proxy.Breaker.Cooldown.Duration(),
 		RetryRatio:      cfg.Proxy.RetryRatio,
+		// Listen makes the fleet; writes come only once Serve runs.
+		OnPackageChanged: func(pkg string) {
+			if a.fleet != nil {
+				a.fleet.Notify(pkg)
+			}
+		},
+		AnonymousRead: cfg.Tokens.AnonymousRead,
+		// 0 (off) is passed as it is.
+		MaxConnections:      cfg.Proxy.MaxConnections,
+		MaxConnectionsPerIP: cfg.Proxy.MaxConnectionsPerIP,
+		TunnelIdle:          proxyIdleTimeout,
+	}
+	if cfg.Proxy.Audit != nil {
+		h := uint32(*cfg.Proxy.Audit)
+		pc.Audit = &h
 	}
 	if pc.BreakerFailures == 0 {
 		pc.BreakerFailures = -1
@@ -171,7 +249,11 @@ func (a *Agent) newProxy() error {
 		}
 		up := userproxy.Upstream{
 			Hash: uint32(u.Hash), URL: &url.URL{Scheme: scheme, Host: net.JoinHostPort(u.Host, fmt.Sprint(u.Port))},
-			Timeout: time.Duration(u.Timeout) * time.Millisecond,
+			Timeout: u.Timeout.Duration(),
+		}
+		for _, th := range u.TarballHosts {
+			tu, _ := url.Parse(th) // Validate has checked it
+			up.TarballHosts = append(up.TarballHosts, tu)
 		}
 		if u.Auth != nil {
 			b, err := os.ReadFile(u.Auth.TokenFile)
@@ -193,22 +275,25 @@ func (a *Agent) newProxy() error {
 		pc.Kernel = a.dp.Objects
 		tf := cfg.Proxy.TokenFailures
 		pc.Blocker, pc.BlockAfter = a.dp.Objects, tf.Threshold
-		pc.BlockWindow = time.Duration(tf.Window) * time.Millisecond
-		pc.BlockTTL = time.Duration(tf.BlockTTL) * time.Millisecond
+		pc.BlockWindow = tf.Window.Duration()
+		pc.BlockTTL = tf.BlockTTL.Duration()
 	}
 	for _, tp := range cfg.Proxy.TrustedProxies {
 		pr, _ := netip.ParsePrefix(tp) // Validate has checked it
 		pc.TrustedProxies = append(pc.TrustedProxies, pr)
 	}
+	// A load balancer carries every client's failures, a bus source is an
+	// operator's: neither is ever blocked.
+	pc.BlockExempt = append(append([]netip.Prefix(nil), pc.TrustedProxies...), cfg.AllowPrefixes()...)
 	if cc := cfg.Proxy.Cache; cc.Dir != "" {
-		c, err := edgecache.Open(cc.Dir, cc.MaxBytes)
+		c, err := edgecache.Open(cc.Dir, cc.MaxBytes, edgecache.Options{Log: a.log})
 		if err != nil {
 			return err
 		}
 		pc.Cache = c
-		pc.PackumentTTL = time.Duration(cc.PackumentTTL) * time.Millisecond
-		pc.StaleIfError = time.Duration(cc.StaleIfError) * time.Millisecond
-		pc.NegativeTTL = time.Duration(cc.NegativeTTL) * time.Millisecond
+		pc.PackumentTTL = cc.PackumentTTL.Duration()
+		pc.StaleIfError = cc.StaleIfError.Duration()
+		pc.NegativeTTL = cc.NegativeTTL.Duration()
 		a.cache = c
 		a.registry.MustRegister(c.Collectors()...)
 	}
@@ -250,12 +335,13 @@ func (a *Agent) openDatapath() error {
 	dp, err := loader.Open(loader.Config{
 		Options: opts, BPFFS: cfg.Agent.BPFFS, Interfaces: cfg.Agent.Interfaces,
 		XDPGeneric: cfg.Agent.XDPMode == "generic",
-		Settings:   &loader.Settings{Versions: codec.NewVersionSet(cfg.Config.Version), Allow: cfg.AllowPrefixes()},
-		SkLookup:   cfg.Agent.SkLookup,
+		Settings: &loader.Settings{Versions: codec.NewVersionSet(cfg.Config.Version), Allow: cfg.AllowPrefixes(),
+			RequireSigned: len(a.busKeys) > 0},
+		SkLookup: cfg.Agent.SkLookup,
 	})
 	if err == nil && cfg.Agent.SkLookup {
 		if err = dp.SetSteering(a.steering()); err != nil {
-			dp.Close()
+			err = errors.Join(err, dp.Close())
 		}
 	}
 	if err != nil {
@@ -270,6 +356,9 @@ func (a *Agent) openDatapath() error {
 	}
 	a.dp, a.bpfMode, a.bpfReason, a.bpfNotes = dp, "kernel", "", dp.Notes
 	a.registry.MustRegister(loader.NewCollector(dp.Objects))
+	if cfg.Proxy.TokenFailures.Threshold == 0 {
+		a.clearBlockList()
+	}
 	return nil
 }
 
@@ -286,7 +375,7 @@ func (a *Agent) steering() []loader.Destination {
 	}{
 		{loader.ServiceProxy, cfg.Proxy.ListenHost, cfg.Proxy.ListenPort, false},
 		{loader.ServiceWebSocket, cfg.WebSocket.Hostname, cfg.WebSocket.Port, false},
-		{loader.ServiceBus, "", cfg.Bus.Port, true}, // the bus binds every address
+		{loader.ServiceBus, busSteerHost(cfg.Bus.ListenHost), cfg.Bus.Port, true},
 	} {
 		if s.port == 0 || (a.proxyOnly && s.svc != loader.ServiceProxy) {
 			continue
@@ -299,6 +388,15 @@ func (a *Agent) steering() []loader.Destination {
 		out = append(out, ds...)
 	}
 	return out
+}
+
+// busSteerHost is the host the bus is steered for: its default binding
+// (0.0.0.0 or ::) is one dual-stack socket (busNetwork), so every address.
+func busSteerHost(host string) string {
+	if host == "0.0.0.0" || host == "::" {
+		return ""
+	}
+	return host
 }
 
 // steered reports whether sk_lookup hands this agent's sockets over: the
@@ -370,37 +468,6 @@ func (a *Agent) handOver(limit time.Duration) {
 	}
 }
 
-// waitAcceptQueueEmpty waits (at most limit) until a listener's accept
-// queue has been empty on two looks in a row; the serve loop is still
-// accepting meanwhile. TCP_INFO's unacked is the queue's length for a
-// listening socket.
-func waitAcceptQueueEmpty(l net.Listener, limit time.Duration) {
-	sc, ok := l.(syscall.Conn)
-	if !ok {
-		return
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	deadline := time.Now().Add(limit)
-	empty := 0
-	for empty < 2 && time.Now().Before(deadline) {
-		var queued uint32 = 1
-		raw.Control(func(fd uintptr) {
-			if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-				queued = info.Unacked
-			}
-		})
-		if queued == 0 {
-			empty++
-		} else {
-			empty = 0
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func (a *Agent) closeDatapath() error {
 	if a.dp == nil {
 		return nil
@@ -440,10 +507,18 @@ func (a *Agent) Reload(c *config.Config) error {
 			return err
 		}
 	}
+	// The log's level and access lines change at once: turning access
+	// lines off (or sampling them) needs no restart.
+	if a.output != nil {
+		a.output.Level.Set(c.LogLevel())
+	}
+	a.proxy.SetAccessSample(c.AccessSample())
 	s, err := a.store.Set(c.State(), state.SourceFile)
 	if err != nil {
 		return err
 	}
+	fs := c.State()
+	a.fileState.Store(&fs)
 	a.log.Info("config reloaded", "state", s.Dump(), "note", "listeners, interfaces and limits change on restart")
 	return nil
 }
@@ -454,7 +529,7 @@ func (a *Agent) PurgeCache(pkg, version string) (int, error) {
 	if a.cache == nil {
 		return 0, errors.New("the edge cache is off (proxy.cache.dir)")
 	}
-	return a.cache.Purge(userproxy.PurgeKeys(pkg, version)), nil
+	return a.cache.PurgeKeys(userproxy.PurgeKeys(pkg, version)), nil
 }
 
 // WebSocketClients is the number of connected config clients.
@@ -514,6 +589,26 @@ func (a *Agent) BusAddr() net.Addr {
 	return a.busConn.LocalAddr()
 }
 
+// busAddr is where the bus binds: bus.listenHost (an IP literal, checked
+// by Validate) and bus.port.
+func (a *Agent) busAddr() netip.AddrPort {
+	host, _ := netip.ParseAddr(a.cfg.Bus.ListenHost)
+	return netip.AddrPortFrom(host.Unmap(), uint16(a.cfg.Bus.Port))
+}
+
+// busNetwork keeps the default, 0.0.0.0, binding IPv4 and IPv6 (one
+// dual-stack socket, as before bus.listenHost existed); any other address
+// binds that address alone.
+func busNetwork(host string) string {
+	if host == "0.0.0.0" || host == "::" {
+		return "udp"
+	}
+	if a, _ := netip.ParseAddr(host); a.Unmap().Is4() {
+		return "udp4"
+	}
+	return "udp6"
+}
+
 // Listen binds the listeners; Serve then serves them. Split so that callers
 // (and tests, inside a network namespace) bind before serving starts.
 func (a *Agent) Listen() error {
@@ -544,46 +639,149 @@ func (a *Agent) Listen() error {
 			return fail(fmt.Errorf("agent: WebSocket listener on %s: %w", wsAddr, err))
 		}
 		opened = append(opened, wsLn)
-		pc, err := lc.ListenPacket(ctx, "udp", fmt.Sprintf(":%d", a.cfg.Bus.Port))
+		pc, err := lc.ListenPacket(ctx, busNetwork(a.cfg.Bus.ListenHost), a.busAddr().String())
 		if err != nil {
-			return fail(fmt.Errorf("agent: config bus on port %d: %w", a.cfg.Bus.Port, err))
+			return fail(fmt.Errorf("agent: config bus on %s: %w", a.busAddr(), err))
 		}
 		bus := pc.(*net.UDPConn)
 		opened = append(opened, bus)
 		_ = bus.SetReadBuffer(4 << 20)
 		a.wsLn, a.busConn = wsLn, bus
 	}
+	if err := a.listenFleet(); err != nil {
+		return fail(err)
+	}
 	proxyAddr := net.JoinHostPort(a.cfg.Proxy.ListenHost, fmt.Sprint(a.cfg.Proxy.ListenPort))
 	proxyLn, err := lc.Listen(ctx, "tcp", proxyAddr)
 	if err != nil {
+		a.closeFleet()
 		return fail(fmt.Errorf("agent: proxy listener on %s: %w", proxyAddr, err))
 	}
 	a.adminLn, a.proxyLn = ln, proxyLn
 	return nil
 }
 
+// listenFleet opens the hint socket on fleet.listen when there is
+// something to do: a cache to keep coherent or peers to tell. With
+// fleet.listen empty, hints leave from a port of the system's choice and
+// none are received. Called in the agent's network namespace: the socket
+// and the netlink socket that lists this host's addresses stay in it.
+func (a *Agent) listenFleet() error {
+	fc := a.cfg.Fleet
+	if a.cache == nil && len(fc.Peers) == 0 {
+		return nil
+	}
+	if fc.Listen == "" && len(fc.Peers) == 0 {
+		return nil
+	}
+	peers, err := fleet.ParsePeers(fc.Peers) // Validate has checked them
+	if err != nil {
+		return fmt.Errorf("agent: fleet.peers%w", err)
+	}
+	listen := fc.Listen
+	if listen == "" {
+		listen = "0.0.0.0:0"
+	}
+	ap, err := fleet.ParseListen(listen)
+	if err != nil {
+		return fmt.Errorf("agent: fleet.listen: %w", err)
+	}
+	conn, err := net.ListenUDP(fleet.ListenNetwork(ap.Addr()), net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return fmt.Errorf("agent: fleet hints on %s: %w", listen, err)
+	}
+	opts := fleet.Options{
+		Peers: peers, ResolveInterval: time.Duration(fc.ResolveInterval) * time.Millisecond,
+		Resolver: a.fleetResolver, Receive: fc.Listen != "", Log: a.log,
+	}
+	if local, err := fleet.NewLocalAddrs(); err != nil {
+		a.log.Warn("fleet: this host's addresses cannot be listed; only the socket's own address and loopback count as this edge", "err", err)
+	} else {
+		a.fleetLocal, opts.LocalAddrs = local, local.List
+	}
+	if a.cache != nil {
+		c := a.cache
+		opts.Mark = func(pkgs []string) int { return c.MarkStale(userproxy.PackumentKeysOf(pkgs)) }
+	}
+	a.fleet = fleet.New(conn, opts)
+	a.registry.MustRegister(a.fleet.Collectors()...)
+	return nil
+}
+
+func (a *Agent) closeFleet() {
+	if a.fleet == nil {
+		return
+	}
+	for _, c := range a.fleet.Collectors() {
+		a.registry.Unregister(c)
+	}
+	_ = a.fleet.Close() // its socket: nothing was written that could be lost
+	if a.fleetLocal != nil {
+		a.fleetLocal.Close()
+	}
+	a.fleet, a.fleetLocal = nil, nil
+}
+
+// FleetAddr is the hint socket's address (nil without one).
+func (a *Agent) FleetAddr() net.Addr {
+	if a.fleet == nil {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(a.fleet.Addr())
+}
+
+// FleetPeers are the addresses hints go to now (this edge left out).
+func (a *Agent) FleetPeers() []netip.AddrPort {
+	if a.fleet == nil {
+		return nil
+	}
+	return a.fleet.Peers()
+}
+
 // Serve serves until ctx is done, then shuts down gracefully.
 func (a *Agent) Serve(ctx context.Context) error {
 	a.started = time.Now()
 	srv := &http.Server{
-		Handler:           admin.Handler(a, a.registry, a.started, a.authorize),
+		Handler:           admin.Handler(a, a.registry, a.started, a.authorize, admin.Options{Pprof: a.cfg.Admin.Pprof, LoopbackHosts: a.cfg.Admin.LoopbackHosts}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	proxySrv := &http.Server{
 		Handler:           a.proxy,
-		ReadHeaderTimeout: time.Duration(a.cfg.Proxy.HeaderTimeout) * time.Millisecond, // slowloris clients are cut off
+		ReadHeaderTimeout: a.cfg.Proxy.HeaderTimeout.Duration(), // slowloris clients are cut off
 		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       proxyIdleTimeout,
 		ConnContext:       userproxy.ConnContext, // per-connection state: the socket the kernel accounts
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 5)
+	errc := make(chan error, 8)
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	var wg sync.WaitGroup
 	run := func(f func() error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- f() }()
+	}
+	if a.cache != nil {
+		// The cache's upkeep: a scrubber re-hashes files at a bounded
+		// rate, and expired negative answers leave.
+		cc := a.cfg.Proxy.Cache
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if cc.ScrubRate > 0 {
+				go a.cache.RunScrubber(serveCtx, cc.ScrubRate, time.Hour)
+			}
+			t := time.NewTicker(time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-serveCtx.Done():
+					return
+				case <-t.C:
+					a.cache.EvictExpired(cc.NegativeTTL.Duration())
+				}
+			}
+		}()
 	}
 	// The fast front end (TLS too, with proxy.tls), which hands what it
 	// does not serve (and HTTP/2) to proxySrv; with proxy.fastPath off,
@@ -593,11 +791,12 @@ func (a *Agent) Serve(ctx context.Context) error {
 		tlsConf = a.certs.TLSConfig()
 	}
 	serveProxy, shutdownProxy := func() error {
+		ln := a.proxy.CapListener(a.proxyLn, tlsConf) // the fast front end applies the caps itself
 		if tlsConf != nil {
 			proxySrv.TLSConfig = tlsConf
-			return proxySrv.ServeTLS(a.proxyLn, "", "")
+			return proxySrv.ServeTLS(ln, "", "")
 		}
-		return proxySrv.Serve(a.proxyLn)
+		return proxySrv.Serve(ln)
 	}, proxySrv.Shutdown
 	if a.cfg.Proxy.FastPath {
 		fast := &userproxy.Server{Proxy: a.proxy, Fallback: proxySrv, TLSConfig: tlsConf,
@@ -606,21 +805,43 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 	run(serveProxy)
 	run(func() error { return srv.Serve(a.adminLn) })
+	// Upstream probes: an open breaker recovers without clients, an idle
+	// upstream that went away is noticed.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.proxy.RunProbes(serveCtx, time.Duration(a.cfg.Proxy.Breaker.ProbeInterval)*time.Millisecond)
+	}()
 	var wsSrv *http.Server
 	if !a.proxyOnly {
 		wsSrv = &http.Server{Handler: a.ws, ReadHeaderTimeout: 5 * time.Second}
-		bus := configbus.NewServer(a.busConn, a.store, a.cfg.AllowPrefixes(), a.log)
-		a.registry.MustRegister(bus.Collector())
-		defer a.registry.Unregister(bus.Collector())
+		bus := configbus.NewServer(a.busConn, a.store, configbus.Options{
+			Allow: a.cfg.AllowPrefixes(), PublicKeys: a.busKeys,
+		}, a.log)
+		for _, c := range bus.Collectors() {
+			a.registry.MustRegister(c)
+			defer a.registry.Unregister(c)
+		}
 		run(func() error { return wsSrv.Serve(a.wsLn) })
 		run(func() error { a.ws.Run(serveCtx); return nil })
 		run(func() error { return bus.Serve(serveCtx) })
+	}
+	if a.fleet != nil {
+		run(func() error {
+			err := a.fleet.Run(serveCtx)
+			if a.fleetLocal != nil {
+				a.fleetLocal.Close()
+			}
+			return err
+		})
 	}
 	a.log.Info("agent started",
 		"admin", a.adminLn.Addr().String(),
 		"proxy", a.proxyLn.Addr().String(),
 		"websocket", a.WebSocketAddr(),
 		"bus", a.BusAddr(),
+		"bus_signed", len(a.busKeys) > 0,
+		"fleet", a.FleetAddr(),
 		"state", a.State().Dump(),
 		"bpf_mode", a.bpfMode,
 		"interfaces", a.Interfaces(),
@@ -652,25 +873,23 @@ func (a *Agent) Serve(ctx context.Context) error {
 	stopServing()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	// In-flight proxy requests finish (up to the grace period) before exit.
-	err := errors.Join(shutdownProxy(shutdownCtx), srv.Shutdown(shutdownCtx))
+	// In-flight proxy requests finish (up to the grace period) before exit;
+	// what is left then is cut, logged and counted. A shutdown that was
+	// asked for is not a failure: running out of grace is not an error.
+	graceOver := func(err error) error {
+		if errors.Is(err, context.DeadlineExceeded) {
+			a.log.Warn("shutdown grace ran out: cut the connections still busy", "grace_ms", a.cfg.Proxy.Grace)
+			return nil
+		}
+		return err
+	}
+	err := errors.Join(graceOver(shutdownProxy(shutdownCtx)), graceOver(srv.Shutdown(shutdownCtx)))
 	if wsSrv != nil {
-		err = errors.Join(err, wsSrv.Shutdown(shutdownCtx))
+		err = errors.Join(err, graceOver(wsSrv.Shutdown(shutdownCtx)))
 		a.busConn.Close()
 	}
 	wg.Wait()
 	err = errors.Join(runErr, err, a.closeDatapath())
 	a.log.Info("agent stopped")
 	return err
-}
-
-// reusePort sets SO_REUSEPORT on a socket before it binds.
-func reusePort(network, address string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
 }

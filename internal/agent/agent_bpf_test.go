@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -8,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -17,21 +18,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/testutil"
 )
-
-func scrape(t *testing.T, a *Agent, path string) string {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	admin.Handler(a, a.registry, time.Now(), nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
-	if rec.Code != http.StatusOK {
-		t.Fatalf("%s: %d", path, rec.Code)
-	}
-	return rec.Body.String()
-}
 
 // TestAgentAttachesKernelDatapath: with an interface configured and root,
 // agent.bpf auto attaches XDP and TC, says so in /health and exports the

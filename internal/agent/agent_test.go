@@ -20,8 +20,10 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
+	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/wsconfig"
 )
 
@@ -47,14 +49,19 @@ func startAgent(t *testing.T, cfg *config.Config) *Agent {
 	})
 	// The admin listener accepts from Listen on; the agent is started once
 	// Serve says it is ready (/readyz answered 503 before that: a flake).
-	deadline := time.Now().Add(5 * time.Second)
-	for !a.ready.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent did not become ready")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the agent to become ready", a.ready.Load)
 	return a
+}
+
+// scrape is an admin page as the admin handler serves it, without a listener.
+func scrape(t *testing.T, a *Agent, path string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	admin.Handler(a, a.registry, time.Now(), nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("%s: %d", path, rec.Code)
+	}
+	return rec.Body.String()
 }
 
 func get(t *testing.T, a *Agent, path string) (int, string) {
@@ -93,11 +100,18 @@ func TestHealthHasTheSeedShapePlusBPF(t *testing.T) {
 			Mode       string   `json:"mode"`
 			Interfaces []string `json:"interfaces"`
 		} `json:"bpf"`
+		Subsystems struct {
+			Proxy, Upstreams, Cache, Kernel, ConfigPlane struct{ Status, Detail string }
+		} `json:"subsystems"`
 	}
 	if err := json.Unmarshal([]byte(body), &h); err != nil {
 		t.Fatal(err)
 	}
-	if h.Status != "healthy" || h.Config.Version != 1 || h.Config.RegistryHash != "0xa1b2c3d4" ||
+	// No interfaces under agent.bpf auto: serving, every check in
+	// userspace: degraded, and the kernel part says why.
+	if h.Status != "degraded" || h.Subsystems.Kernel.Status != "degraded" || !strings.Contains(h.Subsystems.Kernel.Detail, "no interfaces") ||
+		h.Subsystems.Proxy.Status != "ok" || h.Subsystems.Upstreams.Status != "ok" || h.Subsystems.Cache.Status != "off" ||
+		h.Subsystems.ConfigPlane.Status != "ok" || h.Config.Version != 1 || h.Config.RegistryHash != "0xa1b2c3d4" ||
 		h.Connections.WebSocket == nil || h.Connections.Uptime == nil || h.Timestamp == 0 ||
 		h.BPF.Mode != "userspace" || h.BPF.Interfaces == nil {
 		t.Fatalf("health %s", body)
@@ -163,14 +177,16 @@ func TestAdminPutConfig(t *testing.T) {
 		{`{"dump":"0x01a1b2c3d40000000702185000","set":{"rows":3}}`, 400, `give either dump or set`},
 		{`{"other":1}`, 400, `unknown field`},
 	} {
-		before := a.State()
-		code, body := put(t, a, tc.body)
-		if code != tc.code || !strings.Contains(body, tc.want) {
-			t.Errorf("PUT %s: %d %s; want %d with %s", tc.body, code, body, tc.code, tc.want)
-		}
-		if code != 200 && a.State() != before {
-			t.Errorf("PUT %s: refused but the state changed", tc.body)
-		}
+		t.Run(tc.body, func(t *testing.T) {
+			before := a.State()
+			code, body := put(t, a, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.want) {
+				t.Errorf("PUT %s: %d %s; want %d with %s", tc.body, code, body, tc.code, tc.want)
+			}
+			if code != 200 && a.State() != before {
+				t.Errorf("PUT %s: refused but the state changed", tc.body)
+			}
+		})
 	}
 }
 
@@ -309,9 +325,11 @@ func TestProxyOnlyAndHostileRequests(t *testing.T) {
 		{"CL and TE, a second request hidden in the body",
 			"POST /first HTTP/1.1\r\nHost: e\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: e\r\n\r\n", "HTTP/1.1 204"},
 	} {
-		if got := rawRequest(t, addr, tc.raw); !strings.HasPrefix(got, tc.want) {
-			t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rawRequest(t, addr, tc.raw); !strings.HasPrefix(got, tc.want) {
+				t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
+			}
+		})
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -398,4 +416,17 @@ func serveProxyOnly(t *testing.T, cfg *config.Config) (*Agent, context.CancelFun
 	}
 	cancel, done := serveInBackground(a)
 	return a, cancel, done
+}
+
+// TestUpstreamAuthWithoutTokensRefusedAtStart: the agent does not start
+// with an upstream credential it would lend to every client, and says why.
+func TestUpstreamAuthWithoutTokensRefusedAtStart(t *testing.T) {
+	cfg := config.Default()
+	cfg.Agent.BPF = "off"
+	cfg.Proxy.Upstreams[0].Auth = &config.Auth{TokenFile: "/nonexistent/token"}
+	_, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Key != "proxy.upstreams[0].auth" || !strings.Contains(err.Error(), "tokens.publicKeys") {
+		t.Fatalf("New = %v, want a config error on proxy.upstreams[0].auth naming tokens.publicKeys", err)
+	}
 }

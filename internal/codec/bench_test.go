@@ -68,7 +68,7 @@ func BenchmarkDeserializeValue(b *testing.B) {
 
 func BenchmarkBaselineJSONMarshal(b *testing.B) {
 	s := DefaultState()
-	js := jsonState{s.Version, s.RegistryHash, s.FeatureFlags, s.TerminalMode, s.Rows, s.Cols, s.Reserved}
+	js := jsonState(s)
 	b.ReportAllocs()
 	for b.Loop() {
 		sinkBytes, sinkErr = json.Marshal(&js)
@@ -77,7 +77,10 @@ func BenchmarkBaselineJSONMarshal(b *testing.B) {
 
 func BenchmarkBaselineJSONUnmarshal(b *testing.B) {
 	s := DefaultState()
-	data, _ := json.Marshal(jsonState{s.Version, s.RegistryHash, s.FeatureFlags, s.TerminalMode, s.Rows, s.Cols, s.Reserved})
+	data, err := json.Marshal(jsonState(s))
+	if err != nil {
+		b.Fatal(err)
+	}
 	var js jsonState
 	b.ReportAllocs()
 	for b.Loop() {
@@ -178,7 +181,7 @@ func BenchmarkHeaderInject(b *testing.B) {
 	h := make(http.Header, 16)
 	b.ReportAllocs()
 	for b.Loop() {
-		blk.Inject(h)
+		injectHeaders(blk, h)
 	}
 }
 
@@ -210,11 +213,11 @@ func BenchmarkBaselineHeaderSet(b *testing.B) {
 
 func BenchmarkHeaderExtract(b *testing.B) {
 	h := http.Header{}
-	NewHeaderBlock(DefaultState()).Inject(h)
+	injectHeaders(NewHeaderBlock(DefaultState()), h)
 	def := DefaultState()
 	b.ReportAllocs()
 	for b.Loop() {
-		sinkState, sinkErr = ExtractHeaders(h, def)
+		sinkState, sinkErr = extractHeaders(h, def)
 	}
 }
 
@@ -223,7 +226,7 @@ func BenchmarkHeaderExtractNone(b *testing.B) {
 	def := DefaultState()
 	b.ReportAllocs()
 	for b.Loop() {
-		sinkState, sinkErr = ExtractHeaders(h, def)
+		sinkState, sinkErr = extractHeaders(h, def)
 	}
 }
 

@@ -73,20 +73,22 @@ func TestParseDump(t *testing.T) {
 		{"0x01a1b2c3d40000000702005000", "state"},
 		{"", "syntax"},
 	} {
-		s, err := ParseDump(tc.in)
-		switch {
-		case tc.wantErr == "" && err != nil:
-			t.Errorf("ParseDump(%q): %v", tc.in, err)
-		case tc.wantErr == "" && s != DefaultState():
-			t.Errorf("ParseDump(%q) = %v", tc.in, s)
-		case tc.wantErr == "syntax":
-			var se *SyntaxError
-			if !errors.As(err, &se) {
-				t.Errorf("ParseDump(%q) = %v, want *SyntaxError", tc.in, err)
+		t.Run(tc.in, func(t *testing.T) {
+			s, err := ParseDump(tc.in)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("ParseDump(%q): %v", tc.in, err)
+			case tc.wantErr == "" && s != DefaultState():
+				t.Errorf("ParseDump(%q) = %v", tc.in, s)
+			case tc.wantErr == "syntax":
+				var se *SyntaxError
+				if !errors.As(err, &se) {
+					t.Errorf("ParseDump(%q) = %v, want *SyntaxError", tc.in, err)
+				}
+			case tc.wantErr == "state" && !errors.Is(err, ErrState):
+				t.Errorf("ParseDump(%q) = %v, want state error", tc.in, err)
 			}
-		case tc.wantErr == "state" && !errors.Is(err, ErrState):
-			t.Errorf("ParseDump(%q) = %v, want state error", tc.in, err)
-		}
+		})
 	}
 }
 
@@ -158,14 +160,16 @@ func TestErrorMessages(t *testing.T) {
 		{"0300000000000000000000000003", "codec: frame: type: unknown frame type 0x03"},
 		{"", "codec: frame: length: want 14 bytes, got 0"},
 	} {
-		b, err := ParseHex(tc.hex)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = DecodeFrame(b)
-		if err == nil || err.Error() != tc.want {
-			t.Errorf("DecodeFrame(%s) = %v, want %q", tc.hex, err, tc.want)
-		}
+		t.Run(tc.hex, func(t *testing.T) {
+			b, err := ParseHex(tc.hex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = DecodeFrame(b)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("DecodeFrame(%s) = %v, want %q", tc.hex, err, tc.want)
+			}
+		})
 	}
 }
 
@@ -228,10 +232,12 @@ func TestApply(t *testing.T) {
 		{"bulk", bulk, func(s State) State { s.TerminalMode, s.Rows, s.Cols = 3, 40, 120; return s }},
 		{"heartbeat changes nothing", Heartbeat(1), func(s State) State { return s }},
 	} {
-		got, err := s.Apply(&tc.f)
-		if err != nil || got != tc.want(s) {
-			t.Errorf("%s: Apply = %v, %v; want %v", tc.name, got, err, tc.want(s))
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Apply(&tc.f)
+			if err != nil || got != tc.want(s) {
+				t.Errorf("%s: Apply = %v, %v; want %v", tc.name, got, err, tc.want(s))
+			}
+		})
 	}
 	// One bad entry: nothing of the frame is applied.
 	bad, _ := Bulk(Entry{FieldRows, 40}, Entry{FieldCols, 0})
@@ -289,10 +295,12 @@ func TestParseHex(t *testing.T) {
 		"20 · 0000 · 0f": "\x20\x00\x00\x0f",
 		"":               "",
 	} {
-		got, err := ParseHex(in)
-		if err != nil || string(got) != want {
-			t.Errorf("ParseHex(%q) = %x, %v", in, got, err)
-		}
+		t.Run(in, func(t *testing.T) {
+			got, err := ParseHex(in)
+			if err != nil || string(got) != want {
+				t.Errorf("ParseHex(%q) = %x, %v", in, got, err)
+			}
+		})
 	}
 	for _, in := range []string{"0x1", "zz", "0x0102g0"} {
 		if _, err := ParseHex(in); err == nil {
@@ -305,7 +313,7 @@ func TestHeaderBlock(t *testing.T) {
 	s := DefaultState()
 	b := NewHeaderBlock(s)
 	h := http.Header{}
-	b.Inject(h)
+	injectHeaders(b, h)
 	want := map[string]string{
 		"X-Bun-Config-Version": "1",
 		"X-Bun-Registry-Hash":  "0xa1b2c3d4",
@@ -323,7 +331,7 @@ func TestHeaderBlock(t *testing.T) {
 	// Add after Inject must not write into the shared value slices.
 	h.Add(HeaderTerminalRows, "99")
 	h2 := http.Header{}
-	b.Inject(h2)
+	injectHeaders(b, h2)
 	if got := h2.Values(HeaderTerminalRows); len(got) != 1 || got[0] != "24" {
 		t.Fatalf("shared values changed by Add: %q", got)
 	}
@@ -333,7 +341,7 @@ func TestHeaderBlock(t *testing.T) {
 		t.Fatalf("wire form %q", wire)
 	}
 	// The wire form parses back into the same state through net/http.
-	got, err := ExtractHeaders(parseWireHeaders(t, wire), State{})
+	got, err := extractHeaders(parseWireHeaders(t, wire), State{})
 	if err != nil || got != s {
 		t.Fatalf("extract(wire) = %v, %v", got, err)
 	}
@@ -346,6 +354,17 @@ func parseWireHeaders(t *testing.T, wire string) http.Header {
 		t.Fatal(err)
 	}
 	return req.Header
+}
+
+// extractHeaders is ExtractHeadersFunc over an http.Header, the adapter a
+// net/http front end writes for itself.
+func extractHeaders(h http.Header, def State) (State, error) {
+	return ExtractHeadersFunc(func(name string) (string, int) {
+		if vs := h[name]; len(vs) > 0 {
+			return vs[0], len(vs)
+		}
+		return "", 0
+	}, def)
 }
 
 func TestExtractHeaders(t *testing.T) {
@@ -386,7 +405,7 @@ func TestExtractHeaders(t *testing.T) {
 		{"header twice", map[string][]string{"X-Bun-Terminal-Rows": {"40", "40"}}, def, "X-Bun-Terminal-Rows", "must appear once"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ExtractHeaders(http.Header(tc.h), def)
+			got, err := extractHeaders(http.Header(tc.h), def)
 			if tc.errHdr == "" {
 				if err != nil || got != tc.want {
 					t.Fatalf("got %v, %v; want %v", got, err, tc.want)
@@ -424,3 +443,11 @@ func TestRequestID(t *testing.T) {
 }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// injectHeaders sets a block's headers on an http.Header, as a caller with
+// net/http does (the codec itself knows no transport).
+func injectHeaders(b *HeaderBlock, h http.Header) {
+	for name, v := range b.All() {
+		h[name] = v
+	}
+}

@@ -64,7 +64,10 @@ func AppendDatagram(dst []byte, sender State, f *Frame) []byte {
 }
 
 // CheckDatagram returns the §2.3 verdict for one datagram: length, state,
-// version, then the frame. versions is the receiver's accepted set.
+// version, then the frame. versions is the receiver's accepted set. The
+// datagram may carry a signature trailer (TrailerSize bytes after the frame):
+// its length is accepted, its content is not looked at (SplitSigned,
+// ParseTrailer and Trailer.Verify are for that). It never allocates.
 func CheckDatagram(b []byte, versions *VersionSet) Reason {
 	return checkDatagram(b, versions, nil)
 }
@@ -80,10 +83,19 @@ func checkDatagram(b []byte, versions *VersionSet, d *fault) Reason {
 	if !versions.Has(st[0]) {
 		return fail(d, fault{reason: ReasonVersion, field: 0, detail: detVersion, got: uint64(st[0])})
 	}
-	return checkFrame(b[StateSize:], d)
+	n := datagramSize(b)
+	if n == 0 {
+		detail := detLenDatagramFrame
+		if FrameType(b[StateSize]) == TypeBulk {
+			detail = detLenDatagramBulk
+		}
+		return fail(d, fault{reason: ReasonLength, field: -1, detail: detail, got: uint64(len(b) - StateSize)})
+	}
+	return checkFrame(b[StateSize:n], d)
 }
 
-// DecodeDatagram decodes a datagram that passes every check of §2.3.
+// DecodeDatagram decodes a datagram that passes every check of §2.3. A
+// trailer, when present, is neither decoded nor verified (see SplitSigned).
 func DecodeDatagram(b []byte, versions *VersionSet) (Datagram, error) {
 	var d Datagram
 	if err := DecodeDatagramInto(&d, b, versions); err != nil {
@@ -103,7 +115,7 @@ func DecodeDatagramInto(d *Datagram, b []byte, versions *VersionSet) error {
 		}
 		return f.err(what)
 	}
-	decodeChecked(&d.Frame, b[StateSize:])
+	decodeChecked(&d.Frame, b[StateSize:datagramSize(b)])
 	d.Sender = stateOf((*[StateSize]byte)(b))
 	return nil
 }

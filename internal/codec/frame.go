@@ -54,6 +54,10 @@ const (
 	ErrCodeUnknownType ErrorCode = 3
 	ErrCodeInvalid     ErrorCode = 4
 	ErrCodeNotAllowed  ErrorCode = 5
+	// ErrCodeStorage: the change was valid but the agent could not persist
+	// it (disk full, state directory not writable); nothing changed and a
+	// sender retries.
+	ErrCodeStorage ErrorCode = 6
 )
 
 // ErrorCodeFor maps a verdict to the ERROR code a receiver answers with.
@@ -368,7 +372,7 @@ func checkControl(t FrameType, id uint32, v uint64, d *fault) Reason {
 			return fail(d, fault{reason: ReasonValue, field: -1, detail: detValueZero, got: v})
 		}
 	case TypeError:
-		if id < uint32(ErrCodeBadLength) || id > uint32(ErrCodeNotAllowed) {
+		if id < uint32(ErrCodeBadLength) || id > uint32(ErrCodeStorage) {
 			return fail(d, fault{reason: ReasonField, field: -1, detail: detErrCode, got: uint64(id)})
 		}
 		if !validErrorMessage(v) {

@@ -4,11 +4,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/http"
+	"iter"
 	"strconv"
 )
 
-// The X-Bun-* headers of PROTOCOL.md §4.1, in the canonical form net/http uses
+// The X-Bun-* headers of docs/protocol.md §4.1, in the canonical form net/http uses
 // as map keys (so X-Bun-Request-ID is spelt X-Bun-Request-Id here; header names
 // are case-insensitive on the wire).
 const (
@@ -40,8 +40,8 @@ var stateHeaders = [...]struct {
 const numBlockHeaders = len(stateHeaders) + 1 // + the dump
 
 // HeaderBlock holds the config headers of one state, rendered once, so that
-// putting them on a request is a copy: Inject assigns pre-built values and
-// AppendWire copies one pre-built byte block. Build one per state change, not
+// putting them on a request is a copy: All yields pre-built values to
+// assign and AppendWire copies one pre-built byte block. Build one per state change, not
 // per request. A HeaderBlock is immutable and safe for concurrent use.
 type HeaderBlock struct {
 	state  State
@@ -78,21 +78,22 @@ func formatHeaderValue(isHex bool, v uint64) string {
 // State returns the state the block was rendered from.
 func (b *HeaderBlock) State() State { return b.state }
 
-// Inject sets the config headers on h, replacing any values they had. The
-// value slices are shared between requests: callers may replace or delete
-// them (Set, Del, Add) but must not write into them in place.
-func (b *HeaderBlock) Inject(h http.Header) {
-	for i := range b.names {
-		h[b.names[i]] = b.values[i]
+// All yields each config header's name (canonical, as net/http keys its
+// maps) and its value, a one-element slice. The slices are shared by every
+// request the block serves: a caller may put them into a header map as they
+// are, and replace or delete them there, but must not write into them.
+func (b *HeaderBlock) All() iter.Seq2[string, []string] {
+	return func(yield func(string, []string) bool) {
+		for i := range b.names {
+			if !yield(b.names[i], b.values[i]) {
+				return
+			}
+		}
 	}
 }
 
 // AppendWire appends the headers in HTTP/1.1 wire form ("Name: value\r\n" each).
 func (b *HeaderBlock) AppendWire(dst []byte) []byte { return append(dst, b.wire...) }
-
-// InjectHeaders sets the config headers of s on h. It renders them each call;
-// use a HeaderBlock on hot paths.
-func InjectHeaders(h http.Header, s State) { NewHeaderBlock(s).Inject(h) }
 
 // HeaderError reports a config header that is malformed, repeated, disagrees
 // with the dump, or gives a state that breaks a rule of §1. The proxy answers
@@ -107,23 +108,15 @@ func (e *HeaderError) Error() string {
 	return fmt.Sprintf("codec: header %s %q: %s", e.Header, truncate(e.Value, 64), e.Rule)
 }
 
-// ExtractHeaders assembles the state a request's config headers describe
-// (§4.1). When X-Bun-Config-Dump is present it defines the state and every
-// individual header present must agree with it. Without a dump, a field whose
-// header is absent takes its value from def, so a request with no config
-// headers gets def. The result passes §1; anything else is a *HeaderError.
-func ExtractHeaders(h http.Header, def State) (State, error) {
-	return ExtractHeadersFunc(func(name string) (string, int) {
-		if vs := h[name]; len(vs) > 0 {
-			return vs[0], len(vs)
-		}
-		return "", 0
-	}, def)
-}
-
-// ExtractHeadersFunc is ExtractHeaders for requests not held in an
-// http.Header: get returns the first value of a header (names as the
-// Header* constants, matched case-insensitively) and how often it appears.
+// ExtractHeadersFunc assembles the state a request's config headers
+// describe (§4.1). get returns the first value of a header (names as the
+// Header* constants; a caller matches them case-insensitively, as HTTP does)
+// and how often it appears. When X-Bun-Config-Dump is present it defines the
+// state and every individual header present must agree with it. Without a
+// dump, a field whose header is absent takes its value from def, so a
+// request with no config headers gets def. The result passes §1; anything
+// else is a *HeaderError. The codec knows no transport: each front end
+// passes its own header lookup.
 func ExtractHeadersFunc(get func(name string) (first string, n int), def State) (State, error) {
 	s := def
 	dump, n := get(HeaderConfigDump)
@@ -184,7 +177,7 @@ func ExtractHeadersFunc(get func(name string) (first string, n int), def State) 
 // ruleOf states the §1 rule of field index i.
 func ruleOf(i int8) string {
 	if i < 0 || int(i) >= len(fields) {
-		return "state breaks a rule of PROTOCOL.md §1"
+		return "state breaks a rule of docs/protocol.md §1"
 	}
 	f := &fields[i]
 	switch f.ID {

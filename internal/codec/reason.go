@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Reason is a verdict of PROTOCOL.md §2.3. The numeric values are part of the
+// Reason is a verdict of docs/protocol.md §2.3. The numeric values are part of the
 // contract with the kernel programs (bpf/include/reason.h): ReasonOK is 0 and the
 // protocol reasons follow in the order the receiver checks them. Never renumber.
 type Reason uint8
@@ -128,6 +128,8 @@ const (
 	detErrCode
 	detValueErrMsg
 	detVersion
+	detLenDatagramFrame
+	detLenDatagramBulk
 )
 
 func (f fault) err(what string) error {
@@ -168,6 +170,12 @@ func (f fault) err(what string) error {
 		e.Detail = fmt.Sprintf("unknown error code %d", f.got)
 	case detValueErrMsg:
 		e.Detail = fmt.Sprintf("error message 0x%016x: want printable ASCII, zero-padded", f.got)
+	case detLenDatagramFrame:
+		e.Detail = fmt.Sprintf("want %d bytes after the state (the frame), or %d (the frame and a %d-byte trailer), got %d",
+			FixedFrameSize, FixedFrameSize+TrailerSize, TrailerSize, f.got)
+	case detLenDatagramBulk:
+		e.Detail = fmt.Sprintf("want 2+13N bytes after the state (1 <= N <= %d), optionally followed by a %d-byte trailer, got %d",
+			MaxBulkEntries, TrailerSize, f.got)
 	case detVersion:
 		e.Detail = fmt.Sprintf("version %d is not supported", f.got)
 	}

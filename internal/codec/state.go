@@ -1,4 +1,4 @@
-// Package codec is regedge's implementation of the wire contract (PROTOCOL.md):
+// Package codec is regedge's implementation of the wire contract (docs/protocol.md):
 // the 13-byte config state, update frames, bulk frames, config bus datagrams, the
 // config dump and the X-Bun-* HTTP headers. It is pure Go with no I/O; the kernel
 // programs in bpf/ are tested against it.
@@ -18,7 +18,7 @@ import (
 // StateSize is the size of a serialized ConfigState.
 const StateSize = 13
 
-// State is the 13-byte config state of PROTOCOL.md §1.
+// State is the 13-byte config state of docs/protocol.md §1.
 type State struct {
 	Version      uint8
 	RegistryHash uint32

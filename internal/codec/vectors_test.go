@@ -92,8 +92,10 @@ func TestVectorsDatagrams(t *testing.T) {
 				}
 				return
 			}
-			if enc := AppendDatagram(nil, d.Sender, &d.Frame); !bytes.Equal(enc, b) {
-				t.Fatalf("round trip: %x, want %x", enc, b)
+			// A trailer is not part of the decoded datagram.
+			dg, _, _ := SplitSigned(b)
+			if enc := AppendDatagram(nil, d.Sender, &d.Frame); !bytes.Equal(enc, dg) {
+				t.Fatalf("round trip: %x, want %x", enc, dg)
 			}
 		})
 	}

@@ -1,23 +1,30 @@
 // Package config reads the agent's configuration: the embedded defaults, then
 // a JSON file (unknown keys are errors), then environment variables, each
-// layer overriding the one before (INTERFACE.md). Every error names the key or
+// layer overriding the one before (docs/configuration.md). Every error names the key or
 // the variable that is wrong; a Config that Load returns has passed Validate.
 package config
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/fleet"
+	"github.com/regedge/regedge/internal/logging"
+	"github.com/regedge/regedge/internal/token"
 )
 
 //go:embed default.json
@@ -35,13 +42,21 @@ type Config struct {
 	Tokens    Tokens    `json:"tokens"`
 	Agent     Agent     `json:"agent"`
 	Admin     Admin     `json:"admin"`
+	Log       Log       `json:"log"`
+	Fleet     Fleet     `json:"fleet"`
+}
+
+// Log is the "log" section.
+type Log struct {
+	Level  string `json:"level"`  // debug, info, warn, error
+	Access string `json:"access"` // on, off, sample:N (one request in N)
 }
 
 // State is the 13-byte state as the config file writes it.
 type State struct {
 	Version      uint8 `json:"version"`
 	RegistryHash Hash  `json:"registryHash"`
-	FeatureFlags Hash  `json:"featureFlags"`
+	FeatureFlags Flags `json:"featureFlags"`
 	TerminalMode uint8 `json:"terminalMode"`
 	Rows         uint8 `json:"rows"`
 	Cols         uint8 `json:"cols"`
@@ -58,7 +73,7 @@ func (s State) Codec() codec.State {
 
 // FromCodec returns the config-file form of a codec state.
 func FromCodec(s codec.State) State {
-	return State{s.Version, Hash(s.RegistryHash), Hash(s.FeatureFlags), s.TerminalMode, s.Rows, s.Cols, s.Reserved}
+	return State{s.Version, Hash(s.RegistryHash), Flags(s.FeatureFlags), s.TerminalMode, s.Rows, s.Cols, s.Reserved}
 }
 
 // Hash is a u32 written as "0x" + hex digits or as a JSON number.
@@ -107,11 +122,31 @@ func ParseHash(s string) (Hash, error) {
 	return Hash(v), nil
 }
 
+// Flags is the feature flag word of the state (§1). It is written as a
+// registry hash is, "0x" + hex digits or a JSON number, and is a type of its
+// own because it is not a hash.
+type Flags uint32
+
+// UnmarshalJSON accepts "0x…" strings and numbers.
+func (f *Flags) UnmarshalJSON(b []byte) error { return (*Hash)(f).UnmarshalJSON(b) }
+
+// MarshalJSON writes "0x%08x".
+func (f Flags) MarshalJSON() ([]byte, error) { return Hash(f).MarshalJSON() }
+
+func (f Flags) String() string { return Hash(f).String() }
+
+// Millis is a time in the config file: milliseconds, a JSON number, as in
+// the seed's files. Duration gives it to the code that waits.
+type Millis int64
+
+// Duration is m milliseconds.
+func (m Millis) Duration() time.Duration { return time.Duration(m) * time.Millisecond }
+
 // Proxy is the "proxy" section.
 type Proxy struct {
 	ListenHost string          `json:"listenHost"`
 	ListenPort int             `json:"listenPort"`
-	Timeout    int             `json:"timeout"` // ms
+	Timeout    Millis          `json:"timeout"`
 	Upstreams  []Upstream      `json:"upstreams"`
 	Scopes     map[string]Hash `json:"scopes"`
 	TLS        TLS             `json:"tls"`
@@ -123,39 +158,59 @@ type Proxy struct {
 	// Per-upstream circuit breaker and the retry budget.
 	Breaker    Breaker `json:"breaker"`
 	RetryRatio float64 `json:"retryRatio"`
-	// A client must send its request head within HeaderTimeout ms; Grace
-	// is how long in-flight requests may run on at shutdown (ms).
-	HeaderTimeout int `json:"headerTimeout"`
-	Grace         int `json:"grace"`
+	// A client must send its request head within HeaderTimeout; Grace
+	// is how long in-flight requests may run on at shutdown.
+	HeaderTimeout Millis `json:"headerTimeout"`
+	Grace         Millis `json:"grace"`
+	// BodyTimeout is the longest silence between reads of an upstream
+	// body, on both front ends and cache fills.
+	BodyTimeout Millis `json:"bodyTimeout"`
+	// PublicURL is the edge's base as clients see it (behind a load
+	// balancer); tarball URLs are rebased onto it. "": from each
+	// request's Host.
+	PublicURL string `json:"publicURL"`
 	// The edge cache of tarballs and packuments; off when Dir is empty.
 	Cache Cache `json:"cache"`
 	// FastPath serves GET/HEAD on the proxy's own HTTP/1.1 path (the
 	// default); false serves everything with net/http, an escape hatch.
 	FastPath bool `json:"fastPath"`
+	// Audit is the registry hash of the upstream that serves
+	// /-/npm/v1/security/* (npm audit); null: the request's own routing.
+	Audit *Hash `json:"audit"`
+	// MaxConnections and MaxConnectionsPerIP cap open client connections
+	// (0 = off); a connection over a cap is answered 503 and closed.
+	MaxConnections      int `json:"maxConnections"`
+	MaxConnectionsPerIP int `json:"maxConnectionsPerIP"`
 }
 
-// Cache configures the edge cache. Times are ms.
+// Cache configures the edge cache.
 type Cache struct {
 	Dir          string `json:"dir"`
 	MaxBytes     int64  `json:"maxBytes"`
-	PackumentTTL int    `json:"packumentTTL"`
-	StaleIfError int    `json:"staleIfError"`
-	NegativeTTL  int    `json:"negativeTTL"`
+	PackumentTTL Millis `json:"packumentTTL"`
+	// ScrubRate bounds the background re-hashing of cached files, in
+	// bytes per second (0: off).
+	ScrubRate    int64  `json:"scrubRate"`
+	StaleIfError Millis `json:"staleIfError"`
+	NegativeTTL  Millis `json:"negativeTTL"`
 }
 
-// Breaker opens after Failures consecutive upstream failures for Cooldown
-// ms, then lets one probe through. Failures 0 turns it off.
+// Breaker opens after Failures consecutive upstream failures for Cooldown,
+// then lets one probe through. Failures 0 turns it off. An upstream that
+// has served requests and then had no exchange for ProbeInterval is probed
+// (GET /-/ping); 0 turns idle probes off.
 type Breaker struct {
-	Failures int `json:"failures"`
-	Cooldown int `json:"cooldown"`
+	Failures      int    `json:"failures"`
+	Cooldown      Millis `json:"cooldown"`
+	ProbeInterval Millis `json:"probeInterval"`
 }
 
-// TokenFailures: Threshold failures within Window (ms) block the source for
-// BlockTTL (ms). Threshold 0 turns it off.
+// TokenFailures: Threshold failures within Window block the source for
+// BlockTTL. Threshold 0 turns it off.
 type TokenFailures struct {
-	Threshold int `json:"threshold"`
-	Window    int `json:"window"`
-	BlockTTL  int `json:"blockTTL"`
+	Threshold int    `json:"threshold"`
+	Window    Millis `json:"window"`
+	BlockTTL  Millis `json:"blockTTL"`
 }
 
 // Upstream is one registry the proxy forwards to.
@@ -165,8 +220,11 @@ type Upstream struct {
 	Hash Hash   `json:"hash"`
 	TLS  bool   `json:"tls"`
 	Auth *Auth  `json:"auth,omitempty"`
-	// Timeout (ms) for this upstream's response headers; 0 = proxy.timeout.
-	Timeout int `json:"timeout,omitempty"`
+	// Timeout for this upstream's response headers; 0 = proxy.timeout.
+	Timeout Millis `json:"timeout,omitempty"`
+	// TarballHosts are more origins (scheme://host[:port][/path]) whose
+	// tarball URLs count as this upstream's.
+	TarballHosts []string `json:"tarballHosts,omitempty"`
 }
 
 // Auth is the credential the edge presents upstream.
@@ -180,29 +238,46 @@ type TLS struct {
 	Key  string `json:"key"`
 }
 
-// RateLimit is per registry hash.
+// RateLimit: PerMinute is per registry hash, all clients together (a
+// ceiling that protects the upstream); PerClientPerMinute is per client (the
+// token's sub, else the source address), 0 = off. Both have a burst of one
+// minute.
 type RateLimit struct {
-	PerMinute int `json:"perMinute"`
+	PerMinute          int `json:"perMinute"`
+	PerClientPerMinute int `json:"perClientPerMinute"`
 }
 
 // WebSocket is the "websocket" section.
 type WebSocket struct {
 	Hostname          string `json:"hostname"`
 	Port              int    `json:"port"`
-	HeartbeatInterval int    `json:"heartbeatInterval"` // ms
-	ClientTimeout     int    `json:"clientTimeout"`     // ms
+	HeartbeatInterval Millis `json:"heartbeatInterval"`
+	ClientTimeout     Millis `json:"clientTimeout"`
+	// MaxClients and MaxClientsPerIP cap connected clients (0 = off);
+	// an upgrade over a cap is answered 503.
+	MaxClients      int `json:"maxClients"`
+	MaxClientsPerIP int `json:"maxClientsPerIP"`
 }
 
 // Bus is the "bus" section.
 type Bus struct {
-	Port  int      `json:"port"`
-	Allow []string `json:"allow"`
+	// ListenHost is the address the bus socket binds: an IP address
+	// literal ("0.0.0.0" binds every IPv4 and IPv6 address).
+	ListenHost string   `json:"listenHost"`
+	Port       int      `json:"port"`
+	Allow      []string `json:"allow"`
+	// PublicKeys are PKIX PEM Ed25519 key files (as tokens.publicKeys);
+	// when set, only signed datagrams change state (docs/config-plane.md).
+	PublicKeys []string `json:"publicKeys"`
 }
 
 // Tokens is the "tokens" section.
 type Tokens struct {
 	PublicKeys []string `json:"publicKeys"`
 	Leeway     int      `json:"leeway"` // seconds
+	// AnonymousRead lets reads (GET, HEAD, npm's audit POSTs) through the
+	// proxy without a token; writes still need one with registry:write.
+	AnonymousRead bool `json:"anonymousRead"`
 }
 
 // Agent is the "agent" section.
@@ -212,6 +287,9 @@ type Agent struct {
 	XDPMode    string   `json:"xdpMode"` // native, generic
 	BPFFS      string   `json:"bpffs"`
 	StateFile  string   `json:"stateFile"`
+	// StateSource says which state wins at start: "file" (a persisted
+	// state, logged) or "config" (this file's "config" section).
+	StateSource string `json:"stateSource"`
 	// SkLookup steers new connections to the proxy (and WebSocket) ports
 	// and bus datagrams to the sockets this agent registered (sk_lookup),
 	// so that a new agent takes them over while the old one drains. Only
@@ -219,9 +297,30 @@ type Agent struct {
 	SkLookup bool `json:"skLookup"`
 }
 
+// Fleet is the "fleet" section: revalidation hints between the edges of a
+// fleet (docs/proxy.md, "A fleet of edges").
+type Fleet struct {
+	// Listen is where hints arrive and leave from: IP:PORT, the IP a
+	// literal; "" receives none. The socket is opened only when the cache
+	// is on or Peers is set.
+	Listen string `json:"listen"`
+	// Peers are the other edges' fleet.listen addresses (IP:PORT) or
+	// dns:NAME:PORT (every A and AAAA record of NAME), this edge's own
+	// address left out.
+	Peers []string `json:"peers"`
+	// ResolveInterval is how often dns: peers are looked up again (ms).
+	ResolveInterval int `json:"resolveInterval"`
+}
+
 // Admin is the "admin" section.
 type Admin struct {
 	Listen string `json:"listen"`
+	// LoopbackHosts are Host names, besides localhost and loopback IP
+	// literals, under which a request on a loopback address may change the
+	// config without a token (admin API and WebSocket server).
+	LoopbackHosts []string `json:"loopbackHosts"`
+	// Pprof serves /debug/pprof/ on the admin listener.
+	Pprof bool `json:"pprof"`
 }
 
 // Error is a configuration error naming where the bad value came from: a key
@@ -348,6 +447,17 @@ func (c *Config) Validate() error {
 		if u.Auth != nil && u.Auth.TokenFile == "" {
 			return bad(key+".auth.tokenFile", "empty")
 		}
+		if u.Auth != nil && len(c.Tokens.PublicKeys) == 0 {
+			// Without tokens every client would read and write with the
+			// edge's account at this upstream.
+			return bad(key+".auth", "the edge would lend this credential to every client: "+
+				"set tokens.publicKeys (tokens.anonymousRead keeps reads open, writes then need a registry:write token), or remove auth")
+		}
+	}
+	if a := c.Proxy.Audit; a != nil {
+		if _, ok := seen[*a]; !ok {
+			return bad("proxy.audit", "%s is not the hash of one of proxy.upstreams", *a)
+		}
 	}
 	for scope := range c.Proxy.Scopes {
 		if len(scope) < 2 || scope[0] != '@' || strings.Contains(scope, "/") {
@@ -360,14 +470,29 @@ func (c *Config) Validate() error {
 	if tf := c.Proxy.TokenFailures; tf.Threshold < 0 || (tf.Threshold > 0 && (tf.Window <= 0 || tf.BlockTTL <= 0)) {
 		return bad("proxy.tokenFailures", "want threshold >= 0 and, when set, window and blockTTL > 0 (ms)")
 	}
-	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) {
-		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms)")
+	if b := c.Proxy.Breaker; b.Failures < 0 || (b.Failures > 0 && b.Cooldown <= 0) || b.ProbeInterval < 0 {
+		return bad("proxy.breaker", "want failures >= 0 and, when set, cooldown > 0 (ms); probeInterval >= 0 (ms)")
 	}
 	if cc := c.Proxy.Cache; cc.Dir != "" && (cc.MaxBytes <= 0 || cc.PackumentTTL < 0 || cc.StaleIfError < 0 || cc.NegativeTTL < 0) {
 		return bad("proxy.cache", "want maxBytes > 0 and times >= 0 (ms)")
 	}
 	if c.Proxy.HeaderTimeout <= 0 || c.Proxy.Grace <= 0 {
 		return bad("proxy.headerTimeout", "headerTimeout and grace must be milliseconds > 0")
+	}
+	if c.Proxy.BodyTimeout <= 0 {
+		return bad("proxy.bodyTimeout", "want milliseconds > 0, got %d", c.Proxy.BodyTimeout)
+	}
+	if u := c.Proxy.PublicURL; u != "" {
+		if err := checkOrigin(u); err != nil {
+			return bad("proxy.publicURL", "%q: %v", u, err)
+		}
+	}
+	for i, up := range c.Proxy.Upstreams {
+		for j, th := range up.TarballHosts {
+			if err := checkOrigin(th); err != nil {
+				return bad(fmt.Sprintf("proxy.upstreams[%d].tarballHosts[%d]", i, j), "%q: %v", th, err)
+			}
+		}
 	}
 	if r := c.Proxy.RetryRatio; r < 0 || r > 1 {
 		return bad("proxy.retryRatio", "want 0..1, got %v", r)
@@ -380,11 +505,33 @@ func (c *Config) Validate() error {
 	if c.Proxy.RateLimit.PerMinute <= 0 {
 		return bad("proxy.rateLimit.perMinute", "want > 0, got %d", c.Proxy.RateLimit.PerMinute)
 	}
+	if c.Proxy.RateLimit.PerClientPerMinute < 0 {
+		return bad("proxy.rateLimit.perClientPerMinute", "want >= 0 (0 = off), got %d", c.Proxy.RateLimit.PerClientPerMinute)
+	}
+	if c.Proxy.MaxConnections < 0 || c.Proxy.MaxConnectionsPerIP < 0 {
+		return bad("proxy.maxConnections", "maxConnections and maxConnectionsPerIP want >= 0 (0 = off)")
+	}
+	if c.WebSocket.MaxClients < 0 || c.WebSocket.MaxClientsPerIP < 0 {
+		return bad("websocket.maxClients", "maxClients and maxClientsPerIP want >= 0 (0 = off)")
+	}
+	for i, h := range c.Admin.LoopbackHosts {
+		if h == "" || strings.ContainsAny(h, ":/ []@") {
+			return bad(fmt.Sprintf("admin.loopbackHosts[%d]", i), "%q: want a host name without port", h)
+		}
+	}
 	if c.WebSocket.HeartbeatInterval <= 0 {
 		return bad("websocket.heartbeatInterval", "want milliseconds > 0, got %d", c.WebSocket.HeartbeatInterval)
 	}
 	if c.WebSocket.ClientTimeout <= 0 {
 		return bad("websocket.clientTimeout", "want milliseconds > 0, got %d", c.WebSocket.ClientTimeout)
+	}
+	if err := checkListenHost(c.Bus.ListenHost); err != nil {
+		return bad("bus.listenHost", "%v", err)
+	}
+	for i, f := range c.Bus.PublicKeys {
+		if strings.TrimSpace(f) == "" {
+			return bad(fmt.Sprintf("bus.publicKeys[%d]", i), "empty file name")
+		}
 	}
 	for i, a := range c.Bus.Allow {
 		if _, err := netip.ParsePrefix(a); err != nil {
@@ -404,6 +551,9 @@ func (c *Config) Validate() error {
 	default:
 		return bad("agent.xdpMode", "%q: want native or generic", c.Agent.XDPMode)
 	}
+	if err := checkStateSource(c.Agent.StateSource); err != nil {
+		return bad("agent.stateSource", "%v", err)
+	}
 	for i, ifname := range c.Agent.Interfaces {
 		if ifname == "" || len(ifname) > 15 || strings.ContainsAny(ifname, "/ \t") {
 			return bad(fmt.Sprintf("agent.interfaces[%d]", i), "%q is not an interface name", ifname)
@@ -412,7 +562,75 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		return bad("admin.listen", "%q: want host:port", c.Admin.Listen)
 	}
+	if c.Fleet.Listen != "" {
+		if _, err := fleet.ParseListen(c.Fleet.Listen); err != nil {
+			return bad("fleet.listen", "%v (or \"\" to receive no hints)", err)
+		}
+	}
+	for i, p := range c.Fleet.Peers {
+		if _, err := fleet.ParsePeer(p); err != nil {
+			return bad(fmt.Sprintf("fleet.peers[%d]", i), "%v", err)
+		}
+	}
+	if c.Fleet.ResolveInterval <= 0 {
+		return bad("fleet.resolveInterval", "want milliseconds > 0, got %d", c.Fleet.ResolveInterval)
+	}
+	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
+		return bad("log.level", "%v", err)
+	}
+	if _, err := logging.ParseAccess(c.Log.Access); err != nil {
+		return bad("log.access", "%v", err)
+	}
 	return nil
+}
+
+// LogLevel is log.level parsed (Validate has checked it).
+func (c *Config) LogLevel() slog.Level {
+	l, _ := logging.ParseLevel(c.Log.Level)
+	return l
+}
+
+// AccessSample is log.access parsed: 1 every line, N one in N, -1 none.
+func (c *Config) AccessSample() int {
+	n, _ := logging.ParseAccess(c.Log.Access)
+	return n
+}
+
+func checkStateSource(v string) error {
+	if v != "file" && v != "config" {
+		return fmt.Errorf("%q: want file or config", v)
+	}
+	return nil
+}
+
+// checkListenHost accepts an IP address literal: a name would be resolved
+// once at start, to an address nobody sees in the config.
+func checkListenHost(h string) error {
+	if _, err := netip.ParseAddr(h); err != nil {
+		return fmt.Errorf("%q: want an IP address such as :: (every address), 0.0.0.0 or 127.0.0.1", h)
+	}
+	return nil
+}
+
+// BusPublicKeys reads bus.publicKeys. A file that cannot be read or does
+// not hold a PKIX PEM Ed25519 public key is an *Error naming the key and
+// the file: the agent does not start.
+func (c *Config) BusPublicKeys() ([]ed25519.PublicKey, error) {
+	keys := make([]ed25519.PublicKey, 0, len(c.Bus.PublicKeys))
+	for i, f := range c.Bus.PublicKeys {
+		k, err := token.ReadPublicKey(f)
+		if err != nil {
+			// token's errors name the file already; say it once, without
+			// the package prefix.
+			msg := strings.TrimPrefix(err.Error(), "token: ")
+			if !strings.Contains(msg, f) {
+				msg = f + ": " + msg
+			}
+			return nil, &Error{Source: "config", Key: fmt.Sprintf("bus.publicKeys[%d]", i), Err: errors.New(msg)}
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // AllowPrefixes returns bus.allow parsed (Validate has checked it).
@@ -429,4 +647,19 @@ func (c *Config) AllowPrefixes() []netip.Prefix {
 func codecField(name string) (codec.FieldID, bool) {
 	f, ok := codec.FieldByName(name)
 	return f.ID, ok
+}
+
+// checkOrigin accepts an absolute http(s) URL without query, fragment or
+// credentials: an origin and an optional path prefix.
+func checkOrigin(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("want an http:// or https:// URL")
+	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		return fmt.Errorf("want scheme://host[:port][/path], nothing else")
+	}
+	return nil
 }

@@ -28,7 +28,7 @@ func newServer(t testing.TB, file string) (*Server, *state.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewServer(nil, st, loopback, quiet), st
+	return NewServer(nil, st, Options{Allow: loopback}, quiet), st
 }
 
 func decodeReply(t testing.TB, b []byte) codec.Datagram {
@@ -86,10 +86,15 @@ func TestHandleSourceVersionHeartbeat(t *testing.T) {
 	s, st := newServer(t, "")
 	f := codec.Update(codec.FieldRows, 40)
 	dg := codec.AppendDatagram(nil, codec.DefaultState(), &f)
-	reply, verdict := s.Handle(dg, netip.MustParseAddrPort("192.0.2.7:1"))
-	if verdict != VerdictSource || decodeReply(t, reply).Frame.Type != codec.TypeError || st.State().Rows != 24 {
-		t.Fatalf("from outside the allow-list: %s", verdict)
+	// An off-list source gets nothing back: no reflection, no state.
+	for _, in := range [][]byte{dg, {0x01}, nil} {
+		reply, verdict := s.Handle(in, netip.MustParseAddrPort("192.0.2.7:1"))
+		if verdict != VerdictSource || reply != nil || st.State().Rows != 24 {
+			t.Fatalf("%x from outside the allow-list: %s, reply %x", in, verdict, reply)
+		}
 	}
+	var reply []byte
+	var verdict string
 	if _, verdict = s.Handle(dg, netip.MustParseAddrPort("[::ffff:127.0.0.1]:1")); verdict != "ok" || st.State().Rows != 40 {
 		t.Fatalf("IPv4-mapped loopback: %s", verdict)
 	}
@@ -112,6 +117,12 @@ func TestHandleSourceVersionHeartbeat(t *testing.T) {
 // startServer serves a store on a loopback UDP socket.
 func startServer(t *testing.T, file string) (string, *state.Store) {
 	t.Helper()
+	addr, st, _ := startServerWith(t, file, Options{Allow: loopback})
+	return addr, st
+}
+
+func startServerWith(t *testing.T, file string, opts Options) (string, *state.Store, *Server) {
+	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -120,12 +131,12 @@ func startServer(t *testing.T, file string) (string, *state.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(conn, st, loopback, quiet)
+	srv := NewServer(conn, st, opts, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; conn.Close() })
-	return conn.LocalAddr().String(), st
+	return conn.LocalAddr().String(), st, srv
 }
 
 func TestPushConverges(t *testing.T) {

@@ -2,6 +2,7 @@ package configbus
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +20,11 @@ type PushOptions struct {
 	Deadline time.Duration // give up on a target after this long (default 10 s)
 	Retry    time.Duration // first wait for an answer (default 200 ms), doubled per attempt
 	MaxRetry time.Duration // longest wait between attempts (default 2 s)
+	// Key, when set, signs every datagram (docs/protocol.md §3.1a), each
+	// attempt with a fresh timestamp: a retry is a new datagram, never a
+	// replay, and it stays fresh however long the push runs.
+	Key ed25519.PrivateKey
+	Now func() time.Time // the clock of the timestamps (default time.Now)
 }
 
 // Result is one target's outcome.
@@ -56,11 +62,37 @@ func Push(ctx context.Context, targets []string, opts PushOptions) ([]Result, er
 	if err := frame.Check(); err != nil {
 		return nil, err
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Key != nil && len(opts.Key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("configbus: signing key of %d bytes, want %d", len(opts.Key), ed25519.PrivateKeySize)
+	}
 	if err := opts.Sender.Validate(); err != nil {
 		return nil, fmt.Errorf("configbus: sender state: %w", err)
 	}
 	dg := codec.AppendDatagram(nil, opts.Sender, &frame)
 
+	results, conns, addrs := openTargets(targets)
+	var wg sync.WaitGroup
+	for i := range targets {
+		if conns[i] == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conns[i].Close()
+			pushOne(ctx, conns[i], addrs[i], dg, opts, &results[i])
+		}()
+	}
+	wg.Wait()
+	return results, nil
+}
+
+// openTargets resolves each target and opens a socket for it; a target
+// that fails either has its Err set and no socket.
+func openTargets(targets []string) ([]Result, []*net.UDPConn, []netip.AddrPort) {
 	results := make([]Result, len(targets))
 	conns := make([]*net.UDPConn, len(targets))
 	addrs := make([]netip.AddrPort, len(targets))
@@ -81,44 +113,43 @@ func Push(ctx context.Context, targets []string, opts PushOptions) ([]Result, er
 			results[i].Err = err.Error()
 		}
 	}
-	var wg sync.WaitGroup
-	for i := range targets {
-		if conns[i] == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer conns[i].Close()
-			pushOne(ctx, conns[i], addrs[i], dg, opts, &results[i])
-		}()
-	}
-	wg.Wait()
-	return results, nil
+	return results, conns, addrs
 }
 
 func pushOne(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, dg []byte, opts PushOptions, res *Result) {
 	deadline := time.Now().Add(opts.Deadline)
 	wait := opts.Retry
 	buf := make([]byte, 2048)
+	pkt := make([]byte, 0, codec.MaxSignedDatagramSize)
 	all := allVersions()
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		res.Attempts++
-		if _, err := conn.WriteToUDPAddrPort(dg, to); err != nil {
+		pkt = append(pkt[:0], dg...)
+		if opts.Key != nil {
+			pkt = codec.AppendSigned(pkt[:0], dg, uint64(opts.Now().UnixMilli()), opts.Key)
+		}
+		if _, err := conn.WriteToUDPAddrPort(pkt, to); err != nil {
 			res.Err = "send: " + err.Error()
 		}
 		waitUntil := time.Now().Add(wait)
 		if waitUntil.After(deadline) {
 			waitUntil = deadline
 		}
+		// An answer that is not convergence (an ERROR worth retrying, such
+		// as 6 storage, or an ACK of a state another writer changed) does
+		// not end the wait: the backoff is waited out before the next try,
+		// so a disk problem is not hammered with datagrams (and the
+		// agent's log with lines) at the speed of the loopback.
+		answered := false
 		for {
 			conn.SetReadDeadline(waitUntil)
 			n, from, err := conn.ReadFromUDPAddrPort(buf)
 			if err != nil {
-				if isTimeout(err) {
-					res.Err = fmt.Sprintf("no answer within %v", wait)
-				} else {
+				switch {
+				case !isTimeout(err):
 					res.Err = "receive: " + err.Error()
+				case !answered:
+					res.Err = fmt.Sprintf("no answer within %v", wait)
 				}
 				break
 			}
@@ -138,15 +169,16 @@ func pushOne(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, dg []byt
 					return
 				}
 				res.Err = "acknowledged, but the reported state differs (another writer?)"
+				answered = true
 			case codec.TypeError:
 				res.Err = fmt.Sprintf("ERROR %d %q", d.Frame.Field, d.Frame.ErrorMessage())
 				if code := codec.ErrorCode(d.Frame.Field); code == codec.ErrCodeInvalid || code == codec.ErrCodeNotAllowed {
 					return // retrying cannot help
 				}
-			default:
-				continue
+				// Anything else, ErrCodeStorage above all (the change was
+				// valid; the agent's disk was not), is retried.
+				answered = true
 			}
-			break
 		}
 		if wait *= 2; wait > opts.MaxRetry {
 			wait = opts.MaxRetry

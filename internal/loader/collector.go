@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Collector exposes the kernel counters of INTERFACE.md, summed over CPUs at
+// Collector exposes the kernel counters of docs/metrics.md, summed over CPUs at
 // scrape time: regedge_kernel_drops_total{hook,reason},
 // regedge_kernel_packets_total{hook,verdict},
 // regedge_registry_packets_total and regedge_registry_bytes_total
@@ -14,7 +14,7 @@ import (
 type Collector struct {
 	o *Objects
 
-	drops, packets, regPackets, regBytes, steered, scrapeErrors *prometheus.Desc
+	drops, packets, regPackets, regBytes, steered, scrapeErrors, blocked *prometheus.Desc
 }
 
 // NewCollector returns a collector reading o.
@@ -27,12 +27,13 @@ func NewCollector(o *Objects) *Collector {
 		regBytes:     prometheus.NewDesc("regedge_registry_bytes_total", "Bytes of valid bus datagrams and of proxy connections (skb length, counted by socket), by registry hash and direction.", []string{"registry_hash", "direction"}, nil),
 		steered:      prometheus.NewDesc("regedge_steered_connections_total", "Connections sk_lookup handed to the proxy socket (result: steered, nosocket).", []string{"result"}, nil),
 		scrapeErrors: prometheus.NewDesc("regedge_kernel_scrape_errors", "1 when reading the kernel counters failed during this scrape.", nil, nil),
+		blocked:      prometheus.NewDesc("regedge_blocklist_entries", "Sources on the token-failure block list (XDP drops their TCP to the proxy ports), expired entries not counted.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.drops, c.packets, c.regPackets, c.regBytes, c.steered, c.scrapeErrors} {
+	for _, d := range []*prometheus.Desc{c.drops, c.packets, c.regPackets, c.regBytes, c.steered, c.scrapeErrors, c.blocked} {
 		ch <- d
 	}
 }
@@ -71,6 +72,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		hash := fmt.Sprintf("0x%08x", r.Hash)
 		ch <- prometheus.MustNewConstMetric(c.regPackets, prometheus.CounterValue, float64(r.Packets), hash, dir)
 		ch <- prometheus.MustNewConstMetric(c.regBytes, prometheus.CounterValue, float64(r.Bytes), hash, dir)
+	}
+	if n, err := c.o.blockListSize(); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.blocked, prometheus.GaugeValue, float64(n))
+	} else {
+		failed = 1
 	}
 	if steered, noSocket, err := c.o.SteerCounters(); err == nil {
 		ch <- prometheus.MustNewConstMetric(c.steered, prometheus.CounterValue, float64(steered), "steered")

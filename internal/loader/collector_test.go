@@ -31,6 +31,7 @@ regedge_kernel_drops_total{hook="xdp",reason="source"} 0
 regedge_kernel_drops_total{hook="xdp",reason="state"} 0
 regedge_kernel_drops_total{hook="xdp",reason="synflood"} 0
 regedge_kernel_drops_total{hook="xdp",reason="type"} 0
+regedge_kernel_drops_total{hook="xdp",reason="unsigned"} 0
 regedge_kernel_drops_total{hook="xdp",reason="value"} 0
 regedge_kernel_drops_total{hook="xdp",reason="version"} 0
 # HELP regedge_registry_packets_total Packets of valid bus datagrams and of proxy connections (counted by socket, GSO segments each), by registry hash and direction.

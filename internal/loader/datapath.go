@@ -90,13 +90,11 @@ func Open(cfg Config) (*Datapath, error) {
 	}
 	d.lock = lock
 	if err := d.open(); err != nil {
-		d.closeAll()
-		return nil, err
+		return nil, errors.Join(err, d.closeAll())
 	}
 	d.lock = nil
 	if err := lock.Close(); err != nil { // releases the flock
-		d.closeAll()
-		return nil, fmt.Errorf("loader: release the lock: %w", err)
+		return nil, errors.Join(fmt.Errorf("loader: release the lock: %w", err), d.closeAll())
 	}
 	return d, nil
 }
@@ -131,7 +129,7 @@ func (d *Datapath) open() (err error) {
 			if err != nil {
 				// Nothing half-built stays behind: removing the pins
 				// detaches whatever this attempt attached.
-				d.closeAll()
+				err = errors.Join(err, d.closeAll())
 				_ = os.RemoveAll(target)
 			}
 		}()

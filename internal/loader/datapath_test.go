@@ -1,3 +1,5 @@
+//go:build linux
+
 package loader
 
 import (
@@ -209,18 +211,6 @@ func TestBusOverVeth(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestSkLookupSteersToUnboundPort: a connection to 192.0.2.2:4873 reaches a
 // listener bound to another address and port.
 func TestSkLookupSteersToUnboundPort(t *testing.T) {
@@ -377,7 +367,7 @@ func TestRestartKeepsPinsAndDetachLeavesNothing(t *testing.T) {
 	}
 	// This test's programs are gone; other test binaries running at the
 	// same time may have regedge programs of their own loaded.
-	waitFor(t, 10*time.Second, "none of this test's programs left in the kernel", func() bool {
+	testutil.Eventually(t, 10*time.Second, "none of this test's programs left in the kernel", func() bool {
 		for _, id := range ours {
 			if p, err := ebpf.NewProgramFromID(id); err == nil {
 				p.Close()
@@ -457,7 +447,7 @@ func TestClsactFallback(t *testing.T) {
 		io.ReadAll(c)
 		c.Close()
 	})
-	waitFor(t, 5*time.Second, "the clsact TC program to see packets", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the clsact TC program to see packets", func() bool {
 		c, _ := o.TCCounters()
 		return c[ReasonOK] > beforeTC[ReasonOK]
 	})

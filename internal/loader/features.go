@@ -77,23 +77,13 @@ func loadErr(what string, err error) error {
 		// "pointer -= pointer prohibited"); a refusal to a process that
 		// lacks CAP_PERFMON is what they have in common.
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-			if has, cerr := effectiveCap(unix.CAP_PERFMON); cerr == nil && !has {
+			if lacksPerfmon() {
 				return fmt.Errorf("loader: the verifier refused the %s program: %w: %w", what, ErrNoPerfmon, err)
 			}
 		}
 		return fmt.Errorf("loader: the verifier refused the %s program: %w", what, err)
 	}
 	return fmt.Errorf("loader: load the %s objects: %w", what, err)
-}
-
-// effectiveCap reports whether this thread has capability c in effect.
-func effectiveCap(c int) (bool, error) {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false, err
-	}
-	return data[c/32].Effective&(1<<(uint(c)%32)) != 0, nil
 }
 
 // VerifierLog returns the verifier's whole log when err carries one.

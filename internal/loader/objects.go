@@ -64,6 +64,9 @@ type Objects struct {
 	fresh bool
 }
 
+// cfgRequireTrailer is CFG_REQUIRE_TRAILER of bpf/include/protocol.h.
+const cfgRequireTrailer = 1
+
 // xdpSpec returns the XDP collection spec with opts applied.
 func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	spec, err := loadXdp()
@@ -121,8 +124,7 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 	if err := o.writeDefaults(); err != nil { // fresh maps, nothing attached
-		o.Close()
-		return nil, err
+		return nil, errors.Join(err, o.Close())
 	}
 	return o, nil
 }
@@ -131,6 +133,8 @@ func Load(opts Options) (*Objects, error) {
 type Settings struct {
 	Versions codec.VersionSet
 	Allow    []netip.Prefix // bus sources; empty: nobody
+	// RequireSigned: the agent has bus public keys (SetRequireSigned).
+	RequireSigned bool
 }
 
 // load loads the objects; with pinDir set, every map is pinned there by name
@@ -179,21 +183,13 @@ func load(opts Options, pinDir string) (o *Objects, err error) {
 		tcMapConfigMap:     o.xdp.ConfigMap,
 	}})
 	if err != nil {
-		o.xdp.Close()
-		return nil, loadErr("TC", err)
+		return nil, errors.Join(loadErr("TC", err), o.xdp.Close())
 	}
 	if err := sspec.LoadAndAssign(&o.sk, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
-		o.tc.Close()
-		o.xdp.Close()
-		return nil, loadErr("sk_lookup", err)
+		return nil, errors.Join(loadErr("sk_lookup", err), o.tc.Close(), o.xdp.Close())
 	}
-	defer func() {
-		if err != nil {
-			o.Close()
-		}
-	}()
 	if err := o.readBack(); err != nil {
-		return nil, err
+		return nil, errors.Join(err, o.Close())
 	}
 	return o, nil
 }
@@ -219,6 +215,7 @@ func (o *Objects) Apply(s Settings) error {
 	if err := o.updateConfig(func(c *xdpRegedgeCfg) {
 		c.Versions = s.Versions
 		fillAllow(c, canon)
+		setFlag(c, cfgRequireTrailer, s.RequireSigned)
 	}); err != nil {
 		return err
 	}
@@ -254,6 +251,22 @@ func (o *Objects) updateConfig(f func(*xdpRegedgeCfg)) error {
 		return fmt.Errorf("loader: write config_map: %w", err)
 	}
 	return nil
+}
+
+// SetRequireSigned says whether the agent has bus public keys: then XDP
+// drops a bus datagram without a signature trailer (docs/protocol.md §3.1a) as
+// ReasonUnsigned once it has passed every other check. The signature itself
+// is checked in userspace. Only the flag is changed (updateConfig).
+func (o *Objects) SetRequireSigned(on bool) error {
+	return o.updateConfig(func(c *xdpRegedgeCfg) { setFlag(c, cfgRequireTrailer, on) })
+}
+
+func setFlag(c *xdpRegedgeCfg, flag uint32, on bool) {
+	if on {
+		c.Flags |= flag
+	} else {
+		c.Flags &^= flag
+	}
 }
 
 // writeDefaults fills a fresh config_map: version 1, nobody allowed on the

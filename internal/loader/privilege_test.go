@@ -1,3 +1,5 @@
+//go:build linux
+
 package loader
 
 import (
@@ -122,7 +124,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if _, err := send.WriteToUDP(bad, dst); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the unprivileged agent's XDP program to drop a bad datagram", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the unprivileged agent's XDP program to drop a bad datagram", func() bool {
 		st, err := ReadStatus(bpffs)
 		return err == nil && st.XDP[ReasonChecksum] == 1
 	})

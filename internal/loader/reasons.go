@@ -23,12 +23,15 @@ const (
 	ReasonBlocked   = xdpRegedgeReasonREASON_BLOCKED
 	ReasonSynflood  = xdpRegedgeReasonREASON_SYNFLOOD
 	ReasonMalformed = xdpRegedgeReasonREASON_MALFORMED
+	// ReasonUnsigned: a valid bus datagram without a signature trailer
+	// while the agent requires one (SetRequireSigned).
+	ReasonUnsigned = xdpRegedgeReasonREASON_UNSIGNED
 
 	// NumReasons is REASON_MAX: the size of the per-hook counter arrays.
 	NumReasons = xdpRegedgeReasonREASON_MAX
 )
 
-// String returns the reason word used in metrics (INTERFACE.md): the
+// String returns the reason word used in metrics (docs/metrics.md): the
 // codec's word for a protocol reason.
 func (r xdpRegedgeReason) String() string {
 	if r < codec.NumReasons {
@@ -45,6 +48,8 @@ func (r xdpRegedgeReason) String() string {
 		return "synflood"
 	case ReasonMalformed:
 		return "malformed"
+	case ReasonUnsigned:
+		return "unsigned"
 	}
 	return "unknown"
 }

@@ -19,7 +19,7 @@ type tcRegedgeCfg struct {
 	BlockCount uint32
 	Allow4N    uint32
 	Allow6N    uint32
-	Pad        uint32
+	Flags      uint32
 	Allow4     [16]struct {
 		_    structs.HostLayout
 		Addr uint32
@@ -48,7 +48,8 @@ const (
 	tcRegedgeReasonREASON_BLOCKED   tcRegedgeReason = 10
 	tcRegedgeReasonREASON_SYNFLOOD  tcRegedgeReason = 11
 	tcRegedgeReasonREASON_MALFORMED tcRegedgeReason = 12
-	tcRegedgeReasonREASON_MAX       tcRegedgeReason = 13
+	tcRegedgeReasonREASON_UNSIGNED  tcRegedgeReason = 13
+	tcRegedgeReasonREASON_MAX       tcRegedgeReason = 14
 )
 
 type tcRegistryCounters struct {

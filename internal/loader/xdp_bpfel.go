@@ -41,7 +41,7 @@ type xdpRegedgeCfg struct {
 	BlockCount uint32
 	Allow4N    uint32
 	Allow6N    uint32
-	Pad        uint32
+	Flags      uint32
 	Allow4     [16]struct {
 		_    structs.HostLayout
 		Addr uint32
@@ -70,7 +70,8 @@ const (
 	xdpRegedgeReasonREASON_BLOCKED   xdpRegedgeReason = 10
 	xdpRegedgeReasonREASON_SYNFLOOD  xdpRegedgeReason = 11
 	xdpRegedgeReasonREASON_MALFORMED xdpRegedgeReason = 12
-	xdpRegedgeReasonREASON_MAX       xdpRegedgeReason = 13
+	xdpRegedgeReasonREASON_UNSIGNED  xdpRegedgeReason = 13
+	xdpRegedgeReasonREASON_MAX       xdpRegedgeReason = 14
 )
 
 type xdpRegistryCounters struct {

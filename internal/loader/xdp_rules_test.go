@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/testutil"
 )
@@ -233,10 +235,25 @@ func TestXDPBusDatagramTrimmedLikeLinux(t *testing.T) {
 	}
 }
 
+// xdpAction runs pkt through XDP and returns the action alone (traffic
+// XDP does not judge may move no counter).
+func xdpAction(t *testing.T, o *Objects, pkt []byte) uint32 {
+	t.Helper()
+	ret, err := o.XDP().Run(&ebpf.RunOptions{Data: pkt})
+	if err != nil {
+		t.Fatalf("Program.Run: %v", err)
+	}
+	return ret
+}
+
+// TestXDPBlockList: a blocked source loses the proxy ports, and only them:
+// its bus datagrams are judged as anyone's, its TCP to any other port
+// (ssh, the admin listener, the node's other services) passes.
 func TestXDPBlockList(t *testing.T) {
 	o := loadForTest(t)
 	pkt := busPacket(false, 0, validDatagram())
 	tcp := tcpPacket(false, 1234, 4873, 0x02, "")
+	tcp6 := tcpPacket(true, 1234, 4873, 0x10, "GET / HTTP/1.1\r\n\r\n")
 	pkt6 := busPacket(true, 1, validDatagram())
 	if _, r := runXDP(t, o, pkt); r != ReasonOK {
 		t.Fatalf("before blocking: %s", r)
@@ -247,9 +264,21 @@ func TestXDPBlockList(t *testing.T) {
 	if err := o.Block(netip.MustParsePrefix("2001:db8::10/128"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	for name, p := range map[string][]byte{"udp": pkt, "tcp": tcp, "ipv6": pkt6} {
+	for name, p := range map[string][]byte{"tcp syn": tcp, "tcp ipv6 data": tcp6} {
 		if ret, r := runXDP(t, o, p); r != ReasonBlocked || ret != xdpDrop {
-			t.Errorf("%s from a blocked source: %d %s", name, ret, r)
+			t.Errorf("%s to the proxy port from a blocked source: %d %s", name, ret, r)
+		}
+	}
+	for name, p := range map[string][]byte{"udp bus": pkt, "udp bus ipv6": pkt6} {
+		if ret, r := runXDP(t, o, p); r != ReasonOK || ret != xdpPass {
+			t.Errorf("%s from a blocked source: %d %s, want judged as anyone's", name, ret, r)
+		}
+	}
+	for _, port := range []uint16{22, 9873, 4874, 443, 4872, 4875} {
+		for _, v6 := range []bool{false, true} {
+			if ret := xdpAction(t, o, tcpPacket(v6, 1234, port, 0x02, "")); ret != xdpPass {
+				t.Errorf("TCP to port %d (ipv6 %v) from a blocked source: action %d, want pass", port, v6, ret)
+			}
 		}
 	}
 	list, err := o.Blocked()
@@ -274,14 +303,14 @@ func TestXDPBlockList(t *testing.T) {
 	if err := o.Block(netip.MustParsePrefix("192.0.2.0/28"), time.Nanosecond); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, pkt); return r == ReasonOK })
+	testutil.Eventually(t, time.Second, "the 1ns block to expire", func() bool { _, r := runXDP(t, o, tcp); return r == ReasonOK })
 	if list, _ := o.Blocked(); len(list) != 1 {
 		t.Fatalf("after expiry Blocked = %v", list)
 	}
 	if err := o.Unblock(netip.MustParsePrefix("2001:db8::10/128")); err != nil {
 		t.Fatal(err)
 	}
-	if _, r := runXDP(t, o, pkt6); r != ReasonOK {
+	if _, r := runXDP(t, o, tcp6); r != ReasonOK {
 		t.Fatalf("after unblock: %s", r)
 	}
 }
@@ -356,27 +385,31 @@ func TestAllowListShortAndLong(t *testing.T) {
 		"short": {netip.MustParsePrefix("192.0.2.0/28"), netip.MustParsePrefix("2001:db8::10/127")},
 		"long":  long,
 	} {
-		if err := o.SetAllow(allow); err != nil {
-			t.Fatal(err)
-		}
-		for _, tc := range []struct {
-			src  netip.Addr
-			want Reason
-		}{
-			{testSrc4, ReasonOK},                                  // 192.0.2.10
-			{netip.MustParseAddr("192.0.3.10"), ReasonSource},     // outside
-			{testSrc6, ReasonOK},                                  // 2001:db8::10
-			{netip.MustParseAddr("2001:db8:1::10"), ReasonSource}, // outside
-		} {
-			dst := testDst4
-			if tc.src.Is6() {
-				dst = testDst6
+		t.Run(name, func(t *testing.T) {
+			if err := o.SetAllow(allow); err != nil {
+				t.Fatal(err)
 			}
-			p := packet{src: tc.src, dst: dst, sport: 1, dport: 4874, payload: validDatagram()}
-			if _, r := runXDP(t, o, p.bytes()); r != tc.want {
-				t.Errorf("%s list: from %v: %s, want %s", name, tc.src, r, tc.want)
+			for _, tc := range []struct {
+				src  netip.Addr
+				want Reason
+			}{
+				{testSrc4, ReasonOK},                                  // 192.0.2.10
+				{netip.MustParseAddr("192.0.3.10"), ReasonSource},     // outside
+				{testSrc6, ReasonOK},                                  // 2001:db8::10
+				{netip.MustParseAddr("2001:db8:1::10"), ReasonSource}, // outside
+			} {
+				t.Run(tc.src.String(), func(t *testing.T) {
+					dst := testDst4
+					if tc.src.Is6() {
+						dst = testDst6
+					}
+					p := packet{src: tc.src, dst: dst, sport: 1, dport: 4874, payload: validDatagram()}
+					if _, r := runXDP(t, o, p.bytes()); r != tc.want {
+						t.Errorf("%s list: from %v: %s, want %s", name, tc.src, r, tc.want)
+					}
+				})
 			}
-		}
+		})
 	}
 }
 

@@ -146,6 +146,10 @@ func TestXDPVectors(t *testing.T) {
 	for _, v := range all.Datagrams {
 		inputs = append(inputs, input{"datagram/" + v.Name, v.Bytes(), v.Verdict})
 	}
+	for _, v := range all.SignedDatagrams {
+		b, _ := hex.DecodeString(v.Hex)
+		inputs = append(inputs, input{"signed/" + v.Name, b, "ok"})
+	}
 	// Every frame vector behind the default state, as a datagram.
 	def := codec.DefaultState()
 	for _, v := range all.Frames {
@@ -199,6 +203,9 @@ func TestXDPDifferentialFuzz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	seed := rand.Uint64()
+	t.Logf("seed %d, %d inputs", seed, n)
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	var seeds [][]byte
 	for _, v := range all.Datagrams {
 		seeds = append(seeds, v.Bytes())
@@ -207,33 +214,60 @@ func TestXDPDifferentialFuzz(t *testing.T) {
 	for _, v := range all.Frames {
 		seeds = append(seeds, append(def.Append(nil), v.Bytes()...))
 	}
-	seed := rand.Uint64()
-	t.Logf("seed %d, %d inputs", seed, n)
-	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	// Each seed also with a trailer (random bytes: the kernel judges its
+	// length, never its content), and the signed vectors as they are.
+	for _, b := range seeds[:len(seeds):len(seeds)] {
+		seeds = append(seeds, append(append([]byte(nil), b...), noise(rng, codec.TrailerSize)...))
+	}
+	for _, v := range all.SignedDatagrams {
+		b, _ := hex.DecodeString(v.Hex)
+		seeds = append(seeds, b)
+	}
 
 	versions := codec.NewVersionSet(1, 2)
 	if err := o.SetVersions(versions); err != nil {
 		t.Fatal(err)
 	}
 	var seen [NumReasons]int
+	signedOK := 0
 	var disagreements []vectors.Vector
+	// The second half runs with a trailer required: the kernel then also
+	// drops valid datagrams without one, as unsigned.
 	for i := 0; i < n && len(disagreements) < 20; i++ {
+		requireSigned := i >= n/2
+		if i == n/2 {
+			if err := o.SetRequireSigned(true); err != nil {
+				t.Fatal(err)
+			}
+		}
 		payload := mutate(rng, seeds[rng.IntN(len(seeds))])
-		want := codec.CheckDatagram(payload, &versions)
+		want := codec.CheckDatagram(payload, &versions).String()
+		_, trailer, _ := codec.SplitSigned(payload)
+		if want == "ok" && trailer != nil {
+			signedOK++
+		}
+		if want == "ok" && trailer == nil && requireSigned {
+			want = ReasonUnsigned.String()
+		}
 		ret, got := runXDP(t, o, busPacket(i%2 == 1, i%3, payload))
 		if got < NumReasons {
 			seen[got]++
 		}
-		if verdictWord(got) != want.String() || ret != wantAction(got) {
+		if verdictWord(got) != want || ret != wantAction(got) {
 			disagreements = append(disagreements, vectors.Vector{
-				Name: fmt.Sprintf("kernel fuzz %d: kernel %s", i, verdictWord(got)), Hex: hex.EncodeToString(payload), Verdict: want.String(),
+				Name: fmt.Sprintf("kernel fuzz %d (trailer required: %v): kernel %s", i, requireSigned, verdictWord(got)), Hex: hex.EncodeToString(payload), Verdict: want,
 			})
 		}
 	}
-	t.Logf("verdicts: %v", seen)
-	for r := ReasonOK; r <= ReasonVersion; r++ {
-		if seen[r] == 0 && n >= 10000 {
-			t.Errorf("no input reached verdict %s: the generator needs work", r)
+	t.Logf("verdicts: %v, valid with a trailer: %d", seen, signedOK)
+	if n >= 10000 {
+		for r := ReasonOK; r <= ReasonVersion; r++ {
+			if seen[r] == 0 {
+				t.Errorf("no input reached verdict %s: the generator needs work", r)
+			}
+		}
+		if seen[ReasonUnsigned] == 0 || signedOK == 0 {
+			t.Errorf("unsigned drops %d, valid signed datagrams %d: the generator needs work", seen[ReasonUnsigned], signedOK)
 		}
 	}
 	if len(disagreements) > 0 {
@@ -250,27 +284,31 @@ func TestXDPDifferentialFuzz(t *testing.T) {
 	}
 }
 
+func noise(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
 // mutate returns a variant of seed: bit flips, byte writes, truncation,
-// extension, a fixed checksum (so later checks are reached), or noise.
+// extension (by a trailer, or by one byte more or less than one), a fixed
+// checksum (so later checks are reached), or noise.
 func mutate(rng *rand.Rand, seed []byte) []byte {
 	b := append([]byte(nil), seed...)
-	switch rng.IntN(10) {
-	case 0: // pure noise of any length up to past the maximum
-		b = make([]byte, rng.IntN(260))
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		return b
+	switch rng.IntN(12) {
+	case 0: // pure noise of any length up to past the largest signed datagram
+		return noise(rng, rng.IntN(codec.MaxSignedDatagramSize+16))
 	case 1: // truncate
 		if len(b) > 0 {
 			b = b[:rng.IntN(len(b))]
 		}
 		return b
 	case 2: // extend
-		for k := rng.IntN(40); k > 0; k-- {
-			b = append(b, byte(rng.Uint32()))
-		}
-		return b
+		return append(b, noise(rng, rng.IntN(40))...)
+	case 3: // a trailer, or one byte short or long of one
+		return append(b, noise(rng, codec.TrailerSize-1+rng.IntN(3))...)
 	}
 	for k := 1 + rng.IntN(3); k > 0 && len(b) > 0; k-- {
 		i := rng.IntN(len(b))
@@ -280,13 +318,63 @@ func mutate(rng *rand.Rand, seed []byte) []byte {
 			b[i] = byte(rng.Uint32())
 		}
 	}
-	// Most of the time repair the checksum so field and value checks are hit.
+	// Most of the time repair the checksum so field and value checks are
+	// hit: the frame's last byte, before the trailer when there is one.
 	if rng.IntN(4) != 0 && len(b) > codec.StateSize+1 {
+		end := len(b)
+		if dg, _, ok := codec.SplitSigned(b); ok {
+			end = len(dg)
+		}
 		var x byte
-		for _, c := range b[codec.StateSize : len(b)-1] {
+		for _, c := range b[codec.StateSize : end-1] {
 			x ^= c
 		}
-		b[len(b)-1] = x
+		b[end-1] = x
 	}
 	return b
+}
+
+// TestXDPRequireSigned: with a trailer required, every datagram vector gets
+// the codec's verdict, except that valid ones without a trailer become
+// unsigned; signed ones pass. Turned off again, unsigned ones pass.
+func TestXDPRequireSigned(t *testing.T) {
+	o := loadForTest(t)
+	all, err := vectors.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string][]byte{}
+	for _, v := range all.Datagrams {
+		inputs["datagram/"+v.Name] = v.Bytes()
+	}
+	for _, v := range all.SignedDatagrams {
+		b, _ := hex.DecodeString(v.Hex)
+		inputs["signed/"+v.Name] = b
+	}
+	for _, require := range []bool{true, false} {
+		if err := o.SetRequireSigned(require); err != nil {
+			t.Fatal(err)
+		}
+		unsigned, signed := 0, 0
+		for name, b := range inputs {
+			want := codec.CheckDatagram(b, &codec.DefaultVersions).String()
+			if want == "ok" {
+				if _, tr, _ := codec.SplitSigned(b); tr == nil && require {
+					want = ReasonUnsigned.String()
+					unsigned++
+				} else if tr != nil {
+					signed++
+				}
+			}
+			for _, v6 := range []bool{false, true} {
+				ret, got := runXDP(t, o, busPacket(v6, 0, b))
+				if got.String() != want || ret != wantAction(got) {
+					t.Errorf("required=%v %s (v6=%v): action %d reason %s, want %s", require, name, v6, ret, got, want)
+				}
+			}
+		}
+		if signed == 0 || (require && unsigned == 0) {
+			t.Fatalf("required=%v: %d signed and %d unsigned valid vectors: the test tests nothing", require, signed, unsigned)
+		}
+	}
 }

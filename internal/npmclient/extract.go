@@ -26,19 +26,29 @@ var ErrUnsafeTarball = errors.New("unsafe tarball")
 // package/) into dir, which must not exist yet. It refuses absolute paths,
 // paths leaving dir, links that point outside the package, special files
 // and oversized entries; on any error dir is removed, so nothing is left.
-func Extract(r io.Reader, dir string) (err error) {
-	if err := os.Mkdir(dir, 0o755); err != nil {
+func Extract(r io.Reader, dir string) error {
+	parent, err := os.OpenRoot(filepath.Dir(dir))
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	return extractAt(r, parent, filepath.Base(dir))
+}
+
+// extractAt is Extract into parent/name, every write confined to parent.
+func extractAt(r io.Reader, parent *os.Root, name string) (err error) {
+	if err := parent.Mkdir(name, 0o755); err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(dir)
+			err = errors.Join(err, parent.RemoveAll(name))
 		}
 	}()
-	// os.Root confines every write below to dir, whatever links earlier
-	// entries made; the checks on names and link targets come first so the
-	// error says what was wrong with the tarball.
-	root, err := os.OpenRoot(dir)
+	// os.Root confines every write below to the package directory, whatever
+	// links earlier entries made; the checks on names and link targets come
+	// first so the error says what was wrong with the tarball.
+	root, err := parent.OpenRoot(name)
 	if err != nil {
 		return err
 	}

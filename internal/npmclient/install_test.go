@@ -65,8 +65,8 @@ func TestInstallHoistsNestsAndVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, &log)
 	}
-	if len(got) != 5 {
-		t.Fatalf("installed %v", got)
+	if len(got.Packages) != 5 {
+		t.Fatalf("installed %v", got.Packages)
 	}
 	for rel, want := range map[string]string{
 		"node_modules/a":                "1.0.0",
@@ -146,11 +146,14 @@ func tree(t *testing.T, dir string) string {
 
 func TestParseSpec(t *testing.T) {
 	for in, want := range map[string]Spec{
-		"left-pad":         {"left-pad", "latest"},
-		"left-pad@^1.3":    {"left-pad", "^1.3"},
-		"@scope/pkg":       {"@scope/pkg", "latest"},
-		"@scope/pkg@1.2.3": {"@scope/pkg", "1.2.3"},
-		"@scope/pkg@next":  {"@scope/pkg", "next"},
+		"left-pad":               {Name: "left-pad", Range: "latest"},
+		"left-pad@^1.3":          {Name: "left-pad", Range: "^1.3"},
+		"left-pad@":              {Name: "left-pad", Range: "latest"},
+		"@scope/pkg":             {Name: "@scope/pkg", Range: "latest"},
+		"@scope/pkg@1.2.3":       {Name: "@scope/pkg", Range: "1.2.3"},
+		"@scope/pkg@next":        {Name: "@scope/pkg", Range: "next"},
+		"pad@npm:left-pad@^1":    {Name: "pad", Range: "npm:left-pad@^1"},
+		"@s/pad@npm:@t/pad@~1.2": {Name: "@s/pad", Range: "npm:@t/pad@~1.2"},
 	} {
 		if got := ParseSpec(in); got != want {
 			t.Errorf("ParseSpec(%q) = %v, want %v", in, got, want)

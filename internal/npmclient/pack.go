@@ -164,7 +164,9 @@ func Pack(dir string) (*Packed, error) {
 			Size: int64(len(body)), ModTime: npmEpoch}); err != nil {
 			return nil, err
 		}
-		tw.Write(body)
+		if _, err := tw.Write(body); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err

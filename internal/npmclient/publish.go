@@ -31,7 +31,7 @@ func (c *Client) PublishDoc(p *Packed, tag string) ([]byte, error) {
 	version["dist"] = map[string]any{
 		"integrity": p.Integrity,
 		"shasum":    p.Shasum,
-		"tarball":   strings.TrimSuffix(c.Registry.String(), "/") + "/" + p.Name + "/-/" + file,
+		"tarball":   strings.TrimSuffix(c.RegistryFor(p.Name).String(), "/") + "/" + p.Name + "/-/" + file,
 	}
 	doc := map[string]any{
 		"_id":         p.Name,
@@ -55,8 +55,9 @@ func (c *Client) Publish(ctx context.Context, p *Packed, tag string) error {
 	if err != nil {
 		return err
 	}
-	u := strings.TrimSuffix(c.Registry.String(), "/") + "/" + strings.Replace(p.Name, "/", "%2f", 1)
-	req, err := c.newRequest(ctx, http.MethodPut, u, bytes.NewReader(body))
+	reg := c.RegistryFor(p.Name)
+	u := strings.TrimSuffix(reg.String(), "/") + "/" + strings.Replace(p.Name, "/", "%2f", 1)
+	req, err := c.newRequest(ctx, http.MethodPut, u, bytes.NewReader(body), reg)
 	if err != nil {
 		return err
 	}

@@ -8,10 +8,11 @@ package state
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -42,33 +43,71 @@ type Store struct {
 	mu       sync.Mutex
 	cur      codec.State
 	versions codec.VersionSet
-	file     string
+	file     string // where writes go: agent.stateFile, or its symlink's target
 	kernel   Kernel
 	subs     map[chan<- codec.State]struct{}
+	log      *slog.Logger
 
 	updates *prometheus.CounterVec
 }
 
+// StateSource is agent.stateSource: which state wins at start when the
+// state file and the config file's "config" section differ.
+type StateSource string
+
+const (
+	// StateSourceFile (the default): a persisted state wins over the
+	// config, said in the log; a corrupt state file stops the start.
+	StateSourceFile StateSource = "file"
+	// StateSourceConfig: the config file's state wins at start and is
+	// written to the state file; a corrupt state file is set aside as
+	// <file>.corrupt-<time>, said at ERROR level.
+	StateSourceConfig StateSource = "config"
+)
+
 // Options configure a Store.
 type Options struct {
-	Initial  codec.State      // used when File does not exist yet
+	Initial  codec.State      // the config file's state: the start when File has none (or Source is config)
 	Versions codec.VersionSet // accepted config versions; Initial's when empty
 	File     string           // where the state persists; "" for none
+	Source   StateSource      // which wins at start; "" is StateSourceFile
 	Kernel   Kernel           // nil without BPF
+	Log      *slog.Logger     // nil logs nothing
+	Now      func() time.Time // names a set-aside file; nil is time.Now
 }
 
-// ErrCorruptFile is returned by Open when the state file exists but does not
-// hold a valid state; the agent refuses to start rather than guess.
+// ErrCorruptFile is matched by the *CorruptError of a state file that
+// exists but does not hold a valid state. With agent.stateSource "file" the
+// agent refuses to start rather than guess.
 var ErrCorruptFile = errors.New("state: state file is not a valid state")
 
-// Open restores the state from opts.File when it exists, else starts from
-// opts.Initial, and pushes it to the kernel.
+// ErrStorage is matched by the *StorageError of a valid change that could
+// not be persisted. Nothing changed; the sender may retry.
+var ErrStorage = errors.New("state: not persisted")
+
+// Open restores the state from opts.File per opts.Source, else starts from
+// opts.Initial, and pushes it to the kernel. A File that is not a regular
+// file (a FIFO, a directory, a device) or is a dangling symlink is a
+// *FileError naming it, whatever the source.
 func Open(opts Options) (*Store, error) {
 	if err := opts.Initial.Validate(); err != nil {
 		return nil, fmt.Errorf("state: initial state: %w", err)
 	}
+	switch opts.Source {
+	case "":
+		opts.Source = StateSourceFile
+	case StateSourceFile, StateSourceConfig:
+	default:
+		return nil, fmt.Errorf("state: state source %q: want file or config", opts.Source)
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	s := &Store{
-		cur: opts.Initial, versions: opts.Versions, file: opts.File, kernel: opts.Kernel,
+		cur: opts.Initial, versions: opts.Versions, file: opts.File, kernel: opts.Kernel, log: opts.Log,
 		subs: map[chan<- codec.State]struct{}{},
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regedge_config_updates_total", Help: "Config changes applied, by where they came from.",
@@ -81,19 +120,8 @@ func Open(opts Options) (*Store, error) {
 		s.updates.WithLabelValues(string(src))
 	}
 	if opts.File != "" {
-		b, err := os.ReadFile(opts.File)
-		switch {
-		case err == nil:
-			st, perr := codec.ParseDump(strings.TrimSpace(string(b)))
-			if perr != nil {
-				return nil, fmt.Errorf("%w: %s: %v (fix or delete it)", ErrCorruptFile, opts.File, perr)
-			}
-			if !s.versions.Has(st.Version) {
-				return nil, fmt.Errorf("%w: %s: version %d is not accepted (fix or delete it)", ErrCorruptFile, opts.File, st.Version)
-			}
-			s.cur = st
-		case !errors.Is(err, os.ErrNotExist):
-			return nil, fmt.Errorf("state: %w", err)
+		if err := s.restore(opts); err != nil {
+			return nil, err
 		}
 	}
 	if s.kernel != nil {
@@ -102,6 +130,104 @@ func Open(opts Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// restore reads opts.File and decides, per opts.Source, which state the
+// agent starts from. Every outcome but "no file yet, nothing to say" is
+// logged: the operator must be able to tell which state won and why.
+func (s *Store) restore(opts Options) error {
+	file := opts.File
+	fromFile, format, target, err := readFile(file)
+	s.file = target
+	var corrupt *CorruptError
+	var unusable *FileError
+	isCorrupt := errors.As(err, &corrupt)
+	switch {
+	case errors.As(err, &unusable):
+		return err
+	case errors.Is(err, fs.ErrNotExist):
+		s.log.Info("no state file yet: starting from the config file's state", "file", file, "state", s.cur.Dump())
+		return nil
+	case isCorrupt && opts.Source == StateSourceConfig:
+		// The target, not a symlink to it: the link keeps pointing where
+		// the operator put the state.
+		aside := target + corruptPattern + opts.Now().UTC().Format("20060102T150405.000Z")
+		if rerr := os.Rename(target, aside); rerr != nil {
+			return fmt.Errorf("%w (agent.stateSource is config, but setting it aside failed: %v)", err, rerr)
+		}
+		s.log.Error("state file is corrupt: set it aside and started from the config file's state",
+			"file", file, "set_aside_as", aside, "err", err.Error(), "state", s.cur.Dump(), "agent.stateSource", string(opts.Source))
+		s.persistAtStart("rewrote the state file after setting the corrupt one aside")
+		return nil
+	case isCorrupt:
+		return fmt.Errorf("%w (fix or delete it, or set agent.stateSource to config to set it aside and start from the config)", err)
+	case err != nil:
+		return err
+	}
+	migrated := false
+	if !s.versions.Has(fromFile.Version) {
+		// A config.version bump (or a rollback) must not keep nodes from
+		// starting. A file from an older version is migrated: its fields
+		// kept, its version raised, when they obey the new version's
+		// rules. Anything else (a newer version: a rollback) is set aside
+		// and the agent starts from the config, said at ERROR level.
+		up := fromFile
+		up.Version = s.cur.Version
+		if fromFile.Version < s.cur.Version && up.Validate() == nil {
+			s.log.Warn("state file is from an older config version: migrated (fields kept, version raised)",
+				"file", file, "from_version", fromFile.Version, "to_version", up.Version, "state", up.Dump())
+			fromFile, migrated = up, true
+		} else {
+			aside := target + corruptPattern + opts.Now().UTC().Format("20060102T150405.000Z")
+			if rerr := os.Rename(target, aside); rerr != nil {
+				return fmt.Errorf("%w: %s: version %d is not accepted (accepted: %s), and setting it aside failed: %v",
+					ErrCorruptFile, file, fromFile.Version, s.versions, rerr)
+			}
+			s.log.Error("state file is from a config version this agent does not accept: set it aside and started from the config file's state",
+				"file", file, "file_version", fromFile.Version, "accepted", s.versions.String(), "set_aside_as", aside, "state", s.cur.Dump())
+			s.persistAtStart("wrote the config file's state to the state file")
+			return nil
+		}
+	}
+	if target != file {
+		s.log.Info("state file is a symlink: writes go to its target", "file", file, "target", target)
+	}
+	switch opts.Source {
+	case StateSourceFile:
+		if fromFile != s.cur {
+			s.log.Info("state file overrides the config file's config section (agent.stateSource is file)",
+				"file", file, "state", fromFile.Dump(), "config", s.cur.Dump())
+		} else {
+			s.log.Info("state restored from the state file", "file", file, "state", fromFile.Dump())
+		}
+		s.cur = fromFile
+		switch {
+		case migrated:
+			s.persistAtStart("wrote the migrated state to the state file")
+		case format == formatLegacy:
+			s.persistAtStart("migrated the state file from format 1 (no checksum) to format 2 (crc32c)")
+		}
+	case StateSourceConfig:
+		if fromFile != s.cur {
+			s.log.Info("config file's config section overrides the state file (agent.stateSource is config)",
+				"file", file, "file_state", fromFile.Dump(), "state", s.cur.Dump())
+		}
+		if fromFile != s.cur || format == formatLegacy {
+			s.persistAtStart("wrote the config file's state to the state file")
+		}
+	}
+	return nil
+}
+
+// persistAtStart writes the starting state to the file. Failing does not
+// stop the start (the state in memory is sound and every later change
+// retries the write), but it is said at ERROR level.
+func (s *Store) persistAtStart(what string) {
+	if err := writeFileAtomic(s.file, encodeFile(s.cur)); err != nil {
+		s.log.Error("state file not written at start: changes will be refused until it can be", "file", s.file, "err", err.Error())
+		return
+	}
+	s.log.Warn(what, "file", s.file, "state", s.cur.Dump())
 }
 
 // Collector returns the store's metrics.
@@ -154,10 +280,14 @@ func (s *Store) commit(next codec.State, src Source) (codec.State, error) {
 		}
 	}
 	if next != prev && s.file != "" {
-		if err := writeFileAtomic(s.file, []byte(next.Dump()+"\n")); err != nil {
+		if err := writeFileAtomic(s.file, encodeFile(next)); err != nil {
 			if s.kernel != nil {
 				_ = s.kernel.SetOwnState(prev)
 			}
+			// Logged here, once for every door (ws, bus, admin, reload):
+			// each door answers with its own code.
+			s.log.Error("config change refused: the state file could not be written",
+				"source", string(src), "file", s.file, "err", err.Error(), "state", prev.Dump(), "refused", next.Dump())
 			return prev, err
 		}
 	}
@@ -183,38 +313,4 @@ func (s *Store) Subscribe(ch chan<- codec.State) func() {
 		delete(s.subs, ch)
 		s.mu.Unlock()
 	}
-}
-
-// writeFileAtomic writes data to path through a temp file in the same
-// directory: write, fsync, rename, fsync the directory.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("state: write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("state: fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("state: rename into %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

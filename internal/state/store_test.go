@@ -38,8 +38,8 @@ func TestApplyPersistsAndRestores(t *testing.T) {
 	if err != nil || got.Rows != 40 || got.Cols != 120 {
 		t.Fatalf("Apply = %v, %v", got, err)
 	}
-	if b, _ := os.ReadFile(file); string(b) != got.Dump()+"\n" {
-		t.Fatalf("file holds %q, want %s", b, got.Dump())
+	if b, _ := os.ReadFile(file); string(b) != "regedge-state 2 "+got.Dump()+" crc32c:"+crc32c(t, "regedge-state 2 "+got.Dump())+"\n" {
+		t.Fatalf("file holds %q, want the format 2 line of %s", b, got.Dump())
 	}
 	if len(k.states) != 2 || k.states[1] != got {
 		t.Fatalf("kernel saw %v", k.states)
@@ -97,13 +97,54 @@ func TestCorruptFileRefused(t *testing.T) {
 	for name, body := range map[string]string{
 		"not hex":      "hello\n",
 		"breaks rules": "0x01a1b2c3d40000000702005000\n",
-		"version 2":    "0x02a1b2c3d40000000702185000\n",
 	} {
-		file := filepath.Join(t.TempDir(), "state")
-		os.WriteFile(file, []byte(body), 0o600)
-		if _, err := Open(Options{Initial: codec.DefaultState(), File: file}); !errors.Is(err, ErrCorruptFile) {
-			t.Errorf("%s: %v, want ErrCorruptFile", name, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "state")
+			os.WriteFile(file, []byte(body), 0o600)
+			if _, err := Open(Options{Initial: codec.DefaultState(), File: file}); !errors.Is(err, ErrCorruptFile) {
+				t.Errorf("%s: %v, want ErrCorruptFile", name, err)
+			}
+		})
+	}
+}
+
+// TestConfigVersionBumpsAndRollbacksStart: a state file from an older
+// config version is migrated (fields kept, version raised, written back); one
+// from a newer version (a rollback) is set aside and the agent starts from
+// the config. Neither stops the start.
+func TestConfigVersionBumpsAndRollbacksStart(t *testing.T) {
+	v2 := codec.DefaultState()
+	v2.Version = 2
+	for _, tc := range []struct {
+		name     string
+		file     string
+		initial  codec.State
+		want     codec.State
+		setAside bool
+	}{
+		{"older file, config bumped", "0x01a1b2c3d40000000702285000\n", v2, func() codec.State { s := v2; s.Rows = 40; return s }(), false},
+		{"newer file, agent rolled back", "0x02a1b2c3d40000000702285000\n", codec.DefaultState(), codec.DefaultState(), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "state")
+			os.WriteFile(file, []byte(tc.file), 0o600)
+			s, err := Open(Options{Initial: tc.initial, Versions: codec.NewVersionSet(tc.initial.Version), File: file})
+			if err != nil {
+				t.Fatalf("the agent did not start: %v", err)
+			}
+			if s.State() != tc.want {
+				t.Fatalf("started from %s, want %s", s.State().Dump(), tc.want.Dump())
+			}
+			back, _, _, err := readFile(file)
+			if err != nil || back != tc.want {
+				t.Fatalf("state file after start: %v %s, want %s", err, back.Dump(), tc.want.Dump())
+			}
+			aside, _ := filepath.Glob(file + corruptPattern + "*")
+			if (len(aside) == 1) != tc.setAside {
+				t.Fatalf("set aside: %v", aside)
+			}
+		})
 	}
 }
 

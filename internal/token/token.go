@@ -1,5 +1,5 @@
 // Package token issues and verifies regedge's proxy and admin tokens
-// (PROTOCOL.md §4.3): JWS compact, signed with Ed25519 ({"alg":"EdDSA"}),
+// (docs/protocol.md §4.3): JWS compact, signed with Ed25519 ({"alg":"EdDSA"}),
 // verified with github.com/golang-jwt/jwt/v5 against an allow-list of one
 // algorithm. Keys are PEM files: private keys PKCS#8, public keys PKIX; a
 // public key's kid is its file name without the extension, so keys rotate by
@@ -15,9 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,8 +24,25 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// ScopeConfigWrite marks an admin token: it may change the config state.
-const ScopeConfigWrite = "config:write"
+// Scopes a token may carry, space-separated in its "scope" claim (as in
+// RFC 8693 and OAuth): ScopeConfigWrite marks an admin token (it may change
+// the config state); ScopeRegistryWrite lets a proxy token make requests
+// other than reads (publish, unpublish, dist-tags, ...).
+const (
+	ScopeConfigWrite   = "config:write"
+	ScopeRegistryWrite = "registry:write"
+)
+
+// HasScope reports whether the claims' space-separated scope list names
+// scope.
+func (c *Claims) HasScope(scope string) bool {
+	for _, s := range strings.Fields(c.Scope) {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
 
 // Claims are the token's claims.
 type Claims struct {
@@ -37,7 +52,7 @@ type Claims struct {
 	jwt.RegisteredClaims
 }
 
-// Result words of regedge_token_verifications_total (INTERFACE.md).
+// Result words of regedge_token_verifications_total (docs/metrics.md).
 const (
 	ResultOK        = "ok"
 	ResultMalformed = "malformed"
@@ -170,33 +185,6 @@ func FromHeaders(get func(name string) string) string {
 	return ""
 }
 
-// OnLoopbackListener reports whether r arrived on a listener bound to a
-// loopback address: config writes there need no admin token (the admin API
-// and the WebSocket server share this rule).
-func OnLoopbackListener(r *http.Request) bool {
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok {
-		return false
-	}
-	ap, err := netip.ParseAddrPort(la.String())
-	return err == nil && ap.Addr().Unmap().IsLoopback()
-}
-
-// AdminAuthorizer accepts a request carrying a valid token with scope
-// config:write.
-func (v *Verifier) AdminAuthorizer() func(r *http.Request) error {
-	return func(r *http.Request) error {
-		c, err := v.Verify(FromRequest(r))
-		if err != nil {
-			return err
-		}
-		if c.Scope != ScopeConfigWrite {
-			return &Error{"scope", errors.New("not an admin token (scope config:write)")}
-		}
-		return nil
-	}
-}
-
 // Issue signs claims with key (EdDSA), with kid in the header when set.
 func Issue(key ed25519.PrivateKey, kid string, c Claims) (string, error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
@@ -206,8 +194,23 @@ func Issue(key ed25519.PrivateKey, kid string, c Claims) (string, error) {
 	return t.SignedString(key)
 }
 
-// GenerateKey writes DIR/edge.key (PKCS#8 PEM, 0600) and DIR/edge.pub (PKIX PEM).
+// ErrKeyExists: GenerateKey found a key pair in the directory already.
+var ErrKeyExists = errors.New("token: a key already exists")
+
+// GenerateKey writes DIR/edge.key (PKCS#8 PEM, 0600) and DIR/edge.pub (PKIX
+// PEM). It never replaces either file: when one exists it returns an error
+// wrapping ErrKeyExists and writes nothing (tokens signed with the old key
+// would stop verifying, and a lost private key cannot be recovered).
 func GenerateKey(dir string) (keyFile, pubFile string, err error) {
+	return generateKey(dir, false)
+}
+
+// ReplaceKey is GenerateKey that replaces an existing pair.
+func ReplaceKey(dir string) (keyFile, pubFile string, err error) {
+	return generateKey(dir, true)
+}
+
+func generateKey(dir string, replace bool) (keyFile, pubFile string, err error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return "", "", err
@@ -224,13 +227,46 @@ func GenerateKey(dir string) (keyFile, pubFile string, err error) {
 		return "", "", err
 	}
 	keyFile, pubFile = filepath.Join(dir, "edge.key"), filepath.Join(dir, "edge.pub")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600); err != nil {
+	if !replace {
+		for _, f := range []string{keyFile, pubFile} {
+			if _, err := os.Lstat(f); err == nil {
+				return "", "", fmt.Errorf("%w: %s (use --force to replace it; tokens signed with it stop verifying)", ErrKeyExists, f)
+			}
+		}
+	}
+	if err := writeNew(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600, replace); err != nil {
 		return "", "", err
 	}
-	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk}), 0o644); err != nil {
+	if err := writeNew(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk}), 0o644, replace); err != nil {
+		_ = os.Remove(keyFile) // never a private key without its public half
 		return "", "", err
 	}
 	return keyFile, pubFile, nil
+}
+
+// writeNew writes a file; without replace it must not exist (O_EXCL: a
+// file created meanwhile is not overwritten either).
+func writeNew(path string, data []byte, mode os.FileMode, replace bool) error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if !replace {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, mode)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%w: %s", ErrKeyExists, path)
+		}
+		return err
+	}
+	if err := f.Chmod(mode); err != nil { // an existing file keeps its mode otherwise
+		f.Close()
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ReadPrivateKey reads a PKCS#8 PEM Ed25519 private key.

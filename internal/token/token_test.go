@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,23 +72,25 @@ func TestVerifyResults(t *testing.T) {
 		"missing":      {"", ResultMissing},
 		"tampered sig": {good[:len(good)-4] + "AAAA", ResultSignature},
 	} {
-		c, err := v.Verify(tc.tok)
-		got := ResultOK
-		var te *Error
-		if errors.As(err, &te) {
-			got = te.Result
-		} else if err != nil {
-			got = "untyped: " + err.Error()
-		}
-		if got != tc.want {
-			t.Errorf("%s: %s (%v), want %s", name, got, err, tc.want)
-		}
-		if tc.want == ResultOK && (c == nil || c.Subject != "@mycompany" || c.RegistryHash != "0xa1b2c3d4") {
-			t.Errorf("%s: claims %+v", name, c)
-		}
-		if err != nil && strings.Contains(err.Error(), "PRIVATE") {
-			t.Errorf("%s: error mentions key material", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			c, err := v.Verify(tc.tok)
+			got := ResultOK
+			var te *Error
+			if errors.As(err, &te) {
+				got = te.Result
+			} else if err != nil {
+				got = "untyped: " + err.Error()
+			}
+			if got != tc.want {
+				t.Errorf("%s: %s (%v), want %s", name, got, err, tc.want)
+			}
+			if tc.want == ResultOK && (c == nil || c.Subject != "@mycompany" || c.RegistryHash != "0xa1b2c3d4") {
+				t.Errorf("%s: claims %+v", name, c)
+			}
+			if err != nil && strings.Contains(err.Error(), "PRIVATE") {
+				t.Errorf("%s: error mentions key material", name)
+			}
+		})
 	}
 	// Leeway lets a token a few seconds past exp through.
 	lv, _ := NewVerifier([]string{pub}, 30*time.Second)
@@ -99,7 +100,7 @@ func TestVerifyResults(t *testing.T) {
 	}
 }
 
-func TestKidSelectsKeyAndAdminScope(t *testing.T) {
+func TestKidSelectsKey(t *testing.T) {
 	dir := t.TempDir()
 	k1, p1 := keys(t)
 	k2, p2 := keys(t)
@@ -120,26 +121,51 @@ func TestKidSelectsKeyAndAdminScope(t *testing.T) {
 	if _, err := v.Verify(tok); err == nil {
 		t.Error("a token whose kid names another key verified")
 	}
-	admin := claims(time.Hour)
-	admin.Scope = ScopeConfigWrite
-	at, _ := Issue(k2, "new", admin)
-	plain, _ := Issue(k2, "new", claims(time.Hour))
-	authz := v.AdminAuthorizer()
-	req := func(h, v string) *http.Request {
-		r, _ := http.NewRequest("PUT", "http://x/", nil)
-		r.Header.Set(h, v)
-		return r
+}
+
+func TestScopesAreSpaceSeparated(t *testing.T) {
+	c := Claims{Scope: "registry:write  config:write"}
+	if !c.HasScope(ScopeRegistryWrite) || !c.HasScope(ScopeConfigWrite) || c.HasScope("registry") || c.HasScope("") {
+		t.Fatalf("HasScope over %q", c.Scope)
 	}
-	if err := authz(req("Authorization", "Bearer "+at)); err != nil {
-		t.Errorf("admin token as Bearer: %v", err)
+	if (&Claims{Scope: "registry:writeconfig:write"}).HasScope(ScopeRegistryWrite) {
+		t.Fatal("a scope matched as a prefix of another word")
 	}
-	if err := authz(req("X-Bun-Proxy-Token", at)); err != nil {
-		t.Errorf("admin token in X-Bun-Proxy-Token: %v", err)
+	if !(&Claims{Scope: ScopeRegistryWrite + " " + ScopeConfigWrite}).HasScope(ScopeConfigWrite) {
+		t.Fatal("an admin token may carry more scopes than config:write")
 	}
-	if err := authz(req("Authorization", "Bearer "+plain)); err == nil {
-		t.Error("a token without scope config:write was accepted as admin")
+}
+
+func TestGenerateKeyNeverOverwrites(t *testing.T) {
+	dir := t.TempDir()
+	kf, pf, err := GenerateKey(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := authz(req("Accept", "*/*")); err == nil {
-		t.Error("no token was accepted")
+	key, _ := os.ReadFile(kf)
+	pub, _ := os.ReadFile(pf)
+	if _, _, err := GenerateKey(dir); !errors.Is(err, ErrKeyExists) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("second keygen: %v, want ErrKeyExists naming --force", err)
+	}
+	// Only the public half there: still refused, nothing written.
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "edge.pub"), pub, 0o644)
+	if _, _, err := GenerateKey(other); !errors.Is(err, ErrKeyExists) {
+		t.Fatalf("keygen over a lone edge.pub: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "edge.key")); !os.IsNotExist(err) {
+		t.Fatal("a refused keygen wrote edge.key")
+	}
+	if k2, _ := os.ReadFile(kf); string(k2) != string(key) {
+		t.Fatal("the refused keygen changed the key")
+	}
+	if _, _, err := ReplaceKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	if k2, _ := os.ReadFile(kf); string(k2) == string(key) {
+		t.Fatal("ReplaceKey kept the old key")
+	}
+	if st, _ := os.Stat(kf); st.Mode().Perm() != 0o600 {
+		t.Fatalf("replaced key mode %v", st.Mode())
 	}
 }

@@ -5,10 +5,11 @@
 package top
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net/http"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -17,11 +18,29 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/regedge/regedge/internal/admin"
 )
 
 // Registry is one registry hash's counters.
 type Registry struct {
 	Packets, Bytes, Requests float64
+	// Status counts requests by class: "2xx", "3xx", "4xx", "5xx edge"
+	// (the edge's own answers) and "5xx upstream".
+	Status  map[string]float64
+	Latency Histogram // regedge_proxy_request_duration_seconds
+}
+
+// Histogram is a cumulative histogram: counts at or below each bound.
+type Histogram struct {
+	Bounds []float64 // ascending, +Inf last
+	Counts []float64 // cumulative, per bound
+}
+
+// Upstream is one upstream's health and latency.
+type Upstream struct {
+	Up, BreakerOpen bool
+	Latency         Histogram // regedge_upstream_request_duration_seconds
 }
 
 // Snapshot is the agent's counters at one moment.
@@ -30,31 +49,21 @@ type Snapshot struct {
 	Mode       string // kernel or userspace
 	WSClients  float64
 	Registries map[string]*Registry // by registry hash label
+	Upstreams  map[string]*Upstream // by host:port
 	Drops      map[string]float64   // kernel drops by reason
 	Tokens     map[string]float64   // token verifications by result
 	CacheHits  float64
 	CacheMiss  float64
+	HasCache   bool // the agent exports cache metrics (proxy.cache.dir set)
 }
 
 // Fetch reads a snapshot from an agent's admin listener.
-func Fetch(ctx context.Context, client *http.Client, admin string) (Snapshot, error) {
-	url := admin
-	if !strings.Contains(url, "://") {
-		url = "http://" + admin
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/metrics", nil)
-	if err != nil {
-		return Snapshot{}, err
-	}
-	resp, err := client.Do(req)
+func Fetch(ctx context.Context, c *admin.Client) (Snapshot, error) {
+	text, err := c.Metrics(ctx)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("top: %w", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Snapshot{}, fmt.Errorf("top: %s answered %s", admin, resp.Status)
-	}
-	return Parse(io.LimitReader(resp.Body, 16<<20), time.Now())
+	return Parse(bytes.NewReader(text), time.Now())
 }
 
 // Parse reads a snapshot from Prometheus text.
@@ -64,12 +73,37 @@ func Parse(r io.Reader, at time.Time) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("top: metrics: %w", err)
 	}
-	s := Snapshot{At: at, Mode: "?", Registries: map[string]*Registry{}, Drops: map[string]float64{}, Tokens: map[string]float64{}}
+	s := Snapshot{At: at, Mode: "?", Registries: map[string]*Registry{}, Upstreams: map[string]*Upstream{},
+		Drops: map[string]float64{}, Tokens: map[string]float64{}}
 	reg := func(h string) *Registry {
 		if s.Registries[h] == nil {
-			s.Registries[h] = &Registry{}
+			s.Registries[h] = &Registry{Status: map[string]float64{}}
 		}
 		return s.Registries[h]
+	}
+	upstream := func(name string) *Upstream {
+		if s.Upstreams[name] == nil {
+			s.Upstreams[name] = &Upstream{Up: true}
+		}
+		return s.Upstreams[name]
+	}
+	histograms := func(name, label string, into func(key string) *Histogram) {
+		f := fams[name]
+		if f == nil {
+			return
+		}
+		for _, m := range f.Metric {
+			if m.Histogram == nil {
+				continue
+			}
+			key := ""
+			for _, l := range m.Label {
+				if l.GetName() == label {
+					key = l.GetValue()
+				}
+			}
+			into(key).add(m.Histogram)
+		}
 	}
 	each := func(name string, fn func(labels map[string]string, v float64)) {
 		f := fams[name]
@@ -92,12 +126,111 @@ func Parse(r io.Reader, at time.Time) (Snapshot, error) {
 	each("regedge_ws_clients", func(_ map[string]string, v float64) { s.WSClients = v })
 	each("regedge_registry_packets_total", func(l map[string]string, v float64) { reg(l["registry_hash"]).Packets += v })
 	each("regedge_registry_bytes_total", func(l map[string]string, v float64) { reg(l["registry_hash"]).Bytes += v })
-	each("regedge_proxy_requests_total", func(l map[string]string, v float64) { reg(l["registry_hash"]).Requests += v })
+	each("regedge_proxy_requests_total", func(l map[string]string, v float64) {
+		r := reg(l["registry_hash"])
+		r.Requests += v
+		r.Status[statusClass(l["code"], l["answered_by"])] += v
+	})
+	histograms("regedge_proxy_request_duration_seconds", "registry_hash", func(h string) *Histogram { return &reg(h).Latency })
+	each("regedge_upstream_up", func(l map[string]string, v float64) { upstream(l["upstream"]).Up = v == 1 })
+	each("regedge_upstream_breaker_open", func(l map[string]string, v float64) { upstream(l["upstream"]).BreakerOpen = v == 1 })
+	histograms("regedge_upstream_request_duration_seconds", "upstream", func(u string) *Histogram { return &upstream(u).Latency })
 	each("regedge_kernel_drops_total", func(l map[string]string, v float64) { s.Drops[l["reason"]] += v })
 	each("regedge_token_verifications_total", func(l map[string]string, v float64) { s.Tokens[l["result"]] += v })
-	each("regedge_cache_hits_total", func(_ map[string]string, v float64) { s.CacheHits = v })
+	each("regedge_cache_hits_total", func(_ map[string]string, v float64) { s.CacheHits, s.HasCache = v, true })
 	each("regedge_cache_misses_total", func(_ map[string]string, v float64) { s.CacheMiss = v })
 	return s, nil
+}
+
+// statusClass is a request's column in the status split: the class of its
+// code, the 5xx split by who answered.
+func statusClass(code, answeredBy string) string {
+	if len(code) != 3 {
+		return "other"
+	}
+	switch code[0] {
+	case '2', '3', '4':
+		return code[:1] + "xx"
+	case '5':
+		if answeredBy == "edge" {
+			return "5xx edge"
+		}
+		return "5xx upstream"
+	}
+	return "other"
+}
+
+// add sums a histogram sample into h (several label sets share a key).
+func (h *Histogram) add(m *dto.Histogram) {
+	if len(h.Bounds) == 0 {
+		for _, b := range m.Bucket {
+			h.Bounds = append(h.Bounds, b.GetUpperBound())
+		}
+		h.Bounds = append(h.Bounds, math.Inf(1))
+		h.Counts = make([]float64, len(h.Bounds))
+	}
+	if len(m.Bucket)+1 != len(h.Bounds) {
+		return // another layout: not summable
+	}
+	for i, b := range m.Bucket {
+		h.Counts[i] += float64(b.GetCumulativeCount())
+	}
+	h.Counts[len(h.Counts)-1] += float64(m.GetSampleCount())
+}
+
+// quantile is the q-quantile of the observations between prev and cur, as
+// Prometheus's histogram_quantile estimates it (linear within a bucket;
+// the largest finite bound for the +Inf bucket); ok is false without
+// observations in between.
+func quantile(q float64, prev, cur Histogram) (float64, bool) {
+	n := len(cur.Counts)
+	if n == 0 {
+		return 0, false
+	}
+	delta := func(i int) float64 {
+		if len(prev.Counts) == n {
+			return cur.Counts[i] - prev.Counts[i]
+		}
+		return cur.Counts[i]
+	}
+	total := delta(n - 1)
+	if total <= 0 {
+		return 0, false
+	}
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for i := 0; i < n; i++ {
+		c := delta(i)
+		if c >= rank {
+			if math.IsInf(cur.Bounds[i], 1) {
+				if i == 0 {
+					return 0, false
+				}
+				return cur.Bounds[i-1], true
+			}
+			if c == below {
+				return cur.Bounds[i], true
+			}
+			return lower + (cur.Bounds[i]-lower)*(rank-below)/(c-below), true
+		}
+		lower, below = cur.Bounds[i], c
+	}
+	return 0, false
+}
+
+// seconds formats a duration in seconds in at most 6 characters.
+func seconds(s float64) string {
+	switch {
+	case s >= 10:
+		return fmt.Sprintf("%.0fs", s)
+	case s >= 1:
+		return fmt.Sprintf("%.1fs", s)
+	case s >= 0.01:
+		return fmt.Sprintf("%.0fms", s*1000)
+	case s >= 0.001:
+		return fmt.Sprintf("%.1fms", s*1000)
+	}
+	return fmt.Sprintf("%.0fus", s*1e6)
 }
 
 func value(m *dto.Metric) float64 {
@@ -113,7 +246,9 @@ func value(m *dto.Metric) float64 {
 }
 
 // Render draws the view of cur (rates against prev) in width x height
-// characters. Without a previous snapshot rates show as "-".
+// characters. Without a previous snapshot rates show as "-"; a figure that
+// does not apply (kernel counters in userspace mode, a cache that is off)
+// shows as "n/a".
 func Render(prev, cur Snapshot, width, height int) string {
 	dt := cur.At.Sub(prev.At).Seconds()
 	rate := func(now, before float64) string {
@@ -122,23 +257,39 @@ func Render(prev, cur Snapshot, width, height int) string {
 		}
 		return human((now - before) / dt)
 	}
+	pct := func(q float64, p, c Histogram) string {
+		if prev.At.IsZero() {
+			return "-"
+		}
+		v, ok := quantile(q, p, c)
+		if !ok {
+			return "-"
+		}
+		return seconds(v)
+	}
 	var lines []string
 	add := func(format string, a ...any) { lines = append(lines, fmt.Sprintf(format, a...)) }
 
-	hit := "-"
-	if total := cur.CacheHits + cur.CacheMiss; total > 0 {
-		hit = fmt.Sprintf("%.0f%%", 100*cur.CacheHits/total)
+	hit := "n/a"
+	if cur.HasCache {
+		hit = "-"
+		if total := cur.CacheHits + cur.CacheMiss; total > 0 {
+			hit = fmt.Sprintf("%.0f%%", 100*cur.CacheHits/total)
+		}
 	}
+	kernel := cur.Mode == "kernel"
 	add("regedge top   %s   bpf %s   websocket clients %.0f   cache hit rate %s", cur.At.Format("15:04:05"), cur.Mode, cur.WSClients, hit)
 	add("")
-	add("%-14s %12s %12s %12s", "REGISTRY HASH", "PACKETS/S", "BYTES/S", "REQUESTS/S")
+	const regRow = "%-11s %7s %7s %6s %6s %5s %5s %9s %6s %6s"
+	add(regRow, "REGISTRY", "PKT/S", "BYTES/S", "REQ/S", "2XX/S", "3XX/S", "4XX/S", "5XX/S E/U", "P50", "P99")
 	hashes := make([]string, 0, len(cur.Registries))
 	for h := range cur.Registries {
 		hashes = append(hashes, h)
 	}
 	sort.Strings(hashes)
-	// Rows for registries fit what the terminal leaves after the other sections.
-	room := height - 10 - len(cur.Drops)/3
+	// Rows for registries and upstreams fit what the terminal leaves
+	// after the other sections.
+	room := height - 12 - len(cur.Drops)/3 - len(cur.Upstreams)
 	if room < 1 {
 		room = 1
 	}
@@ -149,15 +300,49 @@ func Render(prev, cur Snapshot, width, height int) string {
 		}
 		c, p := cur.Registries[h], prev.Registries[h]
 		if p == nil {
-			p = &Registry{}
+			p = &Registry{Status: map[string]float64{}}
 		}
-		add("%-14s %12s %12s %12s", h, rate(c.Packets, p.Packets), rate(c.Bytes, p.Bytes), rate(c.Requests, p.Requests))
+		pk, by := "n/a", "n/a"
+		if kernel {
+			pk, by = rate(c.Packets, p.Packets), rate(c.Bytes, p.Bytes)
+		}
+		st := func(k string) string { return rate(c.Status[k], p.Status[k]) }
+		add(regRow, h, pk, by, rate(c.Requests, p.Requests), st("2xx"), st("3xx"), st("4xx"),
+			st("5xx edge")+"/"+st("5xx upstream"), pct(0.5, p.Latency, c.Latency), pct(0.99, p.Latency, c.Latency))
 	}
 	if len(hashes) == 0 {
-		add("%-14s", "(no traffic yet)")
+		add("%-11s", "(no traffic yet)")
+	}
+	if len(cur.Upstreams) > 0 {
+		add("")
+		const upRow = "%-30s %-14s %6s %6s"
+		add(upRow, "UPSTREAM", "STATE", "P50", "P99")
+		names := make([]string, 0, len(cur.Upstreams))
+		for n := range cur.Upstreams {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			u, pu := cur.Upstreams[n], prev.Upstreams[n]
+			if pu == nil {
+				pu = &Upstream{}
+			}
+			state := "up"
+			switch {
+			case u.BreakerOpen:
+				state = "BREAKER OPEN"
+			case !u.Up:
+				state = "DOWN"
+			}
+			add(upRow, n, state, pct(0.5, pu.Latency, u.Latency), pct(0.99, pu.Latency, u.Latency))
+		}
 	}
 	add("")
-	lines = append(lines, row("DROPS/S", cur.Drops, prev.Drops, rate, width)...)
+	if kernel {
+		lines = append(lines, row("DROPS/S", cur.Drops, prev.Drops, rate, width)...)
+	} else {
+		add("%-10s n/a (userspace mode: no kernel datapath)", "DROPS/S")
+	}
 	lines = append(lines, row("TOKENS/S", cur.Tokens, prev.Tokens, rate, width)...)
 	add("")
 	add("q to quit")
@@ -209,8 +394,7 @@ func human(v float64) string {
 
 // Model is the bubbletea model of the live view.
 type Model struct {
-	admin         string
-	client        *http.Client
+	agent         *admin.Client
 	prev, cur     Snapshot
 	width, height int
 	err           error
@@ -223,14 +407,15 @@ type snapMsg struct {
 
 type tickMsg struct{}
 
-// New returns the live view of the agent at admin.
-func New(admin string) Model {
-	return Model{admin: admin, client: &http.Client{Timeout: 2 * time.Second}, width: 80, height: 24}
+// New returns the live view of the agent whose admin listener c reaches
+// (give it a short timeout: a fetch runs every second).
+func New(c *admin.Client) Model {
+	return Model{agent: c, width: 80, height: 24}
 }
 
 func (m Model) fetch() tea.Cmd {
 	return func() tea.Msg {
-		s, err := Fetch(context.Background(), m.client, m.admin)
+		s, err := Fetch(context.Background(), m.agent)
 		return snapMsg{s, err}
 	}
 }

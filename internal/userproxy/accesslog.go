@@ -2,12 +2,81 @@ package userproxy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
 )
+
+// accessInfo is what a request's access line and metrics say beyond the
+// basics; both front ends fill it as the request goes.
+type accessInfo struct {
+	cache  string     // X-Regedge-Cache: hit, miss, stale, bypass; "" without a cache
+	reason string     // why the edge answered itself (a refusal); "" when it did not
+	client netip.Addr // the connection's peer
+}
+
+// Who answered a request: the regedge_proxy_requests_total label
+// answered_by and the access line's field of the same name. An operator
+// tells the edge's own 502 (upstream unreachable, breaker open) from the
+// upstream's 502 by it.
+const (
+	answeredByEdge     = "edge"     // a refusal the edge made (reason says which)
+	answeredByUpstream = "upstream" // the upstream's response, passed on
+	answeredByCache    = "cache"    // from the edge cache (hit or stale)
+)
+
+func (a *accessInfo) answeredBy() string {
+	switch {
+	case a.reason != "":
+		return answeredByEdge
+	case a.cache == "hit" || a.cache == "stale":
+		return answeredByCache
+	}
+	return answeredByUpstream
+}
+
+// refusalReason is the access line's reason for a refusal of admit: one
+// word per check of §4.2 (the token's with its result).
+func refusalReason(v *verdict) string {
+	switch v.code {
+	case http.StatusBadRequest:
+		return "headers"
+	case http.StatusServiceUnavailable:
+		return "version"
+	case http.StatusUnauthorized:
+		if v.tokenResult == "" {
+			return "token"
+		}
+		return "token:" + v.tokenResult
+	case http.StatusTooManyRequests:
+		return "rate_limit"
+	case http.StatusBadGateway:
+		return "unknown_hash"
+	}
+	return "refused"
+}
+
+// upstreamReason is the reason of an answer made because the upstream
+// exchange failed.
+func upstreamReason(err error) string {
+	var co *circuitOpen
+	switch {
+	case errors.As(err, &co):
+		return "breaker_open"
+	case errors.Is(err, errClientGone):
+		return "client_gone"
+	case errors.Is(err, errBadUpstreamHead):
+		return "upstream_bad_response"
+	case answerCode(err) == http.StatusGatewayTimeout:
+		return "upstream_timeout"
+	}
+	return "upstream_unreachable"
+}
 
 // accessRecord is one access line's fields.
 type accessRecord struct {
@@ -16,6 +85,49 @@ type accessRecord struct {
 	bytes                  int64
 	took                   time.Duration
 	upstream, token        string
+	client                 netip.Addr
+	answeredBy, cache      string
+	reason                 string
+}
+
+// finished counts a request in the metrics and writes its access line.
+func (p *Proxy) finished(start time.Time, reqID string, hash uint32, method, path string, code int, bytes int64, upstream, tokenResult string, acc *accessInfo) {
+	hs := p.hashLabel(hash)
+	took := time.Since(start)
+	by := acc.answeredBy()
+	p.counter(hs, methodLabel(method), code, by).Inc()
+	p.durationOf(hs).Observe(took.Seconds())
+	if !p.sampled() {
+		return
+	}
+	p.logAccess(&accessRecord{id: reqID, hash: hs, method: method, path: path, status: code, bytes: bytes,
+		took: took, upstream: upstream, token: tokenResult, client: acc.client, answeredBy: by, cache: acc.cache, reason: acc.reason})
+}
+
+// sampled says whether this request's access line is written, per
+// Config.AccessSample (log.access).
+func (p *Proxy) sampled() bool {
+	switch n := p.accessSample.Load(); {
+	case n < 0:
+		return false
+	case n <= 1:
+		return true
+	default:
+		return p.accessSeq.Add(1)%uint64(n) == 0
+	}
+}
+
+// SetAccessSample changes log.access at run time (a reload): 1 every line,
+// N > 1 one in N, < 0 none.
+func (p *Proxy) SetAccessSample(n int) { p.accessSample.Store(int64(n)) }
+
+// clientString is the access line's client: the peer's address, "" when
+// unknown.
+func clientString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // logAccess writes the access line: to Config.AccessLog with the encoder
@@ -29,7 +141,9 @@ func (p *Proxy) logAccess(r *accessRecord) {
 			slog.String("id", r.id), slog.String("registry_hash", r.hash), slog.String("method", r.method),
 			slog.String("path", r.path), slog.Int("status", r.status), slog.Int64("bytes", r.bytes),
 			slog.Float64("duration_ms", float64(r.took.Microseconds())/1000),
-			slog.String("upstream", r.upstream), slog.String("token", r.token))
+			slog.String("upstream", r.upstream), slog.String("token", r.token),
+			slog.String("client", clientString(r.client)), slog.String("answered_by", r.answeredBy),
+			slog.String("cache", r.cache), slog.String("reason", r.reason))
 		return
 	}
 	if !p.log.Enabled(context.Background(), slog.LevelInfo) {
@@ -37,7 +151,7 @@ func (p *Proxy) logAccess(r *accessRecord) {
 	}
 	bp := lineBufs.Get().(*[]byte)
 	line := appendAccessLine((*bp)[:0], time.Now(), r)
-	p.cfg.AccessLog.Write(line)
+	_, _ = p.cfg.AccessLog.Write(line) // a log that cannot be written is not the request's failure
 	*bp = line
 	lineBufs.Put(bp)
 }
@@ -68,6 +182,23 @@ func appendAccessLine(dst []byte, now time.Time, r *accessRecord) []byte {
 	dst = appendJSONString(dst, r.upstream)
 	dst = append(dst, `,"token":`...)
 	dst = appendJSONString(dst, r.token)
+	dst = append(dst, `,"client":`...)
+	switch {
+	case !r.client.IsValid():
+		dst = append(dst, `""`...)
+	case r.client.Zone() != "": // an interface name: escaped like any string
+		dst = appendJSONString(dst, r.client.String())
+	default: // digits, dots, colons: nothing to escape, nothing allocated
+		dst = append(dst, '"')
+		dst = r.client.AppendTo(dst)
+		dst = append(dst, '"')
+	}
+	dst = append(dst, `,"answered_by":`...)
+	dst = appendJSONString(dst, r.answeredBy)
+	dst = append(dst, `,"cache":`...)
+	dst = appendJSONString(dst, r.cache)
+	dst = append(dst, `,"reason":`...)
+	dst = appendJSONString(dst, r.reason)
 	return append(dst, "}\n"...)
 }
 

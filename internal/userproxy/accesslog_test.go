@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +20,9 @@ func slogLine(t testing.TB, at time.Time, r *accessRecord) []byte {
 	rec.AddAttrs(slog.String("id", r.id), slog.String("registry_hash", r.hash), slog.String("method", r.method),
 		slog.String("path", r.path), slog.Int("status", r.status), slog.Int64("bytes", r.bytes),
 		slog.Float64("duration_ms", float64(r.took.Microseconds())/1000),
-		slog.String("upstream", r.upstream), slog.String("token", r.token))
+		slog.String("upstream", r.upstream), slog.String("token", r.token),
+		slog.String("client", clientString(r.client)), slog.String("answered_by", r.answeredBy),
+		slog.String("cache", r.cache), slog.String("reason", r.reason))
 	if err := slog.NewJSONHandler(&buf, nil).Handle(context.Background(), rec); err != nil {
 		t.Fatal(err)
 	}
@@ -32,9 +35,12 @@ func TestAccessLineIsSlogsLine(t *testing.T) {
 		"/left-pad", "/@scope%2fname", `/a"b\c`, "/<script>&amp;", "/tab\there\nnl\r\x00\x1f\x7f",
 		"/caf\u00e9/\u2028\u2029/\U0001F600", "/bad\xffutf8\xc3", "",
 	} {
-		for _, took := range []time.Duration{0, 1234567 * time.Nanosecond, 3 * time.Second, 17 * time.Microsecond, 100 * time.Hour} {
+		for i, took := range []time.Duration{0, 1234567 * time.Nanosecond, 3 * time.Second, 17 * time.Microsecond, 100 * time.Hour} {
+			clients := []netip.Addr{{}, netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::1"),
+				netip.MustParseAddr("fe80::1%eth0"), netip.MustParseAddr("fe80::1%a\"b\\c")}
 			r := &accessRecord{id: "0123456789abcdef", hash: "0xa1b2c3d4", method: "GET", path: path, status: 200, bytes: 5000,
-				took: took, upstream: "registry.example:443", token: "cached"}
+				took: took, upstream: "registry.example:443", token: "cached", client: clients[i%len(clients)],
+				answeredBy: "cache", cache: "hit", reason: path}
 			got, want := appendAccessLine(nil, at, r), slogLine(t, at, r)
 			if !bytes.Equal(got, want) {
 				t.Errorf("path %q took %v:\n got %s\nwant %s", path, took, got, want)
@@ -46,9 +52,12 @@ func TestAccessLineIsSlogsLine(t *testing.T) {
 func FuzzAccessLine(f *testing.F) {
 	f.Add("/left-pad", "GET", int64(5000), int64(123456))
 	f.Add("/\u2028<\xff", "HEAD", int64(-1), int64(0))
+	f.Add("/x", "fe80::1%eth\"0", int64(1), int64(1))
 	f.Fuzz(func(t *testing.T, path, method string, n, took int64) {
 		at := time.Unix(1764200000, 123456789).UTC()
-		r := &accessRecord{id: "id", hash: "other", method: method, path: path, status: 502, bytes: n, took: time.Duration(took), upstream: "u", token: ""}
+		client, _ := netip.ParseAddr(method)
+		r := &accessRecord{id: "id", hash: "other", method: method, path: path, status: 502, bytes: n, took: time.Duration(took), upstream: "u", token: "",
+			client: client, answeredBy: "edge", reason: path}
 		if got, want := appendAccessLine(nil, at, r), slogLine(t, at, r); !bytes.Equal(got, want) {
 			t.Fatalf("\n got %s\nwant %s", got, want)
 		}
@@ -99,7 +108,7 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 			}
 		})
 		e.proxy.log = slog.New(slog.NewJSONHandler(out, nil))
-		auth := "Bearer " + e.token(t, "0xa1b2c3d4")
+		auth := "Bearer " + e.tokenFor(t, "@mycompany", "registry:write", "0xa1b2c3d4") // the PUT is a write
 		get, getBody := e.get(t, "/hello-dep", map[string]string{"Authorization": auth})
 		req, _ := http.NewRequest(http.MethodPut, e.URL+"/hello-dep", strings.NewReader("{}"))
 		req.Header.Set("Authorization", auth)
@@ -115,6 +124,7 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 		for i, resp := range []*http.Response{get, put} {
 			var l struct {
 				Time, Level, Msg, ID, RegistryHash, Method, Path, Upstream, Token string
+				Client, AnsweredBy, Cache, Reason                                 *string
 				Status                                                            int
 				Bytes                                                             int64
 				DurationMS                                                        *float64
@@ -123,11 +133,13 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 			if err := json.Unmarshal([]byte(lines[i]), &raw); err != nil {
 				t.Fatalf("line %d is not JSON: %v: %s", i, err, lines[i])
 			}
-			json.Unmarshal([]byte(strings.NewReplacer(`"registry_hash"`, `"RegistryHash"`, `"duration_ms"`, `"DurationMS"`).Replace(lines[i])), &l)
+			json.Unmarshal([]byte(strings.NewReplacer(`"registry_hash"`, `"RegistryHash"`, `"duration_ms"`, `"DurationMS"`, `"answered_by"`, `"AnsweredBy"`).Replace(lines[i])), &l)
 			if _, err := time.Parse(time.RFC3339Nano, l.Time); err != nil || l.Level != "INFO" || l.Msg != "request" ||
 				l.ID != resp.Header.Get("X-Bun-Request-Id") || l.RegistryHash != "0xa1b2c3d4" || l.Method != resp.Request.Method ||
 				l.Path != "/hello-dep" || l.Status != resp.StatusCode || l.DurationMS == nil || l.Upstream != strings.TrimPrefix(e.reg.URL, "http://") ||
-				(l.Token != "ok" && l.Token != "cached") || len(raw) != 12 || (i == 0 && l.Bytes != int64(len(getBody))) {
+				(l.Token != "ok" && l.Token != "cached") || len(raw) != 16 || (i == 0 && l.Bytes != int64(len(getBody))) ||
+				l.Client == nil || *l.Client != "127.0.0.1" || l.AnsweredBy == nil || *l.AnsweredBy != "upstream" ||
+				l.Cache == nil || *l.Cache != "" || l.Reason == nil || *l.Reason != "" {
 				t.Errorf("encoder %v, line %d: %s (response %d %s)", encoder, i, lines[i], resp.StatusCode, resp.Header.Get("X-Bun-Request-Id"))
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -23,6 +24,8 @@ type inbound interface {
 	header(name string) (first string, n int)
 	// escapedPath is the request path as the client sent it.
 	escapedPath() string
+	requestMethod() string
+	requestHost() string
 	remoteAddr() (netip.AddrPort, bool)
 	localAddr() (netip.AddrPort, bool)
 	// conn is the per-connection memory: the registry hash the kernel
@@ -43,12 +46,14 @@ type connState struct {
 	tls *tls.ConnectionState
 }
 
-// socketOf is the TCP socket under c: through the fast path's replay
-// wrapper and TLS; nil when c has no socket.
+// socketOf is the TCP socket under c: through the connection cap's and the
+// fast path's replay wrappers and TLS; nil when c has no socket.
 func socketOf(c net.Conn) syscall.Conn {
 	for {
 		switch x := c.(type) {
 		case *handedConn:
+			c = x.Conn
+		case *cappedConn: // proxy.maxConnections
 			c = x.Conn
 		case *tls.Conn:
 			c = x.NetConn()
@@ -83,6 +88,12 @@ type verdict struct {
 	hash        uint32
 	route       *route
 	tokenResult string
+	// writeAuth: a write whose token carries ScopeRegistryWrite; only such
+	// a write is sent with the upstream's credential.
+	writeAuth bool
+	// client is who the per-client rate limit counts this request
+	// against: the token's sub, else the source address.
+	client string
 
 	code       int // the refusal's status; 0 when admitted
 	refusal    apiError
@@ -102,6 +113,9 @@ func (p *Proxy) admit(in inbound) verdict {
 }
 
 func (p *Proxy) checks(in inbound) verdict {
+	if p.cfg.PublicURL == "" && !plainHost(in.requestHost()) {
+		return refuse(http.StatusBadRequest, badHost())
+	}
 	own := p.states.State()
 	st, err := codec.ExtractHeadersFunc(in.header, own)
 	if err != nil {
@@ -122,24 +136,41 @@ func (p *Proxy) checks(in inbound) verdict {
 			v.hash, scoped = h, true
 		}
 	}
+	read := isRead(in.requestMethod(), in.escapedPath())
 	if p.cfg.Tokens != nil {
-		v.tokenResult = p.checkToken(tokenOf(in), v.hash)
-		p.tokenChecks.WithLabelValues(v.tokenResult).Inc()
-		if v.tokenResult != token.ResultOK && v.tokenResult != "cached" {
-			p.tokenFailed(in)
-			v.code, v.refusal = http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: v.tokenResult}
-			return v
+		tok := tokenOf(in)
+		if tok == "" && read && p.cfg.AnonymousRead {
+			v.tokenResult = "anonymous" // tokens.anonymousRead: not a verification
+		} else {
+			var claims *cachedToken
+			claims, v.tokenResult = p.checkToken(tok, v.hash)
+			p.tokenChecks.WithLabelValues(v.tokenResult).Inc()
+			if v.tokenResult != token.ResultOK && v.tokenResult != "cached" {
+				p.tokenFailed(in, v.tokenResult)
+				v.code, v.refusal = http.StatusUnauthorized, apiError{Error: "Invalid proxy token", Reason: v.tokenResult}
+				return v
+			}
+			if !read {
+				if !claims.claims.HasScope(token.ScopeRegistryWrite) {
+					v.code, v.refusal = http.StatusForbidden, missingScope()
+					return v
+				}
+				v.writeAuth = true
+			}
+			if sub := claims.claims.Subject; sub != "" {
+				v.client = "sub:" + sub
+			}
 		}
 	}
-	if wait, ok := p.allow(v.hash); !ok {
-		p.limited.WithLabelValues(p.hashLabel(v.hash)).Inc()
-		v.code, v.retryAfter = http.StatusTooManyRequests, int(wait.Seconds())+1
-		v.refusal = apiError{Error: "Rate limit exceeded", Rule: fmt.Sprintf("%d per minute per registry hash", p.cfg.PerMinute)}
+	if !p.limit(in, &v) {
 		return v
 	}
 	v.route = p.routes[v.hash]
 	if v.route == nil && !scoped { // a scope's hash never falls through: dependency-confusion guard
 		v.route = p.fallback
+	}
+	if p.audit != nil && strings.HasPrefix(in.escapedPath(), auditPrefix) {
+		v.route = p.audit // proxy.audit: one upstream answers every audit
 	}
 	if v.route == nil {
 		v.code, v.refusal = http.StatusBadGateway, apiError{Error: "Unknown registry hash", Rule: fmt.Sprintf("no upstream for 0x%08x", v.hash)}
@@ -153,9 +184,11 @@ func tokenOf(in inbound) string {
 }
 
 // tokenFailed counts a token failure of the request's source and blocks
-// the source in XDP once it fails too often.
-func (p *Proxy) tokenFailed(in inbound) {
-	if p.cfg.Blocker == nil || p.cfg.BlockAfter <= 0 {
+// the source in XDP once it fails too often. A missing token is never
+// counted (a misconfigured client, or a neighbour behind the same NAT, is
+// not an attacker guessing tokens), nor are the sources in BlockExempt.
+func (p *Proxy) tokenFailed(in inbound, result string) {
+	if p.cfg.Blocker == nil || p.cfg.BlockAfter <= 0 || result == token.ResultMissing {
 		return
 	}
 	src, ok := in.remoteAddr()
@@ -163,7 +196,7 @@ func (p *Proxy) tokenFailed(in inbound) {
 		return
 	}
 	a := src.Addr().Unmap()
-	if !p.failures.add(a, p.cfg.BlockAfter, p.cfg.BlockWindow) {
+	if p.blockExempt(a) || !p.failures.add(a, p.cfg.BlockAfter, p.cfg.BlockWindow) {
 		return
 	}
 	if err := p.cfg.Blocker.Block(netip.PrefixFrom(a, a.BitLen()), p.cfg.BlockTTL); err != nil {
@@ -218,6 +251,10 @@ func (s stdRequest) header(name string) (string, int) {
 }
 
 func (s stdRequest) escapedPath() string { return s.r.URL.EscapedPath() }
+
+func (s stdRequest) requestMethod() string { return s.r.Method }
+
+func (s stdRequest) requestHost() string { return s.r.Host }
 
 func (s stdRequest) remoteAddr() (netip.AddrPort, bool) {
 	ap, err := netip.ParseAddrPort(s.r.RemoteAddr)

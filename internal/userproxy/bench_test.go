@@ -38,14 +38,14 @@ func BenchmarkToken(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			e.proxy.tokens = newTokenCache(10000) // empty: every check verifies
-			sinkResult = e.proxy.checkToken(tok, companyHash)
+			_, sinkResult = e.proxy.checkToken(tok, companyHash)
 		}
 	})
 	b.Run("cache-hit", func(b *testing.B) {
 		e.proxy.checkToken(tok, companyHash)
 		b.ReportAllocs()
 		for b.Loop() {
-			sinkResult = e.proxy.checkToken(tok, companyHash)
+			_, sinkResult = e.proxy.checkToken(tok, companyHash)
 		}
 		if sinkResult != "cached" {
 			b.Fatalf("result %s", sinkResult)
@@ -64,7 +64,7 @@ func BenchmarkTarball(b *testing.B) {
 			name = "cache"
 		}
 		b.Run(name, func(b *testing.B) {
-			c, _ := edgecache.Open(b.TempDir(), 1<<24)
+			c, _ := edgecache.Open(b.TempDir(), 1<<24, edgecache.Options{})
 			e := newEdge(b, func(cfg *Config) {
 				cfg.Tokens = nil
 				cfg.PerMinute = 1 << 30

@@ -26,7 +26,7 @@ import (
 
 func cachedEdge(t *testing.T, maxBytes int64, tweak func(*Config)) (*edge, *edgecache.Cache) {
 	t.Helper()
-	c, err := edgecache.Open(t.TempDir(), maxBytes)
+	c, err := edgecache.Open(t.TempDir(), maxBytes, edgecache.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,35 +87,59 @@ func TestCacheRevalidatesAndServesStale(t *testing.T) {
 
 func TestCorruptedCacheFileIsRefetched(t *testing.T) {
 	dir := t.TempDir()
-	c, _ := edgecache.Open(dir, 1<<20)
+	c, _ := edgecache.Open(dir, 1<<20, edgecache.Options{})
 	e := newEdge(t, func(cfg *Config) { cfg.Cache, cfg.PackumentTTL = c, time.Hour })
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	want := string(e.reg.TarballAt(tarballPath))
 	e.get(t, tarballPath, auth)
 	bodies, _ := filepath.Glob(filepath.Join(dir, "*.body"))
 	if len(bodies) != 1 {
 		t.Fatalf("%d cache files", len(bodies))
 	}
+	// A byte flipped in place (same file, same size): hits do not hash,
+	// the scrubber finds it, and it is never served again.
 	b, _ := os.ReadFile(bodies[0])
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(bodies[0], b, 0o600)
-	resp, body := e.get(t, tarballPath, auth)
-	if resp.StatusCode != 200 || body != string(e.reg.TarballAt(tarballPath)) {
-		t.Fatal("a corrupted cache file was served (or not refetched)")
+	if n := c.Scrub(context.Background(), 0); n != 1 {
+		t.Fatalf("the scrubber discarded %d entries, want 1", n)
 	}
-	if promtest.ToFloat64(c.Corrupt) != 1 || e.reg.Count() != 2 {
+	if resp, body := e.get(t, tarballPath, auth); resp.StatusCode != 200 || body != want || resp.Header.Get("X-Regedge-Cache") != "miss" {
+		t.Fatalf("after the scrub: %d %s, %d bytes", resp.StatusCode, resp.Header.Get("X-Regedge-Cache"), len(body))
+	}
+	// A file replaced behind the cache's back (another inode) is caught
+	// at serve time, without hashing.
+	tmp := bodies[0] + ".new"
+	os.WriteFile(tmp, b, 0o600)
+	os.Rename(tmp, bodies[0])
+	if resp, body := e.get(t, tarballPath, auth); resp.StatusCode != 200 || body != want {
+		t.Fatalf("a replaced cache file was served: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if promtest.ToFloat64(c.Corrupt) != 2 || e.reg.Count() != 3 {
 		t.Fatalf("corrupt %v, upstream requests %d", promtest.ToFloat64(c.Corrupt), e.reg.Count())
+	}
+	// Hits hash nothing: the refill hashed once, ten hits add nothing.
+	hashed := c.HashedBytes()
+	for range 10 {
+		if resp, body := e.get(t, tarballPath, auth); body != want || resp.Header.Get("X-Regedge-Cache") != "hit" {
+			t.Fatalf("hit: %s", resp.Header.Get("X-Regedge-Cache"))
+		}
+	}
+	if c.HashedBytes() != hashed {
+		t.Fatalf("ten hits hashed %d bytes", c.HashedBytes()-hashed)
 	}
 }
 
 func TestCacheEvictionKeepsTheBound(t *testing.T) {
-	e, c := cachedEdge(t, 600, nil) // room for about one packument
+	const bound = 5 * 4096 // blocks on disk: room for about two small entries
+	e, c := cachedEdge(t, bound, nil)
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4", "0x00000000")}
-	for _, p := range []string{"/hello-dep", "/@mycompany%2fhello", "/hello-dep/-/hello-dep-1.0.0.tgz", tarballPath} {
-		if resp, _ := e.get(t, p, auth); resp.StatusCode != 200 {
+	for _, p := range []string{"/hello-dep", "/@mycompany%2fhello", "/hello-dep/-/hello-dep-1.0.0.tgz", tarballPath, "/nope", "/nope2"} {
+		if resp, _ := e.get(t, p, auth); resp.StatusCode != 200 && resp.StatusCode != 404 {
 			t.Fatalf("%s: %d", p, resp.StatusCode)
 		}
-		if c.Used() > 600 {
-			t.Fatalf("cache holds %d bytes, bound 600", c.Used())
+		if c.Used() > bound {
+			t.Fatalf("cache holds %d bytes on disk, bound %d", c.Used(), bound)
 		}
 	}
 	if promtest.ToFloat64(c.Evictions) == 0 {
@@ -221,7 +245,7 @@ func TestPurgeKeys(t *testing.T) {
 // the tarballs, immutable, stay.
 func TestPublishThroughTheEdgeDropsThePackument(t *testing.T) {
 	e, c := cachedEdge(t, 1<<20, nil)
-	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	auth := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "release", "registry:write", "0xa1b2c3d4")}
 	e.get(t, "/@mycompany%2fhello", auth)
 	e.get(t, tarballPath, auth)
 	e.get(t, "/hello-dep", auth)
@@ -259,7 +283,7 @@ func TestPublishThroughTheEdgeDropsThePackument(t *testing.T) {
 	if promtest.ToFloat64(c.Hits) != 3 { // tarball, hello-dep, the packument after the refused write
 		t.Fatalf("hits %v", promtest.ToFloat64(c.Hits))
 	}
-	for path, want := range map[string]string{"/left-pad": "left-pad", "/@s/x": "@s/x", "/@s%2fx": "", "/-/user/org.couchdb.user:a": "", "/x/-rev/1-abc": "x", "/": "", "/@s": ""} {
+	for path, want := range map[string]string{"/left-pad": "left-pad", "/@s/x": "@s/x", "/@s%2fx": "@s/x", "/%40s%2fx": "@s/x", "/%40s%2Fx/-rev/1-a": "@s/x", "/-/package/@s%2fx/dist-tags/latest": "@s/x", "/-/package/left-pad/dist-tags": "left-pad", "/-/user/org.couchdb.user:a": "", "/x/-rev/1-abc": "x", "/": "", "/@s": ""} {
 		if got := packageOf(path); got != want {
 			t.Errorf("packageOf(%q) = %q, want %q", path, got, want)
 		}

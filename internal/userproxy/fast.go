@@ -3,14 +3,12 @@ package userproxy
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -92,6 +90,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return http.ErrServerClosed
 	}
+	ln = s.Proxy.CapListener(ln, s.TLSConfig) // proxy.maxConnections, maxConnectionsPerIP
 	s.ln = ln
 	s.conns = map[*fastConn]struct{}{}
 	if s.HeaderTimeout <= 0 {
@@ -134,8 +133,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		return http.ErrServerClosed
 	}
-	s.handoff.Close()
-	<-fallbackDone
+	_ = s.handoff.Close() // never fails
+	// The handoff listener is closed: net/http's Serve returns
+	// net.ErrClosed, which says nothing the accept error does not.
+	if ferr := <-fallbackDone; ferr != nil && !errors.Is(ferr, net.ErrClosed) && !errors.Is(ferr, http.ErrServerClosed) {
+		err = errors.Join(err, ferr)
+	}
 	return err
 }
 
@@ -174,6 +177,7 @@ func (s *Server) forget(c *fastConn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
+	s.Proxy.draining.Store(true)
 	if s.ln != nil {
 		s.ln.Close()
 	}
@@ -193,6 +197,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
+			s.Proxy.shutdownCut.Inc()
 			c.Close()
 		}
 		s.mu.Unlock()
@@ -259,7 +264,7 @@ func (s *Server) serveConn(c *fastConn) {
 		}
 		first = false
 		head, err := peekHead(br)
-		if errors.Is(err, errHeadTooLarge) {
+		if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) {
 			s.handOn(c, conn, br)
 			return
 		}
@@ -272,7 +277,7 @@ func (s *Server) serveConn(c *fastConn) {
 			s.handOn(c, conn, br)
 			return
 		}
-		br.Discard(len(head))
+		_, _ = br.Discard(len(head)) // the head was peeked: it is buffered
 		req.remote, req.local, req.cs = remote, local, cs
 		if !s.Proxy.serveFast(conn, req, sc, s.closing.Load()) || req.close || s.closing.Load() {
 			break
@@ -388,56 +393,72 @@ func (p *Proxy) serveFast(c net.Conn, req *fastRequest, sc *scratch, closing boo
 		reqID = codec.NewRequestID()
 	}
 	closeConn := req.close || closing
+	if req.path == SelfProbePath {
+		return answerSelfProbe(bw, req.method, closeConn)
+	}
 	code, upstream, written := 0, "", int64(0)
+	acc := &accessInfo{client: req.remote.Addr()}
 	v := p.admit(req)
 	defer func() {
-		p.finished(start, reqID, v.hash, req.method, req.path, code, written, upstream, v.tokenResult)
+		p.finished(start, reqID, v.hash, req.method, req.path, code, written, upstream, v.tokenResult, acc)
 	}()
 	if v.code != 0 {
-		code = v.code
+		code, acc.reason = v.code, refusalReason(&v)
+		closeConn = closeConn || closesConnection(v.code)
 		written = writeRefusal(bw, req.method, v.code, v.refusal, v.retryAfter, reqID, closeConn)
-		return bw.Flush() == nil
+		return bw.Flush() == nil && !closeConn
 	}
 	up := v.route
 	upstream = up.URL.Host
 	if p.cfg.Cache != nil {
-		var ok bool
-		code, written, ok = p.bridgeForward(bw, req, &v, reqID, closeConn)
-		return ok && bw.Flush() == nil
+		if kind := classify(req.path); kind != bypass {
+			var ok bool
+			code, written, ok = p.serveCacheable(c, bw, req, &v, reqID, closeConn, kind, acc)
+			return ok && bw.Flush() == nil
+		}
+		acc.cache = "bypass"
 	}
-
-	sc.out = p.appendUpstreamRequest(sc.out[:0], req, up, v.state, reqID)
-	out := sc.out
-
+	sc.out = p.appendUpstreamRequest(sc.out[:0], req, up, v.state, reqID, upstreamReqOpts{gzip: req.gzipOK})
 	h := &sc.resp
-	uc, err := p.exchangeFast(up, out, h)
+	uc, err := p.exchangeFast(up, sc.out, h)
 	if err != nil {
-		code = answerCode(err)
-		e, retry := upstreamRefusal(err)
-		written = writeRefusal(bw, req.method, code, e, retry, reqID, closeConn)
+		res := p.refuseUpstream(bw, req, err, reqID, closeConn, acc)
+		code, written = res.code, res.n
 		return bw.Flush() == nil
 	}
-	var ok bool
-	code, written, ok = p.relay(bw, req, up, uc, h, reqID, closeConn)
-	if !ok {
-		return false
+	o := streamOpts{cacheState: acc.cache, bodyIdle: p.cfg.BodyTimeout}
+	if isPackumentResponse(req.method, req.path, h) {
+		o.rewrite = &rebaser{origins: up.origins, edge: p.edgeBaseOf(req, req.host, req.cs.tls != nil)}
+		o.learn = func(path, integrity string) { p.integrity.put(up.Hash, path, integrity) }
 	}
-	return bw.Flush() == nil
+	res := p.stream(bw, req, up, uc, h, reqID, closeConn, o)
+	code, written = res.code, res.n
+	return res.ok && bw.Flush() == nil
+}
+
+// upstreamReqOpts are the choices of one upstream request head.
+type upstreamReqOpts struct {
+	gzip            bool     // ask for gzip
+	skipConditional bool     // drop the client's If-None-Match / If-Modified-Since
+	extra           []string // more headers, name and value pairs
 }
 
 // appendUpstreamRequest appends the upstream request head: the client's
 // end-to-end headers, then the verdict's config headers, the request ID
 // and the edge's credential (never the client's).
-func (p *Proxy) appendUpstreamRequest(out []byte, req *fastRequest, up *route, st codec.State, reqID string) []byte {
+func (p *Proxy) appendUpstreamRequest(out []byte, req *fastRequest, up *route, st codec.State, reqID string, o upstreamReqOpts) []byte {
 	out = append(out, req.method...)
 	out = append(out, ' ')
 	out = append(out, up.prefix...)
 	out = append(out, req.target...)
 	out = append(out, " HTTP/1.1\r\nHost: "...)
-	out = append(out, up.URL.Host...)
+	out = append(out, up.hostHeader...)
 	out = append(out, "\r\n"...)
 	for i := 0; i < req.n; i++ {
 		if inList(req.names[i], fastForwardSkip) {
+			continue
+		}
+		if o.skipConditional && (strings.EqualFold(req.names[i], "If-None-Match") || strings.EqualFold(req.names[i], "If-Modified-Since")) {
 			continue
 		}
 		out = append(out, req.names[i]...)
@@ -454,7 +475,13 @@ func (p *Proxy) appendUpstreamRequest(out []byte, req *fastRequest, up *route, s
 		out = append(out, up.AuthToken...)
 		out = append(out, "\r\n"...)
 	}
-	if req.gzipOK {
+	for i := 0; i+1 < len(o.extra); i += 2 {
+		out = append(out, o.extra[i]...)
+		out = append(out, ": "...)
+		out = append(out, o.extra[i+1]...)
+		out = append(out, "\r\n"...)
+	}
+	if o.gzip {
 		out = append(out, "Accept-Encoding: gzip\r\n"...)
 	}
 	return append(out, "\r\n"...)
@@ -469,11 +496,12 @@ func (p *Proxy) exchangeFast(up *route, out []byte, h *upstreamHead) (*upConn, e
 	}
 	p.budget.deposit()
 	ctx := context.Background()
+	began := time.Now()
 	uc, err := up.pool.exchange(ctx, out, up.timeout, h)
 	if err != nil && dialFailed(err) && p.budget.spend() {
 		uc, err = up.pool.exchange(ctx, out, up.timeout, h)
 	}
-	up.br.done(err == nil && h.status < 500)
+	p.upstreamDone(up, began, err) // a 5xx is an answer: it never opens the breaker
 	return uc, err
 }
 
@@ -510,86 +538,6 @@ func upstreamRefusal(err error) (apiError, int) {
 	return apiError{Error: "Upstream unreachable"}, 5
 }
 
-// relay passes the upstream's response to the client: headers without
-// hop-by-hop ones, the body streamed with the upstream's framing (chunked
-// to the client when the length is unknown), packuments rewritten. false:
-// the response broke off and both connections are closed. It returns the
-// status answered and the body bytes written.
-func (p *Proxy) relay(bw *bufio.Writer, req *fastRequest, up *route, uc *upConn, h *upstreamHead, reqID string, closeConn bool) (int, int64, bool) {
-	body := !noBody(req.method, h.status)
-	rewrite := body && req.method == "GET" && h.status == http.StatusOK && !strings.Contains(req.path, "/-/") &&
-		(strings.HasPrefix(h.contentType, "application/json") || strings.HasPrefix(h.contentType, "application/vnd.npm.install-v1+json")) &&
-		(h.encoding == "" || strings.EqualFold(h.encoding, "gzip"))
-	var src io.Reader
-	switch {
-	case !body:
-	case h.chunked:
-		src = httputil.NewChunkedReader(uc.br)
-	case h.length >= 0:
-		src = &io.LimitedReader{R: uc.br, N: h.length}
-	default:
-		src = uc.br // to the upstream's close
-		h.close = true
-	}
-	if rewrite {
-		doc, err := readPackument(src, h.encoding)
-		if err != nil {
-			uc.Close()
-			e := apiError{Error: "Upstream response broke off"}
-			if errors.Is(err, errPackumentTooLarge) {
-				e = apiError{Error: "Packument too large"}
-			}
-			return http.StatusBadGateway, writeRefusal(bw, req.method, http.StatusBadGateway, e, 5, reqID, closeConn), true
-		}
-		// The packument ends before its framing does (gzip's end, the
-		// last chunk and trailers): read those too, so the connection
-		// can serve the next request.
-		if _, err := io.CopyN(io.Discard, src, 4<<10); err != io.EOF || h.chunked && !skipTrailers(uc.br) {
-			h.close = true
-		}
-		p.finishUpstream(up, uc, h)
-		doc = rewriteTarballs(doc, up.URL, p.edgeBaseOf(req, req.host, req.cs.tls != nil))
-		writeHead(bw, h, reqID, closeConn, false, int64(len(doc)))
-		bw.Write(doc)
-		return h.status, int64(len(doc)), true
-	}
-	chunked := body && h.length < 0
-	writeHead(bw, h, reqID, closeConn, chunked, -1)
-	if !body {
-		p.finishUpstream(up, uc, h)
-		return h.status, 0, true
-	}
-	var n int64
-	var err error
-	if chunked {
-		cw := httputil.NewChunkedWriter(bw)
-		buf := copyBufs.Get().(*[]byte)
-		n, err = io.CopyBuffer(cw, src, *buf)
-		copyBufs.Put(buf)
-		if err == nil {
-			cw.Close()
-			_, err = bw.WriteString("\r\n")
-		}
-	} else {
-		n, err = bw.ReadFrom(src)
-		if err == nil && n != h.length {
-			err = io.ErrUnexpectedEOF
-		}
-	}
-	if err != nil {
-		// Never a truncated body that looks complete: the client's
-		// connection is cut with what it has.
-		bw.Flush()
-		uc.Close()
-		return h.status, n, false
-	}
-	if h.chunked && !skipTrailers(uc.br) {
-		h.close = true
-	}
-	p.finishUpstream(up, uc, h)
-	return h.status, n, true
-}
-
 // finishUpstream returns a connection whose response was read to the end
 // to the pool, or closes it.
 func (p *Proxy) finishUpstream(up *route, uc *upConn, h *upstreamHead) {
@@ -612,64 +560,6 @@ func skipTrailers(br *bufio.Reader) bool {
 		}
 	}
 	return false
-}
-
-// readPackument reads a packument to rewrite, gunzipped, within
-// maxPackument.
-func readPackument(src io.Reader, encoding string) ([]byte, error) {
-	if encoding != "" {
-		zr, err := gzip.NewReader(src)
-		if err != nil {
-			return nil, err
-		}
-		src = zr
-	}
-	body, err := io.ReadAll(io.LimitReader(src, maxPackument+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(body) > maxPackument {
-		return nil, errPackumentTooLarge
-	}
-	return body, nil
-}
-
-var errPackumentTooLarge = errors.New("packument too large")
-
-// writeHead writes the client's response head: chunked when the body is
-// re-framed; rewrittenLen >= 0 replaces the headers that described the
-// upstream's body.
-func writeHead(bw *bufio.Writer, h *upstreamHead, reqID string, closeConn, chunked bool, rewrittenLen int64) {
-	rewritten := rewrittenLen >= 0
-	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(h.statusLine)
-	bw.WriteString("\r\n")
-	for i, name := range h.names {
-		if inList(name, hopByHopResponse) || connectionListed(h.connNames, name) || strings.EqualFold(name, codec.HeaderRequestID) {
-			continue
-		}
-		if rewritten && (strings.EqualFold(name, "Content-Length") || strings.EqualFold(name, "Content-Encoding") || strings.EqualFold(name, "Etag")) {
-			continue
-		}
-		bw.WriteString(name)
-		bw.WriteString(": ")
-		bw.WriteString(h.values[i])
-		bw.WriteString("\r\n")
-	}
-	if rewritten {
-		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), rewrittenLen, 10))
-		bw.WriteString("\r\n")
-	} else if chunked {
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
-	}
-	bw.WriteString(codec.HeaderRequestID + ": ")
-	bw.WriteString(reqID)
-	bw.WriteString("\r\n")
-	if closeConn {
-		bw.WriteString("Connection: close\r\n")
-	}
-	bw.WriteString("\r\n")
 }
 
 // connectionListed: name is one of the Connection header's tokens.

@@ -1,6 +1,6 @@
 // Package userproxy is regedge's userspace registry proxy: what npm, bun,
 // pnpm and yarn talk to with registry=http://EDGE:4873/. Every request goes
-// through the checks of PROTOCOL.md §4.2 in order, config headers (400),
+// through the checks of docs/protocol.md §4.2 in order, config headers (400),
 // version (503), token (401), rate limit (429), routing (502), then is
 // forwarded to the upstream registry chosen by registry hash, with the
 // agent's config headers and the upstream's own credential; the client's
@@ -8,6 +8,8 @@
 package userproxy
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,8 +20,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +32,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -41,6 +46,10 @@ type Upstream struct {
 	URL       *url.URL      // scheme and host[:port] (and an optional path prefix)
 	AuthToken string        // the edge's own credential upstream ("" for none)
 	Timeout   time.Duration // response header timeout; 0 = Config.Timeout
+	// TarballHosts are more origins (scheme://host[:port][/prefix]) whose
+	// tarball URLs count as this upstream's (the npm registry's .com
+	// alias); the upstream's own origin always counts.
+	TarballHosts []*url.URL
 }
 
 // route is an upstream with its own connection pool and circuit breaker.
@@ -51,17 +60,44 @@ type route struct {
 	pool    *upstreamPool // the fast path's connections
 	prefix  string        // the URL's escaped path without a trailing slash
 	timeout time.Duration // response header timeout
+	// origins are where this upstream's tarball URLs may point (its own
+	// origin first); hostHeader is the Host it is asked with (no default
+	// port).
+	origins    []origin
+	hostHeader string
+	rp         *httputil.ReverseProxy // the net/http path's forwarder
 }
 
 // Config is what the proxy needs.
 type Config struct {
 	Upstreams []Upstream
 	Scopes    map[string]uint32 // "@scope" -> registry hash
-	PerMinute int               // requests per minute per registry hash
-	Timeout   time.Duration     // upstream response header timeout
-	Versions  codec.VersionSet
-	Tokens    *token.Verifier // nil: tokens are not checked (an open edge)
-	PublicURL string          // base for rewritten tarball URLs; "" = from the request
+	PerMinute int               // requests per minute per registry hash, all clients together
+	// PerClientPerMinute limits each client (the token's sub, else the
+	// source address); 0 = off (limits.go).
+	PerClientPerMinute int
+	// MaxConnections and MaxConnectionsPerIP cap open client connections
+	// (0 = off; conncap.go).
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	Timeout             time.Duration // upstream response header timeout
+	// BodyTimeout is the longest silence allowed between reads of an
+	// upstream body (default 30 s), on both front ends and cache fills,
+	// and of a client's request body (a publish).
+	BodyTimeout time.Duration
+	// TunnelIdle closes a CONNECT tunnel in which nothing moved either way
+	// for this long (default 2 minutes, the keep-alive idle timeout).
+	TunnelIdle time.Duration
+	Versions   codec.VersionSet
+	Tokens     *token.Verifier // nil: tokens are not checked (an open edge)
+	// AnonymousRead lets reads (GET, HEAD, npm's audit POSTs) through
+	// without a token; a token that is sent is still checked, and writes
+	// still need one with ScopeRegistryWrite.
+	AnonymousRead bool
+	// Audit, when set, is the registry hash of the upstream that serves
+	// /-/npm/v1/security/* (npm audit); nil: the request's own routing.
+	Audit     *uint32
+	PublicURL string // base for rewritten tarball URLs; "" = from the request
 	Transport http.RoundTripper
 	RootCAs   *x509.CertPool // CAs for upstream TLS; nil = the system's
 	// Kernel, when the datapath is attached, is told each request's registry
@@ -74,11 +110,15 @@ type Config struct {
 	BlockAfter  int
 	BlockWindow time.Duration
 	BlockTTL    time.Duration
+	// BlockExempt are never blocked, however often they fail (trusted
+	// proxies, the config bus's sources).
+	BlockExempt []netip.Prefix
 	// TrustedProxies may set X-Forwarded-Proto and X-Forwarded-Host (used
 	// for rewritten tarball URLs); from anyone else they are ignored.
 	TrustedProxies []netip.Prefix
 	// Circuit breaker per upstream: open after BreakerFailures consecutive
-	// failures (connection errors, timeouts, 5xx) for BreakerCooldown, then
+	// failures to reach it (connection errors, timeouts; never a response,
+	// whatever its status) for BreakerCooldown, then
 	// one probe. BreakerFailures < 0 turns it off; 0 means the default 5.
 	BreakerFailures int
 	BreakerCooldown time.Duration
@@ -94,6 +134,13 @@ type Config struct {
 	PackumentTTL time.Duration
 	NegativeTTL  time.Duration
 	StaleIfError time.Duration
+	// OnPackageChanged, when set, is called with the package a write
+	// through the edge changed, once the upstream took it (2xx): the
+	// agent tells the fleet. It must not block.
+	OnPackageChanged func(pkg string)
+	// AccessSample is log.access: 0 or 1 writes every access line, N > 1
+	// one in N, < 0 none. The metrics count every request whatever it is.
+	AccessSample int
 	// AccessLog, when set, takes the access lines (one JSON line per
 	// request, in the shape of the Logger's JSON lines) from a dedicated
 	// encoder; it must be safe for concurrent use. nil: the Logger writes
@@ -124,6 +171,7 @@ type Proxy struct {
 	log      *slog.Logger
 	routes   map[uint32]*route
 	fallback *route
+	audit    *route            // Config.Audit's
 	labels   map[uint32]string // the hashes the config knows, as labels
 	budget   *retryBudget
 	tokens   *tokenCache
@@ -131,6 +179,7 @@ type Proxy struct {
 
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter // by hashLabel
+	clients  *clientLimits            // nil: no per-client limit
 
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -138,6 +187,7 @@ type Proxy struct {
 	limited     *prometheus.CounterVec
 	mismatch    prometheus.Counter
 	handedOn    prometheus.Counter
+	connRefused *prometheus.CounterVec
 
 	// Per-request work that repeats with the same inputs is done once:
 	// the rendered config headers of the last state seen, and the request
@@ -145,6 +195,22 @@ type Proxy struct {
 	lastBlock atomic.Pointer[codec.HeaderBlock]
 	counters  sync.Map // counterKey -> prometheus.Counter
 	durations sync.Map // hash label -> prometheus.Observer
+
+	// The cache's fills in progress (one upstream exchange per key), the
+	// integrities of tarballs in packuments served, and when serving
+	// stale was last logged.
+	// draining: the server is shutting down; responses say
+	// Connection: close.
+	draining     atomic.Bool
+	shutdownCut  prometheus.Counter
+	flight       singleflight.Group
+	flights      flights
+	integrity    integrities
+	lastStaleLog atomic.Int64
+
+	accessSeq    atomic.Uint64    // requests seen, for log.access sample:N
+	accessSample atomic.Int64     // Config.AccessSample, changed by a reload
+	upstreams    *upstreamMetrics // reachability, breakers, latency per upstream
 }
 
 // durationOf returns regedge_proxy_request_duration_seconds for a hash
@@ -180,18 +246,19 @@ func upstreamTLS(u *url.URL, roots *x509.CertPool) *tls.Config {
 }
 
 type counterKey struct {
-	hash   string
-	method string
-	code   int
+	hash       string
+	method     string
+	code       int
+	answeredBy string
 }
 
 // counter returns regedge_proxy_requests_total for the labels, cached.
-func (p *Proxy) counter(hash, method string, code int) prometheus.Counter {
-	k := counterKey{hash, method, code}
+func (p *Proxy) counter(hash, method string, code int, answeredBy string) prometheus.Counter {
+	k := counterKey{hash, method, code, answeredBy}
 	if c, ok := p.counters.Load(k); ok {
 		return c.(prometheus.Counter)
 	}
-	c := p.requests.WithLabelValues(hash, method, strconv.Itoa(code))
+	c := p.requests.WithLabelValues(hash, method, strconv.Itoa(code), answeredBy)
 	p.counters.Store(k, c)
 	return c
 }
@@ -234,12 +301,18 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 30 * time.Second
+	}
+	if cfg.TunnelIdle <= 0 {
+		cfg.TunnelIdle = 2 * time.Minute
+	}
 	p := &Proxy{
 		cfg: cfg, states: states, log: log, routes: map[uint32]*route{},
 		limiters: map[string]*rate.Limiter{}, tokens: newTokenCache(10000), failures: newFailureCounter(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "regedge_proxy_requests_total", Help: "Proxied requests, by registry hash, method and status code.",
-		}, []string{"registry_hash", "method", "code"}),
+			Name: "regedge_proxy_requests_total", Help: "Proxied requests, by registry hash, method, status code and who answered (edge: a refusal the edge made; upstream; cache).",
+		}, []string{"registry_hash", "method", "code", "answered_by"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "regedge_proxy_request_duration_seconds", Help: "Time to the end of the response, by registry hash.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
@@ -253,6 +326,12 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		handedOn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_proxy_handed_on_total", Help: "Connections the fast path passed to net/http (CONNECT, bodies, upgrades, large or unusual heads, HTTP/2).",
 		}),
+		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_proxy_shutdown_cut_total", Help: "Client connections still busy when the shutdown grace ran out, and cut.",
+		}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regedge_proxy_connections_refused_total", Help: "Client connections answered 503 and closed at a connection cap, by cap (total, per_ip).",
+		}, []string{"cap"}),
 		mismatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_handoff_mismatch_total", Help: "Requests whose registry hash could not be handed to the kernel's per-socket accounting (their traffic is not counted per registry).",
 		}),
@@ -267,7 +346,12 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		cfg.RetryRatio = 0.1
 	}
 	p.cfg = cfg
+	if cfg.PerClientPerMinute > 0 {
+		p.clients = newClientLimits(cfg.PerClientPerMinute)
+	}
 	p.budget = newRetryBudget(cfg.RetryRatio)
+	p.upstreams = newUpstreamMetrics()
+	p.accessSample.Store(int64(cfg.AccessSample))
 	p.labels = map[uint32]string{}
 	for _, h := range cfg.Scopes {
 		p.labels[h] = fmt.Sprintf("0x%08x", h)
@@ -283,14 +367,16 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		}
 		rt := cfg.Transport
 		if rt == nil {
+			// Response heads are checked for ambiguous framing before
+			// net/http reads them (framing.go).
+			dial, dialTLS := framingDialers(&tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
 			rt = &http.Transport{
 				Proxy:                 nil, // never chain to an environment proxy
-				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				DialContext:           dial,
+				DialTLSContext:        dialTLS,
 				MaxIdleConns:          256,
 				MaxIdleConnsPerHost:   64,
 				IdleConnTimeout:       90 * time.Second,
-				TLSHandshakeTimeout:   10 * time.Second,
-				TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 				ResponseHeaderTimeout: timeout,
 				ForceAttemptHTTP2:     true,
 			}
@@ -298,10 +384,21 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		p.labels[u.Hash] = fmt.Sprintf("0x%08x", u.Hash)
 		r := &route{Upstream: u, rt: rt, br: newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown),
 			pool:   newUpstreamPool(dialAddr(u.URL), upstreamTLS(u.URL, cfg.RootCAs)),
-			prefix: strings.TrimSuffix(u.URL.EscapedPath(), "/"), timeout: timeout}
+			prefix: strings.TrimSuffix(u.URL.EscapedPath(), "/"), timeout: timeout,
+			origins: []origin{originOf(u.URL)}, hostHeader: hostHeader(u.URL)}
+		for _, th := range u.TarballHosts {
+			r.origins = append(r.origins, originOf(th))
+		}
+		r.rp = p.reverseProxy(r)
+		p.watch(r)
 		p.routes[u.Hash] = r
 		if u.Hash == 0 {
 			p.fallback = r
+		}
+	}
+	if cfg.Audit != nil {
+		if p.audit = p.routes[*cfg.Audit]; p.audit == nil {
+			return nil, fmt.Errorf("userproxy: the audit upstream 0x%08x is not one of the upstreams", *cfg.Audit)
 		}
 	}
 	return p, nil
@@ -309,7 +406,8 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 
 // Collectors returns the proxy's metrics.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn}
+	return append([]prometheus.Collector{p.requests, p.duration, p.tokenChecks, p.limited, p.mismatch, p.handedOn, p.shutdownCut, p.connRefused},
+		p.upstreams.collectors()...)
 }
 
 // apiError is the JSON body of a refusal.
@@ -318,12 +416,20 @@ type apiError struct {
 	Header string `json:"header,omitempty"`
 	Rule   string `json:"rule,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	Scope  string `json:"scope,omitempty"` // the token scope a 403 found missing
 }
 
 // ServeHTTP runs the checks in the order of §4.2 and forwards.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == SelfProbePath {
+		serveSelfProbe(w)
+		return
+	}
 	start := time.Now()
 	rw := &recorder{ResponseWriter: w, code: http.StatusOK}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		rw.acc.client = ap.Addr().Unmap()
+	}
 	reqID := r.Header.Get(codec.HeaderRequestID)
 	if !codec.ValidRequestID(reqID) {
 		reqID = codec.NewRequestID()
@@ -331,14 +437,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw.Header().Set(codec.HeaderRequestID, reqID)
 	hash, upstream, tokenResult := uint32(0), "", ""
 	defer func() {
-		p.finished(start, reqID, hash, r.Method, r.URL.EscapedPath(), rw.code, rw.bytes, upstream, tokenResult)
+		p.finished(start, reqID, hash, r.Method, r.URL.EscapedPath(), rw.code, rw.bytes, upstream, tokenResult, &rw.acc)
 	}()
 
 	v := p.admit(stdRequest{r})
 	hash, tokenResult = v.hash, v.tokenResult
 	if v.code != 0 {
+		rw.acc.reason = refusalReason(&v)
 		if v.retryAfter > 0 {
 			rw.Header().Set("Retry-After", strconv.Itoa(v.retryAfter))
+		}
+		if closesConnection(v.code) {
+			rw.Header().Set("Connection", "close")
 		}
 		writeJSON(rw, v.code, v.refusal)
 		return
@@ -349,17 +459,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.tunnel(rw, r, up)
 		return
 	}
-	p.forward(rw, r, up, st, reqID)
+	if r.Body != nil && r.Body != http.NoBody {
+		// A client that stops sending its body mid-way (a publish) is cut
+		// after BodyTimeout of silence, not held for ever.
+		r.Body = &idleClientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.cfg.BodyTimeout}
+	}
+	p.forward(rw, r, up, st, reqID, v.writeAuth || isRead(r.Method, r.URL.EscapedPath()))
 }
 
-// finished counts a request in the metrics and writes its access line.
-func (p *Proxy) finished(start time.Time, reqID string, hash uint32, method, path string, code int, bytes int64, upstream, tokenResult string) {
-	hs := p.hashLabel(hash)
-	took := time.Since(start)
-	p.counter(hs, methodLabel(method), code).Inc()
-	p.durationOf(hs).Observe(took.Seconds())
-	p.logAccess(&accessRecord{id: reqID, hash: hs, method: method, path: path, status: code, bytes: bytes,
-		took: took, upstream: upstream, token: tokenResult})
+// closesConnection: refusals after which the client's connection is
+// closed: a client without a valid token (or sending garbage) does not
+// keep a connection, and its memory, for the keep-alive timeout.
+func closesConnection(code int) bool {
+	return code == http.StatusUnauthorized || code == http.StatusBadRequest
 }
 
 // tunnel serves CONNECT host:port: only to the upstream routed for the
@@ -368,6 +480,7 @@ func (p *Proxy) finished(start time.Time, reqID string, hash uint32, method, pat
 func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	want := dialAddr(up.URL)
 	if !strings.EqualFold(r.Host, want) {
+		rw.acc.reason = "connect_target"
 		writeJSON(rw, http.StatusForbidden, apiError{Error: "CONNECT target is not the upstream for this registry hash", Rule: "want " + want})
 		return
 	}
@@ -378,6 +491,7 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	}
 	upConn, err := net.DialTimeout("tcp", want, 5*time.Second)
 	if err != nil {
+		rw.acc.reason = "upstream_unreachable"
 		rw.Header().Set("Retry-After", "5")
 		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream unreachable"})
 		return
@@ -396,45 +510,36 @@ func (p *Proxy) tunnel(rw *recorder, r *http.Request, up *route) {
 	// Bytes the client sent after the CONNECT head are already buffered.
 	if n := buf.Reader.Buffered(); n > 0 {
 		pending, _ := buf.Reader.Peek(n)
-		upConn.Write(pending)
+		_, _ = upConn.Write(pending) // a failed write shows in the copy below
 	}
-	copied := make(chan int64, 2)
-	pipe := func(dst, src net.Conn) {
-		n, _ := io.Copy(dst, src)
-		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
-			hc.CloseWrite()
-		}
-		copied <- n
-	}
-	go pipe(upConn, client)
-	go pipe(client, upConn)
-	rw.bytes += <-copied + <-copied
+	rw.bytes += pipeIdle(client, upConn, p.cfg.TunnelIdle)
 	client.Close()
 	upConn.Close()
 }
 
 // checkToken verifies tok for a request of registry hash; it returns the
-// result word of regedge_token_verifications_total.
-func (p *Proxy) checkToken(tok string, hash uint32) string {
+// token's entry (nil unless valid) and the result word of
+// regedge_token_verifications_total.
+func (p *Proxy) checkToken(tok string, hash uint32) (*cachedToken, string) {
 	e, cached := p.tokens.get(tok)
 	if !cached {
 		c, err := p.cfg.Tokens.Verify(tok)
 		if err != nil {
 			var te *token.Error
 			if errors.As(err, &te) {
-				return te.Result
+				return nil, te.Result
 			}
-			return token.ResultMalformed
+			return nil, token.ResultMalformed
 		}
 		e = p.tokens.put(tok, c)
 	}
 	if !e.allows(hash) {
-		return token.ResultHash
+		return nil, token.ResultHash
 	}
 	if cached {
-		return "cached"
+		return e, "cached"
 	}
-	return token.ResultOK
+	return e, token.ResultOK
 }
 
 // allow takes a token from the hash's bucket; when empty it says how long
@@ -464,50 +569,6 @@ var dropHeaders = []string{
 	"Accept-Encoding", // the transport negotiates gzip itself and decodes it
 }
 
-func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string) {
-	target := *up.URL
-	target.Path = strings.TrimSuffix(up.URL.Path, "/") + r.URL.Path
-	if r.URL.RawPath != "" { // keep %2f in scoped names as the client sent them
-		target.RawPath = strings.TrimSuffix(up.URL.EscapedPath(), "/") + r.URL.RawPath
-	}
-	target.RawQuery = r.URL.RawQuery
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, r.Method, target.String(), r.Body)
-	if err != nil {
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "bad upstream request: " + err.Error()})
-		return
-	}
-	out.ContentLength = r.ContentLength
-	for k, vs := range r.Header {
-		out.Header[k] = vs
-	}
-	for _, h := range dropHeaders {
-		out.Header.Del(h)
-	}
-	for _, h := range strings.Split(r.Header.Get("Connection"), ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			out.Header.Del(h)
-		}
-	}
-	p.headerBlock(st).Inject(out.Header)
-	out.Header.Set(codec.HeaderRequestID, reqID)
-	if up.AuthToken != "" {
-		out.Header.Set("Authorization", "Bearer "+up.AuthToken)
-	}
-	if p.cfg.Cache != nil && r.Method == http.MethodGet {
-		p.cachedForward(rw, r, up, out)
-		return
-	}
-	resp, err := p.roundTrip(r, up, out)
-	if err != nil {
-		p.answerUpstreamError(rw, err)
-		return
-	}
-	p.forgetPublished(r, resp.StatusCode)
-	p.passOn(rw, r, up, resp)
-}
-
 // copyBufs are the buffers responses stream through: io.Copy would
 // allocate and clear 32 KiB per request (pprof).
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -520,35 +581,188 @@ type circuitOpen struct{ wait time.Duration }
 
 func (c *circuitOpen) Error() string { return "circuit open" }
 
-// roundTrip sends out through the upstream's breaker and the retry budget.
-func (p *Proxy) roundTrip(r *http.Request, up *route, out *http.Request) (*http.Response, error) {
+// forwardKey carries a request's forwarding inputs to the reverse proxy.
+type forwardKey struct{}
+
+type forwardInfo struct {
+	in    *http.Request // the client's request
+	state codec.State
+	reqID string
+	rw    *recorder
+	// withAuth: the upstream's credential goes along (a read, or a write
+	// whose token carries ScopeRegistryWrite).
+	withAuth bool
+}
+
+// forward sends an admitted request upstream through the route's
+// httputil.ReverseProxy: the requests the fast path hands on (writes,
+// bodies, HTTP/2, unusual heads). Packuments are rebased by the same
+// rewriter as on the fast path; nothing here is cached.
+func (p *Proxy) forward(rw *recorder, r *http.Request, up *route, st codec.State, reqID string, withAuth bool) {
+	ctx := context.WithValue(r.Context(), forwardKey{}, &forwardInfo{in: r, state: st, reqID: reqID, rw: rw, withAuth: withAuth})
+	up.rp.ServeHTTP(rw, r.WithContext(ctx))
+}
+
+// reverseProxy builds a route's forwarder.
+func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			fi := pr.In.Context().Value(forwardKey{}).(*forwardInfo)
+			pr.Out.URL.Scheme, pr.Out.URL.Host = up.URL.Scheme, up.URL.Host
+			pr.Out.URL.Path = strings.TrimSuffix(up.URL.Path, "/") + pr.In.URL.Path
+			pr.Out.URL.RawPath = ""
+			if pr.In.URL.RawPath != "" { // keep %2f in scoped names as the client sent them
+				pr.Out.URL.RawPath = strings.TrimSuffix(up.URL.EscapedPath(), "/") + pr.In.URL.RawPath
+			}
+			pr.Out.Host = up.hostHeader
+			for _, h := range dropHeaders {
+				pr.Out.Header.Del(h)
+			}
+			for _, h := range []string{codec.HeaderConfigDump, codec.HeaderConfigVersion, codec.HeaderRegistryHash, codec.HeaderFeatureFlags,
+				codec.HeaderTerminalMode, codec.HeaderTerminalRows, codec.HeaderTerminalCols} {
+				pr.Out.Header.Del(h)
+			}
+			for name, v := range p.headerBlock(fi.state).All() {
+				pr.Out.Header[name] = v
+			}
+			pr.Out.Header.Set(codec.HeaderRequestID, fi.reqID)
+			if up.AuthToken != "" && fi.withAuth {
+				pr.Out.Header.Set("Authorization", "Bearer "+up.AuthToken)
+			}
+		},
+		Transport:     &breakerTransport{p: p, up: up},
+		FlushInterval: -1,
+		BufferPool:    bufferPool{},
+		ModifyResponse: func(resp *http.Response) error {
+			r := resp.Request
+			p.forgetPublished(r.Method, r.URL.EscapedPath(), resp.StatusCode)
+			resp.Header.Del(codec.HeaderRequestID)
+			if !rebasable(r.Method, r.URL.Path, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Encoding")) {
+				return nil
+			}
+			fi := r.Context().Value(forwardKey{}).(*forwardInfo)
+			edge := p.edgeBase(fi.in)
+			resp.Body = newRewriteReader(resp.Body, resp.Header.Get("Content-Encoding"), &rebaser{origins: up.origins, edge: edge},
+				func(path, integrity string) { p.integrity.put(up.Hash, path, integrity) })
+			resp.Header.Del("Content-Length")
+			resp.Header.Del("Content-Encoding")
+			resp.Header.Del("Etag")
+			resp.ContentLength = -1
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			fi := r.Context().Value(forwardKey{}).(*forwardInfo)
+			if r.Context().Err() != nil {
+				fi.rw.code = 499 // as nginx logs it; there is nobody to answer
+				fi.rw.acc.reason = "client_gone"
+				return
+			}
+			if fi.rw.wrote { // the body broke off: cut the connection
+				panic(http.ErrAbortHandler)
+			}
+			fi.rw.acc.reason = upstreamReason(err)
+			e, retry := upstreamRefusal(err)
+			w.Header().Set("Retry-After", strconv.Itoa(retry))
+			writeJSON(w, answerCode(err), e)
+		},
+	}
+}
+
+// breakerTransport sends a forwarded request through the upstream's
+// breaker and the retry budget.
+type breakerTransport struct {
+	p  *Proxy
+	up *route
+}
+
+func (t *breakerTransport) RoundTrip(out *http.Request) (*http.Response, error) {
+	up := t.up
 	if ok, wait := up.br.allow(); !ok {
 		return nil, &circuitOpen{wait}
 	}
-	p.budget.deposit()
+	t.p.budget.deposit()
+	out = armFraming(out)
+	began := time.Now()
 	resp, err := up.rt.RoundTrip(out)
-	if err != nil && retryable(out, err) && p.budget.spend() {
+	if err != nil && retryable(out, err) && t.p.budget.spend() {
 		resp, err = up.rt.RoundTrip(out)
 	}
-	if err != nil && r.Context().Err() != nil {
+	if err != nil && out.Context().Err() != nil {
 		up.br.abandon() // the client went away: not the upstream's failure
 		return nil, errClientGone
 	}
-	up.br.done(err == nil && resp.StatusCode < 500)
+	t.p.upstreamDone(up, began, err) // a 5xx is an answer: it never opens the breaker
+	if err == nil {
+		resp.Body = &idleBody{ReadCloser: resp.Body, idle: t.p.cfg.BodyTimeout}
+	}
 	return resp, err
 }
 
-// answerUpstreamError answers a failed round trip: 499 in the log when the
-// client left, 502 unreachable or circuit open, 504 timed out.
-func (p *Proxy) answerUpstreamError(rw *recorder, err error) {
-	if errors.Is(err, errClientGone) {
-		rw.code = 499 // as nginx logs it; there is nobody to answer
-		return
-	}
-	e, retry := upstreamRefusal(err)
-	rw.Header().Set("Retry-After", strconv.Itoa(retry))
-	writeJSON(rw, answerCode(err), e)
+// idleBody fails a body read that waits longer than idle.
+type idleBody struct {
+	io.ReadCloser
+	idle time.Duration
 }
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	t := time.AfterFunc(b.idle, func() { b.ReadCloser.Close() })
+	n, err := b.ReadCloser.Read(p)
+	if !t.Stop() && err != nil {
+		err = fmt.Errorf("upstream body: no data for %v: %w", b.idle, os.ErrDeadlineExceeded)
+	}
+	return n, err
+}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *copyBufs.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBufs.Put(&b) }
+
+// rewriteReader is a packument body read through the rewriter.
+type rewriteReader struct {
+	src  io.ReadCloser
+	zr   io.Reader
+	w    *rewriter
+	out  bytes.Buffer
+	buf  []byte
+	err  error
+	gzip bool
+}
+
+func newRewriteReader(src io.ReadCloser, encoding string, rb *rebaser, learn func(path, integrity string)) *rewriteReader {
+	r := &rewriteReader{src: src, gzip: strings.EqualFold(encoding, "gzip"), buf: make([]byte, 32<<10)}
+	r.w = newRewriter(&r.out, rb)
+	r.w.learn = learn
+	return r
+}
+
+func (r *rewriteReader) Read(p []byte) (int, error) {
+	for r.out.Len() == 0 && r.err == nil {
+		if r.zr == nil {
+			r.zr = r.src
+			if r.gzip {
+				zr, err := gzip.NewReader(r.src)
+				if err != nil {
+					r.err = err
+					break
+				}
+				r.zr = zr
+			}
+		}
+		n, err := r.zr.Read(r.buf)
+		_, _ = r.w.Write(r.buf[:n]) // into a bytes.Buffer: never fails
+		if err == io.EOF {
+			_ = r.w.Close() // likewise
+		}
+		r.err = err
+	}
+	if r.out.Len() > 0 {
+		return r.out.Read(p)
+	}
+	return 0, r.err
+}
+
+func (r *rewriteReader) Close() error { return r.src.Close() }
 
 // retryable: an idempotent request without a body that failed to connect
 // (a timeout is not retried: the upstream may be working on it).
@@ -557,100 +771,6 @@ func retryable(r *http.Request, err error) bool {
 		return false
 	}
 	return dialFailed(err)
-}
-
-func copyHeaders(dst, src http.Header) {
-	for k, vs := range src {
-		if inList(k, hopByHopResponse) {
-			continue
-		}
-		dst[k] = vs
-	}
-}
-
-// maxPackument bounds a packument read into memory for rewriting.
-const maxPackument = 64 << 20
-
-// rewritable: a successful GET of a packument (JSON), whose tarball URLs
-// point at the upstream and must point at the edge.
-func rewritable(r *http.Request, resp *http.Response) bool {
-	if r.Method != http.MethodGet || resp.StatusCode != http.StatusOK || strings.Contains(r.URL.Path, "/-/") {
-		return false
-	}
-	ct := resp.Header.Get("Content-Type")
-	return strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/vnd.npm.install-v1+json")
-}
-
-// serveRewritten rewrites dist.tarball URLs of every version from the
-// upstream's origin to the edge's, so clients never bypass the edge.
-func (p *Proxy) serveRewritten(rw *recorder, r *http.Request, resp *http.Response, up *route) {
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPackument+1))
-	if err != nil {
-		rw.Header().Set("Retry-After", "5")
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Upstream response broke off"})
-		return
-	}
-	if len(body) > maxPackument {
-		writeJSON(rw, http.StatusBadGateway, apiError{Error: "Packument too large"})
-		return
-	}
-	copyHeaders(rw.Header(), resp.Header)
-	p.writePackument(rw, r, up, resp.StatusCode, body)
-}
-
-// writePackument answers with body's tarball URLs rebased onto the edge.
-func (p *Proxy) writePackument(rw *recorder, r *http.Request, up *route, status int, body []byte) {
-	body = rewriteTarballs(body, up.URL, p.edgeBase(r))
-	rw.Header().Del("Content-Encoding")
-	rw.Header().Del("Etag") // the body is ours now
-	rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	rw.WriteHeader(status)
-	rw.Write(body)
-}
-
-// rewriteTarballs rebases versions.*.dist.tarball URLs; anything that is not
-// a packument comes back unchanged.
-func rewriteTarballs(body []byte, upstream *url.URL, edge string) []byte {
-	var doc map[string]json.RawMessage
-	if json.Unmarshal(body, &doc) != nil {
-		return body
-	}
-	vs, ok := doc["versions"]
-	if !ok {
-		return body
-	}
-	var versions map[string]map[string]json.RawMessage
-	if json.Unmarshal(vs, &versions) != nil {
-		return body
-	}
-	for _, v := range versions {
-		var dist map[string]any
-		if json.Unmarshal(v["dist"], &dist) != nil {
-			continue
-		}
-		if tb, ok := dist["tarball"].(string); ok {
-			dist["tarball"] = rebase(tb, upstream, edge)
-			v["dist"], _ = json.Marshal(dist)
-		}
-	}
-	doc["versions"], _ = json.Marshal(versions)
-	if b, err := json.Marshal(doc); err == nil {
-		return b
-	}
-	return body
-}
-
-// rebase moves a URL on the upstream's origin onto the edge's base.
-func rebase(u string, upstream *url.URL, edge string) string {
-	parsed, err := url.Parse(u)
-	if err != nil || !strings.EqualFold(parsed.Host, upstream.Host) {
-		return u
-	}
-	path := parsed.EscapedPath()
-	if prefix := strings.TrimSuffix(upstream.EscapedPath(), "/"); prefix != "" {
-		path = strings.TrimPrefix(path, prefix)
-	}
-	return edge + path
 }
 
 // edgeBase is the edge's base URL as the client of r sees it.
@@ -674,7 +794,7 @@ func (p *Proxy) edgeBaseOf(in inbound, host string, isTLS bool) string {
 		if v, _ := in.header("X-Forwarded-Proto"); v == "http" || v == "https" {
 			scheme = v
 		}
-		if v, _ := in.header("X-Forwarded-Host"); v != "" && !strings.ContainsAny(v, "/ ,") {
+		if v, _ := in.header("X-Forwarded-Host"); v != "" && plainHost(v) {
 			host = v
 		}
 	}
@@ -697,19 +817,6 @@ func (p *Proxy) trusted(in inbound) bool {
 	return false
 }
 
-// scopeOf returns the "@scope" of a package path (/@scope%2fname or
-// /@scope/name), or "".
-func scopeOf(p string) string {
-	if !strings.HasPrefix(p, "/@") {
-		return ""
-	}
-	p = p[1:]
-	if i := strings.IndexAny(p, "/%"); i > 0 {
-		return strings.ToLower(p[:i])
-	}
-	return ""
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	body := jsonBody(v)
 	w.Header().Set("Content-Type", "application/json")
@@ -730,6 +837,7 @@ type recorder struct {
 	code  int
 	bytes int64
 	wrote bool
+	acc   accessInfo
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -43,10 +43,11 @@ const (
 )
 
 type edge struct {
-	URL   string
-	proxy *Proxy
-	key   ed25519.PrivateKey
-	reg   *registry
+	URL    string
+	server *Server
+	proxy  *Proxy
+	key    ed25519.PrivateKey
+	reg    *registry
 }
 
 func mustURL(s string) *url.URL { u, _ := url.Parse(s); return u }
@@ -82,12 +83,13 @@ func newEdge(t testing.TB, tweak func(*Config)) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &edge{URL: serveFront(t, p), proxy: p, key: key, reg: reg}
+	u, srv := serveFrontServer(t, p)
+	return &edge{URL: u, server: srv, proxy: p, key: key, reg: reg}
 }
 
-// serveFront serves p as the agent does on plain HTTP: the fast front end
-// with net/http behind it; it returns the base URL.
-func serveFront(t testing.TB, p *Proxy) string {
+// serveFrontServer serves p as the agent does on plain HTTP: the fast
+// front end with net/http behind it; it returns the base URL and the server.
+func serveFrontServer(t testing.TB, p *Proxy) (string, *Server) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -107,7 +109,7 @@ func serveFront(t testing.TB, p *Proxy) string {
 			t.Errorf("Serve returned %v", err)
 		}
 	})
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), srv
 }
 
 func (e *edge) token(t testing.TB, hashes ...string) string {
@@ -181,43 +183,55 @@ func TestPackumentRewrittenAndHeadersInjected(t *testing.T) {
 	}
 }
 
+// TestVerdictsInOrder: each check of §4.2 answers with its status and
+// body, whatever came before it (every row is its own request); the rate
+// limit, which counts, has its own subtest.
 func TestVerdictsInOrder(t *testing.T) {
-	e := newEdge(t, func(c *Config) { c.PerMinute = 3 })
+	e := newEdge(t, nil)
 	tok := e.token(t, "0xa1b2c3d4")
 	auth := "Bearer " + tok
 	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + "." +
 		base64.RawURLEncoding.EncodeToString([]byte(`{"registryHash":"0xa1b2c3d4","exp":9999999999}`)) + "."
+	check := func(t *testing.T, e *edge, headers map[string]string, code int, want string) {
+		t.Helper()
+		resp, body := e.get(t, "/hello-dep", headers)
+		if resp.StatusCode != code || !strings.Contains(body, want) {
+			t.Errorf("%d %s; want %d with %s", resp.StatusCode, body, code, want)
+		}
+		if code == 429 && resp.Header.Get("Retry-After") == "" {
+			t.Error("no Retry-After")
+		}
+		if strings.Contains(body, "PRIVATE") || strings.Contains(body, "BEGIN") {
+			t.Error("key material in the body")
+		}
+	}
 	for _, tc := range []struct {
 		name    string
-		path    string
 		headers map[string]string
 		code    int
 		body    string
 	}{
-		{"malformed header", "/hello-dep", map[string]string{"X-Bun-Terminal-Rows": "0", "Authorization": auth}, 400, `"header":"X-Bun-Terminal-Rows"`},
-		{"disagreeing header", "/hello-dep", map[string]string{"X-Bun-Config-Dump": "0x01a1b2c3d40000000702185000", "X-Bun-Terminal-Rows": "40", "Authorization": auth}, 400, `disagrees`},
-		{"version 2", "/hello-dep", map[string]string{"X-Bun-Config-Dump": "0x02a1b2c3d40000000702185000", "Authorization": auth}, 503, `Config version mismatch`},
-		{"no token", "/hello-dep", nil, 401, `"reason":"missing"`},
-		{"alg none", "/hello-dep", map[string]string{"Authorization": "Bearer " + none}, 401, `"reason":"alg"`},
-		{"garbage token", "/hello-dep", map[string]string{"Authorization": "Bearer " + strings.Repeat("x", 8192)}, 401, `"reason":"malformed"`},
-		{"token for another hash", "/hello-dep", map[string]string{"Authorization": "Bearer " + e.token(t, "0x0000beef")}, 401, `"reason":"hash"`},
-		{"unknown hash, no fallback", "/hello-dep", map[string]string{"X-Bun-Registry-Hash": "0x0000beef", "Authorization": "Bearer " + e.token(t, "0x0000beef")}, 502, `Unknown registry hash`},
-		{"ok 1", "/hello-dep", map[string]string{"Authorization": auth}, 200, `"hello-dep"`},
-		{"ok 2", "/hello-dep", map[string]string{"X-Bun-Proxy-Token": tok}, 200, `"hello-dep"`},
-		{"ok 3", "/hello-dep", map[string]string{"Authorization": auth}, 200, `"hello-dep"`},
-		{"over the limit", "/hello-dep", map[string]string{"Authorization": auth}, 429, `Rate limit`},
+		{"malformed header", map[string]string{"X-Bun-Terminal-Rows": "0", "Authorization": auth}, 400, `"header":"X-Bun-Terminal-Rows"`},
+		{"disagreeing header", map[string]string{"X-Bun-Config-Dump": "0x01a1b2c3d40000000702185000", "X-Bun-Terminal-Rows": "40", "Authorization": auth}, 400, `disagrees`},
+		{"version 2", map[string]string{"X-Bun-Config-Dump": "0x02a1b2c3d40000000702185000", "Authorization": auth}, 503, `Config version mismatch`},
+		{"no token", nil, 401, `"reason":"missing"`},
+		{"alg none", map[string]string{"Authorization": "Bearer " + none}, 401, `"reason":"alg"`},
+		{"garbage token", map[string]string{"Authorization": "Bearer " + strings.Repeat("x", 8192)}, 401, `"reason":"malformed"`},
+		{"token for another hash", map[string]string{"Authorization": "Bearer " + e.token(t, "0x0000beef")}, 401, `"reason":"hash"`},
+		{"unknown hash, no fallback", map[string]string{"X-Bun-Registry-Hash": "0x0000beef", "Authorization": "Bearer " + e.token(t, "0x0000beef")}, 502, `Unknown registry hash`},
+		{"ok by Authorization", map[string]string{"Authorization": auth}, 200, `"hello-dep"`},
+		{"ok by X-Bun-Proxy-Token", map[string]string{"X-Bun-Proxy-Token": tok}, 200, `"hello-dep"`},
 	} {
-		resp, body := e.get(t, tc.path, tc.headers)
-		if resp.StatusCode != tc.code || !strings.Contains(body, tc.body) {
-			t.Errorf("%s: %d %s; want %d with %s", tc.name, resp.StatusCode, body, tc.code, tc.body)
-		}
-		if tc.code == 429 && resp.Header.Get("Retry-After") == "" {
-			t.Errorf("%s: no Retry-After", tc.name)
-		}
-		if strings.Contains(body, "PRIVATE") || strings.Contains(body, "BEGIN") {
-			t.Errorf("%s: key material in the body", tc.name)
-		}
+		t.Run(tc.name, func(t *testing.T) { check(t, e, tc.headers, tc.code, tc.body) })
 	}
+	t.Run("over the limit", func(t *testing.T) {
+		limited := newEdge(t, func(c *Config) { c.PerMinute = 3 })
+		auth := map[string]string{"Authorization": "Bearer " + limited.token(t, "0xa1b2c3d4")}
+		for range 3 {
+			check(t, limited, auth, 200, `"hello-dep"`)
+		}
+		check(t, limited, auth, 429, `Rate limit`)
+	})
 }
 
 func TestScopeNeverFallsThrough(t *testing.T) {
@@ -274,9 +288,11 @@ func TestUpstreamFailures(t *testing.T) {
 	e := newEdge(t, func(c *Config) { c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(broken.URL)}} })
 	req, _ := http.NewRequest(http.MethodGet, e.URL+"/hello-dep/-/hello-dep-1.0.0.tgz", nil)
 	req.Header.Set("Authorization", "Bearer "+e.token(t, "0xa1b2c3d4"))
+	// The head reaches the client as soon as it is known; the body that
+	// broke off must not arrive as complete.
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return // aborted before the headers: the client sees a failure, good
+		t.Fatalf("no response head: %v", err)
 	}
 	defer resp.Body.Close()
 	if b, err := io.ReadAll(resp.Body); err == nil {
@@ -306,7 +322,9 @@ func connect(t *testing.T, e *edge, target string, headers map[string]string) (n
 
 func TestConnectOnlyToTheRoutedUpstream(t *testing.T) {
 	e := newEdge(t, nil)
-	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	// A tunnel is not a read: what goes through it is not seen by the
+	// edge, so it needs registry:write like every other non-read.
+	auth := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "ci", "registry:write", "0xa1b2c3d4")}
 	routed := strings.TrimPrefix(e.reg.URL, "http://")
 	// Another host: 403, the proxy is never an open proxy.
 	if _, resp := connect(t, e, "example.com:443", auth); resp.StatusCode != http.StatusForbidden {
@@ -314,6 +332,9 @@ func TestConnectOnlyToTheRoutedUpstream(t *testing.T) {
 	}
 	if _, resp := connect(t, e, routed, nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("CONNECT without a token: %d", resp.StatusCode)
+	}
+	if _, resp := connect(t, e, routed, map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("CONNECT with a read token: %d", resp.StatusCode)
 	}
 	c, resp := connect(t, e, routed, auth)
 	if resp.StatusCode != 200 {
@@ -360,9 +381,27 @@ func TestRepeatedTokenFailuresBlockTheSource(t *testing.T) {
 	if len(b.blocked) != 0 {
 		t.Fatalf("blocked after 2 failures: %v", b.blocked)
 	}
+	for i := 0; i < 10; i++ { // a missing token is never a failure
+		e.get(t, "/hello-dep", nil)
+	}
+	if len(b.blocked) != 0 {
+		t.Fatalf("blocked for missing tokens: %v", b.blocked)
+	}
 	e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer bad"})
 	if len(b.blocked) != 1 || b.blocked[0] != netip.MustParsePrefix("127.0.0.1/32") || b.ttl != 10*time.Minute {
 		t.Fatalf("after 3 failures: %v for %v", b.blocked, b.ttl)
+	}
+	// A source in BlockExempt (a trusted proxy, a bus source) is never blocked.
+	x := &recordingBlocker{}
+	e = newEdge(t, func(c *Config) {
+		c.Blocker, c.BlockAfter, c.BlockWindow, c.BlockTTL = x, 1, time.Minute, time.Minute
+		c.BlockExempt = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	for i := 0; i < 5; i++ {
+		e.get(t, "/hello-dep", map[string]string{"Authorization": "Bearer bad"})
+	}
+	if len(x.blocked) != 0 {
+		t.Fatalf("an exempt source was blocked: %v", x.blocked)
 	}
 }
 
@@ -451,52 +490,104 @@ func TestTLSBothSides(t *testing.T) {
 	}
 }
 
+// TestCircuitBreaker: the breaker is about reaching the upstream. A path
+// that answers 500 is passed on as often as it is asked and stops nothing
+// else; connections that fail open the breaker (logged once, exported),
+// the next requests fail fast without a dial, and a good probe after the
+// cooldown closes it.
 func TestCircuitBreaker(t *testing.T) {
 	var mu sync.Mutex
-	failing := true
+	cut := false // the upstream hangs up on every connection
 	calls := 0
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		defer mu.Unlock()
 		calls++
-		if failing {
-			w.WriteHeader(http.StatusInternalServerError)
+		c := cut
+		mu.Unlock()
+		if c {
+			panic(http.ErrAbortHandler) // the connection closes before a response head
+		}
+		if r.URL.Path == "/broken" {
+			http.Error(w, "this path is broken", http.StatusInternalServerError)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer up.Close()
+	logs := &lockedBuffer{}
 	e := newEdge(t, func(c *Config) {
 		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
 		c.BreakerFailures, c.BreakerCooldown = 2, 300*time.Millisecond
+		c.RetryRatio = -1
 	})
+	e.proxy.log = slog.New(slog.NewJSONHandler(logs, nil))
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
-	for i := 0; i < 2; i++ {
-		if resp, _ := e.get(t, "/x", auth); resp.StatusCode != 500 {
-			t.Fatalf("request %d: %d, want the upstream's 500", i, resp.StatusCode)
+	name := strings.TrimPrefix(up.URL, "http://")
+	open := func() float64 { return promtest.ToFloat64(e.proxy.upstreams.open.WithLabelValues(name)) }
+	upGauge := func() float64 { return promtest.ToFloat64(e.proxy.upstreams.up.WithLabelValues(name)) }
+
+	// A path returning 500s, ten times the breaker's limit: every one is
+	// the upstream's answer, and the other paths are served throughout.
+	for i := 0; i < 20; i++ {
+		if resp, _ := e.get(t, "/broken", auth); resp.StatusCode != 500 {
+			t.Fatalf("/broken %d: %d, want the upstream's 500", i, resp.StatusCode)
+		}
+		if resp, body := e.get(t, "/fine", auth); resp.StatusCode != 204 {
+			t.Fatalf("/fine after %d 500s: %d %s", i+1, resp.StatusCode, body)
 		}
 	}
-	resp, body := e.get(t, "/x", auth)
-	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") == "" || calls != 2 {
-		t.Fatalf("open breaker: %d %s, upstream calls %d", resp.StatusCode, body, calls)
+	if open() != 0 || upGauge() != 1 || e.proxy.routes[companyHash].br.state() != "closed" {
+		t.Fatalf("after 500s: breaker %s, open gauge %v, up %v", e.proxy.routes[companyHash].br.state(), open(), upGauge())
+	}
+
+	// Connections that fail: two open the breaker; the third request
+	// fails fast, the upstream never sees it.
+	mu.Lock()
+	cut = true
+	mu.Unlock()
+	for i := 0; i < 2; i++ {
+		if resp, _ := e.get(t, "/fine", auth); resp.StatusCode != 502 {
+			t.Fatalf("cut connection %d: %d", i, resp.StatusCode)
+		}
 	}
 	mu.Lock()
-	failing = false
+	before := calls
+	mu.Unlock()
+	resp, body := e.get(t, "/fine", auth)
+	mu.Lock()
+	seen := calls - before
+	mu.Unlock()
+	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") == "" || seen != 0 {
+		t.Fatalf("open breaker: %d %s, upstream calls %d", resp.StatusCode, body, seen)
+	}
+	if open() != 1 || upGauge() != 0 {
+		t.Fatalf("open breaker exported as open=%v up=%v", open(), upGauge())
+	}
+	mu.Lock()
+	cut = false
 	mu.Unlock()
 	// After the cooldown one probe goes through; its success closes the breaker.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, _ = e.get(t, "/x", auth)
-		if resp.StatusCode == 204 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the breaker never let a probe through: %d", resp.StatusCode)
-		}
-		time.Sleep(50 * time.Millisecond)
+	testutil.Eventually(t, 5*time.Second, "the breaker to let a probe through", func() bool {
+		resp, _ = e.get(t, "/fine", auth)
+		return resp.StatusCode == 204
+	})
+	if resp, _ = e.get(t, "/fine", auth); resp.StatusCode != 204 || open() != 0 || upGauge() != 1 {
+		t.Fatalf("after a good probe: %d, open=%v up=%v", resp.StatusCode, open(), upGauge())
 	}
-	if resp, _ = e.get(t, "/x", auth); resp.StatusCode != 204 {
-		t.Fatalf("after a good probe: %d", resp.StatusCode)
+	var opened, closed int
+	for _, l := range logs.lines() {
+		switch {
+		case strings.Contains(l, "circuit breaker opened"):
+			opened++
+		case strings.Contains(l, "circuit breaker closed"):
+			closed++
+		}
+	}
+	if opened != 1 || closed != 1 {
+		t.Fatalf("transition lines: %d opened, %d closed:\n%s", opened, closed, strings.Join(logs.lines(), "\n"))
+	}
+	if promtest.CollectAndCount(e.proxy.upstreams.duration) != 1 {
+		t.Fatal("no upstream latency histogram")
 	}
 }
 

@@ -33,6 +33,9 @@ type upConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time
+	// bodyIdle > 0: each read of the body may wait this long for data
+	// (deadlineConn), so a trickling upstream cannot hold a request.
+	bodyIdle time.Duration
 }
 
 const (
@@ -56,7 +59,15 @@ func (u *upstreamPool) get(ctx context.Context) (c *upConn, reused bool, err err
 		u.idle = u.idle[:len(u.idle)-1]
 		if now.Sub(c.used) < u.idleFor {
 			u.mu.Unlock()
-			return c, true, nil
+			if c.quiet() {
+				return c, true, nil
+			}
+			// Bytes nobody asked for (an extra response after a 304, a
+			// late body) or the upstream's close: were this connection
+			// reused, they would be read as the next request's answer.
+			c.Close()
+			u.mu.Lock()
+			continue
 		}
 		c.Close()
 	}
@@ -77,7 +88,39 @@ func (u *upstreamPool) dial(ctx context.Context) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{Conn: conn, br: bufio.NewReaderSize(conn, upstreamReadBuffer), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
+	uc := &upConn{Conn: conn, bw: bufio.NewWriterSize(conn, 4<<10)}
+	uc.br = bufio.NewReaderSize(&deadlineConn{Conn: conn, uc: uc}, upstreamReadBuffer)
+	return uc, nil
+}
+
+// quiet reports whether an idle connection has nothing waiting to be read:
+// nothing buffered, and the socket, peeked without blocking, neither
+// readable nor closed. For TLS the socket is the one under TLS: any record
+// waiting there (data, or a close_notify) makes the connection unfit.
+func (c *upConn) quiet() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	raw := c.Conn
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	quiet := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		quiet = n <= 0 && (rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK)
+		return true // never wait for readability
+	})
+	return err == nil && quiet
 }
 
 // put returns a connection whose last response was read to its end.
@@ -127,6 +170,7 @@ func (u *upstreamPool) exchange(ctx context.Context, req []byte, timeout time.Du
 }
 
 func (c *upConn) roundTrip(req []byte, timeout time.Duration, h *upstreamHead) error {
+	c.bodyIdle = 0 // the head has its own deadline
 	if _, err := c.bw.Write(req); err != nil {
 		return err
 	}
@@ -137,7 +181,7 @@ func (c *upConn) roundTrip(req []byte, timeout time.Duration, h *upstreamHead) e
 	for {
 		head, err := peekHead(c.br)
 		if err != nil {
-			if errors.Is(err, errHeadTooLarge) {
+			if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) {
 				return errBadUpstreamHead
 			}
 			return err
@@ -145,7 +189,7 @@ func (c *upConn) roundTrip(req []byte, timeout time.Duration, h *upstreamHead) e
 		if err := parseResponse(head, h); err != nil {
 			return err
 		}
-		c.br.Discard(len(head))
+		_, _ = c.br.Discard(len(head)) // the head was peeked: it is buffered
 		if h.status >= 200 || h.status == 101 {
 			break
 		}

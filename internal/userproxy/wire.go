@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/regedge/regedge/internal/codec"
 )
 
@@ -55,6 +57,10 @@ func (r *fastRequest) header(name string) (string, int) {
 
 func (r *fastRequest) escapedPath() string { return r.path }
 
+func (r *fastRequest) requestMethod() string { return r.method }
+
+func (r *fastRequest) requestHost() string { return r.host }
+
 func (r *fastRequest) remoteAddr() (netip.AddrPort, bool) { return r.remote, r.remote.IsValid() }
 
 func (r *fastRequest) localAddr() (netip.AddrPort, bool) { return r.local, r.local.IsValid() }
@@ -64,6 +70,10 @@ func (r *fastRequest) conn() *connState { return r.cs }
 // errHeadTooLarge: the head did not fit the reader's buffer.
 var errHeadTooLarge = errors.New("head larger than the buffer")
 
+// errBareLF: the head has a line ending in LF alone; net/http reads those
+// (RFC 9112 §2.2 lets a recipient), the fast path does not.
+var errBareLF = errors.New("bare LF in the head")
+
 // peekHead waits for a complete head ("\r\n\r\n") in br without consuming
 // anything, so that a request the fast path does not take can be handed on
 // byte for byte.
@@ -72,10 +82,31 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 	for {
 		_, err := br.Peek(want)
 		b, _ := br.Peek(br.Buffered())
+		end := -1
 		if len(b) >= 4 {
 			if i := bytes.Index(b, crlfcrlf); i >= 0 {
-				return b[:i+4], nil
+				end = i + 4
 			}
+		}
+		// A bare LF before the end would never be followed by the CRLF
+		// CRLF waited for: the head goes to net/http now, not after the
+		// header timeout.
+		seen := b
+		if end >= 0 {
+			seen = b[:end]
+		}
+		for i := bytes.IndexByte(seen, '\n'); i >= 0; {
+			if i == 0 || seen[i-1] != '\r' {
+				return nil, errBareLF
+			}
+			j := bytes.IndexByte(seen[i+1:], '\n')
+			if j < 0 {
+				break
+			}
+			i += 1 + j
+		}
+		if end >= 0 {
+			return b[:end], nil
 		}
 		if err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
@@ -154,7 +185,9 @@ func parseRequest(head []byte, r *fastRequest) bool {
 		r.names[r.n], r.values[r.n] = name, value
 		r.n++
 	}
-	return hosts == 1 && r.host != "" && !strings.ContainsAny(r.host, "/ ,@")
+	// A Host net/http would refuse is its to refuse (400); one it takes
+	// but that is no plain host[:port] is refused by the checks (admit).
+	return hosts == 1 && r.host != "" && httpguts.ValidHostHeader(r.host)
 }
 
 // nextField splits the first line off s (header lines, each ending in
@@ -255,8 +288,8 @@ func parseResponse(head []byte, h *upstreamHead) error {
 		}
 		switch {
 		case strings.EqualFold(name, "Content-Length"):
-			n, err := strconv.ParseInt(value, 10, 64)
-			if err != nil || n < 0 || (h.length >= 0 && h.length != n) {
+			n, ok := parseContentLength(value)
+			if !ok || (h.length >= 0 && h.length != n) {
 				return errBadUpstreamHead
 			}
 			h.length = n
@@ -280,10 +313,29 @@ func parseResponse(head []byte, h *upstreamHead) error {
 		h.names = append(h.names, name)
 		h.values = append(h.values, value)
 	}
-	if h.chunked {
-		h.length = -1 // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length
+	if h.chunked && h.length >= 0 {
+		// RFC 9112 §6.3: "ought to be handled as an error"; passing it on
+		// is how responses are split and caches poisoned.
+		return errBadUpstreamHead
 	}
 	return nil
+}
+
+// parseContentLength reads a Content-Length value: decimal digits only (no
+// sign, no list), as RFC 9110 §8.6 writes it; strconv alone takes "+5".
+func parseContentLength(v string) (int64, bool) {
+	if v == "" || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // noBody: responses that never carry a body.

@@ -1,5 +1,5 @@
-// Package vectors loads the protocol vectors in testdata/: the shared seed set
-// (vectors.json, a verbatim copy of ../shared/vectors.json) and regedge's own
+// Package vectors loads the protocol vectors in testdata/: the seed set
+// the protocol was published with (vectors.json) and regedge's own
 // boundary set (vectors-regedge.json). The Go codec tests, the BPF_PROG_RUN
 // tests and the CLI tests all read them through this package.
 package vectors
@@ -39,6 +39,23 @@ type File struct {
 	Frames          []Vector `json:"frames"`
 	States          []Vector `json:"states"`
 	Datagrams       []Vector `json:"datagrams"`
+	// SignedDatagrams are complete signed datagrams with their key and
+	// timestamp: signing the datagram must give exactly Hex.
+	SignedDatagrams []SignedVector `json:"signed_datagrams,omitempty"`
+}
+
+// SignedVector is one signed datagram (a datagram and its 72-byte trailer)
+// with everything needed to produce it again.
+type SignedVector struct {
+	Name          string `json:"name"`
+	PrivateKeyPEM string `json:"private_key_pkcs8_pem"`
+	PublicKeyPEM  string `json:"public_key_pem"`
+	PublicKeyHex  string `json:"public_key_raw_hex"`
+	TimestampMS   uint64 `json:"timestamp_ms"`
+	DatagramHex   string `json:"datagram_hex"`
+	Hex           string `json:"hex"`
+	Domain        string `json:"domain"`
+	Verifies      bool   `json:"verifies"`
 }
 
 // Files are the vector files, seed set first.
@@ -70,6 +87,13 @@ func ReadFile(path string) (*File, error) {
 			}
 		}
 	}
+	for _, v := range f.SignedDatagrams {
+		for _, h := range []string{v.Hex, v.DatagramHex, v.PublicKeyHex} {
+			if _, err := hex.DecodeString(h); err != nil {
+				return nil, fmt.Errorf("vectors: %s: %q: bad hex: %w", path, v.Name, err)
+			}
+		}
+	}
 	return &f, nil
 }
 
@@ -88,6 +112,7 @@ func Load() (*File, error) {
 		all.Frames = append(all.Frames, f.Frames...)
 		all.States = append(all.States, f.States...)
 		all.Datagrams = append(all.Datagrams, f.Datagrams...)
+		all.SignedDatagrams = append(all.SignedDatagrams, f.SignedDatagrams...)
 	}
 	return &all, nil
 }

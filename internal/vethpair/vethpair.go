@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package vethpair makes two network namespaces joined by a veth pair, for
 // tests and benchmarks that need real packets between real hosts without
 // touching the machine's own network. Addresses are from the documentation
@@ -39,27 +41,25 @@ var seq atomic.Uint32
 
 // Create makes the namespaces (named, so `ip netns` shows them) and the veth
 // pair. Close removes them; on error nothing is left behind.
-func Create() (h *Hosts, err error) {
+func Create() (_ *Hosts, err error) {
 	n := seq.Add(1)
-	h = &Hosts{
+	h := &Hosts{
 		NameA: fmt.Sprintf("regedge-%d-a-%d", os.Getpid(), n), NameB: fmt.Sprintf("regedge-%d-b-%d", os.Getpid(), n),
 		IfA: fmt.Sprintf("rgA%d", n), IfB: fmt.Sprintf("rgB%d", n),
 		A4: HostA4, B4: HostB4, A6: HostA6, B6: HostB6,
 		A: netns.None(), B: netns.None(),
 	}
+	// h, not the named result: every error return sets that to nil.
 	defer func() {
 		if err != nil {
-			h.Close()
+			err = errors.Join(err, h.Close())
 		}
 	}()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	orig, restore, err := lockedIn()
 	if err != nil {
 		return nil, err
 	}
-	defer orig.Close()
-	defer netns.Set(orig)
+	defer restore()
 	if h.A, err = netns.NewNamed(h.NameA); err != nil {
 		return nil, fmt.Errorf("vethpair: create netns %s: %w", h.NameA, err)
 	}
@@ -90,6 +90,26 @@ func Create() (h *Hosts, err error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// lockedIn locks the calling goroutine to its OS thread, because creating a
+// namespace moves the thread into it, and returns the thread's original
+// namespace and restore, which moves the thread back and unlocks it. If
+// moving back fails the thread stays locked, and dies with its goroutine
+// rather than serve others in the wrong namespace.
+func lockedIn() (orig netns.NsHandle, restore func(), err error) {
+	runtime.LockOSThread()
+	orig, err = netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return netns.None(), nil, err
+	}
+	return orig, func() {
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		orig.Close()
+	}, nil
 }
 
 // Recreate deletes the veth pair and creates it again under the same names
@@ -166,22 +186,14 @@ func (h *Hosts) Close() error {
 // goroutine afterwards; goroutines fn starts do not inherit ns. If switching
 // back fails the thread stays locked and dies with its goroutine.
 func In(ns netns.NsHandle, fn func()) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
+	_, restore, err := lockedIn()
 	if err != nil {
-		runtime.UnlockOSThread()
 		return err
 	}
-	defer orig.Close()
+	defer restore()
 	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
 		return fmt.Errorf("vethpair: setns: %w", err)
 	}
-	defer func() {
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
 	fn()
 	return nil
 }
@@ -207,25 +219,22 @@ type Spoke struct {
 }
 
 // CreateStar makes the hub and n spokes (n <= 60). Close removes them.
-func CreateStar(n int) (st *Star, err error) {
+func CreateStar(n int) (_ *Star, err error) {
 	if n < 1 || n > 60 {
 		return nil, fmt.Errorf("vethpair: %d spokes, want 1..60", n)
 	}
 	id := seq.Add(1)
-	st = &Star{HubName: fmt.Sprintf("regedge-%d-hub-%d", os.Getpid(), id), Hub: netns.None()}
+	st := &Star{HubName: fmt.Sprintf("regedge-%d-hub-%d", os.Getpid(), id), Hub: netns.None()}
 	defer func() {
 		if err != nil {
-			st.Close()
+			err = errors.Join(err, st.Close())
 		}
 	}()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	orig, restore, err := lockedIn()
 	if err != nil {
 		return nil, err
 	}
-	defer orig.Close()
-	defer netns.Set(orig)
+	defer restore()
 	if st.Hub, err = netns.NewNamed(st.HubName); err != nil {
 		return nil, fmt.Errorf("vethpair: create netns %s: %w", st.HubName, err)
 	}
@@ -298,6 +307,34 @@ func (st *Star) AddHubAddr(i int, a netip.Prefix) error {
 		return err
 	}
 	return hh.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), 32)}})
+}
+
+// Route makes the star one routed network: the hub forwards IPv4 and
+// every spoke's default route is its hub address, so spokes reach one
+// another (and whatever the hub routes) through the hub.
+func (st *Star) Route() error {
+	var err error
+	if inErr := In(st.Hub, func() {
+		// /proc/sys/net is the namespace of the thread that opens it.
+		err = os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0)
+	}); inErr != nil {
+		return inErr
+	}
+	if err != nil {
+		return fmt.Errorf("vethpair: hub forwarding: %w", err)
+	}
+	for _, sp := range st.Spokes {
+		sh, err := netlink.NewHandleAt(sp.NS)
+		if err != nil {
+			return err
+		}
+		err = sh.RouteAdd(&netlink.Route{Gw: sp.HubAddr.AsSlice()})
+		sh.Close()
+		if err != nil {
+			return fmt.Errorf("vethpair: default route of %s via %v: %w", sp.Name, sp.HubAddr, err)
+		}
+	}
+	return nil
 }
 
 // Close deletes every namespace of the star.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/state"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 const fleetClients = 1000
@@ -95,9 +96,7 @@ func BenchmarkBroadcastDelivery1000(b *testing.B) {
 		defer c.CloseNow()
 		conns[i] = c
 	}
-	for srv.Clients() != fleetClients {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(b, 10*time.Second, "every client to be connected", func() bool { return srv.Clients() == fleetClients })
 	for _, c := range conns { // the state sent on connect
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if _, _, err := c.Read(ctx); err != nil {
@@ -165,9 +164,7 @@ func TestMemoryPerClient(t *testing.T) {
 			t.Fatalf("handshake %d: %v %v", i, resp, err)
 		}
 	}
-	for srv.Clients() != fleetClients {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "every client to be connected", func() bool { return srv.Clients() == fleetClients })
 	after := heap()
 	// The raw clients' own conns are in the same heap: a net.Conn each.
 	perClient := float64(after-before) / fleetClients

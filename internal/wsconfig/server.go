@@ -1,4 +1,4 @@
-// Package wsconfig is the WebSocket config server of PROTOCOL.md §3.2
+// Package wsconfig is the WebSocket config server of docs/protocol.md §3.2
 // (subprotocol bun.config.v1, path /_ws/config), on github.com/coder/websocket.
 //
 // Every client gets the 13-byte state on connect and a HEARTBEAT every
@@ -12,8 +12,10 @@ package wsconfig
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,9 +24,9 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/state"
-	"github.com/regedge/regedge/internal/token"
 )
 
 // Subprotocol is the one subprotocol the server speaks.
@@ -34,7 +36,8 @@ const Subprotocol = "bun.config.v1"
 const Path = "/_ws/config"
 
 // Authorizer decides whether a request may change the state. It is asked
-// only on a non-loopback listener; nil there refuses every write.
+// unless the request is loopback-trusted (admin.LoopbackTrusted: a loopback
+// address and a loopback Host and Origin); nil refuses those writes.
 type Authorizer func(r *http.Request) error
 
 // Options configure a Server.
@@ -44,6 +47,14 @@ type Options struct {
 	QueueSize         int           // frames buffered per client before it is dropped; default 256
 	WriteTimeout      time.Duration // one write blocked longer drops the client; default 5 s
 	Authorize         Authorizer
+	// LoopbackHosts are Host names, besides localhost and loopback IP
+	// literals, trusted for writes on a loopback address.
+	LoopbackHosts []string
+	// MaxClients and MaxClientsPerIP cap connected clients (0 = off); an
+	// upgrade over a cap is answered 503. Each client costs its buffers,
+	// queue and two goroutines, idle or not.
+	MaxClients      int
+	MaxClientsPerIP int
 }
 
 // Server serves WebSocket config clients.
@@ -58,6 +69,11 @@ type Server struct {
 
 	connected prometheus.Gauge
 	dropped   prometheus.Counter
+	refused   prometheus.Counter
+
+	capMu    sync.Mutex
+	admitted int                // clients past the caps, connected or upgrading
+	byIP     map[netip.Addr]int // of those, per source address
 }
 
 type client struct {
@@ -90,12 +106,16 @@ func New(store *state.Store, opts Options, log *slog.Logger) *Server {
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_ws_dropped_total", Help: "WebSocket clients dropped because their send queue overflowed or a write timed out.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regedge_ws_refused_total", Help: "WebSocket upgrades answered 503 at websocket.maxClients or maxClientsPerIP.",
+		}),
+		byIP: map[netip.Addr]int{},
 	}
 }
 
 // Collectors returns the server's metrics.
 func (s *Server) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.connected, s.dropped}
+	return []prometheus.Collector{s.connected, s.dropped, s.refused}
 }
 
 // Clients is the number of connected clients.
@@ -138,10 +158,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Subprotocol bun.config.v1 required", http.StatusBadRequest)
 		return
 	}
-	canWrite := true
-	if !token.OnLoopbackListener(r) {
+	// Loopback trust needs the Host (and a browser's Origin) to name the
+	// loopback too: a page whose name was re-pointed at 127.0.0.1 (DNS
+	// rebinding) sends its own name, and gets a read-only connection here.
+	canWrite := admin.LoopbackTrusted(r, s.opts.LoopbackHosts)
+	if !canWrite {
 		canWrite = s.opts.Authorize != nil && s.opts.Authorize(r) == nil
 	}
+	ip, rule := s.admit(r)
+	if rule != "" {
+		s.refused.Inc()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "5")
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "{\"error\":\"Too many WebSocket clients\",\"rule\":%q}\n", rule)
+		return
+	}
+	defer s.release(ip)
+	// Accept checks that a browser's Origin, when sent, is on the Host.
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
 	if err != nil {
 		return // Accept has answered
@@ -166,6 +201,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.removeLocked(c)
 	s.mu.Unlock()
 	c.close(websocket.StatusNormalClosure, "")
+}
+
+// admit takes a place for a new client under the caps, or returns the cap
+// it would go over.
+func (s *Server) admit(r *http.Request) (netip.Addr, string) {
+	ip := netip.Addr{}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		ip = ap.Addr().Unmap()
+	}
+	s.capMu.Lock()
+	defer s.capMu.Unlock()
+	switch {
+	case s.opts.MaxClients > 0 && s.admitted >= s.opts.MaxClients:
+		return ip, fmt.Sprintf("websocket.maxClients %d", s.opts.MaxClients)
+	case s.opts.MaxClientsPerIP > 0 && s.byIP[ip] >= s.opts.MaxClientsPerIP:
+		return ip, fmt.Sprintf("websocket.maxClientsPerIP %d", s.opts.MaxClientsPerIP)
+	}
+	s.admitted++
+	s.byIP[ip]++
+	return ip, ""
+}
+
+func (s *Server) release(ip netip.Addr) {
+	s.capMu.Lock()
+	s.admitted--
+	if n := s.byIP[ip] - 1; n > 0 {
+		s.byIP[ip] = n
+	} else {
+		delete(s.byIP, ip)
+	}
+	s.capMu.Unlock()
 }
 
 // close ends c with a close handshake (which waits for the peer, so never
@@ -270,8 +336,12 @@ func (s *Server) handle(c *client, b []byte) {
 		if err != nil {
 			s.mu.Unlock()
 			code, msg := codec.ErrCodeInvalid, "invalid"
-			if errors.Is(err, state.ErrNotAllowed) {
+			var se *state.StorageError
+			switch {
+			case errors.Is(err, state.ErrNotAllowed):
 				code, msg = codec.ErrCodeNotAllowed, "version"
+			case errors.As(err, &se): // logged by the store; the client may retry
+				code, msg = codec.ErrCodeStorage, se.Word()
 			}
 			s.enqueue(c, errorFrame(code, msg))
 			return

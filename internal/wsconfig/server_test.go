@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/state"
 	"github.com/regedge/regedge/internal/testutil"
@@ -285,13 +286,7 @@ func TestSlowClientDoesNotBlockFast(t *testing.T) {
 	if promtest.ToFloat64(srv.dropped) < 1 {
 		t.Fatal("the slow client was not dropped")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for srv.Clients() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d clients connected, want only the fast one", srv.Clients())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "only the fast client to stay connected", func() bool { return srv.Clients() == 1 })
 }
 
 // TestWriteNeedsAdminTokenOffLoopback: on a listener that is not loopback,
@@ -312,10 +307,10 @@ func TestWriteNeedsAdminTokenOffLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := token.ReadPrivateKey(keyFile)
-	admin, _ := token.Issue(key, "", token.Claims{Scope: token.ScopeConfigWrite, RegisteredClaims: jwt.RegisteredClaims{
+	adminTok, _ := token.Issue(key, "", token.Claims{Scope: token.ScopeConfigWrite, RegisteredClaims: jwt.RegisteredClaims{
 		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
 	}})
-	srv := New(st, Options{HeartbeatInterval: time.Hour, Authorize: v.AdminAuthorizer()}, quiet)
+	srv := New(st, Options{HeartbeatInterval: time.Hour, Authorize: admin.TokenAuthorizer(v)}, quiet)
 	var ln net.Listener
 	testutil.In(t, h.B, func() {
 		if ln, err = net.Listen("tcp", h.B4.String()+":3000"); err != nil {
@@ -358,9 +353,107 @@ func TestWriteNeedsAdminTokenOffLoopback(t *testing.T) {
 	if st.State().Rows != 24 {
 		t.Fatal("the refused write changed the state")
 	}
-	authed := connect(http.Header{"Authorization": {"Bearer " + admin}})
+	authed := connect(http.Header{"Authorization": {"Bearer " + adminTok}})
 	send(t, authed, codec.Update(codec.FieldRows, 40))
 	if f := next(t, authed); f.Type != codec.TypeAck || st.State().Rows != 40 {
 		t.Fatalf("write with an admin token: %+v, state %v", f, st.State())
+	}
+}
+
+// dialAs connects from a given loopback source address with a given Host
+// (and Origin, when set); it returns the connection or the refusal.
+func dialAs(t *testing.T, url, from, host, origin string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	hdr := http.Header{}
+	if origin != "" {
+		hdr.Set("Origin", origin)
+	}
+	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+		Subprotocols: []string{Subprotocol}, Host: host, HTTPHeader: hdr,
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: d.DialContext}},
+	})
+	if err == nil {
+		t.Cleanup(func() { c.CloseNow() })
+		read(t, c) // the state
+	}
+	return c, resp, err
+}
+
+// TestLoopbackWritesNeedALoopbackHost: on a loopback listener, a client
+// whose Host (or Origin) is another name, as after DNS rebinding, cannot
+// change the state; with a loopback Host, or a configured name, it can.
+func TestLoopbackWritesNeedALoopbackHost(t *testing.T) {
+	_, st, url := startServer(t, Options{HeartbeatInterval: time.Hour, LoopbackHosts: []string{"edge.internal"}})
+	port := url[strings.LastIndex(url, ":")+1 : strings.Index(url, Path)]
+	for _, tc := range []struct {
+		host, origin string
+		write        bool
+	}{
+		{"evil.example:" + port, "", false},
+		{"evil.example:" + port, "http://evil.example:" + port, false},
+		{"127.0.0.1:" + port, "http://evil.example", false}, // refused by the Origin check: no connection
+		{"localhost:" + port, "http://localhost:" + port, true},
+		{"127.0.0.1:" + port, "", true},
+		{"edge.internal:" + port, "", true},
+	} {
+		before := st.State().Rows
+		c, resp, err := dialAs(t, url, "127.0.0.1", tc.host, tc.origin)
+		if err != nil {
+			if tc.origin == "" || strings.Contains(tc.origin, strings.Split(tc.host, ":")[0]) {
+				t.Fatalf("Host %s Origin %q: %v", tc.host, tc.origin, err)
+			}
+			if resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("Host %s Origin %q: %v %v", tc.host, tc.origin, resp, err)
+			}
+			continue
+		}
+		send(t, c, codec.Update(codec.FieldRows, uint64(before)+1))
+		f := next(t, c)
+		if tc.write && (f.Type != codec.TypeAck || st.State().Rows != before+1) {
+			t.Errorf("Host %s: a loopback-trusted write: %+v", tc.host, f)
+		}
+		if !tc.write && (f.Type != codec.TypeError || f.ErrorMessage() != "token" || st.State().Rows != before) {
+			t.Errorf("Host %s Origin %q: a rebound write: %+v, rows %d", tc.host, tc.origin, f, st.State().Rows)
+		}
+	}
+}
+
+// TestClientCaps: past websocket.maxClientsPerIP or maxClients an upgrade
+// is answered 503 naming the cap; a client that leaves makes room.
+func TestClientCaps(t *testing.T) {
+	srv, _, url := startServer(t, Options{HeartbeatInterval: time.Hour, MaxClients: 3, MaxClientsPerIP: 2})
+	first, _, err := dialAs(t, url, "127.0.0.1", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dialAs(t, url, "127.0.0.1", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	_, resp, err := dialAs(t, url, "127.0.0.1", "", "")
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third client from one address: %v %v", resp, err)
+	}
+	if _, _, err := dialAs(t, url, "127.0.0.2", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, resp, err := dialAs(t, url, "127.0.0.3", "", ""); err == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("fourth client: %v %v", resp, err)
+	}
+	first.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, _, err := dialAs(t, url, "127.0.0.3", "", ""); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a client that left made no room")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if srv.Clients() != 3 {
+		t.Fatalf("%d clients, cap 3", srv.Clients())
 	}
 }

@@ -13,32 +13,49 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/Masterminds/semver/v3"
 )
 
 // Package is one version to serve.
 type Package struct {
 	Name, Version string
 	Deps          map[string]string
+	Optional      map[string]string // optionalDependencies
 	Files         map[string]string // path inside package/ -> contents; package.json is made when missing
 	Tarball       []byte            // when set, served instead of one built from Files
 	SHA1Only      bool              // publish only dist.shasum, as old registries do
 	BadIntegrity  bool              // advertise an integrity that does not match
+	NoTarball     bool              // list the version but answer 404 for its tarball
+	TarballBase   string            // when set, dist.tarball points there (another server) instead of here
+	// Extra fields of the version's entry in the packument (os, cpu,
+	// bundleDependencies, ...), as a registry would send them.
+	Extra map[string]any
 }
 
 // Registry serves the packages added to it.
 type Registry struct {
 	*httptest.Server
 	mu       sync.Mutex
+	tags     map[string]map[string]string
 	pkgs     map[string][]*Package
 	tarballs map[string][]byte
 	paths    []string // escaped, as requested
 	Seen     []http.Header
+	// RequireToken, when set, answers 401 to every request without
+	// "Authorization: Bearer RequireToken".
+	RequireToken string
+	// RedirectTarballs, when set, answers every tarball request with a
+	// redirect to the same path under this base URL.
+	RedirectTarballs string
 }
 
 // New starts a registry closed at the end of the test.
@@ -49,6 +66,20 @@ func New(t testing.TB) *Registry {
 	return r
 }
 
+// SetDistTag points a dist-tag of a package at a version (by default
+// "latest" is the highest version).
+func (r *Registry) SetDistTag(name, tag, version string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tags == nil {
+		r.tags = map[string]map[string]string{}
+	}
+	if r.tags[name] == nil {
+		r.tags[name] = map[string]string{}
+	}
+	r.tags[name][tag] = version
+}
+
 // Add makes p available.
 func (r *Registry) Add(p Package) {
 	r.mu.Lock()
@@ -56,7 +87,11 @@ func (r *Registry) Add(p Package) {
 	if p.Tarball == nil {
 		files := p.Files
 		if _, ok := files["package.json"]; !ok {
-			manifest, _ := json.Marshal(map[string]any{"name": p.Name, "version": p.Version, "main": "index.js", "dependencies": p.Deps})
+			m := map[string]any{"name": p.Name, "version": p.Version, "main": "index.js", "dependencies": p.Deps}
+			if p.Optional != nil {
+				m["optionalDependencies"] = p.Optional
+			}
+			manifest, _ := json.Marshal(m)
 			files = map[string]string{"package.json": string(manifest)}
 			for k, v := range p.Files {
 				files[k] = v
@@ -65,7 +100,9 @@ func (r *Registry) Add(p Package) {
 		p.Tarball = Tarball(files)
 	}
 	r.pkgs[p.Name] = append(r.pkgs[p.Name], &p)
-	r.tarballs[tarballPath(p.Name, p.Version)] = p.Tarball
+	if !p.NoTarball {
+		r.tarballs[tarballPath(p.Name, p.Version)] = p.Tarball
+	}
 }
 
 func tarballPath(name, version string) string {
@@ -81,8 +118,18 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	defer r.mu.Unlock()
 	r.Seen = append(r.Seen, req.Header.Clone())
 	r.paths = append(r.paths, req.URL.EscapedPath())
+	if r.RequireToken != "" && req.Header.Get("Authorization") != "Bearer "+r.RequireToken {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error":"authentication required"}`))
+		return
+	}
 	if req.Method == http.MethodPut {
 		r.publish(w, req)
+		return
+	}
+	if r.RedirectTarballs != "" && strings.Contains(req.URL.Path, "/-/") {
+		http.Redirect(w, req, r.RedirectTarballs+req.URL.Path, http.StatusFound)
 		return
 	}
 	if tgz, ok := r.tarballs[req.URL.Path]; ok {
@@ -104,8 +151,12 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	for _, p := range versions {
 		sum1 := sha1.Sum(p.Tarball)
 		sum512 := sha512.Sum512(p.Tarball)
+		base := scheme(req) + "://" + req.Host
+		if p.TarballBase != "" {
+			base = p.TarballBase
+		}
 		dist := map[string]any{
-			"tarball": "http://" + req.Host + tarballPath(p.Name, p.Version),
+			"tarball": base + tarballPath(p.Name, p.Version),
 			"shasum":  hex.EncodeToString(sum1[:]),
 		}
 		if !p.SHA1Only {
@@ -114,12 +165,30 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		if p.BadIntegrity {
 			dist["integrity"] = "sha512-" + base64.StdEncoding.EncodeToString(make([]byte, 64))
 		}
-		vs[p.Version] = map[string]any{"name": p.Name, "version": p.Version, "dependencies": p.Deps, "dist": dist}
+		entry := map[string]any{"name": p.Name, "version": p.Version, "dependencies": p.Deps, "dist": dist}
+		if p.Optional != nil {
+			entry["optionalDependencies"] = p.Optional
+		}
+		for k, v := range p.Extra {
+			entry[k] = v
+		}
+		vs[p.Version] = entry
 		latest = append(latest, p.Version)
 	}
-	sort.Strings(latest)
+	sort.Slice(latest, func(i, j int) bool {
+		a, aerr := semver.NewVersion(latest[i])
+		b, berr := semver.NewVersion(latest[j])
+		if aerr != nil || berr != nil {
+			return latest[i] < latest[j]
+		}
+		return a.LessThan(b)
+	})
 	doc["versions"] = vs
-	doc["dist-tags"] = map[string]string{"latest": latest[len(latest)-1]}
+	tags := map[string]string{"latest": latest[len(latest)-1]}
+	for k, v := range r.tags[name] {
+		tags[k] = v
+	}
+	doc["dist-tags"] = tags
 	body, _ := json.Marshal(doc)
 	sum := sha1.Sum(body)
 	etag := `"` + hex.EncodeToString(sum[:]) + `"`
@@ -187,7 +256,9 @@ func Tarball(files map[string]string) []byte {
 	return RawTarball(entries)
 }
 
-// RawTarball builds a gzip tarball of exactly these entries.
+// RawTarball builds a gzip tarball of exactly these entries. It panics
+// when archive/tar refuses an entry: a fixture that silently dropped one
+// would let a test pass for the wrong reason.
 func RawTarball(entries []Entry) []byte {
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
@@ -201,13 +272,17 @@ func RawTarball(entries []Entry) []byte {
 		if mode == 0 {
 			mode = 0o644
 		}
-		tw.WriteHeader(&tar.Header{Name: e.Name, Typeflag: e.Type, Size: size, Linkname: e.Linkname, Mode: mode, Format: tar.FormatPAX})
-		if e.Type == tar.TypeReg {
-			tw.Write([]byte(e.Body))
+		err := tw.WriteHeader(&tar.Header{Name: e.Name, Typeflag: e.Type, Size: size, Linkname: e.Linkname, Mode: mode, Format: tar.FormatPAX})
+		if err == nil && e.Type == tar.TypeReg {
+			_, err = tw.Write([]byte(e.Body))
+		}
+		if err != nil {
+			panic(fmt.Sprintf("npmfixture: tarball entry %q: %v", e.Name, err))
 		}
 	}
-	tw.Close()
-	gz.Close()
+	if err := errors.Join(tw.Close(), gz.Close()); err != nil {
+		panic(fmt.Sprintf("npmfixture: tarball: %v", err))
+	}
 	return buf.Bytes()
 }
 
@@ -261,3 +336,15 @@ func (r *Registry) publish(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusCreated)
 	w.Write([]byte(`{"ok":true}`))
 }
+
+// scheme is the request's scheme, for the URLs the registry gives out.
+func scheme(req *http.Request) string {
+	if req.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// ServeHTTP serves the registry, for tests that listen themselves (on a
+// given address, or with TLS).
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.serve(w, req) }

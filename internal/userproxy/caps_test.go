@@ -1,0 +1,186 @@
+package userproxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regedge/regedge/internal/testutil"
+)
+
+// dialFrom opens a connection to addr from a given loopback address.
+func dialFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readAnswer reads one response (or the close) from c, waiting at most 10 s
+// (a hang detector, not a speed check).
+func readAnswer(t *testing.T, c net.Conn) (*http.Response, string, error) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, "", err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b), nil
+}
+
+// TestConnectionCaps: past proxy.maxConnectionsPerIP, and past
+// proxy.maxConnections, a new connection is answered 503 naming the cap
+// and closed; closing an open one makes room.
+func TestConnectionCaps(t *testing.T) {
+	e := newEdge(t, func(c *Config) { c.Tokens, c.MaxConnections, c.MaxConnectionsPerIP = nil, 3, 2 })
+	addr := strings.TrimPrefix(e.URL, "http://")
+	a1 := dialFrom(t, "127.0.0.1", addr)
+	dialFrom(t, "127.0.0.1", addr)
+	resp, body, err := readAnswer(t, dialFrom(t, "127.0.0.1", addr))
+	if err != nil || resp.StatusCode != 503 || !strings.Contains(body, "proxy.maxConnectionsPerIP 2") || !resp.Close {
+		t.Fatalf("third connection from one address: %v %v %s", err, resp, body)
+	}
+	dialFrom(t, "127.0.0.2", addr) // the third open connection
+	resp, body, err = readAnswer(t, dialFrom(t, "127.0.0.3", addr))
+	if err != nil || resp.StatusCode != 503 || !strings.Contains(body, "proxy.maxConnections 3") {
+		t.Fatalf("fourth connection: %v %v %s", err, resp, body)
+	}
+	if promtest.ToFloat64(e.proxy.connRefused.WithLabelValues("per_ip")) != 1 || promtest.ToFloat64(e.proxy.connRefused.WithLabelValues("total")) != 1 {
+		t.Fatal("regedge_proxy_connections_refused_total did not count the refusals")
+	}
+	a1.Close()
+	eventually(t, 10*time.Second, "a closed connection to make room", func() bool {
+		c := dialFrom(t, "127.0.0.1", addr)
+		io.WriteString(c, "GET /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n")
+		resp, _, err := readAnswer(t, c)
+		c.Close()
+		return err == nil && resp.StatusCode == 200
+	})
+}
+
+// TestRefusedClientsDoNotKeepTheirConnection: after a 401 (and a 400) the
+// connection is closed, on both front ends, instead of being kept alive
+// for the idle timeout.
+func TestRefusedClientsDoNotKeepTheirConnection(t *testing.T) {
+	for name, e := range frontEnds(t, newEdge(t, nil)) {
+		addr := strings.TrimPrefix(e.URL, "http://")
+		for _, head := range []string{
+			"GET /hello-dep HTTP/1.1\r\nHost: " + addr + "\r\n\r\n",
+			"GET /hello-dep HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer junk\r\n\r\n",
+			"GET /hello-dep HTTP/1.1\r\nHost: a'b\r\n\r\n",
+		} {
+			c := dialFrom(t, "127.0.0.1", addr)
+			io.WriteString(c, head)
+			br := bufio.NewReader(c)
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			io.ReadAll(resp.Body)
+			if !resp.Close {
+				t.Errorf("%s: %d without Connection: close", name, resp.StatusCode)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("%s: after a %d the connection stayed open (%v)", name, resp.StatusCode, err)
+			}
+		}
+	}
+}
+
+// TestIdleTunnelsAreClosed: a CONNECT tunnel in which nothing moves is
+// closed after the tunnel idle timeout; one that carries a request works.
+func TestIdleTunnelsAreClosed(t *testing.T) {
+	e := newEdge(t, func(c *Config) { c.TunnelIdle = 300 * time.Millisecond })
+	routed := strings.TrimPrefix(e.reg.URL, "http://")
+	c, resp := connect(t, e, routed, map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "ci", "registry:write", "0xa1b2c3d4")})
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	io.WriteString(c, "GET /hello-dep HTTP/1.1\r\nHost: "+routed+"\r\n\r\n")
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r, err := http.ReadResponse(br, nil)
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("through the tunnel: %v %v", r, err)
+	}
+	io.ReadAll(r.Body)
+	// Now nothing moves: the edge closes the tunnel (the upstream would
+	// keep its side open).
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang detector
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("an idle tunnel stayed open: %v", err)
+	}
+}
+
+// TestStalledRequestBodyIsCut: a client that stops sending its body half
+// way is answered and cut after the body timeout, not held for ever.
+func TestStalledRequestBodyIsCut(t *testing.T) {
+	base := newEdge(t, func(c *Config) { c.BodyTimeout = 300 * time.Millisecond })
+	tok := base.tokenFor(t, "release", "registry:write", "0xa1b2c3d4")
+	for name, e := range frontEnds(t, base) {
+		addr := strings.TrimPrefix(e.URL, "http://")
+		c := dialFrom(t, "127.0.0.1", addr)
+		io.WriteString(c, "PUT /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+tok+"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"name\":")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang detector
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Errorf("%s: a stalled body held the connection: %v (read %q)", name, err, b)
+		}
+	}
+}
+
+// TestConnectionCapsOverTLS: on a TLS listener the 503 is answered over
+// TLS (HTTP/1.1, even to a client that offers HTTP/2), so the client reads
+// it instead of a broken handshake.
+func TestConnectionCapsOverTLS(t *testing.T) {
+	e := newEdge(t, func(c *Config) { c.Tokens, c.MaxConnectionsPerIP = nil, 1 })
+	certFile, keyFile := testutil.SelfSignedCert(t, t.TempDir(), "edge")
+	certs, err := NewCertReloader(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Proxy: e.proxy, Fallback: &http.Server{Handler: e.proxy, ConnContext: ConnContext},
+		HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, TLSConfig: certs.TLSConfig()}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}()
+	hold := dialFrom(t, "127.0.0.1", ln.Addr().String()) // holds the one place
+	defer hold.Close()                                   // before the shutdown: it is mid-handshake
+	pem, _ := os.ReadFile(certFile)
+	for _, h2 := range []bool{false, true} {
+		c := testutil.TLSClient(pem, h2)
+		c.Timeout = 10 * time.Second
+		resp, err := c.Get("https://" + ln.Addr().String() + "/hello-dep")
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || !strings.Contains(string(b), "proxy.maxConnectionsPerIP 1") {
+			t.Fatalf("h2=%v: %d %s", h2, resp.StatusCode, b)
+		}
+	}
+}

@@ -1,0 +1,173 @@
+package userproxy
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Connection caps (proxy.maxConnections, proxy.maxConnectionsPerIP): the
+// proxy's listener counts open client connections, in total and per
+// source address, from accept to close (a connection handed to net/http,
+// or hijacked for a CONNECT tunnel, counts until it is closed). A
+// connection over a cap is answered 503 with Connection: close and closed;
+// it never reaches a handler. Each open connection costs memory (buffers,
+// goroutines, TLS state), so without a cap idle connections are a way to
+// exhaust the edge.
+
+// maxRefusing bounds the connections being answered 503 at once; past it
+// a refused connection is closed without an answer (under a flood, the
+// answers must not become the cost).
+const maxRefusing = 64
+
+// refuseDeadline bounds a 503: handshake (TLS), answer, and reading what
+// the client had sent so that the close is not a reset.
+const refuseDeadline = 2 * time.Second
+
+// capListener applies the caps to a listener's connections.
+type capListener struct {
+	net.Listener
+	p        *Proxy
+	max      int
+	perIP    int
+	tlsConf  *tls.Config // the answer to a refused connection goes over TLS
+	refusing chan struct{}
+
+	mu   sync.Mutex
+	open int
+	byIP map[netip.Addr]int
+}
+
+// CapListener returns ln with the proxy's connection caps applied (ln
+// itself when both are off). tlsConf, when set, is the listener's TLS
+// config: refused connections are answered over TLS. Server.Serve applies
+// it itself; an agent serving the proxy with net/http alone wraps its
+// listener with it.
+func (p *Proxy) CapListener(ln net.Listener, tlsConf *tls.Config) net.Listener {
+	if p.cfg.MaxConnections <= 0 && p.cfg.MaxConnectionsPerIP <= 0 {
+		return ln
+	}
+	if _, done := ln.(*capListener); done {
+		return ln
+	}
+	l := &capListener{Listener: ln, p: p, max: p.cfg.MaxConnections, perIP: p.cfg.MaxConnectionsPerIP,
+		refusing: make(chan struct{}, maxRefusing), byIP: map[netip.Addr]int{}}
+	if tlsConf != nil {
+		l.tlsConf = tlsConf.Clone()
+		l.tlsConf.NextProtos = []string{"http/1.1"} // the 503 is HTTP/1.1
+	}
+	return l
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := addrPort(c.RemoteAddr()).Addr()
+		if rule := l.take(ip); rule != "" {
+			l.p.connRefused.WithLabelValues(rule).Inc()
+			l.refuse(c, rule)
+			continue
+		}
+		return &cappedConn{Conn: c, l: l, ip: ip}, nil
+	}
+}
+
+// take counts a new connection from ip, or returns the cap it would go
+// over.
+func (l *capListener) take(ip netip.Addr) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.max > 0 && l.open >= l.max:
+		return "total"
+	case l.perIP > 0 && l.byIP[ip] >= l.perIP:
+		return "per_ip"
+	}
+	l.open++
+	l.byIP[ip]++
+	return ""
+}
+
+func (l *capListener) release(ip netip.Addr) {
+	l.mu.Lock()
+	l.open--
+	if n := l.byIP[ip] - 1; n > 0 {
+		l.byIP[ip] = n
+	} else {
+		delete(l.byIP, ip)
+	}
+	l.mu.Unlock()
+}
+
+// refuse answers 503 and closes, in the background and bounded.
+func (l *capListener) refuse(c net.Conn, rule string) {
+	select {
+	case l.refusing <- struct{}{}:
+	default:
+		c.Close()
+		return
+	}
+	go func() {
+		defer func() { <-l.refusing }()
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(refuseDeadline))
+		conn := c
+		if l.tlsConf != nil {
+			tc := tls.Server(c, l.tlsConf)
+			if tc.Handshake() != nil {
+				return
+			}
+			conn = tc
+		}
+		limit := "proxy.maxConnections " + strconv.Itoa(l.max)
+		if rule == "per_ip" {
+			limit = "proxy.maxConnectionsPerIP " + strconv.Itoa(l.perIP)
+		}
+		body := jsonBody(apiError{Error: "Too many connections", Rule: limit})
+		_, _ = io.WriteString(conn, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: "+
+			strconv.Itoa(len(body))+"\r\n\r\n"+string(body))
+		// Half-close, then read what the client sent: closing with unread
+		// data would reset the connection, and the answer with it.
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite() // the refusal is sent; the close is best effort
+		}
+		_, _ = io.CopyN(io.Discard, conn, 64<<10) // drain what the client sent, bounded, so the close is not a reset
+	}()
+}
+
+// cappedConn releases its place when closed (once).
+type cappedConn struct {
+	net.Conn
+	l    *capListener
+	ip   netip.Addr
+	once sync.Once
+}
+
+func (c *cappedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.release(c.ip) })
+	return err
+}
+
+// ReadFrom keeps sendfile(2) for cache hits on a plain connection.
+func (c *cappedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// CloseWrite half-closes (CONNECT tunnels).
+func (c *cappedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
