@@ -64,6 +64,13 @@ func TestVersion(t *testing.T) {
 // runningAgent starts an agent in-process on ephemeral loopback ports.
 func runningAgent(t *testing.T) *agent.Agent {
 	t.Helper()
+	return runningAgentWith(t, nil)
+}
+
+// runningAgentWith starts an agent on loopback ephemeral ports from the
+// defaults, changed by tweak; it stops with the test.
+func runningAgentWith(t *testing.T, tweak func(*config.Config)) *agent.Agent {
+	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +80,9 @@ func runningAgent(t *testing.T) *agent.Agent {
 	cfg.WebSocket.Port = 0
 	cfg.Proxy.ListenPort = 0
 	cfg.Fleet.Listen = "127.0.0.1:0" // with the cache on, not the machine's 4875
+	if tweak != nil {
+		tweak(cfg)
+	}
 	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -106,21 +103,7 @@ func TestFrameEncodeSigned(t *testing.T) {
 // runningSignedAgent is runningAgent with bus.publicKeys.
 func runningSignedAgent(t *testing.T, pubFile string) *agent.Agent {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Admin.Listen, cfg.Bus.Port, cfg.WebSocket.Port, cfg.Proxy.ListenPort = "127.0.0.1:0", 0, 0, 0
-	cfg.Bus.PublicKeys = []string{pubFile}
-	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return a
+	return runningAgentWith(t, func(c *config.Config) { c.Bus.PublicKeys = []string{pubFile} })
 }
 
 func TestConfigPushKey(t *testing.T) {

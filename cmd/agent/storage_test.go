@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -41,23 +39,7 @@ func storageMetric(t *testing.T, a *agent.Agent) string {
 // converges.
 func TestConfigPushRetriesOnStorage(t *testing.T) {
 	sub := filepath.Join(t.TempDir(), "statedir")
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Admin.Listen, cfg.Bus.Port, cfg.WebSocket.Port, cfg.Proxy.ListenPort = "127.0.0.1:0", 0, 0, 0
-	cfg.Agent.StateFile = filepath.Join(sub, "state")
-	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	a := runningAgentWith(t, func(c *config.Config) { c.Agent.StateFile = filepath.Join(sub, "state") })
 	// A regular file takes the state directory's name: it cannot be
 	// created, whoever runs the test.
 	if err := os.WriteFile(sub, nil, 0o600); err != nil {
@@ -93,7 +75,7 @@ func TestConfigPushRetriesOnStorage(t *testing.T) {
 	if a.State().Rows != 40 || a.State().Cols != 120 {
 		t.Fatalf("state %v", a.State())
 	}
-	if b, err := os.ReadFile(cfg.Agent.StateFile); err != nil || !strings.Contains(string(b), a.State().Dump()) {
+	if b, err := os.ReadFile(filepath.Join(sub, "state")); err != nil || !strings.Contains(string(b), a.State().Dump()) {
 		t.Fatalf("state file %q, %v", b, err)
 	}
 }
