@@ -139,20 +139,14 @@ func (d *Datapath) open() (err error) {
 			return fmt.Errorf("loader: %w", err)
 		}
 	}
+	// Only the pinned maps whose layout changed are replaced (load); the
+	// rest keep their entries.
 	objs, err := load(d.cfg.Options, filepath.Join(target, "maps"))
-	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		// The pinned maps no longer fit (new sizes or layout): start over.
-		d.Notes = append(d.Notes, "pinned maps did not match this build's maps: replaced them (counters and lists start empty)")
-		_ = os.RemoveAll(filepath.Join(target, "maps"))
-		if err := os.MkdirAll(filepath.Join(target, "maps"), 0o700); err != nil {
-			return fmt.Errorf("loader: %w", err)
-		}
-		objs, err = load(d.cfg.Options, filepath.Join(target, "maps"))
-	}
 	if err != nil {
 		return err
 	}
 	d.Objects = objs
+	d.Notes = append(d.Notes, objs.replaced...)
 	if err := removeStaleMapPins(filepath.Join(target, "maps")); err != nil {
 		return err
 	}
@@ -161,6 +155,11 @@ func (d *Datapath) open() (err error) {
 		err = objs.Apply(*d.cfg.Settings)
 	case objs.fresh:
 		err = objs.writeDefaults()
+	}
+	if err == nil && len(objs.replaced) > 0 && !objs.fresh {
+		// A replaced block trie starts empty: config_map's count of its
+		// entries must say so (or it kept a count of entries now gone).
+		err = objs.writeBlockCount()
 	}
 	if err != nil {
 		return err
