@@ -229,7 +229,7 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
 		name string
 		p    *corev1.Probe
 		path string
-	}{{"startup", ct.StartupProbe, "/health"}, {"readiness", ct.ReadinessProbe, "/readyz"}, {"liveness", ct.LivenessProbe, "/health"}}
+	}{{"startup", ct.StartupProbe, "/livez"}, {"readiness", ct.ReadinessProbe, "/readyz"}, {"liveness", ct.LivenessProbe, "/livez"}}
 	for _, p := range probes {
 		if p.p == nil || p.p.HTTPGet == nil || p.p.HTTPGet.Path != p.path {
 			t.Errorf("%s probe: want GET %s", p.name, p.path)

@@ -174,11 +174,23 @@ func writeStatus(cmd *cobra.Command, st *loader.Status) {
 	}
 	fmt.Fprintf(w, "pins: %s\n\n", st.Dir)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LINK\tTYPE\tPROGRAM\tPROG ID")
+	fmt.Fprintln(tw, "LINK\tTYPE\tPROGRAM\tPROG ID\tSTATE")
+	var defunct int
 	for _, l := range st.Links {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", l.Name, l.Type, l.Program, l.ProgramID)
+		state := "live"
+		switch {
+		case l.Defunct != "":
+			state = "defunct: " + l.Defunct
+			defunct++
+		case l.Type == "":
+			state = "unreadable" // not a link bpf status can open
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", l.Name, l.Type, l.Program, l.ProgramID, state)
 	}
 	tw.Flush()
+	if defunct > 0 {
+		fmt.Fprintf(w, "%d defunct link pin(s): they judge no packet; the next agent start removes them (or regedge bpf detach)\n", defunct)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(tw, "MAP\tTYPE\tKEY\tVALUE\tMAX ENTRIES\tMEMORY")
 	for _, m := range st.Maps {

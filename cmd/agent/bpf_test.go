@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/regedge/regedge/internal/loader"
@@ -70,5 +71,84 @@ func TestBPFStatusAndDetach(t *testing.T) {
 	out, _, _ = run(t, "", "bpf", "status", "--bpffs", bpffs)
 	if !strings.Contains(out, "no regedge kernel state") {
 		t.Fatalf("status after detach:\n%s", out)
+	}
+}
+
+// TestBPFStatusMarksDefunctLinks: links attached to a veth in a namespace
+// of the test's; the interface is deleted with no agent running. `bpf
+// status` lists each pin as defunct, not as live; an agent's start
+// (loader.Open, the interface no longer configured) removes them.
+func TestBPFStatusMarksDefunctLinks(t *testing.T) {
+	h := testutil.NewHosts(t)
+	bpffs := t.TempDir()
+	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
+		testutil.SkipOrFail(t, err.Error())
+	}
+	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	defer loader.Detach(bpffs, nil)
+	testutil.In(t, h.B, func() {
+		dp, err := loader.Open(loader.Config{Options: loader.DefaultOptions(), BPFFS: bpffs, Interfaces: []string{h.IfB}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dp.Close() // the pins stay
+	})
+	links := []string{"xdp-" + h.IfB, "tcx-ingress-" + h.IfB, "tcx-egress-" + h.IfB}
+	lineOf := func(out, name string) string {
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, name+" ") {
+				return line
+			}
+		}
+		return ""
+	}
+	out, errs, code := run(t, "", "bpf", "status", "--bpffs", bpffs)
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errs)
+	}
+	for _, l := range links {
+		if line := lineOf(out, l); !strings.HasSuffix(line, " live") {
+			t.Errorf("status before the interface was deleted, %s: %q, want live\n%s", l, line, out)
+		}
+	}
+
+	hb, err := netlink.NewHandleAt(h.B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Close()
+	veth, err := hb.LinkByName(h.IfB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hb.LinkDel(veth); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code = run(t, "", "bpf", "status", "--bpffs", bpffs)
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errs)
+	}
+	for _, l := range links {
+		if line := lineOf(out, l); !strings.Contains(line, "defunct: its interface was deleted") {
+			t.Errorf("status after the interface was deleted, %s: %q, want defunct\n%s", l, line, out)
+		}
+	}
+	if !strings.Contains(out, "3 defunct link pin(s)") {
+		t.Errorf("status does not count the defunct pins:\n%s", out)
+	}
+	t.Logf("\n%s", out)
+
+	testutil.In(t, h.B, func() {
+		dp, err := loader.Open(loader.Config{Options: loader.DefaultOptions(), BPFFS: bpffs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dp.Close()
+	})
+	out, _, _ = run(t, "", "bpf", "status", "--bpffs", bpffs)
+	for _, l := range links {
+		if line := lineOf(out, l); line != "" {
+			t.Errorf("after a start, status still lists %q\n%s", line, out)
+		}
 	}
 }

@@ -183,6 +183,11 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 	if err := a.newProxy(); err != nil {
 		return nil, errors.Join(err, a.closeDatapath())
 	}
+	if a.dp != nil {
+		// The kernel's registry series fold as the proxy's: the hashes
+		// the config knows, else "other".
+		a.registry.MustRegister(loader.NewCollector(a.dp.Objects, a.proxy.RegistryLabel))
+	}
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",
 	}, []string{"mode"})
@@ -355,7 +360,6 @@ func (a *Agent) openDatapath() error {
 		return nil
 	}
 	a.dp, a.bpfMode, a.bpfReason, a.bpfNotes = dp, "kernel", "", dp.Notes
-	a.registry.MustRegister(loader.NewCollector(dp.Objects))
 	if cfg.Proxy.TokenFailures.Threshold == 0 {
 		a.clearBlockList()
 	}

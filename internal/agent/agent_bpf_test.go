@@ -114,7 +114,9 @@ func TestAgentAutoFallsBackAndRequiredFails(t *testing.T) {
 // TestProxyAccountsBySocket: through the real proxy (fast path), TC alone
 // on the interface, one keep-alive connection fetches a 1 MiB tarball for
 // one registry hash, then one for another: each hash's egress bytes are its
-// own 1 MiB (and its headers), read from /metrics.
+// own 1 MiB (and its headers), read from /metrics. A third fetch, for a hash
+// the config does not know, is counted under registry_hash="other", as the
+// proxy's own series label it: no series of its own.
 func TestProxyAccountsBySocket(t *testing.T) {
 	h := testutil.NewHosts(t)
 	bpffs := t.TempDir()
@@ -143,6 +145,7 @@ func TestProxyAccountsBySocket(t *testing.T) {
 	cfg.Agent.BPFFS = bpffs
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: port, Hash: 0}}
+	cfg.Proxy.Scopes = map[string]config.Hash{"@beef": 0xbeef, "@cafe": 0xcafe}
 	var a *Agent
 	testutil.In(t, h.B, func() {
 		var err error
@@ -184,7 +187,7 @@ func TestProxyAccountsBySocket(t *testing.T) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(30 * time.Second))
 		br := bufio.NewReader(c)
-		for _, hash := range []string{"0x0000beef", "0x0000cafe"} {
+		for _, hash := range []string{"0x0000beef", "0x0000cafe", "0x0000dead"} {
 			io.WriteString(c, "GET /left-pad/-/left-pad-1.0.0.tgz HTTP/1.1\r\nHost: 192.0.2.2:4873\r\nX-Bun-Registry-Hash: "+hash+"\r\n\r\n")
 			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
@@ -198,7 +201,13 @@ func TestProxyAccountsBySocket(t *testing.T) {
 		}
 	})
 	page := scrape(t, a, "/metrics")
-	for _, hash := range []string{"0x0000beef", "0x0000cafe"} {
+	if strings.Contains(page, "0x0000dead") {
+		t.Errorf("/metrics has a series of the hash the config does not know:\n%s", page)
+	}
+	if v := metricValue(page, `regedge_proxy_requests_total{answered_by="upstream",code="200",method="GET",registry_hash="other"}`); v != "1" {
+		t.Errorf("the proxy's count of the unknown hash's request under \"other\": %q, want 1", v)
+	}
+	for _, hash := range []string{"0x0000beef", "0x0000cafe", "other"} {
 		v := metricValue(page, `regedge_registry_bytes_total{direction="egress",registry_hash="`+hash+`"}`)
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil || n < size || n > size*1.06+16<<10 {

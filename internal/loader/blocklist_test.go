@@ -84,7 +84,7 @@ func TestBlockListOverVethDropsOnlyTheProxyPort(t *testing.T) {
 		t.Fatal("a blocked source's bus datagram did not arrive")
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(dp.Objects))
+	reg.MustRegister(NewCollector(dp.Objects, foldKnown()))
 	if err := promtest.GatherAndCompare(reg, strings.NewReader("# HELP regedge_blocklist_entries Sources on the token-failure block list (XDP drops their TCP to the proxy ports), expired entries not counted.\n# TYPE regedge_blocklist_entries gauge\nregedge_blocklist_entries 1\n"), "regedge_blocklist_entries"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package loader
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -12,15 +10,23 @@ import (
 // regedge_registry_packets_total and regedge_registry_bytes_total
 // {registry_hash,direction}, and regedge_steered_connections_total.
 type Collector struct {
-	o *Objects
+	o     *Objects
+	label func(hash uint32) string
 
 	drops, packets, regPackets, regBytes, steered, scrapeErrors, blocked *prometheus.Desc
 }
 
-// NewCollector returns a collector reading o.
-func NewCollector(o *Objects) *Collector {
+// NewCollector returns a collector reading o. label gives a registry hash's
+// registry_hash label: the proxy's (userproxy.Proxy.RegistryLabel), so the
+// kernel's series fold exactly as the proxy's do. Hashes come from whoever
+// sends a datagram or a request; a label per hash would let a sender grow
+// the series without bound, so label maps the hashes the config does not
+// know to one label ("other"), and the counters of the hashes sharing a
+// label are summed (each is monotonic, so the sum is).
+func NewCollector(o *Objects, label func(hash uint32) string) *Collector {
 	return &Collector{
 		o:            o,
+		label:        label,
 		drops:        prometheus.NewDesc("regedge_kernel_drops_total", "Packets dropped in the kernel, by hook and reason.", []string{"hook", "reason"}, nil),
 		packets:      prometheus.NewDesc("regedge_kernel_packets_total", "Packets judged in the kernel, by hook and verdict.", []string{"hook", "verdict"}, nil),
 		regPackets:   prometheus.NewDesc("regedge_registry_packets_total", "Packets of valid bus datagrams and of proxy connections (counted by socket, GSO segments each), by registry hash and direction.", []string{"registry_hash", "direction"}, nil),
@@ -64,14 +70,26 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		failed = 1
 	}
+	type series struct{ label, dir string }
+	folded := map[series]*RegistryCounter{}
+	var order []series
 	for _, r := range regs {
-		dir := "ingress"
+		k := series{c.label(r.Hash), "ingress"}
 		if r.Egress {
-			dir = "egress"
+			k.dir = "egress"
 		}
-		hash := fmt.Sprintf("0x%08x", r.Hash)
-		ch <- prometheus.MustNewConstMetric(c.regPackets, prometheus.CounterValue, float64(r.Packets), hash, dir)
-		ch <- prometheus.MustNewConstMetric(c.regBytes, prometheus.CounterValue, float64(r.Bytes), hash, dir)
+		sum := folded[k]
+		if sum == nil {
+			sum = &RegistryCounter{}
+			folded[k] = sum
+			order = append(order, k)
+		}
+		sum.Packets += r.Packets
+		sum.Bytes += r.Bytes
+	}
+	for _, k := range order {
+		ch <- prometheus.MustNewConstMetric(c.regPackets, prometheus.CounterValue, float64(folded[k].Packets), k.label, k.dir)
+		ch <- prometheus.MustNewConstMetric(c.regBytes, prometheus.CounterValue, float64(folded[k].Bytes), k.label, k.dir)
 	}
 	if n, err := c.o.blockListSize(); err == nil {
 		ch <- prometheus.MustNewConstMetric(c.blocked, prometheus.GaugeValue, float64(n))

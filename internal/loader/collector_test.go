@@ -1,11 +1,16 @@
 package loader
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regedge/regedge/internal/codec"
 )
 
 func TestCollectorExportsKernelCounters(t *testing.T) {
@@ -17,7 +22,7 @@ func TestCollectorExportsKernelCounters(t *testing.T) {
 	runXDP(t, o, busPacket(true, 0, validDatagram()))
 
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewCollector(o))
+	reg.MustRegister(NewCollector(o, foldKnown(0xa1b2c3d4)))
 	want := `
 # HELP regedge_kernel_drops_total Packets dropped in the kernel, by hook and reason.
 # TYPE regedge_kernel_drops_total counter
@@ -50,5 +55,91 @@ regedge_registry_packets_total{direction="ingress",registry_hash="0xa1b2c3d4"} 2
 regedge_kernel_scrape_errors 0
 `), "regedge_kernel_scrape_errors"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// foldKnown labels registry hashes as the proxy does (userproxy
+// RegistryLabel): a known hash by itself, every other one "other".
+func foldKnown(known ...uint32) func(uint32) string {
+	return func(h uint32) string {
+		if slices.Contains(known, h) {
+			return fmt.Sprintf("0x%08x", h)
+		}
+		return "other"
+	}
+}
+
+// TestCollectorFoldsUnknownRegistryHashes: valid bus datagrams of a known
+// hash and of 300 made-up ones (more than the 256 per-CPU slots: some land
+// in the hash map) go through the real XDP program. The registry series are
+// the known hash's and one "other" per direction, whose value is the sum of
+// every made-up hash's counters; more made-up hashes later raise it, never
+// add a series.
+func TestCollectorFoldsUnknownRegistryHashes(t *testing.T) {
+	o := loadForTest(t)
+	const known = 0xa1b2c3d4
+	send := func(hash uint32, n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			s := codec.DefaultState()
+			s.RegistryHash = hash
+			f := codec.Update(codec.FieldRows, uint64(10+i))
+			if _, r := runXDP(t, o, busPacket(false, 0, codec.AppendDatagram(nil, s, &f))); r != ReasonOK {
+				t.Fatalf("datagram of 0x%08x: %s", hash, verdictWord(r))
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(17, 17))
+	madeUp := func(n int) {
+		for i := 0; i < n; i++ {
+			h := rng.Uint32()
+			if h == known {
+				h++
+			}
+			send(h, 1)
+		}
+	}
+	send(known, 3)
+	madeUp(300)
+
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(o, foldKnown(known, 0x1111)))
+	// Bytes: the raw counters, summed by label, to compare against.
+	rawBytes := func() (knownB, otherB uint64) {
+		cs, err := o.RegistryCounters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Hash == known {
+				knownB += c.Bytes
+			} else {
+				otherB += c.Bytes
+			}
+		}
+		return
+	}
+	check := func(otherPackets int) float64 {
+		t.Helper()
+		kb, ob := rawBytes()
+		want := fmt.Sprintf(`
+# HELP regedge_registry_packets_total Packets of valid bus datagrams and of proxy connections (counted by socket, GSO segments each), by registry hash and direction.
+# TYPE regedge_registry_packets_total counter
+regedge_registry_packets_total{direction="ingress",registry_hash="0xa1b2c3d4"} 3
+regedge_registry_packets_total{direction="ingress",registry_hash="other"} %d
+# HELP regedge_registry_bytes_total Bytes of valid bus datagrams and of proxy connections (skb length, counted by socket), by registry hash and direction.
+# TYPE regedge_registry_bytes_total counter
+regedge_registry_bytes_total{direction="ingress",registry_hash="0xa1b2c3d4"} %d
+regedge_registry_bytes_total{direction="ingress",registry_hash="other"} %d
+`, otherPackets, kb, ob)
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "regedge_registry_packets_total", "regedge_registry_bytes_total"); err != nil {
+			t.Fatal(err)
+		}
+		return float64(ob)
+	}
+	before := check(300)
+	madeUp(50)
+	if after := check(350); after <= before {
+		t.Errorf("other bytes %v -> %v: not monotonic", before, after)
 	}
 }

@@ -139,20 +139,14 @@ func (d *Datapath) open() (err error) {
 			return fmt.Errorf("loader: %w", err)
 		}
 	}
+	// Only the pinned maps whose layout changed are replaced (load); the
+	// rest keep their entries.
 	objs, err := load(d.cfg.Options, filepath.Join(target, "maps"))
-	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		// The pinned maps no longer fit (new sizes or layout): start over.
-		d.Notes = append(d.Notes, "pinned maps did not match this build's maps: replaced them (counters and lists start empty)")
-		_ = os.RemoveAll(filepath.Join(target, "maps"))
-		if err := os.MkdirAll(filepath.Join(target, "maps"), 0o700); err != nil {
-			return fmt.Errorf("loader: %w", err)
-		}
-		objs, err = load(d.cfg.Options, filepath.Join(target, "maps"))
-	}
 	if err != nil {
 		return err
 	}
 	d.Objects = objs
+	d.Notes = append(d.Notes, objs.replaced...)
 	if err := removeStaleMapPins(filepath.Join(target, "maps")); err != nil {
 		return err
 	}
@@ -161,6 +155,11 @@ func (d *Datapath) open() (err error) {
 		err = objs.Apply(*d.cfg.Settings)
 	case objs.fresh:
 		err = objs.writeDefaults()
+	}
+	if err == nil && len(objs.replaced) > 0 && !objs.fresh {
+		// A replaced block trie starts empty: config_map's count of its
+		// entries must say so (or it kept a count of entries now gone).
+		err = objs.writeBlockCount()
 	}
 	if err != nil {
 		return err
@@ -224,16 +223,9 @@ func (d *Datapath) attachAll(linkDir string) error {
 	if d.cfg.SkLookup {
 		want["sklookup-netns"] = d.SkLookup()
 	}
-	entries, err := os.ReadDir(linkDir)
+	reattach, err := d.prunePins(linkDir, want)
 	if err != nil {
-		return fmt.Errorf("loader: %w", err)
-	}
-	for _, e := range entries {
-		if _, ok := want[e.Name()]; !ok {
-			if err := unpinLink(filepath.Join(linkDir, e.Name())); err != nil {
-				return err
-			}
-		}
+		return err
 	}
 	names := make([]string, 0, len(want))
 	d.progs = map[string]ebpf.ProgramID{}
@@ -278,8 +270,15 @@ func (d *Datapath) attachAll(linkDir string) error {
 			d.Notes = append(d.Notes, fmt.Sprintf("%s: %s: unpinned it and attached anew", name, why))
 		}
 		l, note, err := d.attach(name, prog)
+		if why, ok := reattach[name]; ok && err != nil {
+			// The agent logs this error, not the notes: say the pins went.
+			return fmt.Errorf("%w (its pinned links were defunct, %s: unpinned them)", err, why)
+		}
 		if err != nil {
 			return err
+		}
+		if why, ok := reattach[name]; ok {
+			d.Notes = append(d.Notes, fmt.Sprintf("%s: %s: unpinned it and attached anew", name, why))
 		}
 		if note != "" {
 			d.Notes = append(d.Notes, note)
@@ -296,13 +295,70 @@ func (d *Datapath) attachAll(linkDir string) error {
 	return nil
 }
 
+// prunePins removes, before anything is attached, the link pins that are
+// not wanted (interfaces no longer configured: removing the pin detaches)
+// and the defunct ones, whose interface or network namespace no longer
+// exists, wanted or not: a configured interface that was deleted must not
+// keep its pins behind when its attach then fails. It returns the defunct
+// wanted ones, by name, with why: they are attached anew.
+func (d *Datapath) prunePins(linkDir string, want map[string]*ebpf.Program) (map[string]string, error) {
+	entries, err := os.ReadDir(linkDir)
+	if err != nil {
+		return nil, fmt.Errorf("loader: %w", err)
+	}
+	reattach := map[string]string{}
+	for _, e := range entries {
+		name, pin := e.Name(), filepath.Join(linkDir, e.Name())
+		_, wanted := want[name]
+		why := ""
+		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+			info, ierr := l.Info()
+			l.Close()
+			if ierr == nil {
+				why = defunctReason(info)
+			}
+		}
+		if wanted && why == "" {
+			continue
+		}
+		if err := unpinLink(pin); err != nil {
+			return nil, err
+		}
+		switch {
+		case wanted:
+			reattach[name] = why
+		case why != "":
+			d.Notes = append(d.Notes, fmt.Sprintf("%s: %s: unpinned it", name, why))
+		}
+	}
+	return reattach, nil
+}
+
+// defunctReason says why a pinned link attaches nothing any more ("" when
+// it still does): the kernel severs an XDP or TCX link when its interface
+// is deleted, and an sk_lookup link when its network namespace goes; the
+// link info then gives interface index 0 (namespace inode 0). It reads
+// the link alone, so it holds in any network namespace (`bpf status`).
+func defunctReason(info *link.Info) string {
+	switch {
+	case info.XDP() != nil && info.XDP().Ifindex == 0, info.TCX() != nil && info.TCX().Ifindex == 0:
+		return "its interface was deleted (the link is severed)"
+	case info.NetNs() != nil && info.NetNs().NetnsInode == 0:
+		return "its network namespace is gone (the link is severed)"
+	}
+	return ""
+}
+
 // stale says why a pinned link no longer attaches where its name says (""
-// when it does): its interface was deleted (the link is severed) or deleted
+// when it does): it is defunct (defunctReason), its interface was deleted
 // and re-created under a new index, or its network namespace is another.
 func (d *Datapath) stale(name string, l link.Link) (string, error) {
 	info, err := l.Info()
 	if err != nil {
 		return "", fmt.Errorf("loader: %s: %w", name, err)
+	}
+	if why := defunctReason(info); why != "" {
+		return why, nil
 	}
 	if name == "sklookup-netns" {
 		ns := info.NetNs()
@@ -328,10 +384,7 @@ func (d *Datapath) stale(name string, l link.Link) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	switch {
-	case have == 0:
-		return "its interface was deleted (the link is severed)", nil
-	case int(have) != idx:
+	if int(have) != idx {
 		return fmt.Sprintf("it attaches interface index %d, %s is now %d (deleted and re-created)", have, ifnameOf(name), idx), nil
 	}
 	return "", nil

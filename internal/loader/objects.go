@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -62,6 +64,9 @@ type Objects struct {
 	// fresh: config_map was never written (new maps); the programs must
 	// not be attached before it is.
 	fresh bool
+	// replaced says, one line per map, which pinned maps no longer matched
+	// this build's layout and were created afresh (dropIncompatiblePins).
+	replaced []string
 }
 
 // cfgRequireTrailer is CFG_REQUIRE_TRAILER of bpf/include/protocol.h.
@@ -174,6 +179,11 @@ func load(opts Options, pinDir string) (o *Objects, err error) {
 		tspec.Maps[tcMapConfigMap].Pinning = ebpf.PinNone
 	}
 	o = &Objects{}
+	if pinDir != "" {
+		if o.replaced, err = dropIncompatiblePins(pinDir, xspec, tspec, sspec); err != nil {
+			return nil, err
+		}
+	}
 	if err := xspec.LoadAndAssign(&o.xdp, &ebpf.CollectionOptions{Maps: mapOpts}); err != nil {
 		return nil, loadErr("XDP", err)
 	}
@@ -192,6 +202,55 @@ func load(opts Options, pinDir string) (o *Objects, err error) {
 		return nil, errors.Join(err, o.Close())
 	}
 	return o, nil
+}
+
+// dropIncompatiblePins removes the pin of every map under dir whose layout
+// (type, key and value size, max entries, flags) no longer matches this
+// build's spec, so that loading creates that map afresh; every other pinned
+// map is reused with its contents (a new block list size must not cost the
+// allow-list and the counters). An agent still running keeps the map it had
+// through its own fds. It returns one line per replaced map, naming it.
+func dropIncompatiblePins(dir string, specs ...*ebpf.CollectionSpec) ([]string, error) {
+	var replaced []string
+	checked := map[string]bool{}
+	for _, spec := range specs {
+		names := make([]string, 0, len(spec.Maps))
+		for name, ms := range spec.Maps {
+			if ms.Pinning == ebpf.PinByName {
+				names = append(names, name)
+			}
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			ms := spec.Maps[name]
+			if checked[ms.Name] {
+				continue
+			}
+			checked[ms.Name] = true
+			pin := filepath.Join(dir, ms.Name)
+			m, err := ebpf.LoadPinnedMap(pin, nil)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // created by the load
+			}
+			if err != nil {
+				return nil, fmt.Errorf("loader: open the pinned map %s: %w", ms.Name, err)
+			}
+			cerr := ms.Compatible(m)
+			m.Close()
+			if cerr == nil {
+				continue
+			}
+			if !errors.Is(cerr, ebpf.ErrMapIncompatible) {
+				return nil, fmt.Errorf("loader: compare the pinned map %s: %w", ms.Name, cerr)
+			}
+			if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("loader: remove the incompatible pin %s: %w", ms.Name, err)
+			}
+			diff := strings.TrimSuffix(cerr.Error(), ": "+ebpf.ErrMapIncompatible.Error())
+			replaced = append(replaced, fmt.Sprintf("map %s: the pinned map no longer matches this build (%s): replaced it, its entries start empty", ms.Name, diff))
+		}
+	}
+	return replaced, nil
 }
 
 // readBack tells a reused config_map from a fresh one: one that was never

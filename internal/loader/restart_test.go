@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/testutil"
 )
@@ -194,5 +196,101 @@ func TestSecondPinDirOnOneInterfaceNamesTheHolder(t *testing.T) {
 	// The first agent still judges.
 	if _, r := runXDP(t, dp1.Objects, busPacket(false, 0, validDatagram())); r != ReasonOK {
 		t.Errorf("the first agent's XDP: %s", verdictWord(r))
+	}
+}
+
+// deleteIfB deletes B's end of the veth pair (its peer goes with it).
+func deleteIfB(t *testing.T, h *testutil.Hosts) {
+	t.Helper()
+	hb, err := netlink.NewHandleAt(h.B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Close()
+	l, err := hb.LinkByName(h.IfB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hb.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDefunctLinkPinsAreRemovedAtStart: the interface of an agent's links
+// is deleted while no agent runs. The pins stay; `bpf status` (ReadStatus,
+// from the pins alone, in another network namespace) marks each defunct
+// instead of listing it as live. The next start removes them, whether the
+// deleted interface is still configured (its attach then fails: the pins
+// must not stay behind) or no longer.
+func TestDefunctLinkPinsAreRemovedAtStart(t *testing.T) {
+	settings := &Settings{Versions: codec.DefaultVersions, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	for _, stillConfigured := range []bool{true, false} {
+		name := "no longer configured"
+		if stillConfigured {
+			name = "still configured"
+		}
+		t.Run(name, func(t *testing.T) {
+			h := testutil.NewHosts(t)
+			bpffs := testBPFFS(t)
+			cfg := Config{Options: DefaultOptions(), BPFFS: bpffs, Interfaces: []string{h.IfB}, Settings: settings}
+			dp := openRaw(t, h, cfg)
+			dp.Close()
+			defer Detach(bpffs, nil)
+			pins := []string{"tcx-egress-" + h.IfB, "tcx-ingress-" + h.IfB, "xdp-" + h.IfB}
+
+			st, err := ReadStatus(bpffs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range st.Links {
+				if l.Defunct != "" {
+					t.Errorf("%s is defunct before its interface was deleted: %s", l.Name, l.Defunct)
+				}
+			}
+			deleteIfB(t, h)
+			if st, err = ReadStatus(bpffs); err != nil {
+				t.Fatal(err)
+			}
+			var defunct []string
+			for _, l := range st.Links {
+				if strings.Contains(l.Defunct, "interface was deleted") {
+					defunct = append(defunct, l.Name)
+				}
+			}
+			if strings.Join(defunct, " ") != strings.Join(pins, " ") {
+				t.Errorf("defunct links %v, want %v; status: %+v", defunct, pins, st.Links)
+			}
+
+			if !stillConfigured {
+				cfg.Interfaces = nil
+			}
+			var notes []string
+			testutil.In(t, h.B, func() {
+				dp, err := Open(cfg)
+				if stillConfigured {
+					if err == nil || !strings.Contains(err.Error(), h.IfB) {
+						t.Errorf("Open with the deleted %s configured: %v, want an error naming it", h.IfB, err)
+					}
+				} else if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				if dp != nil {
+					notes = dp.Notes
+					dp.Close()
+				}
+			})
+			left, err := os.ReadDir(filepath.Join(PinRoot(bpffs), LayoutVersion, "links"))
+			if err != nil || len(left) != 0 {
+				t.Errorf("link pins after the start: %v, %v; want none", left, err)
+			}
+			if !stillConfigured {
+				all := strings.Join(notes, "\n")
+				for _, p := range pins {
+					if !strings.Contains(all, p+": its interface was deleted (the link is severed): unpinned it") {
+						t.Errorf("no note on removing %s; notes:\n%s", p, all)
+					}
+				}
+			}
+		})
 	}
 }

@@ -28,6 +28,10 @@ type LinkStatus struct {
 	Type      string
 	ProgramID uint32
 	Program   string
+	// Defunct, when set, says why the link attaches nothing any more (its
+	// interface or network namespace was deleted): its pin is all that is
+	// left, and the next agent start removes it.
+	Defunct string
 }
 
 // MapStatus is one pinned map and the kernel memory it holds.
@@ -57,6 +61,7 @@ func ReadStatus(bpffs string) (*Status, error) {
 		if err == nil {
 			if info, err := l.Info(); err == nil {
 				ls.Type = linkTypeName(info.Type)
+				ls.Defunct = defunctReason(info)
 				ls.ProgramID = uint32(info.Program)
 				if p, err := ebpf.NewProgramFromID(info.Program); err == nil {
 					if pi, err := p.Info(); err == nil {

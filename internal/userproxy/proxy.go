@@ -284,6 +284,12 @@ func (p *Proxy) hashLabel(h uint32) string {
 	return "other"
 }
 
+// RegistryLabel is the registry_hash label the proxy's metrics give a hash:
+// the hash when the config knows it, else "other". The kernel's
+// per-registry counters are labelled by it too (loader.NewCollector), so
+// both fold alike and neither grows with the hashes senders make up.
+func (p *Proxy) RegistryLabel(hash uint32) string { return p.hashLabel(hash) }
+
 // methodLabel keeps the method label to the methods registries see.
 func methodLabel(m string) string {
 	switch m {
