@@ -7,7 +7,6 @@ package deploy_test
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -281,89 +280,27 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
 	}
 }
 
-// pendingConfigKeys are keys the chart writes that the config loader of
-// this branch does not know yet; they arrive with other branches of the same
-// round: admin.pprof and log.* (issue 17, the agent half), agent.skLookup
-// (issue 16), fleet.* (issue 19). loadConfig strips such a key only when the
-// loader refuses it as unknown, and logs the ones the loader accepts: those
-// can leave the list (after the merges it should be empty).
-var pendingConfigKeys = map[string][]string{
-	"pprof":    {"admin", "pprof"},
-	"log":      {"log"},
-	"skLookup": {"agent", "skLookup"},
-	"fleet":    {"fleet"},
-}
-
 // loadConfig runs the agent's own loader (strict: unknown keys are errors)
 // on a rendered config file, with env as the environment.
 func loadConfig(t *testing.T, file string, env map[string]string) *config.Config {
 	t.Helper()
-	var doc map[string]any
-	dec := json.NewDecoder(strings.NewReader(file))
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil {
-		t.Fatalf("the rendered config is not JSON: %v", err)
+	if !json.Valid([]byte(file)) {
+		t.Fatalf("the rendered config is not JSON:\n%s", file)
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	path := filepath.Join(t.TempDir(), "regedge.json")
-	stripped := map[string]bool{}
-	for {
-		b, _ := json.Marshal(doc)
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c, err := config.Load(path, lookup)
-		if err == nil {
-			for leaf, p := range pendingConfigKeys {
-				if !stripped[leaf] && has(doc, p) {
-					t.Logf("%s is now known to the config loader: remove it from pendingConfigKeys", strings.Join(p, "."))
-				}
-			}
-			return c
-		}
-		var ce *config.Error
-		if !errors.As(err, &ce) || ce.Err.Error() != "unknown key" {
-			t.Fatalf("the agent refuses the rendered config: %v\n%s", err, file)
-		}
-		p, pending := pendingConfigKeys[ce.Key]
-		if !pending || stripped[ce.Key] {
-			t.Fatalf("the agent refuses the rendered config: %v\n%s", err, file)
-		}
-		t.Logf("%s: not known to this branch's config loader yet (pendingConfigKeys), left out", strings.Join(p, "."))
-		stripped[ce.Key] = true
-		remove(doc, p)
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	c, err := config.Load(path, lookup)
+	if err != nil {
+		t.Fatalf("the agent refuses the rendered config: %v\n%s", err, file)
+	}
+	return c
 }
 
-func has(doc map[string]any, p []string) bool {
-	for i, k := range p {
-		v, ok := doc[k]
-		if !ok {
-			return false
-		}
-		if i == len(p)-1 {
-			return true
-		}
-		if doc, ok = v.(map[string]any); !ok {
-			return false
-		}
-	}
-	return false
-}
-
-func remove(doc map[string]any, p []string) {
-	for _, k := range p[:len(p)-1] {
-		next, ok := doc[k].(map[string]any)
-		if !ok {
-			return
-		}
-		doc = next
-	}
-	delete(doc, p[len(p)-1])
-}
-
-// rawConfig returns the rendered config file as a generic document, for the
-// keys the loader of this branch does not know yet.
+// rawConfig returns the rendered config file as a generic document, to
+// check what the chart writes (not only what the loader makes of it).
 func rawConfig(t *testing.T, file string) map[string]any {
 	t.Helper()
 	var doc map[string]any
