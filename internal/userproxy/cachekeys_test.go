@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/regedge/regedge/internal/npmclient/npmfixture"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // TestTarball404Expires: a tarball asked for before it is published is a
@@ -30,7 +31,7 @@ func TestTarball404Expires(t *testing.T) {
 		t.Fatalf("before the publish: %d", resp.StatusCode)
 	}
 	e.reg.Add(npmfixture.Package{Name: "late", Version: "1.0.0", Files: map[string]string{"index.js": "1"}})
-	eventually(t, 10*time.Second, "the tarball's 404 to expire", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the tarball's 404 to expire", func() bool {
 		resp, _ := e.get(t, path, auth)
 		return resp.StatusCode == 200
 	})

@@ -62,7 +62,7 @@ func TestConnectionCaps(t *testing.T) {
 		t.Fatal("regedge_proxy_connections_refused_total did not count the refusals")
 	}
 	a1.Close()
-	eventually(t, 10*time.Second, "a closed connection to make room", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a closed connection to make room", func() bool {
 		c := dialFrom(t, "127.0.0.1", addr)
 		io.WriteString(c, "GET /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n")
 		resp, _, err := readAnswer(t, c)

@@ -76,22 +76,6 @@ func newFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) *fault
 	return f
 }
 
-// eventually waits (bounded) for cond.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			if os.Getenv("DUMP") != "" {
-				buf := make([]byte, 1<<20)
-				os.WriteFile("/tmp/goroutines.txt", buf[:runtime.Stack(buf, true)], 0o644)
-			}
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func faultEdge(t *testing.T, up *faultUpstream, tweak func(*Config)) (*edge, *edgecache.Cache) {
 	t.Helper()
 	return cachedEdge(t, 1<<26, func(c *Config) {
@@ -275,8 +259,8 @@ func TestSlowUpstreamsReleaseEverything(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
-	eventually(t, 10*time.Second, "the upstream connections of abandoned requests closed", func() bool { return up.open.Load() == 0 })
-	eventually(t, 10*time.Second, "goroutines and descriptors back to the baseline", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the upstream connections of abandoned requests closed", func() bool { return up.open.Load() == 0 })
+	testutil.Eventually(t, 10*time.Second, "goroutines and descriptors back to the baseline", func() bool {
 		return runtime.NumGoroutine() <= baseG+2 && fds() <= baseFD+2
 	})
 }
@@ -322,7 +306,7 @@ func TestFullDiskStreamsThroughAndBlamesNobody(t *testing.T) {
 	}
 	// The failed fills' temp files go (the last one is dropped as its
 	// response ends, which the client may see first).
-	eventually(t, 5*time.Second, "no temp file left in the cache directory", func() bool {
+	testutil.Eventually(t, 5*time.Second, "no temp file left in the cache directory", func() bool {
 		ents, _ := os.ReadDir(filepath.Join(dir, "cache"))
 		for _, en := range ents {
 			if strings.HasPrefix(en.Name(), ".tmp-") {
@@ -364,19 +348,27 @@ func TestHalfOpenBreakerLetsWaitersThrough(t *testing.T) {
 	})
 	e := newEdge(t, func(cfg *Config) {
 		cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
-		cfg.BreakerFailures, cfg.BreakerCooldown = 1, 200*time.Millisecond
+		cfg.BreakerFailures, cfg.BreakerCooldown = 1, time.Hour // ended by the test's clock
 		cfg.RetryRatio = -1
 	})
 	br := e.proxy.routes[companyHash].br
+	clock := testutil.NewClock(time.Now())
+	br.now = clock.Now
 	getRaw(t, e, "/x") // fails: the breaker opens
-	eventually(t, 3*time.Second, "the breaker half-open", func() bool { return br.state() == "half-open" })
+	if st := br.state(); st != "open" {
+		t.Fatalf("after a failure the breaker is %s, want open", st)
+	}
+	clock.Advance(time.Hour)
+	if st := br.state(); st != "half-open" {
+		t.Fatalf("after the cooldown the breaker is %s, want half-open", st)
+	}
 	failing.Store(false)
 	probe := make(chan int, 1)
 	go func() {
 		resp, _, _ := getRaw(t, e, "/probe")
 		probe <- resp.StatusCode
 	}()
-	eventually(t, 3*time.Second, "the probe in flight", func() bool { br.mu.Lock(); defer br.mu.Unlock(); return br.probing })
+	testutil.Eventually(t, 3*time.Second, "the probe in flight", func() bool { br.mu.Lock(); defer br.mu.Unlock(); return br.probing })
 	waiter := make(chan int, 1)
 	go func() {
 		resp, _, _ := getRaw(t, e, "/y")
@@ -388,6 +380,52 @@ func TestHalfOpenBreakerLetsWaitersThrough(t *testing.T) {
 	}
 	if code := <-waiter; code != 204 {
 		t.Fatalf("a request during the probe: %d, want it to wait for the probe and go through", code)
+	}
+}
+
+// TestProbeClosesAHalfOpenBreaker: an open breaker asks for no probe; at
+// the end of its cooldown it does, and the proxy's own probe (no client)
+// reaching the upstream closes it, one failing opens it again. The
+// cooldown runs on the test's clock.
+func TestProbeClosesAHalfOpenBreaker(t *testing.T) {
+	var failing atomic.Bool
+	var pings atomic.Int32
+	failing.Store(true)
+	up := newFaultUpstream(t, func(path string, c net.Conn) {
+		if failing.Load() {
+			c.Close()
+			return
+		}
+		if path == "/-/ping" {
+			pings.Add(1)
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+	})
+	e := newEdge(t, func(cfg *Config) {
+		cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
+		cfg.BreakerFailures, cfg.BreakerCooldown = 1, time.Hour
+		cfg.RetryRatio = -1
+	})
+	r := e.proxy.routes[companyHash]
+	clock := testutil.NewClock(time.Now())
+	r.br.now = clock.Now
+	getRaw(t, e, "/x") // fails: the breaker opens
+	if e.proxy.probeDue(r, 0) {
+		t.Fatal("a probe is due while the breaker is open")
+	}
+	clock.Advance(time.Hour)
+	if !e.proxy.probeDue(r, 0) {
+		t.Fatalf("no probe due with the breaker %s", r.br.state())
+	}
+	e.proxy.probe(context.Background(), r) // the upstream still hangs up
+	if st := r.br.state(); st != "open" {
+		t.Fatalf("after a failed probe the breaker is %s, want open", st)
+	}
+	clock.Advance(time.Hour)
+	failing.Store(false)
+	e.proxy.probe(context.Background(), r)
+	if st := r.br.state(); st != "closed" || pings.Load() != 1 {
+		t.Fatalf("after a good probe the breaker is %s (%d pings), want closed", st, pings.Load())
 	}
 }
 
@@ -412,14 +450,14 @@ func TestDrainingResponsesSayConnectionClose(t *testing.T) {
 		resp, err := http.DefaultClient.Do(req)
 		done <- result{resp, err}
 	}()
-	eventually(t, 3*time.Second, "the request upstream", func() bool { return up.requests.Load() == 1 })
+	testutil.Eventually(t, 3*time.Second, "the request upstream", func() bool { return up.requests.Load() == 1 })
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		shut <- srv.Shutdown(ctx)
 	}()
-	eventually(t, 3*time.Second, "draining", func() bool { return e.proxy.draining.Load() })
+	testutil.Eventually(t, 3*time.Second, "draining", func() bool { return e.proxy.draining.Load() })
 	close(release)
 	r := <-done
 	if r.err != nil || r.resp.StatusCode != 200 || !r.resp.Close {

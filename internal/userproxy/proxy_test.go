@@ -517,10 +517,15 @@ func TestCircuitBreaker(t *testing.T) {
 	logs := &lockedBuffer{}
 	e := newEdge(t, func(c *Config) {
 		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
-		c.BreakerFailures, c.BreakerCooldown = 2, 300*time.Millisecond
+		// A cooldown the real clock never reaches in a test: only the
+		// test's clock ends it.
+		c.BreakerFailures, c.BreakerCooldown = 2, time.Hour
 		c.RetryRatio = -1
 	})
 	e.proxy.log = slog.New(slog.NewJSONHandler(logs, nil))
+	br := e.proxy.routes[companyHash].br
+	clock := testutil.NewClock(time.Now())
+	br.now = clock.Now // before the first request: every reading is the test's
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
 	name := strings.TrimPrefix(up.URL, "http://")
 	open := func() float64 { return promtest.ToFloat64(e.proxy.upstreams.open.WithLabelValues(name)) }
@@ -536,8 +541,8 @@ func TestCircuitBreaker(t *testing.T) {
 			t.Fatalf("/fine after %d 500s: %d %s", i+1, resp.StatusCode, body)
 		}
 	}
-	if open() != 0 || upGauge() != 1 || e.proxy.routes[companyHash].br.state() != "closed" {
-		t.Fatalf("after 500s: breaker %s, open gauge %v, up %v", e.proxy.routes[companyHash].br.state(), open(), upGauge())
+	if open() != 0 || upGauge() != 1 || br.state() != "closed" {
+		t.Fatalf("after 500s: breaker %s, open gauge %v, up %v", br.state(), open(), upGauge())
 	}
 
 	// Connections that fail: two open the breaker; the third request
@@ -557,20 +562,31 @@ func TestCircuitBreaker(t *testing.T) {
 	mu.Lock()
 	seen := calls - before
 	mu.Unlock()
-	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") == "" || seen != 0 {
-		t.Fatalf("open breaker: %d %s, upstream calls %d", resp.StatusCode, body, seen)
+	// The clock has not moved since the breaker opened: the whole
+	// cooldown is still to come (Retry-After rounds up, one second more).
+	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") != "3601" || seen != 0 {
+		t.Fatalf("open breaker: %d %s, Retry-After %q, upstream calls %d", resp.StatusCode, body, resp.Header.Get("Retry-After"), seen)
 	}
-	if open() != 1 || upGauge() != 0 {
-		t.Fatalf("open breaker exported as open=%v up=%v", open(), upGauge())
+	if open() != 1 || upGauge() != 0 || br.state() != "open" {
+		t.Fatalf("open breaker: state %s, exported as open=%v up=%v", br.state(), open(), upGauge())
 	}
 	mu.Lock()
 	cut = false
 	mu.Unlock()
-	// After the cooldown one probe goes through; its success closes the breaker.
-	testutil.Eventually(t, 5*time.Second, "the breaker to let a probe through", func() bool {
-		resp, _ = e.get(t, "/fine", auth)
-		return resp.StatusCode == 204
-	})
+	// A second short of the cooldown it still fails fast; at the cooldown
+	// it is half-open and the next request is the probe, whose success
+	// closes it.
+	clock.Advance(time.Hour - time.Second)
+	if resp, _ := e.get(t, "/fine", auth); resp.StatusCode != 502 || resp.Header.Get("Retry-After") != "2" || br.state() != "open" {
+		t.Fatalf("a second before the cooldown ends: %d, Retry-After %q, state %s", resp.StatusCode, resp.Header.Get("Retry-After"), br.state())
+	}
+	clock.Advance(time.Second)
+	if st := br.state(); st != "half-open" {
+		t.Fatalf("at the end of the cooldown the breaker is %s, want half-open", st)
+	}
+	if resp, _ = e.get(t, "/fine", auth); resp.StatusCode != 204 || br.state() != "closed" {
+		t.Fatalf("the probe: %d, breaker %s", resp.StatusCode, br.state())
+	}
 	if resp, _ = e.get(t, "/fine", auth); resp.StatusCode != 204 || open() != 0 || upGauge() != 1 {
 		t.Fatalf("after a good probe: %d, open=%v up=%v", resp.StatusCode, open(), upGauge())
 	}
@@ -612,20 +628,24 @@ func TestRetryOnlyIdempotentConnectFailures(t *testing.T) {
 
 func TestTokenCacheExpiresAndIsBounded(t *testing.T) {
 	c := newTokenCache(3)
-	short := &token.Claims{RegistryHash: "0xa1b2c3d4", RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(1500 * time.Millisecond))}} // NumericDate keeps whole seconds
+	clock := testutil.NewClock(time.Now())
+	c.nowNano = func() int64 { return clock.Now().UnixNano() }
+	exp := clock.Now().Add(time.Minute).Truncate(time.Second) // NumericDate keeps whole seconds
+	short := &token.Claims{RegistryHash: "0xa1b2c3d4", RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(exp)}}
 	c.put("tok-short", short)
 	if e, ok := c.get("tok-short"); !ok || !e.allows(companyHash) || e.allows(otherHash) {
 		t.Fatal("a fresh entry was not served")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, ok := c.get("tok-short"); !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("an expired token was still served from the cache")
-		}
-		time.Sleep(20 * time.Millisecond)
+	clock.Advance(exp.Sub(clock.Now()) - time.Nanosecond)
+	if _, ok := c.get("tok-short"); !ok {
+		t.Fatal("an entry a nanosecond before its token's exp was not served")
+	}
+	clock.Advance(time.Nanosecond)
+	if _, ok := c.get("tok-short"); ok {
+		t.Fatal("an expired token was still served from the cache")
+	}
+	if len(c.m) != 0 {
+		t.Fatalf("the expired entry was kept: %d entries", len(c.m))
 	}
 	long := &token.Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}
 	for i := 0; i < 10; i++ {
