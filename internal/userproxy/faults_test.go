@@ -78,7 +78,13 @@ func newFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) *fault
 
 func faultEdge(t *testing.T, up *faultUpstream, tweak func(*Config)) (*edge, *edgecache.Cache) {
 	t.Helper()
-	return cachedEdge(t, 1<<26, func(c *Config) {
+	return faultEdgeOn(t, fastFront, up, tweak)
+}
+
+// faultEdgeOn is faultEdge on front end fe.
+func faultEdgeOn(t *testing.T, fe frontEnd, up *faultUpstream, tweak func(*Config)) (*edge, *edgecache.Cache) {
+	t.Helper()
+	return cachedEdgeOn(t, fe, 1<<26, func(c *Config) {
 		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
 		c.BodyTimeout = 500 * time.Millisecond
 		c.Timeout = 2 * time.Second
@@ -109,7 +115,9 @@ func getRaw(t *testing.T, e *edge, path string) (*http.Response, []byte, error) 
 // before its framing says (or whose framing cannot prove it whole) reaches
 // the client as it came (cut where the upstream cut it) and never enters
 // the cache: the next request goes upstream again and gets the whole body.
-func TestCutBodiesAreNeverCached(t *testing.T) {
+func TestCutBodiesAreNeverCached(t *testing.T) { onBothFrontEnds(t, testCutBodiesAreNeverCached) }
+
+func testCutBodiesAreNeverCached(t *testing.T, fe frontEnd) {
 	tgz := npmfixture.Tarball(map[string]string{"index.js": strings.Repeat("module.exports = 1;\n", 2000)})
 	doc := `{"name":"a","versions":{"1.0.0":{"dist":{"tarball":"http://x/a/-/a-1.0.0.tgz"}}}}`
 	var healthy atomic.Bool
@@ -158,7 +166,7 @@ func TestCutBodiesAreNeverCached(t *testing.T) {
 		}
 		fmt.Fprintf(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 	})
-	e, c := faultEdge(t, up, nil)
+	e, c := faultEdgeOn(t, fe, up, nil)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			healthy.Store(false)
@@ -187,7 +195,11 @@ func TestCutBodiesAreNeverCached(t *testing.T) {
 // dist.integrity of the packument the edge served is passed on (the client
 // judges it) but never stored.
 func TestIntegrityMismatchIsNotCached(t *testing.T) {
-	e, c := cachedEdge(t, 1<<24, nil)
+	onBothFrontEnds(t, testIntegrityMismatchIsNotCached)
+}
+
+func testIntegrityMismatchIsNotCached(t *testing.T, fe frontEnd) {
+	e, c := cachedEdgeOn(t, fe, 1<<24, nil)
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
 	e.get(t, "/@mycompany%2fhello", auth) // learn the integrity
 	// Now the upstream serves other bytes for the same version.
@@ -333,6 +345,10 @@ func randomBytes(n int) []byte {
 // half-open breaker is out, other requests wait for its outcome (bounded)
 // instead of failing at once; a good probe lets them all through.
 func TestHalfOpenBreakerLetsWaitersThrough(t *testing.T) {
+	onBothFrontEnds(t, testHalfOpenBreakerLetsWaitersThrough)
+}
+
+func testHalfOpenBreakerLetsWaitersThrough(t *testing.T, fe frontEnd) {
 	var failing atomic.Bool
 	failing.Store(true)
 	release := make(chan struct{})
@@ -346,7 +362,7 @@ func TestHalfOpenBreakerLetsWaitersThrough(t *testing.T) {
 		}
 		fmt.Fprintf(c, "HTTP/1.1 204 No Content\r\n\r\n")
 	})
-	e := newEdge(t, func(cfg *Config) {
+	e := newEdgeOn(t, fe, func(cfg *Config) {
 		cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
 		cfg.BreakerFailures, cfg.BreakerCooldown = 1, time.Hour // ended by the test's clock
 		cfg.RetryRatio = -1
@@ -432,13 +448,16 @@ func TestProbeClosesAHalfOpenBreaker(t *testing.T) {
 // TestDrainingResponsesSayConnectionClose: a response finished while the
 // server shuts down tells the kept-alive client the connection closes.
 func TestDrainingResponsesSayConnectionClose(t *testing.T) {
+	onBothFrontEnds(t, testDrainingResponsesSayConnectionClose)
+}
+
+func testDrainingResponsesSayConnectionClose(t *testing.T, fe frontEnd) {
 	release := make(chan struct{})
 	up := newFaultUpstream(t, func(path string, c net.Conn) {
 		<-release
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
 	})
-	e := newEdge(t, func(cfg *Config) { cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}} })
-	srv := e.server
+	e := newEdgeOn(t, fe, func(cfg *Config) { cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}} })
 	type result struct {
 		resp *http.Response
 		err  error
@@ -455,9 +474,21 @@ func TestDrainingResponsesSayConnectionClose(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		shut <- srv.Shutdown(ctx)
+		shut <- e.shutdown(ctx)
 	}()
-	testutil.Eventually(t, 3*time.Second, "draining", func() bool { return e.proxy.draining.Load() })
+	if fe == fastFront {
+		testutil.Eventually(t, 3*time.Second, "draining", func() bool { return e.proxy.draining.Load() })
+	} else {
+		// net/http's Shutdown closes the listener first; the proxy's
+		// draining flag is the fast front end's alone.
+		testutil.Eventually(t, 3*time.Second, "the listener closed", func() bool {
+			c, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+	}
 	close(release)
 	r := <-done
 	if r.err != nil || r.resp.StatusCode != 200 || !r.resp.Close {
