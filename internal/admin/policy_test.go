@@ -35,6 +35,11 @@ func TestTokenAuthorizer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	past := jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Hour))}
+	expiredTok, err := token.Issue(key, "", token.Claims{Scope: token.ScopeConfigWrite, RegisteredClaims: past})
+	if err != nil {
+		t.Fatal(err)
+	}
 	authz := TokenAuthorizer(v)
 	for _, tc := range []struct {
 		name, header, value string
@@ -43,6 +48,7 @@ func TestTokenAuthorizer(t *testing.T) {
 		{"admin token as Bearer", "Authorization", "Bearer " + adminTok, ""},
 		{"admin token in X-Bun-Proxy-Token", "X-Bun-Proxy-Token", adminTok, ""},
 		{"a token without scope config:write", "Authorization", "Bearer " + plainTok, "scope"},
+		{"an expired admin token", "Authorization", "Bearer " + expiredTok, token.ResultExpired},
 		{"no token", "Accept", "*/*", token.ResultMissing},
 		{"garbage", "Authorization", "Bearer garbage", token.ResultMalformed},
 	} {

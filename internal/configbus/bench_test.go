@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // The cost of the bus's userspace judgement per datagram, unsigned against
@@ -27,7 +28,7 @@ func BenchmarkHandleUnsigned(b *testing.B) {
 // BenchmarkHandleSigned: a keyed agent verifies, remembers and applies a
 // fresh signed datagram (pre-signed, one per iteration).
 func BenchmarkHandleSigned(b *testing.B) {
-	clock := newClock(t0)
+	clock := testutil.NewClock(t0)
 	s, _ := newSignedServer(b, clock, Options{ReplayCapacity: 1 << 20})
 	const n = 4096
 	pkts := make([][]byte, n)
@@ -55,7 +56,7 @@ func BenchmarkHandleSigned(b *testing.B) {
 // another key (two keys configured, both tried): the cost of a flood of
 // forged datagrams that pass XDP.
 func BenchmarkHandleBadSignature(b *testing.B) {
-	clock := newClock(t0)
+	clock := testutil.NewClock(t0)
 	s, _ := newSignedServer(b, clock, Options{})
 	pkt := signed(rows(40), t0, otherKey)
 	b.ReportAllocs()
@@ -69,7 +70,7 @@ func BenchmarkHandleBadSignature(b *testing.B) {
 // BenchmarkHandleUnsignedRefused: a keyed agent refuses a trailer-less
 // datagram (what XDP drops first when attached).
 func BenchmarkHandleUnsignedRefused(b *testing.B) {
-	clock := newClock(t0)
+	clock := testutil.NewClock(t0)
 	s, _ := newSignedServer(b, clock, Options{PublicKeys: []ed25519.PublicKey{pub(busKey)}})
 	dg := rows(40)
 	b.ReportAllocs()

@@ -65,14 +65,32 @@ func Push(ctx context.Context, targets []string, opts PushOptions) ([]Result, er
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Key != nil && len(opts.Key) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("configbus: signing key of %d bytes, want %d", len(opts.Key), ed25519.PrivateKeySize)
-	}
-	if err := opts.Sender.Validate(); err != nil {
-		return nil, fmt.Errorf("configbus: sender state: %w", err)
+	if err := checkSender(opts.Key, opts.Sender); err != nil {
+		return nil, err
 	}
 	dg := codec.AppendDatagram(nil, opts.Sender, &frame)
+	return eachTarget(targets, func(conn *net.UDPConn, to netip.AddrPort, res *Result) {
+		pushOne(ctx, conn, to, dg, opts, res)
+	}), nil
+}
 
+// checkSender checks what Push and Query send with: the signing key, when
+// there is one, and the sender's own state.
+func checkSender(key ed25519.PrivateKey, sender codec.State) error {
+	if key != nil && len(key) != ed25519.PrivateKeySize {
+		return fmt.Errorf("configbus: signing key of %d bytes, want %d", len(key), ed25519.PrivateKeySize)
+	}
+	if err := sender.Validate(); err != nil {
+		return fmt.Errorf("configbus: sender state: %w", err)
+	}
+	return nil
+}
+
+// eachTarget opens a socket per target (here, so that a caller inside a
+// network namespace sends from it) and runs one for every target that has
+// one, concurrently; it returns the results in order, a target that could
+// not be opened with its error.
+func eachTarget(targets []string, one func(conn *net.UDPConn, to netip.AddrPort, res *Result)) []Result {
 	results, conns, addrs := openTargets(targets)
 	var wg sync.WaitGroup
 	for i := range targets {
@@ -83,11 +101,11 @@ func Push(ctx context.Context, targets []string, opts PushOptions) ([]Result, er
 		go func() {
 			defer wg.Done()
 			defer conns[i].Close()
-			pushOne(ctx, conns[i], addrs[i], dg, opts, &results[i])
+			one(conns[i], addrs[i], &results[i])
 		}()
 	}
 	wg.Wait()
-	return results, nil
+	return results
 }
 
 // openTargets resolves each target and opens a socket for it; a target

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/regedge/regedge/internal/codec"
@@ -39,27 +38,12 @@ func Query(ctx context.Context, targets []string, opts QueryOptions) ([]Result, 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Key != nil && len(opts.Key) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("configbus: signing key of %d bytes, want %d", len(opts.Key), ed25519.PrivateKeySize)
+	if err := checkSender(opts.Key, opts.Sender); err != nil {
+		return nil, err
 	}
-	if err := opts.Sender.Validate(); err != nil {
-		return nil, fmt.Errorf("configbus: sender state: %w", err)
-	}
-	results, conns, addrs := openTargets(targets)
-	var wg sync.WaitGroup
-	for i := range targets {
-		if conns[i] == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer conns[i].Close()
-			queryOne(ctx, conns[i], addrs[i], opts, &results[i])
-		}()
-	}
-	wg.Wait()
-	return results, nil
+	return eachTarget(targets, func(conn *net.UDPConn, to netip.AddrPort, res *Result) {
+		queryOne(ctx, conn, to, opts, res)
+	}), nil
 }
 
 func queryOne(ctx context.Context, conn *net.UDPConn, to netip.AddrPort, opts QueryOptions, res *Result) {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/state"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 var (
@@ -28,18 +28,7 @@ var (
 
 func pub(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
 
-// testClock is a settable clock for the server.
-type testClock struct{ ms atomic.Int64 }
-
-func newClock(t time.Time) *testClock {
-	c := &testClock{}
-	c.ms.Store(t.UnixMilli())
-	return c
-}
-func (c *testClock) now() time.Time          { return time.UnixMilli(c.ms.Load()) }
-func (c *testClock) advance(d time.Duration) { c.ms.Add(d.Milliseconds()) }
-
-func newSignedServer(t testing.TB, clock *testClock, opts Options) (*Server, *state.Store) {
+func newSignedServer(t testing.TB, clock *testutil.Clock, opts Options) (*Server, *state.Store) {
 	t.Helper()
 	st, err := state.Open(state.Options{Initial: codec.DefaultState()})
 	if err != nil {
@@ -49,7 +38,7 @@ func newSignedServer(t testing.TB, clock *testClock, opts Options) (*Server, *st
 	if opts.PublicKeys == nil {
 		opts.PublicKeys = []ed25519.PublicKey{pub(busKey), pub(busKey2)}
 	}
-	opts.Now = clock.now
+	opts.Now = clock.Now
 	return NewServer(nil, st, opts, quiet), st
 }
 
@@ -64,7 +53,7 @@ func rows(n uint64) []byte { return datagram(codec.Update(codec.FieldRows, n)) }
 // TestSignedVerdicts: with keys, each verdict of §3.1a in turn; none of the
 // refused datagrams changes the state or gets an answer.
 func TestSignedVerdicts(t *testing.T) {
-	clock := newClock(t0)
+	clock := testutil.NewClock(t0)
 	s, st := newSignedServer(t, clock, Options{})
 	badSig := signed(rows(44), t0, busKey)
 	badSig[len(badSig)-1] ^= 1
@@ -199,18 +188,18 @@ func TestReplayMemoryExpiresAndIsBounded(t *testing.T) {
 // TestSignedReplayCapacity: through the server, a full replay memory
 // refuses signed datagrams as replay until its entries expire.
 func TestSignedReplayCapacity(t *testing.T) {
-	clock := newClock(t0)
+	clock := testutil.NewClock(t0)
 	s, st := newSignedServer(t, clock, Options{ReplayCapacity: 2})
 	for i, want := range []string{"ok", "ok", VerdictReplay} {
-		if _, verdict := s.Handle(signed(rows(uint64(70+i)), clock.now(), busKey), client); verdict != want {
+		if _, verdict := s.Handle(signed(rows(uint64(70+i)), clock.Now(), busKey), client); verdict != want {
 			t.Fatalf("datagram %d: %s, want %s", i, verdict, want)
 		}
 	}
 	if st.State().Rows != 71 {
 		t.Fatalf("rows %d: the refused datagram was applied", st.State().Rows)
 	}
-	clock.advance(ReplayWindow)
-	if _, verdict := s.Handle(signed(rows(80), clock.now(), busKey), client); verdict != "ok" || st.State().Rows != 80 {
+	clock.Advance(ReplayWindow)
+	if _, verdict := s.Handle(signed(rows(80), clock.Now(), busKey), client); verdict != "ok" || st.State().Rows != 80 {
 		t.Fatalf("after the window: %s rows %d", verdict, st.State().Rows)
 	}
 }
@@ -316,8 +305,8 @@ func TestPushSignsEachAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer target.Close()
-	clock := newClock(t0)
-	tick := func() time.Time { clock.advance(1500 * time.Millisecond); return clock.now() }
+	clock := testutil.NewClock(t0)
+	tick := func() time.Time { clock.Advance(1500 * time.Millisecond); return clock.Now() }
 	done := make(chan []Result, 1)
 	go func() {
 		res, _ := Push(context.Background(), []string{target.LocalAddr().String()}, PushOptions{
@@ -368,7 +357,7 @@ func FuzzHandleSigned(f *testing.F) {
 	f.Add(signed(datagram(codec.Heartbeat(7)), t0, busKey2))
 	f.Add(signed(badChecksum(rows(41)), t0, busKey))
 	f.Add(rows(42))
-	clock := newClock(t0)
+	clock := testutil.NewClock(t0)
 	s, st := newSignedServer(f, clock, Options{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		before := st.State()

@@ -1,6 +1,8 @@
-// Package testutil holds helpers for tests that need privileges or the
-// kernel: they skip with a clear reason on a laptop and fail in CI, where
-// REGEDGE_REQUIRE_BPF=1 says the machine is root on a kernel with BPF.
+// Package testutil holds what tests of several packages share: helpers for
+// tests that need privileges or the kernel (they skip with a clear reason on
+// a laptop and fail in CI, where REGEDGE_REQUIRE_BPF=1 says the machine is
+// root on a kernel with BPF), waiting for a condition (Eventually), a clock
+// the test moves by hand (Clock), and TLS and DNS fixtures.
 package testutil
 
 import (

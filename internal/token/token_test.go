@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 func keys(t *testing.T) (ed25519.PrivateKey, string) {
@@ -92,11 +94,53 @@ func TestVerifyResults(t *testing.T) {
 			}
 		})
 	}
-	// Leeway lets a token a few seconds past exp through.
-	lv, _ := NewVerifier([]string{pub}, 30*time.Second)
-	justExpired, _ := Issue(k, "", claims(-5*time.Second))
-	if _, err := lv.Verify(justExpired); err != nil {
-		t.Errorf("within leeway: %v", err)
+}
+
+// TestExpiryOnTheVerifiersClock: a token is good until its exp plus the
+// leeway and expired from that instant on, and not good before its nbf less the
+// leeway, on the verifier's clock (the test's, so nothing waits).
+func TestExpiryOnTheVerifiersClock(t *testing.T) {
+	k, pub := keys(t)
+	start := time.Unix(1_700_000_000, 0)
+	c := Claims{RegistryHash: "0xa1b2c3d4", RegisteredClaims: jwt.RegisteredClaims{
+		NotBefore: jwt.NewNumericDate(start.Add(time.Minute)), ExpiresAt: jwt.NewNumericDate(start.Add(time.Hour)),
+	}}
+	tok, err := Issue(k, "", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, leeway := range []time.Duration{0, 30 * time.Second} {
+		v, err := NewVerifier([]string{pub}, leeway)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock := testutil.NewClock(start)
+		v.now = clock.Now
+		result := func() string {
+			_, err := v.Verify(tok)
+			var te *Error
+			if errors.As(err, &te) {
+				return te.Result
+			} else if err != nil {
+				return "untyped: " + err.Error()
+			}
+			return ResultOK
+		}
+		for _, step := range []struct {
+			at   time.Duration // from start
+			want string
+		}{
+			{time.Minute - leeway - time.Second, ResultNotYet},
+			{time.Minute - leeway, ResultOK},
+			{time.Hour + leeway - time.Second, ResultOK},
+			{time.Hour + leeway, ResultExpired}, // RFC 7519 4.1.4: "on or after" exp
+			{time.Hour + leeway + time.Second, ResultExpired},
+		} {
+			clock.Advance(start.Add(step.at).Sub(clock.Now()))
+			if got := result(); got != step.want {
+				t.Errorf("leeway %v, at start+%v: %s, want %s", leeway, step.at, got, step.want)
+			}
+		}
 	}
 }
 

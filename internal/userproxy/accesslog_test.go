@@ -99,10 +99,12 @@ func (l *lockedBuffer) waitLines(t *testing.T, n int) []string {
 // TestOneAccessLinePerRequest: both front ends write one JSON line per
 // request with every field the operator guide lists, through the encoder
 // (AccessLog set) and through the Logger (not set).
-func TestOneAccessLinePerRequest(t *testing.T) {
+func TestOneAccessLinePerRequest(t *testing.T) { onBothFrontEnds(t, testOneAccessLinePerRequest) }
+
+func testOneAccessLinePerRequest(t *testing.T, fe frontEnd) {
 	for _, encoder := range []bool{true, false} {
 		out := &lockedBuffer{}
-		e := newEdge(t, func(c *Config) {
+		e := newEdgeOn(t, fe, func(c *Config) {
 			if encoder {
 				c.AccessLog = out
 			}
@@ -146,7 +148,7 @@ func TestOneAccessLinePerRequest(t *testing.T) {
 	}
 	// A streamed body (a tarball, not rewritten) is counted as sent.
 	out := &lockedBuffer{}
-	e := newEdge(t, func(c *Config) { c.AccessLog = out })
+	e := newEdgeOn(t, fe, func(c *Config) { c.AccessLog = out })
 	e.proxy.log = slog.New(slog.NewJSONHandler(out, nil))
 	const tgz = "/hello-dep/-/hello-dep-1.0.0.tgz"
 	if resp, b := e.get(t, tgz, map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}); resp.StatusCode != 200 || b != string(e.reg.TarballAt(tgz)) {

@@ -26,11 +26,17 @@ import (
 
 func cachedEdge(t *testing.T, maxBytes int64, tweak func(*Config)) (*edge, *edgecache.Cache) {
 	t.Helper()
+	return cachedEdgeOn(t, fastFront, maxBytes, tweak)
+}
+
+// cachedEdgeOn is cachedEdge on front end fe.
+func cachedEdgeOn(t *testing.T, fe frontEnd, maxBytes int64, tweak func(*Config)) (*edge, *edgecache.Cache) {
+	t.Helper()
 	c, err := edgecache.Open(t.TempDir(), maxBytes, edgecache.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEdge(t, func(cfg *Config) {
+	e := newEdgeOn(t, fe, func(cfg *Config) {
 		cfg.Cache, cfg.PackumentTTL, cfg.NegativeTTL, cfg.StaleIfError = c, time.Hour, time.Minute, time.Hour
 		if tweak != nil {
 			tweak(cfg)

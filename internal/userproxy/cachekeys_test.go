@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/regedge/regedge/internal/npmclient/npmfixture"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // TestTarball404Expires: a tarball asked for before it is published is a
@@ -30,7 +31,7 @@ func TestTarball404Expires(t *testing.T) {
 		t.Fatalf("before the publish: %d", resp.StatusCode)
 	}
 	e.reg.Add(npmfixture.Package{Name: "late", Version: "1.0.0", Files: map[string]string{"index.js": "1"}})
-	eventually(t, 10*time.Second, "the tarball's 404 to expire", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the tarball's 404 to expire", func() bool {
 		resp, _ := e.get(t, path, auth)
 		return resp.StatusCode == 200
 	})
@@ -140,7 +141,9 @@ func TestCacheKeysAndBypass(t *testing.T) {
 // TestGzipped404NotStoredRaw: an upstream 404 sent gzipped (the edge asked
 // for gzip for a client that takes it) is not stored as it came: served
 // later without its Content-Encoding, its bytes would be garbage.
-func TestGzipped404NotStoredRaw(t *testing.T) {
+func TestGzipped404NotStoredRaw(t *testing.T) { onBothFrontEnds(t, testGzipped404NotStoredRaw) }
+
+func testGzipped404NotStoredRaw(t *testing.T, fe frontEnd) {
 	var asked atomic.Int64
 	up := newFaultUpstream(t, func(path string, c net.Conn) {
 		if asked.Add(1) > 1 { // the second time plain: the client does not take gzip
@@ -153,7 +156,7 @@ func TestGzipped404NotStoredRaw(t *testing.T) {
 		zw.Close()
 		fmt.Fprintf(c, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s", b.Len(), b.Bytes())
 	})
-	e, _ := cachedEdge(t, 1<<24, func(cfg *Config) { cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}} })
+	e, _ := cachedEdgeOn(t, fe, 1<<24, func(cfg *Config) { cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}} })
 	auth := "Bearer " + e.token(t, "0xa1b2c3d4")
 	e.get(t, "/missing", map[string]string{"Authorization": auth, "Accept-Encoding": "gzip"})
 	_, body := e.get(t, "/missing", map[string]string{"Authorization": auth, "Accept-Encoding": "identity"})

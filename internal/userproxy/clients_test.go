@@ -20,27 +20,11 @@ import (
 // pnpmVersion is the pnpm the test installs from the npm registry.
 const pnpmVersion = "9.8.0"
 
-// pnpmScript returns pnpm's entry script, installing it once into a cache
+// pnpmScript returns pnpm's entry script, installed once into a cache
 // directory shared by test runs.
 func pnpmScript(t *testing.T) string {
 	t.Helper()
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		testutil.SkipOrFail(t, "npm is not installed (.ci/run installs nodejs and npm)")
-	}
-	dir := filepath.Join(os.TempDir(), "regedge-pnpm-"+pnpmVersion)
-	script := filepath.Join(dir, "node_modules", "pnpm", "bin", "pnpm.cjs")
-	if _, err := os.Stat(script); err == nil {
-		return script
-	}
-	os.MkdirAll(dir, 0o755)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--loglevel=warn", "--prefix", dir, "pnpm@"+pnpmVersion)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		testutil.SkipOrFail(t, fmt.Sprintf("installing pnpm from the npm registry failed: %v\n%s", err, out))
-	}
-	return script
+	return installedWithNpm(t, "pnpm@"+pnpmVersion, "node_modules/pnpm/bin/pnpm.cjs")
 }
 
 // TestRealClientsInstallThroughTheEdge: npm, pnpm and bun, each with the

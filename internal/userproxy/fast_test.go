@@ -668,27 +668,7 @@ func TestFastServerShutdownBeforeServe(t *testing.T) {
 // https either way, also for a request the fast path hands on.
 func TestFastPathTLS(t *testing.T) {
 	e := newEdge(t, nil)
-	certFile, keyFile := testutil.SelfSignedCert(t, t.TempDir(), "edge")
-	certs, err := NewCertReloader(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{Proxy: e.proxy, Fallback: &http.Server{Handler: e.proxy, ConnContext: ConnContext},
-		HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, TLSConfig: certs.TLSConfig()}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	}()
-	pem, _ := os.ReadFile(certFile)
-	base := "https://" + ln.Addr().String()
+	base, pem := serveTLSFront(t, e.proxy, fastFront)
 	client := func(h2 bool) *http.Client { return testutil.TLSClient(pem, h2) }
 	auth := "Bearer " + e.token(t, "0xa1b2c3d4")
 	fetch := func(c *http.Client, extra map[string]string) (*http.Response, string) {

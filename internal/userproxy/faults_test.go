@@ -76,25 +76,15 @@ func newFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) *fault
 	return f
 }
 
-// eventually waits (bounded) for cond.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			if os.Getenv("DUMP") != "" {
-				buf := make([]byte, 1<<20)
-				os.WriteFile("/tmp/goroutines.txt", buf[:runtime.Stack(buf, true)], 0o644)
-			}
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func faultEdge(t *testing.T, up *faultUpstream, tweak func(*Config)) (*edge, *edgecache.Cache) {
 	t.Helper()
-	return cachedEdge(t, 1<<26, func(c *Config) {
+	return faultEdgeOn(t, fastFront, up, tweak)
+}
+
+// faultEdgeOn is faultEdge on front end fe.
+func faultEdgeOn(t *testing.T, fe frontEnd, up *faultUpstream, tweak func(*Config)) (*edge, *edgecache.Cache) {
+	t.Helper()
+	return cachedEdgeOn(t, fe, 1<<26, func(c *Config) {
 		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
 		c.BodyTimeout = 500 * time.Millisecond
 		c.Timeout = 2 * time.Second
@@ -125,7 +115,9 @@ func getRaw(t *testing.T, e *edge, path string) (*http.Response, []byte, error) 
 // before its framing says (or whose framing cannot prove it whole) reaches
 // the client as it came (cut where the upstream cut it) and never enters
 // the cache: the next request goes upstream again and gets the whole body.
-func TestCutBodiesAreNeverCached(t *testing.T) {
+func TestCutBodiesAreNeverCached(t *testing.T) { onBothFrontEnds(t, testCutBodiesAreNeverCached) }
+
+func testCutBodiesAreNeverCached(t *testing.T, fe frontEnd) {
 	tgz := npmfixture.Tarball(map[string]string{"index.js": strings.Repeat("module.exports = 1;\n", 2000)})
 	doc := `{"name":"a","versions":{"1.0.0":{"dist":{"tarball":"http://x/a/-/a-1.0.0.tgz"}}}}`
 	var healthy atomic.Bool
@@ -174,7 +166,7 @@ func TestCutBodiesAreNeverCached(t *testing.T) {
 		}
 		fmt.Fprintf(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 	})
-	e, c := faultEdge(t, up, nil)
+	e, c := faultEdgeOn(t, fe, up, nil)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			healthy.Store(false)
@@ -203,7 +195,11 @@ func TestCutBodiesAreNeverCached(t *testing.T) {
 // dist.integrity of the packument the edge served is passed on (the client
 // judges it) but never stored.
 func TestIntegrityMismatchIsNotCached(t *testing.T) {
-	e, c := cachedEdge(t, 1<<24, nil)
+	onBothFrontEnds(t, testIntegrityMismatchIsNotCached)
+}
+
+func testIntegrityMismatchIsNotCached(t *testing.T, fe frontEnd) {
+	e, c := cachedEdgeOn(t, fe, 1<<24, nil)
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
 	e.get(t, "/@mycompany%2fhello", auth) // learn the integrity
 	// Now the upstream serves other bytes for the same version.
@@ -275,8 +271,8 @@ func TestSlowUpstreamsReleaseEverything(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
-	eventually(t, 10*time.Second, "the upstream connections of abandoned requests closed", func() bool { return up.open.Load() == 0 })
-	eventually(t, 10*time.Second, "goroutines and descriptors back to the baseline", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the upstream connections of abandoned requests closed", func() bool { return up.open.Load() == 0 })
+	testutil.Eventually(t, 10*time.Second, "goroutines and descriptors back to the baseline", func() bool {
 		return runtime.NumGoroutine() <= baseG+2 && fds() <= baseFD+2
 	})
 }
@@ -322,7 +318,7 @@ func TestFullDiskStreamsThroughAndBlamesNobody(t *testing.T) {
 	}
 	// The failed fills' temp files go (the last one is dropped as its
 	// response ends, which the client may see first).
-	eventually(t, 5*time.Second, "no temp file left in the cache directory", func() bool {
+	testutil.Eventually(t, 5*time.Second, "no temp file left in the cache directory", func() bool {
 		ents, _ := os.ReadDir(filepath.Join(dir, "cache"))
 		for _, en := range ents {
 			if strings.HasPrefix(en.Name(), ".tmp-") {
@@ -349,6 +345,10 @@ func randomBytes(n int) []byte {
 // half-open breaker is out, other requests wait for its outcome (bounded)
 // instead of failing at once; a good probe lets them all through.
 func TestHalfOpenBreakerLetsWaitersThrough(t *testing.T) {
+	onBothFrontEnds(t, testHalfOpenBreakerLetsWaitersThrough)
+}
+
+func testHalfOpenBreakerLetsWaitersThrough(t *testing.T, fe frontEnd) {
 	var failing atomic.Bool
 	failing.Store(true)
 	release := make(chan struct{})
@@ -362,21 +362,29 @@ func TestHalfOpenBreakerLetsWaitersThrough(t *testing.T) {
 		}
 		fmt.Fprintf(c, "HTTP/1.1 204 No Content\r\n\r\n")
 	})
-	e := newEdge(t, func(cfg *Config) {
+	e := newEdgeOn(t, fe, func(cfg *Config) {
 		cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
-		cfg.BreakerFailures, cfg.BreakerCooldown = 1, 200*time.Millisecond
+		cfg.BreakerFailures, cfg.BreakerCooldown = 1, time.Hour // ended by the test's clock
 		cfg.RetryRatio = -1
 	})
 	br := e.proxy.routes[companyHash].br
+	clock := testutil.NewClock(time.Now())
+	br.now = clock.Now
 	getRaw(t, e, "/x") // fails: the breaker opens
-	eventually(t, 3*time.Second, "the breaker half-open", func() bool { return br.state() == "half-open" })
+	if st := br.state(); st != "open" {
+		t.Fatalf("after a failure the breaker is %s, want open", st)
+	}
+	clock.Advance(time.Hour)
+	if st := br.state(); st != "half-open" {
+		t.Fatalf("after the cooldown the breaker is %s, want half-open", st)
+	}
 	failing.Store(false)
 	probe := make(chan int, 1)
 	go func() {
 		resp, _, _ := getRaw(t, e, "/probe")
 		probe <- resp.StatusCode
 	}()
-	eventually(t, 3*time.Second, "the probe in flight", func() bool { br.mu.Lock(); defer br.mu.Unlock(); return br.probing })
+	testutil.Eventually(t, 3*time.Second, "the probe in flight", func() bool { br.mu.Lock(); defer br.mu.Unlock(); return br.probing })
 	waiter := make(chan int, 1)
 	go func() {
 		resp, _, _ := getRaw(t, e, "/y")
@@ -391,16 +399,65 @@ func TestHalfOpenBreakerLetsWaitersThrough(t *testing.T) {
 	}
 }
 
+// TestProbeClosesAHalfOpenBreaker: an open breaker asks for no probe; at
+// the end of its cooldown it does, and the proxy's own probe (no client)
+// reaching the upstream closes it, one failing opens it again. The
+// cooldown runs on the test's clock.
+func TestProbeClosesAHalfOpenBreaker(t *testing.T) {
+	var failing atomic.Bool
+	var pings atomic.Int32
+	failing.Store(true)
+	up := newFaultUpstream(t, func(path string, c net.Conn) {
+		if failing.Load() {
+			c.Close()
+			return
+		}
+		if path == "/-/ping" {
+			pings.Add(1)
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+	})
+	e := newEdge(t, func(cfg *Config) {
+		cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
+		cfg.BreakerFailures, cfg.BreakerCooldown = 1, time.Hour
+		cfg.RetryRatio = -1
+	})
+	r := e.proxy.routes[companyHash]
+	clock := testutil.NewClock(time.Now())
+	r.br.now = clock.Now
+	getRaw(t, e, "/x") // fails: the breaker opens
+	if e.proxy.probeDue(r, 0) {
+		t.Fatal("a probe is due while the breaker is open")
+	}
+	clock.Advance(time.Hour)
+	if !e.proxy.probeDue(r, 0) {
+		t.Fatalf("no probe due with the breaker %s", r.br.state())
+	}
+	e.proxy.probe(context.Background(), r) // the upstream still hangs up
+	if st := r.br.state(); st != "open" {
+		t.Fatalf("after a failed probe the breaker is %s, want open", st)
+	}
+	clock.Advance(time.Hour)
+	failing.Store(false)
+	e.proxy.probe(context.Background(), r)
+	if st := r.br.state(); st != "closed" || pings.Load() != 1 {
+		t.Fatalf("after a good probe the breaker is %s (%d pings), want closed", st, pings.Load())
+	}
+}
+
 // TestDrainingResponsesSayConnectionClose: a response finished while the
 // server shuts down tells the kept-alive client the connection closes.
 func TestDrainingResponsesSayConnectionClose(t *testing.T) {
+	onBothFrontEnds(t, testDrainingResponsesSayConnectionClose)
+}
+
+func testDrainingResponsesSayConnectionClose(t *testing.T, fe frontEnd) {
 	release := make(chan struct{})
 	up := newFaultUpstream(t, func(path string, c net.Conn) {
 		<-release
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
 	})
-	e := newEdge(t, func(cfg *Config) { cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}} })
-	srv := e.server
+	e := newEdgeOn(t, fe, func(cfg *Config) { cfg.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}} })
 	type result struct {
 		resp *http.Response
 		err  error
@@ -412,14 +469,26 @@ func TestDrainingResponsesSayConnectionClose(t *testing.T) {
 		resp, err := http.DefaultClient.Do(req)
 		done <- result{resp, err}
 	}()
-	eventually(t, 3*time.Second, "the request upstream", func() bool { return up.requests.Load() == 1 })
+	testutil.Eventually(t, 3*time.Second, "the request upstream", func() bool { return up.requests.Load() == 1 })
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		shut <- srv.Shutdown(ctx)
+		shut <- e.shutdown(ctx)
 	}()
-	eventually(t, 3*time.Second, "draining", func() bool { return e.proxy.draining.Load() })
+	if fe == fastFront {
+		testutil.Eventually(t, 3*time.Second, "draining", func() bool { return e.proxy.draining.Load() })
+	} else {
+		// net/http's Shutdown closes the listener first; the proxy's
+		// draining flag is the fast front end's alone.
+		testutil.Eventually(t, 3*time.Second, "the listener closed", func() bool {
+			c, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+	}
 	close(release)
 	r := <-done
 	if r.err != nil || r.resp.StatusCode != 200 || !r.resp.Close {

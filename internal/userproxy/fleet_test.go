@@ -14,7 +14,9 @@ import (
 // TestWriteTellsTheFleet: a write the upstream takes calls
 // OnPackageChanged with its package, with the cache on or off; a refused
 // write and a read do not.
-func TestWriteTellsTheFleet(t *testing.T) {
+func TestWriteTellsTheFleet(t *testing.T) { onBothFrontEnds(t, testWriteTellsTheFleet) }
+
+func testWriteTellsTheFleet(t *testing.T, fe frontEnd) {
 	for _, cached := range []bool{true, false} {
 		var mu sync.Mutex
 		var changed []string
@@ -23,9 +25,9 @@ func TestWriteTellsTheFleet(t *testing.T) {
 		}
 		var e *edge
 		if cached {
-			e, _ = cachedEdge(t, 1<<20, hook)
+			e, _ = cachedEdgeOn(t, fe, 1<<20, hook)
 		} else {
-			e = newEdge(t, hook)
+			e = newEdgeOn(t, fe, hook)
 		}
 		auth := "Bearer " + e.tokenFor(t, "@mycompany", token.ScopeRegistryWrite, "0xa1b2c3d4") // writes need registry:write
 		put := func(doc string) int {

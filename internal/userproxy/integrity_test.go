@@ -18,6 +18,12 @@ import (
 // extra response after a 304 leaves bytes waiting on a pooled connection;
 // the edge must discard that connection, not read the stray response as
 // the answer to the next client's request (for another package).
+//
+// The fast front end only: the net/http path (proxy.fastPath false, and
+// what the fast path hands on) pools upstream connections in Go's
+// http.Transport, whose check for unsolicited bytes on an idle connection
+// races the next request's pick of it; there the stray response can still
+// reach the next client (about one run in two on this test).
 func TestStrayUpstreamBytesNeverReachAnotherClient(t *testing.T) {
 	sendStray, strayWritten := make(chan struct{}), make(chan struct{})
 	up := newFaultUpstream(t, func(path string, c net.Conn) {
@@ -51,6 +57,10 @@ func TestStrayUpstreamBytesNeverReachAnotherClient(t *testing.T) {
 // (Content-Length "+5", "-5", "5x", two different values) is answered 502
 // on both front ends; nothing of its body reaches the client.
 func TestUpstreamFramingErrorsAre502(t *testing.T) {
+	onBothFrontEnds(t, testUpstreamFramingErrorsAre502)
+}
+
+func testUpstreamFramingErrorsAre502(t *testing.T, fe frontEnd) {
 	heads := map[string]string{
 		"/cl-te":   "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
 		"/te-cl":   "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
@@ -65,18 +75,16 @@ func TestUpstreamFramingErrorsAre502(t *testing.T) {
 		first, _, _ := strings.Cut(path[1:], "/") // /cl-te and /cl-te/-/x-1.0.0.tgz
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"+heads["/"+first]+"\r\n5\r\nhello\r\n0\r\n\r\n")
 	})
-	base := newEdge(t, func(c *Config) {
+	e := newEdgeOn(t, fe, func(c *Config) {
 		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
 		c.BreakerFailures = -1
 	})
-	auth := map[string]string{"Authorization": "Bearer " + base.token(t, "0xa1b2c3d4")}
-	for name, e := range frontEnds(t, base) {
-		for path := range heads {
-			for _, p := range []string{path, path + "/-/x-1.0.0.tgz"} {
-				resp, body := e.do(t, http.MethodGet, p, "", auth)
-				if resp.StatusCode != http.StatusBadGateway || strings.Contains(body, "hello") {
-					t.Errorf("%s: GET %s: %d %q, want 502", name, p, resp.StatusCode, body)
-				}
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	for path := range heads {
+		for _, p := range []string{path, path + "/-/x-1.0.0.tgz"} {
+			resp, body := e.do(t, http.MethodGet, p, "", auth)
+			if resp.StatusCode != http.StatusBadGateway || strings.Contains(body, "hello") {
+				t.Errorf("GET %s: %d %q, want 502", p, resp.StatusCode, body)
 			}
 		}
 	}
@@ -86,8 +94,10 @@ func TestUpstreamFramingErrorsAre502(t *testing.T) {
 // to net/http (which answers 400), and a Host that is valid HTTP but not a
 // plain host[:port] is refused 400: neither ever becomes the base of the
 // tarball URLs in a packument.
-func TestInvalidHostsNeverReflected(t *testing.T) {
-	e := newEdge(t, nil)
+func TestInvalidHostsNeverReflected(t *testing.T) { onBothFrontEnds(t, testInvalidHostsNeverReflected) }
+
+func testInvalidHostsNeverReflected(t *testing.T, fe frontEnd) {
+	e := newEdgeOn(t, fe, nil)
 	addr := strings.TrimPrefix(e.URL, "http://")
 	auth := "Authorization: Bearer " + e.token(t, "0xa1b2c3d4") + "\r\n"
 	for _, host := range []string{`ex"ample`, `a\b`, "a<b>", "evil.example#x", "evil.example/x", "evil.example?x",
@@ -189,12 +199,11 @@ func TestNetHTTPPathKeepsHTTP2Upstreams(t *testing.T) {
 		srv.EnableHTTP2 = h2
 		srv.StartTLS()
 		t.Cleanup(srv.Close)
-		e := newEdge(t, func(c *Config) {
+		e := newEdgeOn(t, netHTTPFront, func(c *Config) {
 			c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(srv.URL)}}
 			c.RootCAs = srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
 		})
-		plain := frontEnds(t, e)["net/http"]
-		resp, body := plain.do(t, http.MethodGet, "/hello-dep", "", map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")})
+		resp, body := e.do(t, http.MethodGet, "/hello-dep", "", map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")})
 		want := "HTTP/1.1"
 		if h2 {
 			want = "HTTP/2.0"

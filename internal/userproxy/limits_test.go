@@ -10,24 +10,24 @@ import (
 // TestPerClientRateLimit: one client over its per-client limit gets 429
 // naming the rule, with Retry-After, while another client (another token
 // sub) still gets 200, on both front ends.
-func TestPerClientRateLimit(t *testing.T) {
-	for _, name := range []string{"fast", "net/http"} { // each with buckets of its own
-		e := frontEnds(t, newEdge(t, func(c *Config) { c.PerMinute, c.PerClientPerMinute = 1000, 3 }))[name]
-		busy := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "ci-large", "", "0xa1b2c3d4")}
-		calm := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "laptop", "", "0xa1b2c3d4")}
-		for i := 0; i < 3; i++ {
-			if resp, body := e.do(t, http.MethodGet, "/hello-dep", "", busy); resp.StatusCode != 200 {
-				t.Fatalf("%s: request %d of the busy client: %d %s", name, i, resp.StatusCode, body)
-			}
+func TestPerClientRateLimit(t *testing.T) { onBothFrontEnds(t, testPerClientRateLimit) }
+
+func testPerClientRateLimit(t *testing.T, fe frontEnd) {
+	e := newEdgeOn(t, fe, func(c *Config) { c.PerMinute, c.PerClientPerMinute = 1000, 3 })
+	busy := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "ci-large", "", "0xa1b2c3d4")}
+	calm := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "laptop", "", "0xa1b2c3d4")}
+	for i := 0; i < 3; i++ {
+		if resp, body := e.do(t, http.MethodGet, "/hello-dep", "", busy); resp.StatusCode != 200 {
+			t.Fatalf("request %d of the busy client: %d %s", i, resp.StatusCode, body)
 		}
-		resp, body := e.do(t, http.MethodGet, "/hello-dep", "", busy)
-		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" ||
-			!strings.Contains(body, `"rule":"3 per minute per client (sub ci-large)"`) || !strings.Contains(body, `"reason":"client"`) {
-			t.Fatalf("%s: the busy client over its limit: %d %s (Retry-After %q)", name, resp.StatusCode, body, resp.Header.Get("Retry-After"))
-		}
-		if resp, body := e.do(t, http.MethodGet, "/hello-dep", "", calm); resp.StatusCode != 200 {
-			t.Fatalf("%s: another client while the first is limited: %d %s", name, resp.StatusCode, body)
-		}
+	}
+	resp, body := e.do(t, http.MethodGet, "/hello-dep", "", busy)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" ||
+		!strings.Contains(body, `"rule":"3 per minute per client (sub ci-large)"`) || !strings.Contains(body, `"reason":"client"`) {
+		t.Fatalf("the busy client over its limit: %d %s (Retry-After %q)", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	if resp, body := e.do(t, http.MethodGet, "/hello-dep", "", calm); resp.StatusCode != 200 {
+		t.Fatalf("another client while the first is limited: %d %s", resp.StatusCode, body)
 	}
 }
 

@@ -32,6 +32,10 @@ func packumentTarballs(t *testing.T, body string) []string {
 // URLs without the port; they are rebased onto the edge all the same, and
 // the upstream is asked with a Host that has no port.
 func TestDefaultPortUpstreamsAreRebased(t *testing.T) {
+	onBothFrontEnds(t, testDefaultPortUpstreamsAreRebased)
+}
+
+func testDefaultPortUpstreamsAreRebased(t *testing.T, fe frontEnd) {
 	for _, tc := range []struct {
 		name, addr string
 		tls        bool
@@ -53,7 +57,7 @@ func TestDefaultPortUpstreamsAreRebased(t *testing.T) {
 				up.Start()
 			}
 			defer up.Close()
-			e := newEdge(t, func(c *Config) {
+			e := newEdgeOn(t, fe, func(c *Config) {
 				c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(scheme + "://" + tc.addr)}}
 				if tc.tls {
 					c.RootCAs = up.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
@@ -79,9 +83,11 @@ func TestDefaultPortUpstreamsAreRebased(t *testing.T) {
 // TestTarballHostsAndPublicURL: URLs on an extra origin of the upstream
 // are rebased too, onto proxy.publicURL when it is set (whatever Host the
 // client used).
-func TestTarballHostsAndPublicURL(t *testing.T) {
+func TestTarballHostsAndPublicURL(t *testing.T) { onBothFrontEnds(t, testTarballHostsAndPublicURL) }
+
+func testTarballHostsAndPublicURL(t *testing.T, fe frontEnd) {
 	alias := newRegistry(t) // only its origin matters: the packument names it
-	e := newEdge(t, func(c *Config) {
+	e := newEdgeOn(t, fe, func(c *Config) {
 		c.Upstreams[0].TarballHosts = []*url.URL{mustURL("HTTP://" + strings.ToUpper(strings.TrimPrefix(alias.URL, "http://")))}
 		c.PublicURL = "https://npm.edge.example/"
 	})

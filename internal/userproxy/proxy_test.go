@@ -43,16 +43,25 @@ const (
 )
 
 type edge struct {
-	URL    string
-	server *Server
-	proxy  *Proxy
-	key    ed25519.PrivateKey
-	reg    *registry
+	URL      string
+	front    frontEnd
+	shutdown func(context.Context) error // the front end's
+	proxy    *Proxy
+	key      ed25519.PrivateKey
+	reg      *registry
 }
 
 func mustURL(s string) *url.URL { u, _ := url.Parse(s); return u }
 
+// newEdge is an edge on the fast front end (proxy.fastPath's default).
 func newEdge(t testing.TB, tweak func(*Config)) *edge {
+	t.Helper()
+	return newEdgeOn(t, fastFront, tweak)
+}
+
+// newEdgeOn is a proxy in front of a test registry with two packages,
+// served on front end fe; tweak changes its config first.
+func newEdgeOn(t testing.TB, fe frontEnd, tweak func(*Config)) *edge {
 	t.Helper()
 	reg := newRegistry(t,
 		pkg{name: "hello-dep", version: "1.0.0", files: map[string]string{"index.js": "module.exports = 'dep';\n"}},
@@ -83,48 +92,14 @@ func newEdge(t testing.TB, tweak func(*Config)) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, srv := serveFrontServer(t, p)
-	return &edge{URL: u, server: srv, proxy: p, key: key, reg: reg}
+	addr, shutdown := serveFront(t, p, fe, nil)
+	return &edge{URL: "http://" + addr, front: fe, shutdown: shutdown, proxy: p, key: key, reg: reg}
 }
 
-// serveFrontServer serves p as the agent does on plain HTTP: the fast
-// front end with net/http behind it; it returns the base URL and the server.
-func serveFrontServer(t testing.TB, p *Proxy) (string, *Server) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{Proxy: p, Fallback: &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second, ConnContext: ConnContext},
-		HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve returned %v", err)
-		}
-	})
-	return "http://" + ln.Addr().String(), srv
-}
-
+// token issues a read token (subject @mycompany, no scope) for hashes.
 func (e *edge) token(t testing.TB, hashes ...string) string {
 	t.Helper()
-	c := token.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "@mycompany", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}
-	if len(hashes) == 1 {
-		c.RegistryHash = hashes[0]
-	} else {
-		c.RegistryHashes = hashes
-	}
-	tok, err := token.Issue(e.key, "", c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return e.tokenFor(t, "@mycompany", "", hashes...)
 }
 
 func (e *edge) get(t testing.TB, path string, headers map[string]string) (*http.Response, string) {
@@ -143,7 +118,11 @@ func (e *edge) get(t testing.TB, path string, headers map[string]string) (*http.
 }
 
 func TestPackumentRewrittenAndHeadersInjected(t *testing.T) {
-	e := newEdge(t, nil)
+	onBothFrontEnds(t, testPackumentRewrittenAndHeadersInjected)
+}
+
+func testPackumentRewrittenAndHeadersInjected(t *testing.T, fe frontEnd) {
+	e := newEdgeOn(t, fe, nil)
 	tok := e.token(t, "0xa1b2c3d4")
 	resp, body := e.get(t, "/@mycompany%2fhello", map[string]string{"Authorization": "Bearer " + tok})
 	if resp.StatusCode != 200 {
@@ -186,8 +165,10 @@ func TestPackumentRewrittenAndHeadersInjected(t *testing.T) {
 // TestVerdictsInOrder: each check of §4.2 answers with its status and
 // body, whatever came before it (every row is its own request); the rate
 // limit, which counts, has its own subtest.
-func TestVerdictsInOrder(t *testing.T) {
-	e := newEdge(t, nil)
+func TestVerdictsInOrder(t *testing.T) { onBothFrontEnds(t, testVerdictsInOrder) }
+
+func testVerdictsInOrder(t *testing.T, fe frontEnd) {
+	e := newEdgeOn(t, fe, nil)
 	tok := e.token(t, "0xa1b2c3d4")
 	auth := "Bearer " + tok
 	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + "." +
@@ -225,7 +206,7 @@ func TestVerdictsInOrder(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { check(t, e, tc.headers, tc.code, tc.body) })
 	}
 	t.Run("over the limit", func(t *testing.T) {
-		limited := newEdge(t, func(c *Config) { c.PerMinute = 3 })
+		limited := newEdgeOn(t, fe, func(c *Config) { c.PerMinute = 3 })
 		auth := map[string]string{"Authorization": "Bearer " + limited.token(t, "0xa1b2c3d4")}
 		for range 3 {
 			check(t, limited, auth, 200, `"hello-dep"`)
@@ -234,9 +215,11 @@ func TestVerdictsInOrder(t *testing.T) {
 	})
 }
 
-func TestScopeNeverFallsThrough(t *testing.T) {
+func TestScopeNeverFallsThrough(t *testing.T) { onBothFrontEnds(t, testScopeNeverFallsThrough) }
+
+func testScopeNeverFallsThrough(t *testing.T, fe frontEnd) {
 	fallback := newRegistry(t, pkg{name: "@evil/thing", version: "9.9.9"})
-	e := newEdge(t, func(c *Config) {
+	e := newEdgeOn(t, fe, func(c *Config) {
 		c.Scopes["@evil"] = otherHash // a scope with no upstream of its own
 		c.Upstreams = append(c.Upstreams, Upstream{Hash: 0, URL: mustURL(fallback.URL)})
 	})
@@ -252,7 +235,9 @@ func TestScopeNeverFallsThrough(t *testing.T) {
 	}
 }
 
-func TestUpstreamFailures(t *testing.T) {
+func TestUpstreamFailures(t *testing.T) { onBothFrontEnds(t, testUpstreamFailures) }
+
+func testUpstreamFailures(t *testing.T, fe frontEnd) {
 	// Down: a closed port answers 502 with Retry-After, quickly.
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	down := "http://" + ln.Addr().String()
@@ -276,7 +261,7 @@ func TestUpstreamFailures(t *testing.T) {
 		{"down", down, "/x", 502},
 		{"stalled", stall.URL, "/x", 504},
 	} {
-		e := newEdge(t, func(c *Config) {
+		e := newEdgeOn(t, fe, func(c *Config) {
 			c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(tc.upstream)}}
 			c.Timeout = 300 * time.Millisecond
 		})
@@ -285,7 +270,7 @@ func TestUpstreamFailures(t *testing.T) {
 			t.Errorf("%s: %d %s (Retry-After %q)", tc.name, resp.StatusCode, body, resp.Header.Get("Retry-After"))
 		}
 	}
-	e := newEdge(t, func(c *Config) { c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(broken.URL)}} })
+	e := newEdgeOn(t, fe, func(c *Config) { c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(broken.URL)}} })
 	req, _ := http.NewRequest(http.MethodGet, e.URL+"/hello-dep/-/hello-dep-1.0.0.tgz", nil)
 	req.Header.Set("Authorization", "Bearer "+e.token(t, "0xa1b2c3d4"))
 	// The head reaches the client as soon as it is known; the body that
@@ -321,7 +306,11 @@ func connect(t *testing.T, e *edge, target string, headers map[string]string) (n
 }
 
 func TestConnectOnlyToTheRoutedUpstream(t *testing.T) {
-	e := newEdge(t, nil)
+	onBothFrontEnds(t, testConnectOnlyToTheRoutedUpstream)
+}
+
+func testConnectOnlyToTheRoutedUpstream(t *testing.T, fe frontEnd) {
+	e := newEdgeOn(t, fe, nil)
 	// A tunnel is not a read: what goes through it is not seen by the
 	// edge, so it needs registry:write like every other non-read.
 	auth := map[string]string{"Authorization": "Bearer " + e.tokenFor(t, "ci", "registry:write", "0xa1b2c3d4")}
@@ -369,8 +358,12 @@ func (b *recordingBlocker) Block(p netip.Prefix, ttl time.Duration) error {
 // keeps failing token checks to the block list (loader.Objects.Block in the
 // agent; its XDP effect is tested in internal/loader).
 func TestRepeatedTokenFailuresBlockTheSource(t *testing.T) {
+	onBothFrontEnds(t, testRepeatedTokenFailuresBlockTheSource)
+}
+
+func testRepeatedTokenFailuresBlockTheSource(t *testing.T, fe frontEnd) {
 	b := &recordingBlocker{}
-	e := newEdge(t, func(c *Config) {
+	e := newEdgeOn(t, fe, func(c *Config) {
 		c.Blocker, c.BlockAfter, c.BlockWindow, c.BlockTTL = b, 3, time.Minute, 10*time.Minute
 	})
 	good := e.token(t, "0xa1b2c3d4")
@@ -393,7 +386,7 @@ func TestRepeatedTokenFailuresBlockTheSource(t *testing.T) {
 	}
 	// A source in BlockExempt (a trusted proxy, a bus source) is never blocked.
 	x := &recordingBlocker{}
-	e = newEdge(t, func(c *Config) {
+	e = newEdgeOn(t, fe, func(c *Config) {
 		c.Blocker, c.BlockAfter, c.BlockWindow, c.BlockTTL = x, 1, time.Minute, time.Minute
 		c.BlockExempt = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
@@ -406,8 +399,12 @@ func TestRepeatedTokenFailuresBlockTheSource(t *testing.T) {
 }
 
 func TestForwardedHeadersOnlyFromTrustedProxies(t *testing.T) {
+	onBothFrontEnds(t, testForwardedHeadersOnlyFromTrustedProxies)
+}
+
+func testForwardedHeadersOnlyFromTrustedProxies(t *testing.T, fe frontEnd) {
 	for _, trusted := range []bool{false, true} {
-		e := newEdge(t, func(c *Config) {
+		e := newEdgeOn(t, fe, func(c *Config) {
 			if trusted {
 				c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 			}
@@ -495,7 +492,9 @@ func TestTLSBothSides(t *testing.T) {
 // else; connections that fail open the breaker (logged once, exported),
 // the next requests fail fast without a dial, and a good probe after the
 // cooldown closes it.
-func TestCircuitBreaker(t *testing.T) {
+func TestCircuitBreaker(t *testing.T) { onBothFrontEnds(t, testCircuitBreaker) }
+
+func testCircuitBreaker(t *testing.T, fe frontEnd) {
 	var mu sync.Mutex
 	cut := false // the upstream hangs up on every connection
 	calls := 0
@@ -515,12 +514,17 @@ func TestCircuitBreaker(t *testing.T) {
 	}))
 	defer up.Close()
 	logs := &lockedBuffer{}
-	e := newEdge(t, func(c *Config) {
+	e := newEdgeOn(t, fe, func(c *Config) {
 		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
-		c.BreakerFailures, c.BreakerCooldown = 2, 300*time.Millisecond
+		// A cooldown the real clock never reaches in a test: only the
+		// test's clock ends it.
+		c.BreakerFailures, c.BreakerCooldown = 2, time.Hour
 		c.RetryRatio = -1
 	})
 	e.proxy.log = slog.New(slog.NewJSONHandler(logs, nil))
+	br := e.proxy.routes[companyHash].br
+	clock := testutil.NewClock(time.Now())
+	br.now = clock.Now // before the first request: every reading is the test's
 	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
 	name := strings.TrimPrefix(up.URL, "http://")
 	open := func() float64 { return promtest.ToFloat64(e.proxy.upstreams.open.WithLabelValues(name)) }
@@ -536,8 +540,8 @@ func TestCircuitBreaker(t *testing.T) {
 			t.Fatalf("/fine after %d 500s: %d %s", i+1, resp.StatusCode, body)
 		}
 	}
-	if open() != 0 || upGauge() != 1 || e.proxy.routes[companyHash].br.state() != "closed" {
-		t.Fatalf("after 500s: breaker %s, open gauge %v, up %v", e.proxy.routes[companyHash].br.state(), open(), upGauge())
+	if open() != 0 || upGauge() != 1 || br.state() != "closed" {
+		t.Fatalf("after 500s: breaker %s, open gauge %v, up %v", br.state(), open(), upGauge())
 	}
 
 	// Connections that fail: two open the breaker; the third request
@@ -557,20 +561,31 @@ func TestCircuitBreaker(t *testing.T) {
 	mu.Lock()
 	seen := calls - before
 	mu.Unlock()
-	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") == "" || seen != 0 {
-		t.Fatalf("open breaker: %d %s, upstream calls %d", resp.StatusCode, body, seen)
+	// The clock has not moved since the breaker opened: the whole
+	// cooldown is still to come (Retry-After rounds up, one second more).
+	if resp.StatusCode != 502 || !strings.Contains(body, "circuit open") || resp.Header.Get("Retry-After") != "3601" || seen != 0 {
+		t.Fatalf("open breaker: %d %s, Retry-After %q, upstream calls %d", resp.StatusCode, body, resp.Header.Get("Retry-After"), seen)
 	}
-	if open() != 1 || upGauge() != 0 {
-		t.Fatalf("open breaker exported as open=%v up=%v", open(), upGauge())
+	if open() != 1 || upGauge() != 0 || br.state() != "open" {
+		t.Fatalf("open breaker: state %s, exported as open=%v up=%v", br.state(), open(), upGauge())
 	}
 	mu.Lock()
 	cut = false
 	mu.Unlock()
-	// After the cooldown one probe goes through; its success closes the breaker.
-	testutil.Eventually(t, 5*time.Second, "the breaker to let a probe through", func() bool {
-		resp, _ = e.get(t, "/fine", auth)
-		return resp.StatusCode == 204
-	})
+	// A second short of the cooldown it still fails fast; at the cooldown
+	// it is half-open and the next request is the probe, whose success
+	// closes it.
+	clock.Advance(time.Hour - time.Second)
+	if resp, _ := e.get(t, "/fine", auth); resp.StatusCode != 502 || resp.Header.Get("Retry-After") != "2" || br.state() != "open" {
+		t.Fatalf("a second before the cooldown ends: %d, Retry-After %q, state %s", resp.StatusCode, resp.Header.Get("Retry-After"), br.state())
+	}
+	clock.Advance(time.Second)
+	if st := br.state(); st != "half-open" {
+		t.Fatalf("at the end of the cooldown the breaker is %s, want half-open", st)
+	}
+	if resp, _ = e.get(t, "/fine", auth); resp.StatusCode != 204 || br.state() != "closed" {
+		t.Fatalf("the probe: %d, breaker %s", resp.StatusCode, br.state())
+	}
 	if resp, _ = e.get(t, "/fine", auth); resp.StatusCode != 204 || open() != 0 || upGauge() != 1 {
 		t.Fatalf("after a good probe: %d, open=%v up=%v", resp.StatusCode, open(), upGauge())
 	}
@@ -612,20 +627,24 @@ func TestRetryOnlyIdempotentConnectFailures(t *testing.T) {
 
 func TestTokenCacheExpiresAndIsBounded(t *testing.T) {
 	c := newTokenCache(3)
-	short := &token.Claims{RegistryHash: "0xa1b2c3d4", RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(1500 * time.Millisecond))}} // NumericDate keeps whole seconds
+	clock := testutil.NewClock(time.Now())
+	c.nowNano = func() int64 { return clock.Now().UnixNano() }
+	exp := clock.Now().Add(time.Minute).Truncate(time.Second) // NumericDate keeps whole seconds
+	short := &token.Claims{RegistryHash: "0xa1b2c3d4", RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(exp)}}
 	c.put("tok-short", short)
 	if e, ok := c.get("tok-short"); !ok || !e.allows(companyHash) || e.allows(otherHash) {
 		t.Fatal("a fresh entry was not served")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, ok := c.get("tok-short"); !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("an expired token was still served from the cache")
-		}
-		time.Sleep(20 * time.Millisecond)
+	clock.Advance(exp.Sub(clock.Now()) - time.Nanosecond)
+	if _, ok := c.get("tok-short"); !ok {
+		t.Fatal("an entry a nanosecond before its token's exp was not served")
+	}
+	clock.Advance(time.Nanosecond)
+	if _, ok := c.get("tok-short"); ok {
+		t.Fatal("an expired token was still served from the cache")
+	}
+	if len(c.m) != 0 {
+		t.Fatalf("the expired entry was kept: %d entries", len(c.m))
 	}
 	long := &token.Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}
 	for i := 0; i < 10; i++ {
@@ -638,8 +657,10 @@ func TestTokenCacheExpiresAndIsBounded(t *testing.T) {
 
 // TestClientHashesDoNotGrowState: hashes chosen by clients never become
 // metric labels or rate limit buckets of their own.
-func TestClientHashesDoNotGrowState(t *testing.T) {
-	e := newEdge(t, func(c *Config) { c.Tokens = nil })
+func TestClientHashesDoNotGrowState(t *testing.T) { onBothFrontEnds(t, testClientHashesDoNotGrowState) }
+
+func testClientHashesDoNotGrowState(t *testing.T, fe frontEnd) {
+	e := newEdgeOn(t, fe, func(c *Config) { c.Tokens = nil })
 	for i := 0; i < 50; i++ {
 		e.get(t, "/x", map[string]string{"X-Bun-Registry-Hash": fmt.Sprintf("0x%08x", 0x10000+i)})
 	}
@@ -653,8 +674,10 @@ func TestClientHashesDoNotGrowState(t *testing.T) {
 
 // TestTokenAttacks: every forged or broken token is a 401 with its own
 // reason, in the body and in regedge_token_verifications_total.
-func TestTokenAttacks(t *testing.T) {
-	e := newEdge(t, nil)
+func TestTokenAttacks(t *testing.T) { onBothFrontEnds(t, testTokenAttacks) }
+
+func testTokenAttacks(t *testing.T, fe frontEnd) {
+	e := newEdgeOn(t, fe, nil)
 	good := e.token(t, "0xa1b2c3d4")
 	parts := strings.Split(good, ".")
 	pub := e.key.Public().(ed25519.PublicKey)

@@ -2,7 +2,6 @@ package userproxy
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"io"
@@ -93,20 +92,25 @@ func (rb *rebaser) fastPath(u string) (path string, ok, sure bool) {
 		return "", false, false
 	}
 	scheme = strings.ToLower(scheme)
-	host, p := normHost(scheme, rest[:slash]), rest[slash:]
+	p, ok := rb.match(scheme, normHost(scheme, rest[:slash]), rest[slash:])
+	return p, ok, true
+}
+
+// match finds the origin scheme://host whose path prefix (if it has one)
+// starts p, and returns p without that prefix.
+func (rb *rebaser) match(scheme, host, p string) (string, bool) {
 	for _, o := range rb.origins {
 		if o.scheme != scheme || o.host != host {
 			continue
 		}
-		if o.prefix != "" {
-			if !strings.HasPrefix(p, o.prefix+"/") {
-				continue
-			}
-			p = p[len(o.prefix):]
+		if o.prefix == "" {
+			return p, true
 		}
-		return p, true, true
+		if strings.HasPrefix(p, o.prefix+"/") {
+			return p[len(o.prefix):], true
+		}
 	}
-	return "", false, true
+	return "", false
 }
 
 func (rb *rebaser) slowRebase(u string) (rebased, path string, ok bool) {
@@ -115,28 +119,15 @@ func (rb *rebaser) slowRebase(u string) (rebased, path string, ok bool) {
 		return "", "", false
 	}
 	scheme := strings.ToLower(parsed.Scheme)
-	host := normHost(scheme, parsed.Host)
-	p := parsed.EscapedPath()
-	for _, o := range rb.origins {
-		if o.scheme != scheme || o.host != host {
-			continue
-		}
-		if o.prefix != "" {
-			if !strings.HasPrefix(p, o.prefix+"/") {
-				continue
-			}
-			p = p[len(o.prefix):]
-		}
-		if p == "" || p[0] != '/' {
-			continue
-		}
-		out := rb.edge + p
-		if parsed.RawQuery != "" {
-			out += "?" + parsed.RawQuery
-		}
-		return out, p, true
+	p, ok := rb.match(scheme, normHost(scheme, parsed.Host), parsed.EscapedPath())
+	if !ok || p == "" || p[0] != '/' {
+		return "", "", false
 	}
-	return "", "", false
+	out := rb.edge + p
+	if parsed.RawQuery != "" {
+		out += "?" + parsed.RawQuery
+	}
+	return out, p, true
 }
 
 // lexer states.
@@ -432,24 +423,7 @@ var errNotWholeJSON = errors.New("packument is not one whole JSON object")
 // errNotWholeJSON when the body was JSON but ended early; a body that is
 // not a JSON object passes through unchanged.
 func rewriteBody(dst io.Writer, src io.Reader, encoding string, rb *rebaser, learn func(path, integrity string)) error {
-	if strings.EqualFold(encoding, "gzip") {
-		zr, err := gzip.NewReader(src)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = zr.Close() }() // a gzip.Reader's Close has nothing to report after EOF
-		src = zr
-	}
 	w := newRewriter(dst, rb)
 	w.learn = learn
-	buf := copyBufs.Get().(*[]byte)
-	_, err := io.CopyBuffer(w, struct{ io.Reader }{src}, *buf)
-	copyBufs.Put(buf)
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && w.state != inRaw && !w.complete() {
-		err = errNotWholeJSON
-	}
-	return err
+	return rewriteStream(w, src, encoding)
 }

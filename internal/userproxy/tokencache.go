@@ -21,6 +21,9 @@ type tokenCache struct {
 	max   int
 	seeds [2]maphash.Seed
 	m     map[tokenKey]*cachedToken
+	// nowNano is the clock entries expire by, in unix nanoseconds:
+	// coarseClock (a test sets its own).
+	nowNano func() int64
 }
 
 // coarseNow is the time in unix nanoseconds, updated every 100 ms: reading
@@ -53,7 +56,7 @@ type cachedToken struct {
 
 func newTokenCache(max int) *tokenCache {
 	return &tokenCache{max: max, seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
-		m: map[tokenKey]*cachedToken{}}
+		m: map[tokenKey]*cachedToken{}, nowNano: coarseClock}
 }
 
 // key is the digest: the first hash covers the whole token, the second its
@@ -77,7 +80,7 @@ func (c *tokenCache) get(tok string) (*cachedToken, bool) {
 	if !ok {
 		return nil, false
 	}
-	if coarseClock() >= e.expires.UnixNano() {
+	if c.nowNano() >= e.expires.UnixNano() {
 		c.mu.Lock()
 		delete(c.m, k)
 		c.mu.Unlock()

@@ -1,9 +1,5 @@
 //go:build linux
 
-// Package vethpair makes two network namespaces joined by a veth pair, for
-// tests and benchmarks that need real packets between real hosts without
-// touching the machine's own network. Addresses are from the documentation
-// ranges and exist only inside the two namespaces. It needs root.
 package vethpair
 
 import (
@@ -18,23 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-)
-
-// Hosts is a pair of namespaces joined by veth: A (client side) and B.
-type Hosts struct {
-	A, B         netns.NsHandle
-	NameA, NameB string
-	IfA, IfB     string // veth ends in A and B
-	A4, B4       netip.Addr
-	A6, B6       netip.Addr
-}
-
-// Documentation-range addresses used inside the namespaces.
-var (
-	HostA4 = netip.MustParseAddr("192.0.2.1")
-	HostB4 = netip.MustParseAddr("192.0.2.2")
-	HostA6 = netip.MustParseAddr("2001:db8::1")
-	HostB6 = netip.MustParseAddr("2001:db8::2")
 )
 
 var seq atomic.Uint32
@@ -60,36 +39,68 @@ func Create() (_ *Hosts, err error) {
 		return nil, err
 	}
 	defer restore()
-	if h.A, err = netns.NewNamed(h.NameA); err != nil {
-		return nil, fmt.Errorf("vethpair: create netns %s: %w", h.NameA, err)
+	if h.A, err = newNamed(h.NameA); err != nil {
+		return nil, err
 	}
-	if h.B, err = netns.NewNamed(h.NameB); err != nil {
-		return nil, fmt.Errorf("vethpair: create netns %s: %w", h.NameB, err)
+	if h.B, err = newNamed(h.NameB); err != nil {
+		return nil, err
 	}
 	if err := netns.Set(orig); err != nil {
 		return nil, err
 	}
+	if err := h.link(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// link adds the veth pair between A and B and sets up both ends.
+func (h *Hosts) link() error {
 	ha, err := netlink.NewHandleAt(h.A)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer ha.Close()
 	hb, err := netlink.NewHandleAt(h.B)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer hb.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: h.IfA}, PeerName: h.IfB, PeerNamespace: netlink.NsFd(int(h.B))}
-	if err := ha.LinkAdd(veth); err != nil {
-		return nil, fmt.Errorf("vethpair: add veth %s/%s: %w", h.IfA, h.IfB, err)
+	if err := addVeth(ha, h.IfA, h.IfB, h.B); err != nil {
+		return err
 	}
-	if err := setup(ha, h.IfA, h.A4, h.A6); err != nil {
-		return nil, err
+	return errors.Join(
+		setup(ha, h.IfA, netip.PrefixFrom(h.A4, 24), netip.PrefixFrom(h.A6, 64)),
+		setup(hb, h.IfB, netip.PrefixFrom(h.B4, 24), netip.PrefixFrom(h.B6, 64)))
+}
+
+// newNamed creates a named network namespace (visible to `ip netns`) and
+// moves the calling thread into it (see lockedIn).
+func newNamed(name string) (netns.NsHandle, error) {
+	ns, err := netns.NewNamed(name)
+	if err != nil {
+		return netns.None(), fmt.Errorf("vethpair: create netns %s: %w", name, err)
 	}
-	if err := setup(hb, h.IfB, h.B4, h.B6); err != nil {
-		return nil, err
+	return ns, nil
+}
+
+// deleteNamed closes ns and deletes the namespace named name, if it was made.
+func deleteNamed(ns netns.NsHandle, name string) error {
+	if !ns.IsOpen() {
+		return nil
 	}
-	return h, nil
+	ns.Close()
+	return netns.DeleteNamed(name)
+}
+
+// addVeth adds a veth pair through hd: name in hd's namespace, peer in
+// peerNS.
+func addVeth(hd *netlink.Handle, name, peer string, peerNS netns.NsHandle) error {
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: peer, PeerNamespace: netlink.NsFd(int(peerNS))}
+	if err := hd.LinkAdd(veth); err != nil {
+		return fmt.Errorf("vethpair: add veth %s/%s: %w", name, peer, err)
+	}
+	return nil
 }
 
 // lockedIn locks the calling goroutine to its OS thread, because creating a
@@ -120,41 +131,32 @@ func (h *Hosts) Recreate() error {
 	if err != nil {
 		return err
 	}
-	defer ha.Close()
-	hb, err := netlink.NewHandleAt(h.B)
-	if err != nil {
-		return err
-	}
-	defer hb.Close()
 	l, err := ha.LinkByName(h.IfA)
-	if err != nil {
-		return fmt.Errorf("vethpair: %s: %w", h.IfA, err)
+	if err == nil {
+		err = ha.LinkDel(l) // takes the peer with it
 	}
-	if err := ha.LinkDel(l); err != nil { // takes the peer with it
+	ha.Close()
+	if err != nil {
 		return fmt.Errorf("vethpair: delete %s: %w", h.IfA, err)
 	}
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: h.IfA}, PeerName: h.IfB, PeerNamespace: netlink.NsFd(int(h.B))}
-	if err := ha.LinkAdd(veth); err != nil {
-		return fmt.Errorf("vethpair: add veth %s/%s: %w", h.IfA, h.IfB, err)
-	}
-	return errors.Join(setup(ha, h.IfA, h.A4, h.A6), setup(hb, h.IfB, h.B4, h.B6))
+	return h.link()
 }
 
-func setup(hd *netlink.Handle, ifname string, a4, a6 netip.Addr) error {
+// setup gives ifname (in hd's namespace) its addresses and brings it and
+// the namespace's loopback up. IPv6 addresses skip duplicate address
+// detection, so that they are usable at once.
+func setup(hd *netlink.Handle, ifname string, addrs ...netip.Prefix) error {
 	l, err := hd.LinkByName(ifname)
 	if err != nil {
 		return err
 	}
-	for _, a := range []struct {
-		addr netip.Addr
-		bits int
-	}{{a4, 24}, {a6, 64}} {
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.addr.AsSlice(), Mask: net.CIDRMask(a.bits, a.addr.BitLen())}}
-		if a.addr.Is6() {
+	for _, a := range addrs {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())}}
+		if a.Addr().Is6() {
 			addr.Flags = unix.IFA_F_NODAD
 		}
 		if err := hd.AddrAdd(l, addr); err != nil {
-			return fmt.Errorf("vethpair: add %v to %s: %w", a.addr, ifname, err)
+			return fmt.Errorf("vethpair: add %v to %s: %w", a.Addr(), ifname, err)
 		}
 	}
 	if err := hd.LinkSetUp(l); err != nil {
@@ -168,17 +170,7 @@ func setup(hd *netlink.Handle, ifname string, a4, a6 netip.Addr) error {
 
 // Close deletes both namespaces (and with them the veth pair).
 func (h *Hosts) Close() error {
-	var errs []error
-	for _, ns := range []struct {
-		handle netns.NsHandle
-		name   string
-	}{{h.A, h.NameA}, {h.B, h.NameB}} {
-		if ns.handle.IsOpen() {
-			ns.handle.Close()
-			errs = append(errs, netns.DeleteNamed(ns.name))
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(deleteNamed(h.A, h.NameA), deleteNamed(h.B, h.NameB))
 }
 
 // In runs fn inside ns on the calling goroutine, its OS thread locked for
@@ -198,26 +190,6 @@ func In(ns netns.NsHandle, fn func()) error {
 	return nil
 }
 
-// Star is a hub namespace joined to N spoke namespaces, each by its own
-// veth pair on its own /30: spoke i is 192.0.2.(4i+2), the hub's end of its
-// link 192.0.2.(4i+1). For fleet tests: a controller in the hub, agents in
-// the spokes.
-type Star struct {
-	Hub     netns.NsHandle
-	HubName string
-	Spokes  []Spoke
-}
-
-// Spoke is one spoke namespace.
-type Spoke struct {
-	NS      netns.NsHandle
-	Name    string
-	If      string     // the veth end in the spoke
-	HubIf   string     // the veth end in the hub
-	Addr    netip.Addr // the spoke's address
-	HubAddr netip.Addr // the hub's address on this link
-}
-
 // CreateStar makes the hub and n spokes (n <= 60). Close removes them.
 func CreateStar(n int) (_ *Star, err error) {
 	if n < 1 || n > 60 {
@@ -235,8 +207,8 @@ func CreateStar(n int) (_ *Star, err error) {
 		return nil, err
 	}
 	defer restore()
-	if st.Hub, err = netns.NewNamed(st.HubName); err != nil {
-		return nil, fmt.Errorf("vethpair: create netns %s: %w", st.HubName, err)
+	if st.Hub, err = newNamed(st.HubName); err != nil {
+		return nil, err
 	}
 	for i := 0; i < n; i++ {
 		sp := Spoke{
@@ -245,8 +217,8 @@ func CreateStar(n int) (_ *Star, err error) {
 			Addr:    netip.AddrFrom4([4]byte{192, 0, 2, byte(4*i + 2)}),
 			HubAddr: netip.AddrFrom4([4]byte{192, 0, 2, byte(4*i + 1)}),
 		}
-		if sp.NS, err = netns.NewNamed(sp.Name); err != nil {
-			return nil, fmt.Errorf("vethpair: create netns %s: %w", sp.Name, err)
+		if sp.NS, err = newNamed(sp.Name); err != nil {
+			return nil, err
 		}
 		st.Spokes = append(st.Spokes, sp)
 	}
@@ -259,39 +231,20 @@ func CreateStar(n int) (_ *Star, err error) {
 	}
 	defer hh.Close()
 	for _, sp := range st.Spokes {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: sp.HubIf}, PeerName: sp.If, PeerNamespace: netlink.NsFd(int(sp.NS))}
-		if err := hh.LinkAdd(veth); err != nil {
-			return nil, fmt.Errorf("vethpair: add veth %s/%s: %w", sp.HubIf, sp.If, err)
+		if err := addVeth(hh, sp.HubIf, sp.If, sp.NS); err != nil {
+			return nil, err
 		}
 		sh, err := netlink.NewHandleAt(sp.NS)
 		if err != nil {
 			return nil, err
 		}
-		err = errors.Join(setup4(hh, sp.HubIf, sp.HubAddr), setup4(sh, sp.If, sp.Addr))
+		err = errors.Join(setup(hh, sp.HubIf, netip.PrefixFrom(sp.HubAddr, 30)), setup(sh, sp.If, netip.PrefixFrom(sp.Addr, 30)))
 		sh.Close()
 		if err != nil {
 			return nil, err
 		}
 	}
 	return st, nil
-}
-
-func setup4(hd *netlink.Handle, ifname string, a netip.Addr) error {
-	l, err := hd.LinkByName(ifname)
-	if err != nil {
-		return err
-	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(30, 32)}}
-	if err := hd.AddrAdd(l, addr); err != nil {
-		return fmt.Errorf("vethpair: add %v to %s: %w", a, ifname, err)
-	}
-	if err := hd.LinkSetUp(l); err != nil {
-		return err
-	}
-	if lo, err := hd.LinkByName("lo"); err == nil {
-		_ = hd.LinkSetUp(lo)
-	}
-	return nil
 }
 
 // AddHubAddr adds an extra address to the hub's end of spoke i's link (for
@@ -339,16 +292,9 @@ func (st *Star) Route() error {
 
 // Close deletes every namespace of the star.
 func (st *Star) Close() error {
-	var errs []error
-	if st.Hub.IsOpen() {
-		st.Hub.Close()
-		errs = append(errs, netns.DeleteNamed(st.HubName))
-	}
+	errs := []error{deleteNamed(st.Hub, st.HubName)}
 	for _, sp := range st.Spokes {
-		if sp.NS.IsOpen() {
-			sp.NS.Close()
-			errs = append(errs, netns.DeleteNamed(sp.Name))
-		}
+		errs = append(errs, deleteNamed(sp.NS, sp.Name))
 	}
 	return errors.Join(errs...)
 }
