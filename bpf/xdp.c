@@ -84,7 +84,7 @@ volatile const __u16 bus_port = 4874;
 volatile const __u64 syn_rate = 0; /* SYNs per second per source; 0 = guard off */
 volatile const __u64 syn_burst = 0;
 
-static __always_inline int verdict(int reason)
+static __always_inline int count_verdict(int reason)
 {
 	__u32 key = reason;
 	__u64 *c = bpf_map_lookup_elem(&xdp_stats, &key);
@@ -93,6 +93,65 @@ static __always_inline int verdict(int reason)
 	return reason == REASON_OK ? XDP_PASS : XDP_DROP;
 }
 
+#define AF_INET_ 2
+#define AF_INET6_ 10
+
+/*
+ * addressed_here: the stack would deliver the packet in ctx to this host,
+ * not forward it. The ports alone do not make a packet ours: a node that
+ * routes for pods or VMs sees their traffic on its interfaces, and a
+ * Verdaccio pod listens on 4873 too. Asked only before a drop (the passes,
+ * the hot path, never pay for it): a FIB lookup as the stack's input route,
+ * which finds a unicast route out only for a packet it forwards. Forwarding
+ * off on the interface, local, broadcast and multicast routes, no route, a
+ * blackhole: the packet is not forwarded, so it is ours to judge.
+ */
+static __always_inline int addressed_here(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+	if (parse_packet(data, data_end, &p) != PARSE_OK)
+		return 1;
+	struct bpf_fib_lookup f = {};
+	f.ifindex = ctx->ingress_ifindex;
+	f.l4_protocol = p.l4proto;
+	f.sport = bpf_htons(p.sport);
+	f.dport = bpf_htons(p.dport);
+	if (p.family == 4) {
+		f.family = AF_INET_;
+		f.ipv4_src = p.saddr[0];
+		f.ipv4_dst = p.daddr[0];
+	} else {
+		f.family = AF_INET6_;
+		__builtin_memcpy(f.ipv6_src, p.saddr, 16);
+		__builtin_memcpy(f.ipv6_dst, p.daddr, 16);
+	}
+	switch (bpf_fib_lookup(ctx, &f, sizeof(f), 0)) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+	case BPF_FIB_LKUP_RET_UNSUPP_LWT:
+		return 0; /* a unicast route out: the node forwards it */
+	}
+	return 1;
+}
+
+/* judged_verdict counts and returns the verdict of reason on the packet in
+ * ctx. A global function: the verifier checks it once, not at each of the
+ * many places a verdict is given. */
+__noinline int judged_verdict(struct xdp_md *ctx, int reason)
+{
+	if (reason < 0 || reason >= REASON_MAX)
+		return XDP_ABORTED;
+	if (reason != REASON_OK && !addressed_here(ctx))
+		return XDP_PASS; /* someone else's: untouched, uncounted */
+	return count_verdict(reason);
+}
+
+/* verdict(reason) in a function of the packet's ctx. */
+#define verdict(reason) judged_verdict(ctx, (reason))
+
 /* bus_pass passes a valid bus datagram. It is counted once, in its sender's
  * registry counters (DIR_BUS), not also in xdp_stats: userspace adds those
  * to the passes (loader Counters). One per-CPU update on the hottest path
@@ -100,7 +159,7 @@ static __always_inline int verdict(int reason)
 static __always_inline int bus_pass(__u32 hash, __u64 bytes)
 {
 	if (!count_registry(hash, DIR_BUS, 1, bytes))
-		return verdict(REASON_OK); /* no room for its registry: a pass all the same */
+		return count_verdict(REASON_OK); /* no room for its registry: a pass all the same */
 	return XDP_PASS;
 }
 

@@ -138,11 +138,16 @@ func (p packet) bytes() []byte {
 	return append(append(b, ip...), seg...)
 }
 
+// The destinations are loopback addresses: BPF_PROG_TEST_RUN runs XDP as
+// if on lo, and XDP drops only packets the stack would deliver to this host
+// (addressed_here in bpf/xdp.c). A documentation address would be judged
+// on a machine with forwarding off and passed untouched (forwarded) on one
+// with forwarding on and a default route.
 var (
 	testSrc4 = netip.MustParseAddr("192.0.2.10")
-	testDst4 = netip.MustParseAddr("192.0.2.1")
+	testDst4 = netip.MustParseAddr("127.0.0.1")
 	testSrc6 = netip.MustParseAddr("2001:db8::10")
-	testDst6 = netip.MustParseAddr("2001:db8::1")
+	testDst6 = netip.IPv6Loopback()
 )
 
 // busPacket wraps a datagram payload to the bus port.

@@ -206,7 +206,7 @@ func (p *Proxy) tokenFailed(in inbound, result string) {
 	p.log.Warn("source blocked in XDP after repeated token failures", "source", a.String(), "ttl", p.cfg.BlockTTL.String())
 }
 
-// tellKernel writes the request's registry hash into the kernel's state of
+// tellKernel writes the request's registry hash (folded: see below) into the kernel's state of
 // the connection's socket when it differs from the last one, so that TC
 // counts the response (and the request) under it; a request whose hash is
 // unknown (malformed config headers: 400) takes the hash away. A failure
@@ -221,14 +221,23 @@ func (p *Proxy) tellKernel(in inbound, v verdict) {
 		return
 	}
 	known := v.code != http.StatusBadRequest
+	// The hash comes from the client. The kernel's counters are a
+	// bounded map that lives as long as its pin: one key per made-up hash
+	// would fill it, and a configured registry counted later would find
+	// no room. So the kernel is told the configured hashes alone, and one
+	// stand-in for all others, which its metrics label "other".
+	hash := v.hash
+	if _, configured := p.labels[hash]; !configured {
+		hash = p.otherHash
+	}
 	cs.tagMu.Lock()
 	defer cs.tagMu.Unlock()
-	if known == cs.tagged && (!known || cs.tagHash == v.hash) {
+	if known == cs.tagged && (!known || cs.tagHash == hash) {
 		return
 	}
 	var err error
 	if known {
-		err = p.cfg.Kernel.TagSocket(cs.sock, v.hash)
+		err = p.cfg.Kernel.TagSocket(cs.sock, hash)
 	} else {
 		err = p.cfg.Kernel.UntagSocket(cs.sock)
 	}
@@ -237,7 +246,7 @@ func (p *Proxy) tellKernel(in inbound, v verdict) {
 		cs.tagged = false
 		return
 	}
-	cs.tagged, cs.tagHash = known, v.hash
+	cs.tagged, cs.tagHash = known, hash
 }
 
 // stdRequest is a net/http request seen as an inbound.

@@ -599,7 +599,9 @@ func (k *recordingTagger) take() []string {
 // TestKernelToldEachRequestsHash: on both front ends, the kernel is told a
 // connection's registry hash on the connection's own socket, once per
 // change (keep-alive requests for different hashes each re-tag it), and a
-// request whose config headers are malformed takes the hash away.
+// request whose config headers are malformed takes the hash away. A hash
+// the config does not know (0x0000beef here) is told as the one stand-in
+// for all of them, so clients cannot fill the kernel's counters.
 func TestKernelToldEachRequestsHash(t *testing.T) {
 	kernel := &recordingTagger{}
 	e := newEdge(t, func(c *Config) { c.Kernel = kernel })
@@ -626,10 +628,14 @@ func TestKernelToldEachRequestsHash(t *testing.T) {
 	// connection, so the malformed request comes last).
 	rawExchange(t, addr, req("GET", "0xa1b2c3d4", "")+req("GET", "0xa1b2c3d4", "")+req("GET", "0x0000beef", "")+
 		req("GET", "0xnothex", ""), "GET", "GET", "GET", "GET")
-	sameSocket(kernel.take(), "0xa1b2c3d4", "0x0000beef", "untag")
+	other := fmt.Sprintf("0x%08x", e.proxy.otherHash)
+	if e.proxy.RegistryLabel(e.proxy.otherHash) != "other" {
+		t.Fatalf("the stand-in 0x%08x is a configured hash", e.proxy.otherHash)
+	}
+	sameSocket(kernel.take(), "0xa1b2c3d4", other, "untag")
 	// net/http: two PUTs on one connection, one hash.
 	rawExchange(t, addr, req("PUT", "0x0000beef", "Content-Length: 2\r\n")+"{}"+req("PUT", "0x0000beef", "Content-Length: 2\r\n")+"{}", "PUT", "PUT")
-	sameSocket(kernel.take(), "0x0000beef")
+	sameSocket(kernel.take(), other)
 	if m := promtest.ToFloat64(e.proxy.mismatch); m != 0 {
 		t.Errorf("%v hand-over failures", m)
 	}

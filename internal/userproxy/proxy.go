@@ -173,9 +173,13 @@ type Proxy struct {
 	fallback *route
 	audit    *route            // Config.Audit's
 	labels   map[uint32]string // the hashes the config knows, as labels
-	budget   *retryBudget
-	tokens   *tokenCache
-	failures *failureCounter
+	// otherHash stands, in the kernel's per-registry counters, for every
+	// hash the config does not know (tellKernel): a hash the config knows
+	// not, so those counters label it "other" as the proxy's metrics do.
+	otherHash uint32
+	budget    *retryBudget
+	tokens    *tokenCache
+	failures  *failureCounter
 
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter // by hashLabel
@@ -406,6 +410,10 @@ func New(cfg Config, states StateSource, log *slog.Logger) (*Proxy, error) {
 		if p.audit = p.routes[*cfg.Audit]; p.audit == nil {
 			return nil, fmt.Errorf("userproxy: the audit upstream 0x%08x is not one of the upstreams", *cfg.Audit)
 		}
+	}
+	p.otherHash = 0xffffffff
+	for _, known := p.labels[p.otherHash]; known; _, known = p.labels[p.otherHash] {
+		p.otherHash--
 	}
 	return p, nil
 }
