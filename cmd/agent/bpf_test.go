@@ -9,19 +9,15 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/testutil"
 )
 
 func TestBPFStatusAndDetach(t *testing.T) {
 	h := testutil.NewHosts(t)
-	bpffs := t.TempDir()
-	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-		testutil.SkipOrFail(t, err.Error())
-	}
-	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	bpffs := loadertest.BPFFS(t)
 	testutil.In(t, h.B, func() {
 		dp, err := loader.Open(loader.Config{Options: loader.DefaultOptions(), BPFFS: bpffs, Interfaces: []string{h.IfB}})
 		if err != nil {
@@ -80,11 +76,7 @@ func TestBPFStatusAndDetach(t *testing.T) {
 // (loader.Open, the interface no longer configured) removes them.
 func TestBPFStatusMarksDefunctLinks(t *testing.T) {
 	h := testutil.NewHosts(t)
-	bpffs := t.TempDir()
-	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-		testutil.SkipOrFail(t, err.Error())
-	}
-	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	bpffs := loadertest.BPFFS(t)
 	defer loader.Detach(bpffs, nil)
 	testutil.In(t, h.B, func() {
 		dp, err := loader.Open(loader.Config{Options: loader.DefaultOptions(), BPFFS: bpffs, Interfaces: []string{h.IfB}})

@@ -26,7 +26,7 @@ import (
 	"github.com/regedge/regedge/internal/agent"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/fleet"
-	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/npmclient/npmfixture"
 	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/vethpair"
@@ -102,11 +102,7 @@ func startCacheFleet(t *testing.T, n int, upstream string, peers func(i int) []s
 	}
 	var agents []*fleetAgent
 	for i, sp := range star.Spokes {
-		bpffs := t.TempDir()
-		if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-			testutil.SkipOrFail(t, err.Error())
-		}
-		t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+		bpffs := loadertest.BPFFS(t)
 		cfg := config.Default()
 		cfg.Agent.Interfaces = []string{sp.If}
 		cfg.Agent.BPF = "required"

@@ -14,12 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/regedge/regedge/internal/agent"
 	"github.com/regedge/regedge/internal/codec"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/vethpair"
 )
@@ -83,11 +82,7 @@ func startFleet(t *testing.T, n int, adjust func(*config.Config)) (*vethpair.Sta
 	fleet := make([]*fleetAgent, n)
 	var targets []string
 	for i, sp := range star.Spokes {
-		bpffs := t.TempDir()
-		if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-			testutil.SkipOrFail(t, err.Error())
-		}
-		t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+		bpffs := loadertest.BPFFS(t)
 		cfg := config.Default()
 		cfg.Agent.Interfaces = []string{sp.If}
 		cfg.Agent.BPF = "required"

@@ -16,10 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/testutil"
 )
 
@@ -28,11 +27,7 @@ import (
 // kernel metrics; stopping the agent leaves the pins for the next one.
 func TestAgentAttachesKernelDatapath(t *testing.T) {
 	h := testutil.NewHosts(t)
-	bpffs := t.TempDir()
-	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-		testutil.SkipOrFail(t, err.Error())
-	}
-	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	bpffs := loadertest.BPFFS(t)
 
 	cfg := config.Default()
 	cfg.Agent.Interfaces = []string{h.IfB}
@@ -89,11 +84,7 @@ func TestAgentAutoFallsBackAndRequiredFails(t *testing.T) {
 	testutil.RequireRoot(t)
 	cfg := config.Default()
 	cfg.Agent.Interfaces = []string{"rgnosuchif0"}
-	cfg.Agent.BPFFS = t.TempDir()
-	if _, err := loader.EnsureBPFFS(cfg.Agent.BPFFS); err != nil {
-		testutil.SkipOrFail(t, err.Error())
-	}
-	t.Cleanup(func() { unix.Unmount(cfg.Agent.BPFFS, unix.MNT_DETACH) })
+	cfg.Agent.BPFFS = loadertest.BPFFS(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := New(cfg, log)
 	if err != nil {
@@ -119,11 +110,7 @@ func TestAgentAutoFallsBackAndRequiredFails(t *testing.T) {
 // proxy's own series label it: no series of its own.
 func TestProxyAccountsBySocket(t *testing.T) {
 	h := testutil.NewHosts(t)
-	bpffs := t.TempDir()
-	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-		testutil.SkipOrFail(t, err.Error())
-	}
-	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	bpffs := loadertest.BPFFS(t)
 	// The upstream listens in the test's own namespace: the proxy's dials
 	// run on goroutines that are not locked into B (in production the whole
 	// agent lives in one namespace).
@@ -200,11 +187,18 @@ func TestProxyAccountsBySocket(t *testing.T) {
 			}
 		}
 	})
-	page := scrape(t, a, "/metrics")
+	// The proxy counts a request once its answer is written: the client can
+	// have read the last byte first.
+	const otherRequests = `regedge_proxy_requests_total{answered_by="upstream",code="200",method="GET",registry_hash="other"}`
+	var page string
+	testutil.Eventually(t, 5*time.Second, "the unknown hash's request counted", func() bool {
+		page = scrape(t, a, "/metrics")
+		return metricValue(page, otherRequests) != "absent"
+	})
 	if strings.Contains(page, "0x0000dead") {
 		t.Errorf("/metrics has a series of the hash the config does not know:\n%s", page)
 	}
-	if v := metricValue(page, `regedge_proxy_requests_total{answered_by="upstream",code="200",method="GET",registry_hash="other"}`); v != "1" {
+	if v := metricValue(page, otherRequests); v != "1" {
 		t.Errorf("the proxy's count of the unknown hash's request under \"other\": %q, want 1", v)
 	}
 	for _, hash := range []string{"0x0000beef", "0x0000cafe", "other"} {

@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/testutil"
 )
 
@@ -24,11 +23,7 @@ func TestBlockListClearedWhenBlockingIsOff(t *testing.T) {
 		t.Fatal("token-failure blocking is on by default")
 	}
 	h := testutil.NewHosts(t)
-	bpffs := t.TempDir()
-	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-		testutil.SkipOrFail(t, err.Error())
-	}
-	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	bpffs := loadertest.BPFFS(t)
 	testutil.In(t, h.B, func() {
 		dp, err := loader.Open(loader.Config{Options: loader.DefaultOptions(), BPFFS: bpffs, Interfaces: []string{h.IfB}})
 		if err != nil {

@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/testutil"
 )
 
@@ -29,11 +28,7 @@ import (
 // hash the config does not know, as the metrics fold them into "other".
 func TestMadeUpHashesDoNotFillKernelCounters(t *testing.T) {
 	h := testutil.NewHosts(t)
-	bpffs := t.TempDir()
-	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-		testutil.SkipOrFail(t, err.Error())
-	}
-	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	bpffs := loadertest.BPFFS(t)
 	upstream, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -17,10 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/loader"
+	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/vethpair"
 )
@@ -150,11 +149,7 @@ func TestRolloverRefusesNothing(t *testing.T) {
 
 func rollover(t *testing.T, stopEarly bool) {
 	h := testutil.NewHosts(t)
-	bpffs := t.TempDir()
-	if _, err := loader.EnsureBPFFS(bpffs); err != nil {
-		testutil.SkipOrFail(t, err.Error())
-	}
-	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	bpffs := loadertest.BPFFS(t)
 	// The upstream listens in the test's own namespace (the proxy's dials
 	// run on goroutines not locked into B).
 	upstream, err := net.Listen("tcp", "127.0.0.1:0")
