@@ -26,7 +26,6 @@ import (
 	"github.com/regedge/regedge/internal/agent"
 	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/fleet"
-	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/npmclient/npmfixture"
 	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/vethpair"
@@ -90,31 +89,16 @@ func npmProject(t *testing.T) string {
 // fleet.peers; resolver looks dns: peers up.
 func startCacheFleet(t *testing.T, n int, upstream string, peers func(i int) []string, resolver fleet.Resolver) (*vethpair.Star, []*fleetAgent) {
 	t.Helper()
-	testutil.RequireRoot(t)
 	u, _ := netip.ParseAddrPort(strings.TrimPrefix(upstream, "http://"))
-	star, err := vethpair.CreateStar(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { star.Close() })
+	star, agents, _ := startFleet(t, n, func(i int, f *fleetAgent) {
+		f.cfg.Proxy.Upstreams = []config.Upstream{{Host: u.Addr().String(), Port: int(u.Port()), Hash: 0}}
+		f.cfg.Proxy.Cache.Dir = t.TempDir()
+		f.cfg.Fleet.Peers = peers(i)
+		f.opts = []agent.Option{agent.WithFleetResolver(resolver)}
+	})
+	// Spoke to spoke (the hints between edges), once the edges serve.
 	if err := star.Route(); err != nil {
 		t.Fatal(err)
-	}
-	var agents []*fleetAgent
-	for i, sp := range star.Spokes {
-		bpffs := loadertest.BPFFS(t)
-		cfg := config.Default()
-		cfg.Agent.Interfaces = []string{sp.If}
-		cfg.Agent.BPF = "required"
-		cfg.Agent.BPFFS = bpffs
-		cfg.Admin.Listen = "127.0.0.1:0"
-		cfg.Proxy.Upstreams = []config.Upstream{{Host: u.Addr().String(), Port: int(u.Port()), Hash: 0}}
-		cfg.Proxy.Cache.Dir = t.TempDir()
-		cfg.Fleet.Peers = peers(i)
-		f := &fleetAgent{spoke: sp, cfg: cfg, opts: []agent.Option{agent.WithFleetResolver(resolver)}}
-		f.start(t)
-		t.Cleanup(func() { f.stop(t) })
-		agents = append(agents, f)
 	}
 	return star, agents
 }

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/regedge/regedge/internal/codec"
-	"github.com/regedge/regedge/internal/config"
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/testutil"
 	"github.com/regedge/regedge/internal/token"
@@ -67,7 +66,7 @@ func TestFleetSignedBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	star, fleet, targets := startFleet(t, 3, func(c *config.Config) { c.Bus.PublicKeys = []string{pubFile} })
+	star, fleet, targets := startFleet(t, 3, func(_ int, f *fleetAgent) { f.cfg.Bus.PublicKeys = []string{pubFile} })
 	before := make([]*loader.Status, len(fleet))
 	for i, f := range fleet {
 		st, err := loader.ReadStatus(f.cfg.Agent.BPFFS)

@@ -69,9 +69,9 @@ func (f *fleetAgent) stop(t *testing.T) {
 // startFleet starts n agents, each in its own spoke namespace of a star
 // with the kernel datapath attached to its veth, allowing the whole
 // 192.0.2.0/24 (the hub's addresses) on its bus; adjust, when not nil, edits
-// each agent's config first. It returns the star, the agents and their bus
-// addresses.
-func startFleet(t *testing.T, n int, adjust func(*config.Config)) (*vethpair.Star, []*fleetAgent, []string) {
+// each agent (its config, its options) before it starts. It returns the
+// star, the agents and their bus addresses.
+func startFleet(t *testing.T, n int, adjust func(i int, f *fleetAgent)) (*vethpair.Star, []*fleetAgent, []string) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	star, err := vethpair.CreateStar(n)
@@ -82,18 +82,17 @@ func startFleet(t *testing.T, n int, adjust func(*config.Config)) (*vethpair.Sta
 	fleet := make([]*fleetAgent, n)
 	var targets []string
 	for i, sp := range star.Spokes {
-		bpffs := loadertest.BPFFS(t)
 		cfg := config.Default()
 		cfg.Agent.Interfaces = []string{sp.If}
 		cfg.Agent.BPF = "required"
-		cfg.Agent.BPFFS = bpffs
+		cfg.Agent.BPFFS = loadertest.BPFFS(t)
 		cfg.Agent.StateFile = filepath.Join(t.TempDir(), "state")
 		cfg.Bus.Allow = []string{"192.0.2.0/24"}
 		cfg.Admin.Listen = "127.0.0.1:0"
-		if adjust != nil {
-			adjust(cfg)
-		}
 		fleet[i] = &fleetAgent{spoke: sp, cfg: cfg}
+		if adjust != nil {
+			adjust(i, fleet[i])
+		}
 		fleet[i].start(t)
 		t.Cleanup(func() { fleet[i].stop(t) })
 		targets = append(targets, fmt.Sprintf("%s:4874", sp.Addr))
