@@ -38,33 +38,10 @@ func TestBlockListOverVethDropsOnlyTheProxyPort(t *testing.T) {
 	})
 	defer proxy.Close()
 	defer other.Close()
-	for _, ln := range []net.Listener{proxy, other} {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte("hi"))
-				c.Close()
-			}
-		}()
-	}
+	serveHi(proxy, other)
 	bus := udpIn(t, h, "B", "192.0.2.2:4874")
 	send := udpIn(t, h, "A", "192.0.2.1:0")
-	dial := func(addr string) error {
-		var err error
-		testutil.In(t, h.A, func() {
-			var c net.Conn
-			if c, err = net.DialTimeout("tcp", addr, 700*time.Millisecond); err == nil {
-				buf := make([]byte, 2)
-				c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				_, err = c.Read(buf)
-				c.Close()
-			}
-		})
-		return err
-	}
+	dial := func(addr string) error { return dialHi(t, h, addr) }
 	if err := dial("192.0.2.2:4873"); err != nil {
 		t.Fatalf("before blocking: %v", err)
 	}
@@ -111,4 +88,37 @@ func TestBlockListOverVethDropsOnlyTheProxyPort(t *testing.T) {
 	if _, err := OpenPinnedBlockList(t.TempDir()); !errors.Is(err, ErrNoPins) {
 		t.Fatalf("no pins: %v", err)
 	}
+}
+
+// serveHi answers every connection to each listener with "hi" and closes
+// it, until the listener is closed.
+func serveHi(lns ...net.Listener) {
+	for _, ln := range lns {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte("hi"))
+				c.Close()
+			}
+		}()
+	}
+}
+
+// dialHi connects from namespace A to addr and reads serveHi's answer: nil
+// when the connection got through both ways.
+func dialHi(t *testing.T, h *testutil.Hosts, addr string) error {
+	var err error
+	testutil.In(t, h.A, func() {
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr, 700*time.Millisecond); err == nil {
+			buf := make([]byte, 2)
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, err = c.Read(buf)
+			c.Close()
+		}
+	})
+	return err
 }

@@ -122,32 +122,9 @@ func TestForwardedTrafficNotJudged(t *testing.T) {
 	})
 	defer ownTCP.Close()
 	ownUDP = udpIn(t, h, "B", "192.0.2.2:4874")
-	for _, ln := range []net.Listener{podTCP, ownTCP} {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte("hi"))
-				c.Close()
-			}
-		}()
-	}
+	serveHi(podTCP, ownTCP)
 	send := udpIn(t, h, "A", "192.0.2.1:0")
-	dial := func(addr string) error {
-		var err error
-		testutil.In(t, h.A, func() {
-			var c net.Conn
-			if c, err = net.DialTimeout("tcp", addr, 700*time.Millisecond); err == nil {
-				buf := make([]byte, 2)
-				c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				_, err = c.Read(buf)
-				c.Close()
-			}
-		})
-		return err
-	}
+	dial := func(addr string) error { return dialHi(t, h, addr) }
 	// The route works before anything is blocked.
 	if err := dial("198.51.100.2:4873"); err != nil {
 		t.Fatalf("the pod's port 4873 through B: %v", err)
