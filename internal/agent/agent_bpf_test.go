@@ -20,6 +20,7 @@ import (
 	"github.com/regedge/regedge/internal/loader"
 	"github.com/regedge/regedge/internal/loader/loadertest"
 	"github.com/regedge/regedge/internal/testutil"
+	"github.com/vishvananda/netns"
 )
 
 // TestAgentAttachesKernelDatapath: with an interface configured and root,
@@ -33,19 +34,7 @@ func TestAgentAttachesKernelDatapath(t *testing.T) {
 	cfg.Agent.Interfaces = []string{h.IfB}
 	cfg.Agent.BPFFS = bpffs
 	cfg.Admin.Listen = "127.0.0.1:0"
-	var a *Agent
-	testutil.In(t, h.B, func() {
-		var err error
-		if a, err = New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.Listen(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if a.BPFMode() != "kernel" {
-		t.Fatalf("mode %s: %s", a.BPFMode(), a.BPFReason())
-	}
+	a := kernelAgentIn(t, h.B, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), true)
 	var hl struct {
 		BPF struct {
 			Mode       string   `json:"mode"`
@@ -133,19 +122,7 @@ func TestProxyAccountsBySocket(t *testing.T) {
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: port, Hash: 0}}
 	cfg.Proxy.Scopes = map[string]config.Hash{"@beef": 0xbeef, "@cafe": 0xcafe}
-	var a *Agent
-	testutil.In(t, h.B, func() {
-		var err error
-		if a, err = New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.Listen(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if a.BPFMode() != "kernel" {
-		t.Fatalf("mode %s: %s", a.BPFMode(), a.BPFReason())
-	}
+	a := kernelAgentIn(t, h.B, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), true)
 	// TC alone: XDP on the receiving veth would linearise every skb.
 	st, err := loader.ReadStatus(bpffs)
 	if err != nil {
@@ -211,4 +188,27 @@ func TestProxyAccountsBySocket(t *testing.T) {
 	if m := metricValue(page, "regedge_handoff_mismatch_total"); m != "0" {
 		t.Errorf("hand-over failures: %s", m)
 	}
+}
+
+// kernelAgentIn makes an agent inside namespace ns (and, with listen, opens
+// its sockets there), and fails the test unless it runs the kernel
+// datapath.
+func kernelAgentIn(t *testing.T, ns netns.NsHandle, cfg *config.Config, log *slog.Logger, listen bool) *Agent {
+	t.Helper()
+	var a *Agent
+	testutil.In(t, ns, func() {
+		var err error
+		if a, err = New(cfg, log); err != nil {
+			t.Fatal(err)
+		}
+		if listen {
+			if err := a.Listen(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if a.BPFMode() != "kernel" {
+		t.Fatalf("mode %s: %s", a.BPFMode(), a.BPFReason())
+	}
+	return a
 }

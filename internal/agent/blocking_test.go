@@ -37,16 +37,7 @@ func TestBlockListClearedWhenBlockingIsOff(t *testing.T) {
 	cfg := config.Default()
 	cfg.Agent.Interfaces, cfg.Agent.BPFFS = []string{h.IfB}, bpffs
 	logs := &syncBuffer{}
-	var a *Agent
-	testutil.In(t, h.B, func() {
-		var err error
-		if a, err = New(cfg, slog.New(slog.NewJSONHandler(logs, nil))); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if a.BPFMode() != "kernel" {
-		t.Fatalf("mode %s: %s", a.BPFMode(), a.BPFReason())
-	}
+	a := kernelAgentIn(t, h.B, cfg, slog.New(slog.NewJSONHandler(logs, nil)), false)
 	if list, err := a.dp.Objects.Blocked(); err != nil || len(list) != 0 {
 		t.Fatalf("block list after start: %v %v", list, err)
 	}

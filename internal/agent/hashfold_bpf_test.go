@@ -41,19 +41,7 @@ func TestMadeUpHashesDoNotFillKernelCounters(t *testing.T) {
 	cfg.Agent.BPFFS = bpffs
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Proxy.Upstreams = []config.Upstream{{Host: "127.0.0.1", Port: upstream.Addr().(*net.TCPAddr).Port, Hash: 0xbeef}}
-	var a *Agent
-	testutil.In(t, h.B, func() {
-		var err error
-		if a, err = New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.Listen(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if a.BPFMode() != "kernel" {
-		t.Fatalf("mode %s: %s", a.BPFMode(), a.BPFReason())
-	}
+	a := kernelAgentIn(t, h.B, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), true)
 	cancel, done := serveInBackground(a)
 	defer func() {
 		cancel()
