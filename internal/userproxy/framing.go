@@ -143,7 +143,7 @@ func (c *framingConn) Write(p []byte) (int, error) {
 		if c.reused && c.pending() {
 			c.err = errStrayBytes
 		} else {
-			c.turn, c.resp = turnSent, respTracker{method: c.method}
+			c.turn, c.resp = turnSent, respTracker{method: c.method, buf: c.resp.buf[:0]} // the buffer is kept: no allocation per request
 			c.method = ""
 		}
 	}
