@@ -97,6 +97,8 @@ func BenchmarkTarball(b *testing.B) {
 // the same Proxy behind a plain net/http server, in the same run; plain and
 // over TLS (HTTP/1.1). The clients are raw keep-alive connections, the
 // origin a net/http server, all in this process and on loopback.
+// net/http-unwrapped is the net/http front end with a transport whose
+// upstream connections are not wrapped (framing.go), the wrapper's baseline.
 //
 //	go test ./internal/userproxy -run '^$' -bench BenchmarkFrontEnd -count 6
 func BenchmarkFrontEnd(b *testing.B) {
@@ -116,15 +118,21 @@ func BenchmarkFrontEnd(b *testing.B) {
 	pemBytes, _ := os.ReadFile(certFile)
 	roots.AppendCertsFromPEM(pemBytes)
 	clientTLS := &tls.Config{RootCAs: roots, ServerName: "edge.test", NextProtos: []string{"http/1.1"}}
-	for _, front := range []string{"fast", "net/http", "fast+tls", "net/http+tls"} {
+	for _, front := range []string{"fast", "net/http", "net/http-unwrapped", "fast+tls", "net/http+tls"} {
 		b.Run(front, func(b *testing.B) {
 			e := newEdge(b, func(c *Config) {
 				c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(origin.URL)}}
 				c.PerMinute = 1 << 30
+				if front == "net/http-unwrapped" {
+					// The baseline of the upstream connection wrapper
+					// (framing.go): the same transport without it.
+					c.Transport = &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+						ResponseHeaderTimeout: 2 * time.Second, ForceAttemptHTTP2: true}
+				}
 			})
 			addr := strings.TrimPrefix(e.URL, "http://")
 			switch front {
-			case "net/http", "net/http+tls":
+			case "net/http", "net/http-unwrapped", "net/http+tls":
 				srv := httptest.NewUnstartedServer(e.proxy)
 				if front == "net/http+tls" {
 					srv.TLS = certs.TLSConfig()

@@ -51,17 +51,29 @@ func testConnectionCaps(t *testing.T, fe frontEnd) {
 	addr := strings.TrimPrefix(e.URL, "http://")
 	a1 := dialFrom(t, "127.0.0.1", addr)
 	dialFrom(t, "127.0.0.1", addr)
-	resp, body, err := readAnswer(t, dialFrom(t, "127.0.0.1", addr))
+	// The refusal answers the request, so the client asks first.
+	asking := func(c net.Conn) net.Conn {
+		io.WriteString(c, "GET /hello-dep HTTP/1.1\r\nHost: "+addr+"\r\n\r\n")
+		return c
+	}
+	resp, body, err := readAnswer(t, asking(dialFrom(t, "127.0.0.1", addr)))
 	if err != nil || resp.StatusCode != 503 || !strings.Contains(body, "proxy.maxConnectionsPerIP 2") || !resp.Close {
 		t.Fatalf("third connection from one address: %v %v %s", err, resp, body)
 	}
 	dialFrom(t, "127.0.0.2", addr) // the third open connection
-	resp, body, err = readAnswer(t, dialFrom(t, "127.0.0.3", addr))
+	resp, body, err = readAnswer(t, asking(dialFrom(t, "127.0.0.3", addr)))
 	if err != nil || resp.StatusCode != 503 || !strings.Contains(body, "proxy.maxConnections 3") {
 		t.Fatalf("fourth connection: %v %v %s", err, resp, body)
 	}
 	if promtest.ToFloat64(e.proxy.connRefused.WithLabelValues("per_ip")) != 1 || promtest.ToFloat64(e.proxy.connRefused.WithLabelValues("total")) != 1 {
 		t.Fatal("regedge_proxy_connections_refused_total did not count the refusals")
+	}
+	// A connection over the cap that asks nothing is closed unanswered
+	// (at the refusal's deadline).
+	silent := dialFrom(t, "127.0.0.4", addr)
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang detector
+	if b, err := io.ReadAll(silent); err != nil || len(b) != 0 {
+		t.Fatalf("a silent connection over the cap: %q %v, want a close without an answer", b, err)
 	}
 	a1.Close()
 	testutil.Eventually(t, 10*time.Second, "a closed connection to make room", func() bool {
@@ -152,10 +164,8 @@ func testStalledRequestBodyIsCut(t *testing.T, fe frontEnd) {
 
 // TestConnectionCapsOverTLS: on a TLS listener the 503 is answered over
 // TLS (HTTP/1.1, even to a client that offers HTTP/2), so the client reads
-// it instead of a broken handshake. The refusal is written as soon as the
-// handshake ends, before the request arrives; Go's http.Transport takes
-// bytes that come before its request for a broken connection (now and
-// then, a race in its read loop), so the test speaks TLS itself.
+// it instead of a broken handshake (speaking TLS itself, to see the
+// negotiated protocol; TestConnectionCapsAnswerGoClients uses net/http).
 func TestConnectionCapsOverTLS(t *testing.T) { onBothFrontEnds(t, testConnectionCapsOverTLS) }
 
 func testConnectionCapsOverTLS(t *testing.T, fe frontEnd) {
@@ -181,5 +191,40 @@ func testConnectionCapsOverTLS(t *testing.T, fe frontEnd) {
 		if err != nil || resp.StatusCode != 503 || !strings.Contains(body, "proxy.maxConnectionsPerIP 1") {
 			t.Fatalf("offering %v: %v %v %s", protos, err, resp, body)
 		}
+	}
+}
+
+// TestConnectionCapsAnswerGoClients: Go's http.Client over a cap, on plain
+// TCP and TLS (offering HTTP/2), always reads the 503 and its Retry-After.
+// The refusal waits for the request head: written before it, the answer
+// reaches the client's idle read loop, which (now and then) takes it for
+// a broken connection instead.
+func TestConnectionCapsAnswerGoClients(t *testing.T) {
+	onBothFrontEnds(t, testConnectionCapsAnswerGoClients)
+}
+
+func testConnectionCapsAnswerGoClients(t *testing.T, fe frontEnd) {
+	for _, overTLS := range []bool{false, true} {
+		e := newEdgeOn(t, fe, func(c *Config) { c.Tokens, c.MaxConnectionsPerIP = nil, 1 })
+		base, client := e.URL, &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+		if overTLS {
+			var pem []byte
+			base, pem = serveTLSFront(t, e.proxy, fe)
+			client = testutil.TLSClient(pem, true) // edge.test's certificate also names 127.0.0.1
+			client.Timeout = 10 * time.Second
+		}
+		hold := dialFrom(t, "127.0.0.1", base[strings.Index(base, "//")+2:]) // holds the one place
+		for i := 0; i < 5; i++ {
+			resp, err := client.Get(base + "/hello-dep")
+			if err != nil {
+				t.Fatalf("TLS %v, request %d: %v, want the 503", overTLS, i, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(b), "proxy.maxConnectionsPerIP 1") {
+				t.Fatalf("TLS %v, request %d: %d Retry-After %q %s", overTLS, i, resp.StatusCode, resp.Header.Get("Retry-After"), b)
+			}
+		}
+		hold.Close()
 	}
 }

@@ -24,9 +24,14 @@ import (
 // answers must not become the cost).
 const maxRefusing = 64
 
-// refuseDeadline bounds a 503: handshake (TLS), answer, and reading what
-// the client had sent so that the close is not a reset.
+// refuseDeadline bounds each step of a 503: handshake (TLS) and the
+// request head, then the answer and reading what else the client sent so
+// that the close is not a reset.
 const refuseDeadline = 2 * time.Second
+
+// maxRefusedHead bounds what is read of a refused connection's request
+// head before it is answered anyway.
+const maxRefusedHead = 16 << 10
 
 // capListener applies the caps to a listener's connections.
 type capListener struct {
@@ -126,6 +131,14 @@ func (l *capListener) refuse(c net.Conn, rule string) {
 			}
 			conn = tc
 		}
+		// The answer waits for the request: a client that reads what
+		// arrives before it has asked (Go's http.Transport, now and
+		// then) takes it for a broken connection, not for the 503. One
+		// that asks nothing by the deadline is closed unanswered.
+		if !readRequestHead(conn) {
+			return
+		}
+		c.SetDeadline(time.Now().Add(refuseDeadline))
 		limit := "proxy.maxConnections " + strconv.Itoa(l.max)
 		if rule == "per_ip" {
 			limit = "proxy.maxConnectionsPerIP " + strconv.Itoa(l.perIP)
@@ -140,6 +153,24 @@ func (l *capListener) refuse(c net.Conn, rule string) {
 		}
 		_, _ = io.CopyN(io.Discard, conn, 64<<10) // drain what the client sent, bounded, so the close is not a reset
 	}()
+}
+
+// readRequestHead reads a request head (to its blank line, at most
+// maxRefusedHead bytes); false if the client sent nothing.
+func readRequestHead(c net.Conn) bool {
+	head := make([]byte, 0, 4<<10)
+	buf := make([]byte, 4<<10)
+	for len(head) < maxRefusedHead {
+		n, err := c.Read(buf)
+		head = append(head, buf[:n]...)
+		if headEnd(head) >= 0 {
+			return true
+		}
+		if err != nil {
+			return len(head) > 0 // part of a head, then a close or the deadline: answer what there is
+		}
+	}
+	return true
 }
 
 // cappedConn releases its place when closed (once).

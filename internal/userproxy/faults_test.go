@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +47,13 @@ func newFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) *fault
 		t.Fatal(err)
 	}
 	f := &faultUpstream{ln: ln, URL: "http://" + ln.Addr().String(), handle: handle}
+	f.serve(t)
+	return f
+}
+
+// serve accepts connections on f.ln until the test ends.
+func (f *faultUpstream) serve(t *testing.T) {
+	ln := f.ln
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -73,7 +82,31 @@ func newFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) *fault
 		}
 	}()
 	t.Cleanup(func() { ln.Close() })
-	return f
+}
+
+// newTLSFaultUpstream is a faultUpstream over TLS (HTTP/1.1 only, a fresh
+// self-signed certificate for 127.0.0.1); roots trusts it.
+func newTLSFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) (*faultUpstream, *x509.CertPool) {
+	t.Helper()
+	certFile, keyFile := testutil.SelfSignedCert(t, t.TempDir(), "upstream")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf := &faultUpstream{ln: tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}),
+		URL: "https://" + ln.Addr().String(), handle: handle}
+	tf.serve(t)
+	return tf, roots
 }
 
 func faultEdge(t *testing.T, up *faultUpstream, tweak func(*Config)) (*edge, *edgecache.Cache) {

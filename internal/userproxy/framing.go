@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -23,74 +27,415 @@ import (
 // response head read from it is checked before net/http sees any of it. A
 // head with ambiguous or invalid framing fails the read: the round trip
 // fails and the client gets 502.
+//
+// The wrapper also keeps the connection's request/response turn, so that
+// bytes the upstream sends unasked (a second response after a 304, bytes
+// past a Content-Length) are never read as the next request's answer.
+// http.Transport reads an idle connection and only afterwards checks
+// whether a response was expected, which races the next request's pick of
+// that connection. Here the response's end is found in the stream itself
+// (its head's framing, then Content-Length or chunked framing), so the
+// wrapper knows a connection is idle the moment the last byte of the
+// response is read, before net/http can hand it to another request:
+//
+//   - bytes read together with the end of a response, past it, fail the
+//     connection at once (they never reach net/http);
+//   - while idle, a read does not consume: it waits until the socket is
+//     readable (a MSG_PEEK, on the socket under TLS for TLS) and then, if
+//     still no request has been written, fails (the transport closes the
+//     connection, or the request that took it meanwhile fails before
+//     writing anything and net/http retries it on another connection);
+//   - the first write of a request on a reused connection peeks the socket
+//     first: anything waiting fails the write with nothing written
+//     (net/http retries body-less requests; breakerTransport retries the
+//     others when their body was not read yet, see gatedBody).
+//
+// What remains: bytes that arrive after that peek, while or after the
+// request is written, cannot be told apart from its response (HTTP/1.1
+// responses carry no request id); the fast path's pool has the same
+// window. And on a connection's first request the check does not apply
+// (a TLS 1.3 server's session tickets arrive unasked after the handshake;
+// nothing of an earlier exchange can be waiting on a new connection).
 
 // errUpstreamFraming: a response head with ambiguous or invalid framing.
 var errUpstreamFraming = errors.New("upstream response framing is ambiguous or invalid (Content-Length with Transfer-Encoding, or a malformed Content-Length)")
 
+// errUnfitConn: an upstream connection that must not carry a request;
+// nothing of the request was sent on it (so it may be sent again).
+var errUnfitConn = errors.New("upstream connection unfit for a request")
+
+var (
+	// errStrayBytes: the upstream sent bytes no request asked for.
+	errStrayBytes = fmt.Errorf("%w: the upstream sent bytes no request asked for", errUnfitConn)
+	// errClosedIdle: the upstream closed the connection while it was idle.
+	errClosedIdle = fmt.Errorf("%w: closed by the upstream while idle", errUnfitConn)
+)
+
 // maxCheckedHead bounds the response head the check holds.
 const maxCheckedHead = 64 << 10
 
+// turn is where a connection is in its request/response exchange.
+type turn uint8
+
+const (
+	turnNew   turn = iota // dialed, no request written yet
+	turnArmed             // a request has the connection, nothing of it written
+	turnSent              // the request is being written: what arrives is its response
+	turnIdle              // the response ended; nothing is due
+)
+
 // framingConn is an HTTP/1.x upstream connection whose response heads are
-// checked as they are read.
+// checked, and whose responses are delimited, as they are read.
 type framingConn struct {
 	net.Conn
-	mu    sync.Mutex
-	armed bool   // a response head is due
-	head  []byte // what of it has been read
-	err   error  // once failed, every read fails
+	raw syscall.RawConn // the socket (under TLS), for peeking; nil if none
+	tls *tls.Conn       // the TLS layer, nil for plain TCP
+
+	mu     sync.Mutex
+	turn   turn
+	reused bool        // a response ended on it: what waits is stray
+	method string      // of the request that has the connection
+	resp   respTracker // the response being read
+	err    error       // once failed, every read and write fails
 }
 
-// arm says a request is about to be written: the next bytes read start
-// its response.
-func (c *framingConn) arm() {
+func newFramingConn(c net.Conn) *framingConn {
+	fc := &framingConn{Conn: c}
+	raw := c
+	if tc, ok := c.(*tls.Conn); ok {
+		fc.tls, raw = tc, tc.NetConn()
+	}
+	if sc, ok := raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			fc.raw = rc
+		}
+	}
+	return fc
+}
+
+// arm says a request (of this method) has the connection: the next bytes
+// read start its response.
+func (c *framingConn) arm(method string) {
 	c.mu.Lock()
-	c.armed, c.head = true, c.head[:0]
+	if c.err == nil {
+		c.turn, c.method = turnArmed, method
+	}
 	c.mu.Unlock()
 }
 
-func (c *framingConn) Read(p []byte) (int, error) {
+// fitForBody is asked before a request's body is first read: a reused
+// connection with bytes waiting fails now, before any of the body is
+// taken (so the request can be sent again elsewhere).
+func (c *framingConn) fitForBody() error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil && c.turn == turnArmed && c.reused && c.pending() {
+		c.err = errStrayBytes
+	}
+	return c.err
+}
+
+func (c *framingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.err == nil && c.turn != turnSent {
+		// The request's first bytes: whatever waits on a reused
+		// connection now was sent before the upstream saw the request.
+		if c.reused && c.pending() {
+			c.err = errStrayBytes
+		} else {
+			c.turn, c.resp = turnSent, respTracker{method: c.method, buf: c.resp.buf[:0]} // the buffer is kept: no allocation per request
+			c.method = ""
+		}
+	}
 	err := c.err
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	n, err := c.Conn.Read(p)
-	if n > 0 {
+	return c.Conn.Write(p)
+}
+
+func (c *framingConn) Read(p []byte) (int, error) {
+	for {
 		c.mu.Lock()
-		if c.armed {
-			if ferr := c.scan(p[:n]); ferr != nil {
-				c.err, n, err = ferr, 0, ferr
+		err, t, waitFirst := c.err, c.turn, c.reused && c.raw != nil
+		c.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if t == turnSent || !waitFirst {
+			break
+		}
+		// Idle, or a request has the connection but has written
+		// nothing: wait for bytes without taking them.
+		eof, err := c.waitReadable()
+		if err != nil {
+			return 0, err
+		}
+		c.mu.Lock()
+		if c.err == nil && c.turn != turnSent {
+			c.err = errStrayBytes
+			if eof {
+				c.err = errClosedIdle
 			}
+		}
+		c.mu.Unlock()
+	}
+	n, err := c.Conn.Read(p)
+	if n == 0 {
+		return n, err
+	}
+	c.mu.Lock()
+	if c.err != nil { // failed meanwhile (a write's peek)
+		c.mu.Unlock()
+		return 0, c.err
+	}
+	if c.turn != turnSent {
+		// A new connection's bytes before any request was written.
+		c.err = errStrayBytes
+		c.mu.Unlock()
+		return 0, c.err
+	}
+	k, done, ferr := c.resp.feed(p[:n])
+	switch {
+	case ferr != nil:
+		c.err, n, err = ferr, 0, ferr
+	case done:
+		c.turn, c.reused = turnIdle, true
+		if k < n {
+			// Bytes past the response's end: not net/http's to see.
+			c.err, n = errStrayBytes, k
+		}
+	}
+	probe := done && c.err == nil && c.tls != nil
+	c.mu.Unlock()
+	if probe && c.tlsBuffered() {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = errStrayBytes
 		}
 		c.mu.Unlock()
 	}
 	return n, err
 }
 
-// scan takes bytes of the response stream while a head is due.
-func (c *framingConn) scan(b []byte) error {
-	for len(b) > 0 && c.armed {
-		before := len(c.head)
-		c.head = append(c.head, b...)
-		end := headEnd(c.head)
-		if end < 0 {
-			if len(c.head) > maxCheckedHead {
-				return errUpstreamFraming
-			}
-			return nil
-		}
-		status, err := checkResponseFraming(c.head[:end])
-		if err != nil {
-			return err
-		}
-		b = b[end-before:] // what followed the head
-		c.head = c.head[:0]
-		// An interim response (100 Continue, 103) is followed by the
-		// final one, whose head is checked too.
-		c.armed = status >= 100 && status < 200 && status != http.StatusSwitchingProtocols
+// tlsBuffered reports whether the TLS layer holds more than the response:
+// a record read from the socket together with the response's last one,
+// which a peek at the socket would not see. Its read deadline is set in
+// the past, so only what is already buffered can be returned; a timeout
+// leaves tls.Conn usable.
+func (c *framingConn) tlsBuffered() bool {
+	var b [1]byte
+	_ = c.tls.SetReadDeadline(time.Unix(1, 0))
+	n, err := c.tls.Read(b[:])
+	_ = c.tls.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return n > 0 || (err != nil && !(errors.As(err, &ne) && ne.Timeout()))
+}
+
+// pending reports, without blocking, whether the socket has anything to
+// read (bytes or the upstream's close) or cannot be peeked.
+func (c *framingConn) pending() bool {
+	if c.raw == nil {
+		return false
 	}
-	return nil
+	waiting := true
+	var b [1]byte
+	// Control, not Read: the read loop may be waiting in waitReadable,
+	// which holds the descriptor's read lock until bytes come.
+	err := c.raw.Control(func(fd uintptr) {
+		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		waiting = rerr != syscall.EAGAIN && rerr != syscall.EWOULDBLOCK
+	})
+	return err != nil || waiting
+}
+
+// waitReadable waits until the socket has something to read, without
+// reading it; eof is the upstream's close.
+func (c *framingConn) waitReadable() (eof bool, err error) {
+	var b [1]byte
+	err = c.raw.Read(func(fd uintptr) bool {
+		n, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK || rerr == syscall.EINTR {
+			return false // wait for readability and peek again
+		}
+		eof = n == 0 && rerr == nil
+		return true
+	})
+	return eof, err
+}
+
+// respPhase is where a respTracker is in a response.
+type respPhase uint8
+
+const (
+	phaseHead       respPhase = iota // reading a head
+	phaseLength                      // Content-Length body bytes
+	phaseChunkLine                   // a chunk-size line
+	phaseChunkData                   // chunk data
+	phaseChunkEnd                    // the CRLF after chunk data
+	phaseTrailer                     // trailer lines after the last chunk
+	phaseUntilClose                  // no end but the connection's (or net/http refuses it)
+	phaseDone
+)
+
+// maxChunkLine is net/http's bound on a chunk-size line; maxTrailer bounds
+// what is held of a trailer line.
+const (
+	maxChunkLine = 4096
+	maxTrailer   = 64 << 10
+)
+
+// respTracker finds where a response ends in the bytes read, as net/http
+// reads them (RFC 9112 §6.3): interim 1xx heads, then the final head;
+// no body for HEAD, 204 and 304; else chunked or Content-Length; else the
+// body runs to the close (and the connection is never reused). Where
+// net/http would refuse the framing, the tracker never ends the response:
+// net/http fails the exchange and drops the connection itself.
+type respTracker struct {
+	method string
+	phase  respPhase
+	buf    []byte // the head, chunk-size line or trailer line so far
+	left   uint64 // of the Content-Length body or the chunk
+}
+
+// feed takes the next bytes of the stream; k of them belong to the
+// response, done says it ended there.
+func (t *respTracker) feed(b []byte) (k int, done bool, err error) {
+	for k < len(b) && t.phase != phaseDone {
+		switch t.phase {
+		case phaseHead:
+			before := len(t.buf)
+			t.buf = append(t.buf, b[k:]...)
+			end := headEnd(t.buf)
+			if end < 0 {
+				if len(t.buf) > maxCheckedHead {
+					return k, false, errUpstreamFraming
+				}
+				return len(b), false, nil
+			}
+			f, err := responseFraming(t.buf[:end])
+			if err != nil {
+				return k, false, err
+			}
+			k += end - before
+			t.buf = t.buf[:0]
+			t.body(f)
+		case phaseLength, phaseChunkData:
+			n := uint64(len(b) - k)
+			if n > t.left {
+				n = t.left
+			}
+			k += int(n)
+			if t.left -= n; t.left == 0 {
+				if t.phase == phaseLength {
+					t.phase = phaseDone
+				} else {
+					t.phase = phaseChunkEnd
+				}
+			}
+		case phaseChunkLine, phaseChunkEnd, phaseTrailer:
+			i := bytes.IndexByte(b[k:], '\n')
+			if i < 0 {
+				t.buf = append(t.buf, b[k:]...)
+				k = len(b)
+				if len(t.buf) > maxTrailer {
+					t.phase = phaseUntilClose
+				}
+				continue
+			}
+			t.buf = append(t.buf, b[k:k+i+1]...)
+			k += i + 1
+			t.line()
+			t.buf = t.buf[:0]
+		case phaseUntilClose:
+			k = len(b)
+		}
+	}
+	return k, t.phase == phaseDone, nil
+}
+
+// body sets the phase after a head.
+func (t *respTracker) body(f respFraming) {
+	switch {
+	case f.status >= 100 && f.status < 200 && f.status != http.StatusSwitchingProtocols:
+		t.phase = phaseHead // an interim response: the final one follows
+	case f.status == http.StatusSwitchingProtocols:
+		t.phase = phaseUntilClose
+	case t.method == http.MethodHead || f.status == http.StatusNoContent || f.status == http.StatusNotModified:
+		t.phase = phaseDone
+	case f.te > 0:
+		t.phase = phaseChunkLine
+		if f.te > 1 {
+			t.phase = phaseUntilClose // net/http refuses it
+		}
+	case f.length == 0:
+		t.phase = phaseDone
+	case f.length > 0:
+		t.phase, t.left = phaseLength, uint64(f.length)
+	default:
+		t.phase = phaseUntilClose
+	}
+}
+
+// line takes one complete line (in t.buf, LF included) of the chunked
+// framing, as net/http's chunked reader and trailer reader judge it.
+func (t *respTracker) line() {
+	l := t.buf
+	switch t.phase {
+	case phaseChunkEnd:
+		if string(l) != "\r\n" { // the chunk's data ran past its size
+			t.phase = phaseUntilClose
+			return
+		}
+		t.phase = phaseChunkLine
+	case phaseChunkLine:
+		// CRLF, and no other CR; no longer than net/http's line bound.
+		if len(l) < 2 || l[len(l)-2] != '\r' || bytes.IndexByte(l, '\r') != len(l)-2 || len(l)-2 >= maxChunkLine {
+			t.phase = phaseUntilClose
+			return
+		}
+		l = l[:len(l)-2]
+		for len(l) > 0 && (l[len(l)-1] == ' ' || l[len(l)-1] == '\t') {
+			l = l[:len(l)-1]
+		}
+		l, _, _ = bytes.Cut(l, []byte(";"))
+		size, ok := parseChunkSize(l)
+		switch {
+		case !ok:
+			t.phase = phaseUntilClose
+		case size == 0:
+			t.phase = phaseTrailer
+		default:
+			t.phase, t.left = phaseChunkData, size
+		}
+	case phaseTrailer:
+		if string(l) == "\n" || string(l) == "\r\n" {
+			t.phase = phaseDone
+		}
+	}
+}
+
+// parseChunkSize reads a chunk size as net/http does: 1 to 16 hex digits.
+func parseChunkSize(v []byte) (uint64, bool) {
+	if len(v) == 0 || len(v) > 16 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range v {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		n = n<<4 | uint64(c)
+	}
+	return n, true
 }
 
 // headEnd is the length of the head at the start of b (the blank line
@@ -113,24 +458,42 @@ func headEnd(b []byte) int {
 	return -1
 }
 
+// respFraming is what a response head says about its body's framing.
+type respFraming struct {
+	status int
+	length int64 // Content-Length, -1 without
+	te     int   // 0 none (or HTTP/1.0, where net/http ignores it), 1 "chunked", 2 anything net/http refuses
+}
+
 // checkResponseFraming reads a response head's status and rejects what
-// the fast path's parser rejects about framing: Content-Length together
-// with Transfer-Encoding, a Content-Length that is not plain digits, or
-// several that differ.
+// the fast path's parser rejects about framing.
 func checkResponseFraming(head []byte) (int, error) {
+	f, err := responseFraming(head)
+	return f.status, err
+}
+
+// responseFraming reads a response head's status and body framing, and
+// rejects what the fast path's parser rejects about framing:
+// Content-Length together with Transfer-Encoding, a Content-Length that
+// is not plain digits, or several that differ.
+func responseFraming(head []byte) (respFraming, error) {
 	lines := strings.Split(strings.TrimRight(string(head), "\r\n"), "\n")
-	status := 0
-	if f := strings.Fields(lines[0]); len(f) >= 2 && len(f[1]) == 3 {
-		for _, c := range []byte(f[1]) {
+	f := respFraming{length: -1}
+	first := strings.Fields(lines[0])
+	if len(first) >= 2 && len(first[1]) == 3 {
+		for _, c := range []byte(first[1]) {
 			if c < '0' || c > '9' {
-				return 0, errUpstreamFraming
+				return respFraming{}, errUpstreamFraming
 			}
-			status = status*10 + int(c-'0')
+			f.status = f.status*10 + int(c-'0')
 		}
 	} else {
-		return 0, errUpstreamFraming
+		return respFraming{}, errUpstreamFraming
 	}
-	length, te := int64(-1), false
+	// net/http ignores Transfer-Encoding below HTTP/1.1.
+	v := first[0]
+	teApplies := !(len(v) == 8 && strings.HasPrefix(v, "HTTP/") && v[6] == '.' && (v[5] == '0' || (v[5] == '1' && v[7] == '0')))
+	te := 0
 	for _, line := range lines[1:] {
 		name, value, ok := strings.Cut(strings.TrimSuffix(line, "\r"), ":")
 		if !ok {
@@ -139,29 +502,90 @@ func checkResponseFraming(head []byte) (int, error) {
 		switch {
 		case strings.EqualFold(name, "Content-Length"):
 			n, ok := parseContentLength(trimOWS(value))
-			if !ok || (length >= 0 && length != n) {
-				return 0, errUpstreamFraming
+			if !ok || (f.length >= 0 && f.length != n) {
+				return respFraming{}, errUpstreamFraming
 			}
-			length = n
+			f.length = n
 		case strings.EqualFold(name, "Transfer-Encoding"):
-			te = true
+			te++
+			if te == 1 && strings.EqualFold(trimOWS(value), "chunked") {
+				f.te = 1
+			} else {
+				f.te = 2
+			}
 		}
 	}
-	if te && length >= 0 {
-		return 0, errUpstreamFraming
+	if te > 0 && f.length >= 0 {
+		return respFraming{}, errUpstreamFraming
 	}
-	return status, nil
+	if !teApplies {
+		f.te = 0
+	}
+	return f, nil
 }
 
-// armFraming arms the connection a request gets, when it is one of ours.
-func armFraming(r *http.Request) *http.Request {
-	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-		if fc, ok := info.Conn.(*framingConn); ok {
-			fc.arm()
-		}
-	}}
-	return r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+// attempt is what a forwarded request was given by the transport: the
+// last of its connections that is one of ours.
+type attempt struct {
+	mu   sync.Mutex
+	conn *framingConn
 }
+
+func (a *attempt) current() *framingConn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.conn
+}
+
+// armFraming arms each connection r is given, when it is one of ours.
+func armFraming(r *http.Request) (*http.Request, *attempt) {
+	at := &attempt{}
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		fc, _ := info.Conn.(*framingConn)
+		if fc != nil {
+			fc.arm(r.Method)
+		}
+		at.mu.Lock()
+		at.conn = fc
+		at.mu.Unlock()
+	}}
+	return r.WithContext(httptrace.WithClientTrace(r.Context(), trace)), at
+}
+
+// gatedBody is a forwarded request's body that is not read before its
+// connection is found fit (framingConn.fitForBody): a request that meets
+// an unfit connection fails with its body untouched, and breakerTransport
+// sends it again on another. net/http itself only resends a body it can
+// rewind (GetBody), which a client's upload is not.
+type gatedBody struct {
+	src  io.ReadCloser
+	at   *attempt
+	read atomic.Bool // something was asked of src
+}
+
+func (b *gatedBody) Read(p []byte) (int, error) {
+	if !b.read.Load() {
+		if fc := b.at.current(); fc != nil {
+			if err := fc.fitForBody(); err != nil {
+				return 0, err
+			}
+		}
+		b.read.Store(true)
+	}
+	return b.src.Read(p)
+}
+
+// Close leaves an untouched body open for the next attempt; the
+// ReverseProxy closes the client's body when the exchange ends.
+func (b *gatedBody) Close() error {
+	if !b.read.Load() {
+		return nil
+	}
+	return b.src.Close()
+}
+
+// untouched: nothing of the body has been read (or there is none).
+func (b *gatedBody) untouched() bool { return b == nil || !b.read.Load() }
 
 // framingDialers are a transport's dial functions that wrap HTTP/1.x
 // connections in framingConn: plain TCP, and TLS when the upstream did not
@@ -173,7 +597,7 @@ func framingDialers(tlsConf *tls.Config) (dial, dialTLS func(ctx context.Context
 		if err != nil {
 			return nil, err
 		}
-		return &framingConn{Conn: c}, nil
+		return newFramingConn(c), nil
 	}
 	dialTLS = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conf := tlsConf.Clone()
@@ -194,7 +618,7 @@ func framingDialers(tlsConf *tls.Config) (dial, dialTLS func(ctx context.Context
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			return tc, nil // net/http must see the *tls.Conn to speak HTTP/2
 		}
-		return &framingConn{Conn: tc}, nil
+		return newFramingConn(tc), nil
 	}
 	return dial, dialTLS
 }

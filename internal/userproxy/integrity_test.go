@@ -3,6 +3,7 @@ package userproxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -14,41 +15,94 @@ import (
 	"time"
 )
 
-// TestStrayUpstreamBytesNeverReachAnotherClient: an upstream that sends an
-// extra response after a 304 leaves bytes waiting on a pooled connection;
-// the edge must discard that connection, not read the stray response as
-// the answer to the next client's request (for another package).
-//
-// The fast front end only: the net/http path (proxy.fastPath false, and
-// what the fast path hands on) pools upstream connections in Go's
-// http.Transport, whose check for unsolicited bytes on an idle connection
-// races the next request's pick of it; there the stray response can still
-// reach the next client (about one run in two on this test).
+// TestStrayUpstreamBytesNeverReachAnotherClient: an upstream that sends
+// bytes nobody asked for (a full extra response after a 304, or one past a
+// Content-Length body, in the same write or later) leaves them waiting on
+// a pooled connection; the edge must discard that connection, not read the
+// stray response as the answer to the next client's request (for another
+// package). On both front ends: the fast one's own pool and the net/http
+// path's http.Transport (framing.go), over plain TCP and TLS upstream.
 func TestStrayUpstreamBytesNeverReachAnotherClient(t *testing.T) {
-	sendStray, strayWritten := make(chan struct{}), make(chan struct{})
-	up := newFaultUpstream(t, func(path string, c net.Conn) {
-		switch path {
-		case "/a":
-			io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nEtag: \"1\"\r\n\r\n")
-			<-sendStray // once the client has its 304
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"name\":\"stray\"}\n")
-			close(strayWritten)
-		default:
-			body := `{"name":"b"}`
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-		}
-	})
-	e := newEdge(t, func(c *Config) { c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}} })
-	auth := "Bearer " + e.token(t, "0xa1b2c3d4")
-	resp, _ := e.get(t, "/a", map[string]string{"Authorization": auth, "If-None-Match": `"1"`})
-	if resp.StatusCode != http.StatusNotModified {
-		t.Fatalf("/a: %d, want the upstream's 304", resp.StatusCode)
+	onBothFrontEnds(t, testStrayUpstreamBytesNeverReachAnotherClient)
+}
+
+func testStrayUpstreamBytesNeverReachAnotherClient(t *testing.T, fe frontEnd) {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"name\":\"stray\"}\n"
+	const body = `{"name":"a"}`
+	cases := []struct {
+		name   string
+		answer string // to /a, before the stray response
+		status int
+		later  bool // the stray bytes come once the client has its answer (else in the same write)
+		upload bool // the next request has a body (net/http may not resend it once read)
+	}{
+		{"after 304", "HTTP/1.1 304 Not Modified\r\nEtag: \"1\"\r\n\r\n", http.StatusNotModified, true, false},
+		{"after 304, then an upload", "HTTP/1.1 304 Not Modified\r\nEtag: \"1\"\r\n\r\n", http.StatusNotModified, true, true},
+		{"past Content-Length, later", fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body), 200, true, false},
+		{"past Content-Length, same write", fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body), 200, false, false},
+		{"past a chunked body, same write", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nc\r\n" + body + "\r\n0\r\n\r\n", 200, false, false},
 	}
-	close(sendStray)
-	<-strayWritten // on loopback the bytes are now in the edge's socket
-	resp, body := e.get(t, "/b", map[string]string{"Authorization": auth})
-	if resp.StatusCode != 200 || !strings.Contains(body, `"name":"b"`) {
-		t.Fatalf("/b answered %d %q: another request's stray bytes", resp.StatusCode, body)
+	for _, tc := range cases {
+		for _, overTLS := range []bool{false, true} {
+			name := tc.name
+			if overTLS {
+				name += ", TLS"
+			}
+			t.Run(name, func(t *testing.T) {
+				sendStray, strayWritten := make(chan struct{}), make(chan struct{})
+				var uploads atomic.Int64
+				handle := func(path string, c net.Conn) {
+					if strings.HasPrefix(path, "/-/package/") {
+						uploads.Add(1)
+					}
+					switch path {
+					case "/a":
+						if !tc.later {
+							io.WriteString(c, tc.answer+stray)
+							close(strayWritten)
+							return
+						}
+						io.WriteString(c, tc.answer)
+						<-sendStray // once the client has its answer
+						io.WriteString(c, stray)
+						close(strayWritten)
+					default:
+						body := `{"name":"b"}`
+						fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+					}
+				}
+				var up *faultUpstream
+				var roots *x509.CertPool
+				if overTLS {
+					up, roots = newTLSFaultUpstream(t, handle)
+				} else {
+					up = newFaultUpstream(t, handle)
+				}
+				e := newEdgeOn(t, fe, func(c *Config) {
+					c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
+					c.RootCAs = roots
+				})
+				auth := "Bearer " + e.token(t, "0xa1b2c3d4")
+				resp, got := e.get(t, "/a", map[string]string{"Authorization": auth, "If-None-Match": `"1"`})
+				if resp.StatusCode != tc.status || (tc.status == 200 && !strings.Contains(got, `"name":"a"`)) {
+					t.Fatalf("/a: %d %q, want the upstream's %d", resp.StatusCode, got, tc.status)
+				}
+				close(sendStray)
+				<-strayWritten // on loopback the bytes are now in the edge's socket
+				if tc.upload {
+					write := "Bearer " + e.tokenFor(t, "release", "registry:write", "0xa1b2c3d4")
+					resp, got = e.do(t, http.MethodPut, "/-/package/b/dist-tags/latest", `"1.0.0"`, map[string]string{"Authorization": write})
+					if n := uploads.Load(); n != 1 {
+						t.Errorf("the upload reached the upstream %d times, want once", n)
+					}
+				} else {
+					resp, got = e.get(t, "/b", map[string]string{"Authorization": auth})
+				}
+				if resp.StatusCode != 200 || !strings.Contains(got, `"name":"b"`) {
+					t.Fatalf("the next request answered %d %q: another request's stray bytes", resp.StatusCode, got)
+				}
+			})
+		}
 	}
 }
 
@@ -164,9 +218,9 @@ func FuzzResponseFraming(f *testing.F) {
 				}
 			}
 		}
-		whole := &framingConn{armed: true}
-		errWhole := whole.scan(append([]byte(nil), b...))
-		parts := &framingConn{armed: true}
+		whole := &respTracker{}
+		kWhole, doneWhole, errWhole := whole.feed(append([]byte(nil), b...))
+		parts := &respTracker{}
 		if split < 0 {
 			split = -split
 		}
@@ -174,12 +228,80 @@ func FuzzResponseFraming(f *testing.F) {
 		if len(b) > 0 {
 			k = split % (len(b) + 1)
 		}
-		errParts := parts.scan(append([]byte(nil), b[:k]...))
-		if errParts == nil {
-			errParts = parts.scan(append([]byte(nil), b[k:]...))
+		kParts, doneParts, errParts := parts.feed(append([]byte(nil), b[:k]...))
+		if errParts == nil && !doneParts {
+			var k2 int
+			k2, doneParts, errParts = parts.feed(append([]byte(nil), b[k:]...))
+			kParts += k2
 		}
-		if (errWhole == nil) != (errParts == nil) || whole.armed != parts.armed {
-			t.Fatalf("%q split at %d: whole %v (armed %v), in two reads %v (armed %v)", b, k, errWhole, whole.armed, errParts, parts.armed)
+		if (errWhole == nil) != (errParts == nil) || doneWhole != doneParts || (doneWhole && kWhole != kParts) || whole.phase != parts.phase {
+			t.Fatalf("%q split at %d: whole %v (end %v at %d), in two reads %v (end %v at %d)", b, k, errWhole, doneWhole, kWhole, errParts, doneParts, kParts)
+		}
+	})
+}
+
+// FuzzResponseEnd: where net/http reads a response (interim 1xx ones
+// first) and its body to the end without error, the net/http path's
+// tracker ends the response at the same byte, however the stream is split
+// into reads; a body that runs to the close never ends early. The bytes
+// that follow are the ones framingConn keeps from net/http.
+func FuzzResponseEnd(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 304 Not Modified\r\nEtag: \"1\"\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"), false, 9)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1"), false, 40)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"), true, 3)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\nextra"), false, 50)
+	f.Add([]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nx"), false, 1)
+	f.Add([]byte("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), false, 1)
+	f.Add([]byte("HTTP/1.1 200 OK\r\n\r\nto the close"), false, 1)
+	f.Fuzz(func(t *testing.T, b []byte, head bool, split int) {
+		method := http.MethodGet
+		if head {
+			method = http.MethodHead
+		}
+		// net/http's reading, as http.Transport's readLoop does it.
+		src := bytes.NewReader(b)
+		br := bufio.NewReaderSize(src, 4096)
+		req, _ := http.NewRequest(method, "http://upstream.test/", nil)
+		var resp *http.Response
+		var err error
+		for {
+			resp, err = http.ReadResponse(br, req)
+			if err != nil || resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
+				break
+			}
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+		}
+		untilClose := err == nil && resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 &&
+			method != http.MethodHead && resp.StatusCode != 204 && resp.StatusCode != 304
+		consumed := len(b) - src.Len() - br.Buffered()
+
+		tr := &respTracker{method: method}
+		if split < 0 {
+			split = -split
+		}
+		k := 0
+		if len(b) > 0 {
+			k = split % (len(b) + 1)
+		}
+		end, done, terr := tr.feed(append([]byte(nil), b[:k]...))
+		if terr == nil && !done {
+			var k2 int
+			k2, done, terr = tr.feed(append([]byte(nil), b[k:]...))
+			end += k2
+		}
+		switch {
+		case err != nil:
+			// net/http fails the exchange and drops the connection.
+		case resp.StatusCode == http.StatusSwitchingProtocols || untilClose:
+			if done {
+				t.Fatalf("%q: net/http reads the body to the close, the tracker ends it at %d", b, end)
+			}
+		case terr != nil:
+			// The head check refuses what net/http takes (errUpstreamFraming): 502.
+		case !done || end != consumed:
+			t.Fatalf("%q (split %d): net/http ends the response at %d, the tracker at %d (ended %v)", b, k, consumed, end, done)
 		}
 	})
 }

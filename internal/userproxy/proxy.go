@@ -695,11 +695,16 @@ func (t *breakerTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, &circuitOpen{wait}
 	}
 	t.p.budget.deposit()
-	out = armFraming(out)
+	out, at := armFraming(out)
+	var body *gatedBody
+	if out.Body != nil && out.Body != http.NoBody {
+		body = &gatedBody{src: out.Body, at: at}
+		out.Body = body
+	}
 	began := time.Now()
-	resp, err := up.rt.RoundTrip(out)
+	resp, err := t.send(out, body)
 	if err != nil && retryable(out, err) && t.p.budget.spend() {
-		resp, err = up.rt.RoundTrip(out)
+		resp, err = t.send(out, body)
 	}
 	if err != nil && out.Context().Err() != nil {
 		up.br.abandon() // the client went away: not the upstream's failure
@@ -708,6 +713,22 @@ func (t *breakerTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	t.p.upstreamDone(up, began, err) // a 5xx is an answer: it never opens the breaker
 	if err == nil {
 		resp.Body = &idleBody{ReadCloser: resp.Body, idle: t.p.cfg.BodyTimeout}
+	}
+	return resp, err
+}
+
+// maxUnfitConns bounds how many unfit pooled connections (framing.go) one
+// request meets before it gives up; each is closed, so a pool of stale
+// connections drains.
+const maxUnfitConns = 4
+
+// send sends out, again on another connection while the one it got was
+// unfit and nothing of it was sent (errUnfitConn, and its body untouched):
+// not a failure of the upstream's, and never a second copy of a request.
+func (t *breakerTransport) send(out *http.Request, body *gatedBody) (*http.Response, error) {
+	resp, err := t.up.rt.RoundTrip(out)
+	for i := 1; err != nil && i < maxUnfitConns && errors.Is(err, errUnfitConn) && body.untouched() && out.Context().Err() == nil; i++ {
+		resp, err = t.up.rt.RoundTrip(out)
 	}
 	return resp, err
 }
