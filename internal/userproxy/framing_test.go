@@ -33,7 +33,7 @@ func TestFramingConnRefusesStrayBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := newFramingConn(raw)
+	fc := newFramingConn(raw, nil)
 	defer fc.Close()
 	peer := <-accepted
 	defer peer.Close()
@@ -88,7 +88,7 @@ func TestFramingConnRefusesStrayBytes(t *testing.T) {
 // end of a response are not returned, and the connection fails after it.
 func TestFramingConnCutsBytesPastTheResponse(t *testing.T) {
 	a, b := tcpPair(t)
-	fc := newFramingConn(a)
+	fc := newFramingConn(a, nil)
 	fc.arm(http.MethodGet)
 	io.WriteString(fc, "GET /a HTTP/1.1\r\nHost: up\r\n\r\n")
 	resp := "HTTP/1.1 304 Not Modified\r\n\r\n"
@@ -127,7 +127,7 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // lock: a deadlock), and each response reaches the reader whole.
 func TestFramingConnReusedWhileIdleReadWaits(t *testing.T) {
 	a, b := tcpPair(t)
-	fc := newFramingConn(a)
+	fc := newFramingConn(a, nil)
 	const resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 	responses := make(chan string)
 	go func() { // the read loop
