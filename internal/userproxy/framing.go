@@ -142,7 +142,11 @@ func (c *framingConn) fitForBody() error {
 
 func (c *framingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	if c.err == nil && c.turn != turnSent {
+	// After turnIdle, until the next arm, what is written is the tail of
+	// a body whose response has already ended (an upstream may answer
+	// before the body is sent; http.Transport sends it anyway to keep
+	// the connection): the connection stays idle.
+	if c.err == nil && (c.turn == turnNew || c.turn == turnArmed) {
 		// The request's first bytes: whatever waits on a reused
 		// connection now was sent before the upstream saw the request.
 		if c.reused && c.pending() {
