@@ -40,6 +40,10 @@ import (
 //
 //   - bytes read together with the end of a response, past it, fail the
 //     connection at once (they never reach net/http);
+//   - over TLS, at the response's end the TLS layer is asked (without
+//     waiting) for anything it holds past it: plaintext, a record, or part
+//     of one; recordConn (tlsrecord.go) keeps it from reading the socket
+//     past the record it needs, so the rest stays where a peek sees it;
 //   - while idle, a read does not consume: it waits until the socket is
 //     readable (a MSG_PEEK, on the socket under TLS for TLS) and then, if
 //     still no request has been written, fails (the transport closes the
@@ -88,8 +92,9 @@ const (
 // checked, and whose responses are delimited, as they are read.
 type framingConn struct {
 	net.Conn
-	raw syscall.RawConn // the socket (under TLS), for peeking; nil if none
-	tls *tls.Conn       // the TLS layer, nil for plain TCP
+	raw     syscall.RawConn // the socket (under TLS), for peeking; nil if none
+	tls     *tls.Conn       // the TLS layer, nil for plain TCP
+	records *recordConn     // under tls (tlsrecord.go), nil if none
 
 	mu     sync.Mutex
 	turn   turn
@@ -99,8 +104,8 @@ type framingConn struct {
 	err    error       // once failed, every read and write fails
 }
 
-func newFramingConn(c net.Conn) *framingConn {
-	fc := &framingConn{Conn: c}
+func newFramingConn(c net.Conn, records *recordConn) *framingConn {
+	fc := &framingConn{Conn: c, records: records}
 	raw := c
 	if tc, ok := c.(*tls.Conn); ok {
 		fc.tls, raw = tc, tc.NetConn()
@@ -137,7 +142,11 @@ func (c *framingConn) fitForBody() error {
 
 func (c *framingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	if c.err == nil && c.turn != turnSent {
+	// After turnIdle, until the next arm, what is written is the tail of
+	// a body whose response has already ended (an upstream may answer
+	// before the body is sent; http.Transport sends it anyway to keep
+	// the connection): the connection stays idle.
+	if c.err == nil && (c.turn == turnNew || c.turn == turnArmed) {
 		// The request's first bytes: whatever waits on a reused
 		// connection now was sent before the upstream saw the request.
 		if c.reused && c.pending() {
@@ -209,7 +218,7 @@ func (c *framingConn) Read(p []byte) (int, error) {
 	}
 	probe := done && c.err == nil && c.tls != nil
 	c.mu.Unlock()
-	if probe && c.tlsBuffered() {
+	if probe && tlsHolds(c.tls, c.records) {
 		c.mu.Lock()
 		if c.err == nil {
 			c.err = errStrayBytes
@@ -219,23 +228,12 @@ func (c *framingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// tlsBuffered reports whether the TLS layer holds more than the response:
-// a record read from the socket together with the response's last one,
-// which a peek at the socket would not see. Its read deadline is set in
-// the past, so only what is already buffered can be returned; a timeout
-// leaves tls.Conn usable.
-func (c *framingConn) tlsBuffered() bool {
-	var b [1]byte
-	_ = c.tls.SetReadDeadline(time.Unix(1, 0))
-	n, err := c.tls.Read(b[:])
-	_ = c.tls.SetReadDeadline(time.Time{})
-	var ne net.Error
-	return n > 0 || (err != nil && !(errors.As(err, &ne) && ne.Timeout()))
-}
-
 // pending reports, without blocking, whether the socket has anything to
 // read (bytes or the upstream's close) or cannot be peeked.
 func (c *framingConn) pending() bool {
+	if c.records != nil && c.records.midRecord() {
+		return true // part of a record nobody asked for (tlsrecord.go)
+	}
 	if c.raw == nil {
 		return false
 	}
@@ -597,7 +595,7 @@ func framingDialers(tlsConf *tls.Config) (dial, dialTLS func(ctx context.Context
 		if err != nil {
 			return nil, err
 		}
-		return newFramingConn(c), nil
+		return newFramingConn(c, nil), nil
 	}
 	dialTLS = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conf := tlsConf.Clone()
@@ -610,15 +608,14 @@ func framingDialers(tlsConf *tls.Config) (dial, dialTLS func(ctx context.Context
 		}
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second) // the handshake's bound
 		defer cancel()
-		c, err := (&tls.Dialer{NetDialer: d, Config: conf}).DialContext(ctx, network, addr)
+		tc, records, err := dialRecordTLS(ctx, d, network, addr, conf)
 		if err != nil {
 			return nil, err
 		}
-		tc := c.(*tls.Conn)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			return tc, nil // net/http must see the *tls.Conn to speak HTTP/2
 		}
-		return newFramingConn(tc), nil
+		return newFramingConn(tc, records), nil
 	}
 	return dial, dialTLS
 }

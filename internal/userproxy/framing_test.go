@@ -33,7 +33,7 @@ func TestFramingConnRefusesStrayBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := newFramingConn(raw)
+	fc := newFramingConn(raw, nil)
 	defer fc.Close()
 	peer := <-accepted
 	defer peer.Close()
@@ -88,7 +88,7 @@ func TestFramingConnRefusesStrayBytes(t *testing.T) {
 // end of a response are not returned, and the connection fails after it.
 func TestFramingConnCutsBytesPastTheResponse(t *testing.T) {
 	a, b := tcpPair(t)
-	fc := newFramingConn(a)
+	fc := newFramingConn(a, nil)
 	fc.arm(http.MethodGet)
 	io.WriteString(fc, "GET /a HTTP/1.1\r\nHost: up\r\n\r\n")
 	resp := "HTTP/1.1 304 Not Modified\r\n\r\n"
@@ -127,7 +127,7 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // lock: a deadlock), and each response reaches the reader whole.
 func TestFramingConnReusedWhileIdleReadWaits(t *testing.T) {
 	a, b := tcpPair(t)
-	fc := newFramingConn(a)
+	fc := newFramingConn(a, nil)
 	const resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 	responses := make(chan string)
 	go func() { // the read loop
@@ -167,4 +167,49 @@ func TestFramingConnReusedWhileIdleReadWaits(t *testing.T) {
 		}
 	}
 	fc.Close()
+}
+
+// TestFramingConnBodyAfterAnEarlyAnswer: an upstream may answer a request
+// before its body is sent (a 401 or 417 to "Expect: 100-continue", a 413
+// to the head alone); http.Transport then still writes the body, to keep
+// the connection. Those writes are the tail of a request whose response
+// has ended, not a new request: the connection stays idle, and bytes the
+// upstream sends after it are stray (not taken as a response nobody will
+// ever read, which would leave the transport's idle read consuming again).
+func TestFramingConnBodyAfterAnEarlyAnswer(t *testing.T) {
+	a, b := tcpPair(t)
+	fc := newFramingConn(a, nil)
+	b.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang detector
+	const head = "PUT /-/package/x/dist-tags/latest HTTP/1.1\r\nHost: up\r\nExpect: 100-continue\r\nContent-Length: 7\r\n\r\n"
+	fc.arm(http.MethodPut)
+	if _, err := io.WriteString(fc, head); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(head))
+	if _, err := io.ReadFull(b, got); err != nil {
+		t.Fatal(err)
+	}
+	const early = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno"
+	io.WriteString(b, early)
+	buf := make([]byte, 4096)
+	if n, err := io.ReadAtLeast(fc, buf, len(early)); err != nil || string(buf[:n]) != early {
+		t.Fatalf("the early answer: %q %v", buf[:n], err)
+	}
+	// The transport sends the body after all.
+	if _, err := io.WriteString(fc, `"1.0.0"`); err != nil {
+		t.Fatalf("the body after the answer: %v", err)
+	}
+	if _, err := io.ReadFull(b, got[:7]); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(b, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+	if n, err := fc.Read(buf); n != 0 || !errors.Is(err, errStrayBytes) {
+		t.Fatalf("an idle read after the body: %d %q %v, want nothing and errStrayBytes", n, buf[:n], err)
+	}
+	fc.mu.Lock()
+	left := fc.pending()
+	fc.mu.Unlock()
+	if !left {
+		t.Fatal("the idle read took the stray bytes")
+	}
 }

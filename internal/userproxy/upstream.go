@@ -36,6 +36,7 @@ type upConn struct {
 	// bodyIdle > 0: each read of the body may wait this long for data
 	// (deadlineConn), so a trickling upstream cannot hold a request.
 	bodyIdle time.Duration
+	records  *recordConn // under TLS (tlsrecord.go), nil for plain HTTP
 }
 
 const (
@@ -79,30 +80,39 @@ func (u *upstreamPool) get(ctx context.Context) (c *upConn, reused bool, err err
 func (u *upstreamPool) dial(ctx context.Context) (*upConn, error) {
 	d := &net.Dialer{Timeout: upstreamDialTimeout, KeepAlive: 30 * time.Second}
 	var conn net.Conn
+	var records *recordConn
 	var err error
 	if u.tlsConf != nil {
-		conn, err = (&tls.Dialer{NetDialer: d, Config: u.tlsConf}).DialContext(ctx, "tcp", u.addr)
+		var tc *tls.Conn
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second) // the handshake's bound
+		tc, records, err = dialRecordTLS(hctx, d, "tcp", u.addr, u.tlsConf)
+		cancel()
+		conn = tc
 	} else {
 		conn, err = d.DialContext(ctx, "tcp", u.addr)
 	}
 	if err != nil {
 		return nil, err
 	}
-	uc := &upConn{Conn: conn, bw: bufio.NewWriterSize(conn, 4<<10)}
+	uc := &upConn{Conn: conn, records: records, bw: bufio.NewWriterSize(conn, 4<<10)}
 	uc.br = bufio.NewReaderSize(&deadlineConn{Conn: conn, uc: uc}, upstreamReadBuffer)
 	return uc, nil
 }
 
 // quiet reports whether an idle connection has nothing waiting to be read:
-// nothing buffered, and the socket, peeked without blocking, neither
-// readable nor closed. For TLS the socket is the one under TLS: any record
-// waiting there (data, or a close_notify) makes the connection unfit.
+// nothing buffered (in br, or in the TLS layer: tlsrecord.go), and the
+// socket, peeked without blocking, neither readable nor closed. For TLS
+// the socket is the one under TLS: any record waiting there (data, or a
+// close_notify) makes the connection unfit.
 func (c *upConn) quiet() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
 	raw := c.Conn
 	if tc, ok := raw.(*tls.Conn); ok {
+		if tlsHolds(tc, c.records) {
+			return false
+		}
 		raw = tc.NetConn()
 	}
 	sc, ok := raw.(syscall.Conn)
