@@ -77,11 +77,24 @@ func (c *recordConn) SyscallConn() (syscall.RawConn, error) {
 // midRecord reports whether the TLS layer holds part of a record.
 func (c *recordConn) midRecord() bool { return c.mid.Load() }
 
+// wholeReadsTLS turns recordConn off (the TLS layer reads the socket as
+// it likes): only for BenchmarkUpstreamTLS, which measures what reading
+// record by record costs against that, in one run.
+var wholeReadsTLS bool
+
 // dialRecordTLS dials a TLS client connection over a recordConn.
 func dialRecordTLS(ctx context.Context, d *net.Dialer, network, addr string, conf *tls.Config) (*tls.Conn, *recordConn, error) {
 	raw, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, nil, err
+	}
+	if wholeReadsTLS {
+		tc := tls.Client(raw, conf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, nil, err
+		}
+		return tc, nil, nil
 	}
 	rc := &recordConn{Conn: raw}
 	tc := tls.Client(rc, conf)
