@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -549,6 +550,27 @@ func armFraming(r *http.Request) (*http.Request, *attempt) {
 	}}
 	return r.WithContext(httptrace.WithClientTrace(r.Context(), trace)), at
 }
+
+// boundInterim counts the 1xx interim responses of a forwarded request and
+// fails it after maxInterim. ReverseProxy passes 1xx on to the client (its
+// Got1xxResponse hook), and net/http then sets no bound on how many come.
+// The hook must be in the request's context before ReverseProxy adds its
+// own (in Rewrite): of two composed hooks, only the earlier one's error
+// counts (httptrace calls the later one first and drops its result).
+func boundInterim(r *http.Request) *http.Request {
+	n := 0 // the transport reads one response at a time
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error {
+		if n++; n > maxInterim {
+			return errTooManyInterim
+		}
+		return nil
+	}}
+	return r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+}
+
+// errTooManyInterim: an upstream sent more 1xx interim responses than
+// maxInterim before its final one.
+var errTooManyInterim = errors.New("upstream sent too many 1xx interim responses")
 
 // gatedBody is a forwarded request's body that is not read before its
 // connection is found fit (framingConn.fitForBody): a request that meets

@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/regedge/regedge/internal/testutil"
 )
 
 // TestStrayUpstreamBytesNeverReachAnotherClient: an upstream that sends
@@ -333,5 +336,45 @@ func TestNetHTTPPathKeepsHTTP2Upstreams(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(body, `"hello-dep"`) || proto.Load() != want {
 			t.Fatalf("h2=%v: %d %s; upstream spoke %v, want %s", h2, resp.StatusCode, body, proto.Load(), want)
 		}
+	}
+}
+
+// TestEndlessInterimResponsesAre502: an upstream may send a few 1xx
+// interim responses (103 Early Hints) before the final one, and the client
+// gets the final one; an upstream that sends one after another is cut off
+// after five, as net/http's client does, and answered 502 at once instead
+// of holding the request (and a CPU) until the upstream timeout.
+func TestEndlessInterimResponsesAre502(t *testing.T) {
+	onBothFrontEnds(t, testEndlessInterimResponsesAre502)
+}
+
+func testEndlessInterimResponsesAre502(t *testing.T, fe frontEnd) {
+	up := newFaultUpstream(t, func(path string, c net.Conn) {
+		n := 3
+		if strings.HasPrefix(path, "/endless") {
+			n = 10000
+		}
+		hint := strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n", n)
+		body := `{"name":"late"}`
+		fmt.Fprintf(c, "%sHTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", hint, len(body), body)
+	})
+	e := newEdgeOn(t, fe, func(c *Config) {
+		c.Upstreams = []Upstream{{Hash: companyHash, URL: mustURL(up.URL)}}
+		c.BreakerFailures = -1
+		c.Timeout = time.Minute // a 502 must not wait for it
+	})
+	auth := map[string]string{"Authorization": "Bearer " + e.token(t, "0xa1b2c3d4")}
+	if resp, body := e.do(t, http.MethodGet, "/few", "", auth); resp.StatusCode != 200 || !strings.Contains(body, `"late"`) {
+		t.Fatalf("three 103s then 200: %d %q", resp.StatusCode, body)
+	}
+	// The request is counted with its final status, not an interim one.
+	testutil.Eventually(t, 5*time.Second, "the 200 counted", func() bool {
+		return promtest.ToFloat64(e.proxy.requests.WithLabelValues("0xa1b2c3d4", "GET", "200", "upstream")) == 1
+	})
+	if n := promtest.ToFloat64(e.proxy.requests.WithLabelValues("0xa1b2c3d4", "GET", "103", "upstream")); n != 0 {
+		t.Fatalf("%v requests counted as 103", n)
+	}
+	if resp, body := e.do(t, http.MethodGet, "/endless", "", auth); resp.StatusCode != http.StatusBadGateway || strings.Contains(body, `"late"`) {
+		t.Fatalf("10,000 103s: %d %q, want 502", resp.StatusCode, body)
 	}
 }

@@ -643,6 +643,7 @@ func (p *Proxy) reverseProxy(up *route) *httputil.ReverseProxy {
 			if up.AuthToken != "" && fi.withAuth {
 				pr.Out.Header.Set("Authorization", "Bearer "+up.AuthToken)
 			}
+			pr.Out = boundInterim(pr.Out)
 		},
 		Transport:     &breakerTransport{p: p, up: up},
 		FlushInterval: -1,
@@ -876,7 +877,9 @@ type recorder struct {
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if !r.wrote {
+	// An interim 1xx (103 Early Hints, passed on by ReverseProxy) is
+	// neither the answer's status nor the start of its body.
+	if !r.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		r.code, r.wrote = code, true
 	}
 	r.ResponseWriter.WriteHeader(code)

@@ -40,6 +40,9 @@ type upConn struct {
 }
 
 const (
+	// maxInterim bounds the 1xx interim responses before the final one, as
+	// net/http's client does (5).
+	maxInterim          = 5
 	upstreamDialTimeout = 5 * time.Second
 	upstreamIdleTimeout = 90 * time.Second
 	upstreamMaxIdle     = 64
@@ -188,7 +191,10 @@ func (c *upConn) roundTrip(req []byte, timeout time.Duration, h *upstreamHead) e
 		return err
 	}
 	c.SetReadDeadline(time.Now().Add(timeout))
-	for {
+	for interim := 0; ; interim++ {
+		if interim > maxInterim {
+			return errBadUpstreamHead // an endless run of 1xx would hold the request until its timeout
+		}
 		head, err := peekHead(c.br)
 		if err != nil {
 			if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) {
