@@ -99,16 +99,14 @@ static __always_inline int count_registry(__u32 hash, __u32 dir, __u64 packets, 
 {
 	__u32 slot = ((hash ^ (dir << 29)) * 2654435761u) >> 24; /* Fibonacci hashing */
 	struct registry_slot *s = bpf_map_lookup_elem(&registry_slots, &slot);
-	if (s) {
-		if (s->packets == 0) {
-			s->hash = hash;
-			s->dir = dir;
-		}
-		if (s->hash == hash && s->dir == dir) {
-			s->packets += packets;
-			s->bytes += bytes;
-			return 1;
-		}
+	/* hash and dir compared as one word (little-endian: hash low). */
+	__u64 key = ((__u64)dir << 32) | hash;
+	if (s && (*(__u64 *)s == key || s->packets == 0)) {
+		s->hash = hash;
+		s->dir = dir;
+		s->packets += packets;
+		s->bytes += bytes;
+		return 1;
 	}
 	struct registry_key k = {.hash = hash, .dir = dir};
 	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);

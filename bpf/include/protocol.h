@@ -90,14 +90,16 @@ static __always_inline __u32 load32(const __u8 *p) { return *(const u32_any *)p;
 static __always_inline __u32 be32_at(const __u8 *p) { return __builtin_bswap32(load32(p)); }
 static __always_inline __u64 be64_at(const __u8 *p) { return __builtin_bswap64(load64(p)); }
 
-/* xor13 is the XOR of p[0..12]: two word loads folded, and a byte. */
-static __always_inline __u8 xor13(const __u8 *p)
+/* xor14 is the XOR of p[0..13], a fixed frame and its checksum byte (0 when
+ * the checksum holds): two overlapping word loads, the overlap (bytes 6 and
+ * 7) shifted out of the second, folded to a byte. */
+static __always_inline __u8 xor14(const __u8 *p)
 {
-	__u64 x = load64(p) ^ (__u64)load32(p + 8);
+	__u64 x = load64(p) ^ (load64(p + 6) >> 16);
 	x ^= x >> 32;
 	x ^= x >> 16;
 	x ^= x >> 8;
-	return (__u8)x ^ p[12];
+	return (__u8)x;
 }
 
 /*
@@ -124,29 +126,29 @@ static __always_inline int version_ok(const struct regedge_cfg *cfg, __u8 v)
 	return (cfg->versions[(v >> 6) & 3] >> (v & 63)) & 1;
 }
 
+/*
+ * The UPDATE rules of one field id and value: field, then value, by table
+ * instead of a switch. Known ids 0, 1, 5, 9, 10, 11, 12, one bit each; each
+ * known id's largest value as a bit width (version, rows, cols 8;
+ * registryHash 32; featureFlags 11; terminalMode 2; reserved 0); the ids
+ * whose value must not be 0 (version, rows, cols), one bit each.
+ */
+#define FIELD_KNOWN 0x1e23u
+#define FIELD_NONZERO 0x0c01u
+static const __u8 field_bits[13] = {8, 32, 0, 0, 0, 11, 0, 0, 0, 2, 8, 8, 0};
+
 static __always_inline int known_field(__u32 id)
 {
-	return id == 0 || id == 1 || id == 5 || id == 9 || id == 10 || id == 11 || id == 12;
+	return id <= 12 && ((FIELD_KNOWN >> id) & 1);
 }
 
-/* The UPDATE rules of one field id and value: field, then value. */
 static __always_inline int entry_reason(__u32 id, __u64 v)
 {
-	switch (id) {
-	case 0:  /* version */
-	case 10: /* rows */
-	case 11: /* cols */
-		return (v >= 1 && v <= 255) ? REASON_OK : REASON_VALUE;
-	case 1: /* registryHash */
-		return v <= 0xffffffffULL ? REASON_OK : REASON_VALUE;
-	case 5: /* featureFlags */
-		return v <= 0x7ff ? REASON_OK : REASON_VALUE;
-	case 9: /* terminalMode */
-		return v <= 3 ? REASON_OK : REASON_VALUE;
-	case 12: /* reserved */
-		return v == 0 ? REASON_OK : REASON_VALUE;
-	}
-	return REASON_FIELD;
+	if (id > 12 || ((FIELD_KNOWN >> id) & 1) == 0)
+		return REASON_FIELD;
+	if ((v >> field_bits[id]) != 0 || v < ((FIELD_NONZERO >> id) & 1))
+		return REASON_VALUE;
+	return REASON_OK;
 }
 
 /* ERROR message: printable ASCII, left-aligned, zero-padded. */
@@ -168,11 +170,13 @@ static __always_inline int error_message_ok(const __u8 *m)
 static __always_inline int fixed_reason(const __u8 *f)
 {
 	__u8 t = f[0];
-	/* The fixed types 1, 2, 4, 5, 6, 7 as bits of one constant. */
+	/* The fixed types 1, 2, 4, 5, 6, 7 as bits of one constant. A BULK
+	 * (only reached here from a datagram of a fixed frame's length) is
+	 * never 14 bytes long. */
 	if (t > 7 || ((0xf6 >> t) & 1) == 0)
-		return REASON_TYPE;
+		return t == TYPE_BULK ? REASON_LENGTH : REASON_TYPE;
 
-	if (xor13(f) != f[FIXED_FRAME_SIZE - 1])
+	if (xor14(f) != 0)
 		return REASON_CHECKSUM;
 
 	__u32 id = be32_at(f + 1);
@@ -263,8 +267,6 @@ static __always_inline int small_datagram_reason(const __u8 *b, const struct reg
 		return REASON_STATE;
 	if (!version_ok(cfg, b[0]))
 		return REASON_VERSION;
-	if (b[STATE_SIZE] == TYPE_BULK)
-		return REASON_LENGTH; /* a BULK is never 14 bytes */
 	return unsigned_reason(fixed_reason(b + STATE_SIZE), 0, cfg);
 }
 

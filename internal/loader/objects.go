@@ -83,6 +83,9 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 			return nil, fmt.Errorf("loader: set %s: %w", name, err)
 		}
 	}
+	if err := configByAddress(spec); err != nil {
+		return nil, err
+	}
 	resize := func(name string, n uint32) {
 		if n != 0 {
 			spec.Maps[name].MaxEntries = n
@@ -98,6 +101,39 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 		spec.Maps[xdpMapSynBuckets].MaxEntries = 1
 	}
 	return spec, nil
+}
+
+// configSection is the data section of bpf/xdp.c's config_value, a
+// placeholder for config_map's value.
+const configSection = ".data.config"
+
+// configByAddress points the XDP program's loads of the config_value
+// placeholder at config_map: the program then reads config_map's one value
+// by address (a direct map value load) instead of calling a lookup on the
+// hot path, and it is the same map (pinned, shared with TC and written by
+// the agent) either way. The placeholder's own map is never created.
+func configByAddress(spec *ebpf.CollectionSpec) error {
+	ph, ok := spec.Maps[configSection]
+	if !ok {
+		return fmt.Errorf("loader: XDP object has no %s section", configSection)
+	}
+	if cm := spec.Maps[xdpMapConfigMap]; ph.ValueSize != cm.ValueSize {
+		return fmt.Errorf("loader: %s is %d bytes, config_map's value %d", configSection, ph.ValueSize, cm.ValueSize)
+	}
+	n := 0
+	for _, prog := range spec.Programs {
+		for i, ins := range prog.Instructions {
+			if ins.Reference() == configSection {
+				prog.Instructions[i] = ins.WithReference(xdpMapConfigMap)
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("loader: no reference to %s in the XDP object", configSection)
+	}
+	delete(spec.Maps, configSection)
+	return nil
 }
 
 func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
