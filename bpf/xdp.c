@@ -11,7 +11,7 @@
  *   - TCP SYN to a proxy port over the per-source rate  -> drop (synflood)
  *   - bus datagram whose IP or UDP lengths Linux would drop -> drop (malformed)
  *   - UDP to the bus port from outside the allow-list   -> drop (source)
- *   - an invalid config bus datagram (PROTOCOL.md §2.3) -> drop (its reason)
+ *   - an invalid config bus datagram (docs/protocol.md §2.3) -> drop (its reason)
  *   - a valid one without a signature trailer (§3.1a), when the
  *     agent has bus keys (CFG_REQUIRE_TRAILER)           -> drop (unsigned)
  * TCP to a proxy port is otherwise passed: its header checks are the stack's,

@@ -74,8 +74,8 @@ struct {
  * counters live in the slot its hash maps to, claimed by the first registry
  * that lands there; only a registry whose slot another holds pays for the
  * hash map lookup. An array lookup costs a fraction of a hash lookup, and
- * the map work dominates the per-packet cost (KERNEL-NOTES.md). Userspace
- * adds slots and map together.
+ * the map work dominates the per-packet cost (docs/kernel.md, "Kernel facts
+ * the design relies on"). Userspace adds slots and map together.
  */
 #define REGISTRY_SLOTS 256
 

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * PROTOCOL.md §1 and §2.3 in C: the checks the kernel runs on a config bus
- * datagram. The reference is internal/codec; the Go tests run every vector in
- * testdata/ and a differential fuzzer through these functions (Program.Run)
- * and require the same verdict and reason.
+ * docs/protocol.md §1 and §2.3 in C: the checks the kernel runs on a config
+ * bus datagram. The reference is internal/codec; the Go tests run every
+ * vector in testdata/ and a differential fuzzer through these functions
+ * (Program.Run) and require the same verdict and reason.
  *
- * The datagram is first copied into a scratch buffer (a per-CPU map value),
- * so every access below is at a bounded offset of one buffer.
+ * The common datagram (a state and a fixed frame) is judged in place in the
+ * packet (small_datagram_reason); longer ones are first copied into a
+ * scratch buffer (a per-CPU map value), so every access is at a bounded
+ * offset of one buffer.
  */
 #ifndef REGEDGE_PROTOCOL_H
 #define REGEDGE_PROTOCOL_H
@@ -21,8 +23,8 @@
 #define MAX_FRAME_SIZE (2 + BULK_ENTRY_SIZE * MAX_BULK_ENTRIES) /* 210 */
 #define MIN_DATAGRAM (STATE_SIZE + FIXED_FRAME_SIZE)             /* 27 */
 #define MAX_DATAGRAM (STATE_SIZE + MAX_FRAME_SIZE)               /* 223 */
-/* A signed datagram (PROTOCOL.md §3.1a) is a datagram and a trailer of this
- * size: the kernel checks its length only, userspace the signature. */
+/* A signed datagram (docs/protocol.md §3.1a) is a datagram and a trailer of
+ * this size: the kernel checks its length only, userspace the signature. */
 #define TRAILER_SIZE 72
 #define SCRATCH_SIZE 256
 
