@@ -135,9 +135,15 @@ static __always_inline int is_blocked4(__u32 saddr)
 
 static __always_inline int is_allowed4(__u32 saddr, const struct regedge_cfg *cfg)
 {
-	if (cfg->allow4_n != ALLOW_USE_TRIE) {
-		for (__u32 i = 0; i < ALLOW_FAST_V4; i++) {
-			if (i >= cfg->allow4_n)
+	__u32 n = cfg->allow4_n;
+	if (n != ALLOW_USE_TRIE) {
+		/* The first entry apart: most edges allow one prefix. */
+		if (n == 0)
+			return 0;
+		if ((saddr & cfg->allow4[0].mask) == cfg->allow4[0].addr)
+			return 1;
+		for (__u32 i = 1; i < ALLOW_FAST_V4; i++) {
+			if (i >= n)
 				break;
 			if ((saddr & cfg->allow4[i].mask) == cfg->allow4[i].addr)
 				return 1;

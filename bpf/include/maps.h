@@ -97,17 +97,23 @@ struct {
  * hash map is full and the registry has no slot). */
 static __always_inline int count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes)
 {
-	__u32 slot = ((hash ^ (dir << 29)) * 2654435761u) >> 24; /* Fibonacci hashing */
+	/* Fibonacci hashing; the mask (a no-op on the 32-bit product) spares
+	 * the 64-bit one the compiler would otherwise build. */
+	__u32 slot = (((hash ^ (dir << 29)) * 2654435761u) >> 24) & 0xff;
 	struct registry_slot *s = bpf_map_lookup_elem(&registry_slots, &slot);
-	/* hash and dir compared as one word (little-endian: hash low). */
-	__u64 key = ((__u64)dir << 32) | hash;
-	if (s && (*(__u64 *)s == key || s->packets == 0)) {
-		s->hash = hash;
-		s->dir = dir;
+	if (s) {
+		/* hash and dir compared as one word (little-endian: hash low) */
+		if (*(__u64 *)s != (((__u64)dir << 32) | hash)) {
+			if (s->packets != 0)
+				goto held; /* another registry's slot */
+			s->hash = hash;
+			s->dir = dir;
+		}
 		s->packets += packets;
 		s->bytes += bytes;
 		return 1;
 	}
+held:;
 	struct registry_key k = {.hash = hash, .dir = dir};
 	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);
 	if (c) {

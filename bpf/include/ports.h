@@ -14,9 +14,11 @@ volatile const __u16 proxy_ports[MAX_PROXY_PORTS] = {4873};
 static __always_inline int is_proxy_port(__u16 port)
 {
 #pragma clang loop unroll(full)
-	for (int i = 0; i < MAX_PROXY_PORTS; i++)
-		if (proxy_ports[i] != 0 && proxy_ports[i] == port)
+	for (int i = 0; i < MAX_PROXY_PORTS; i++) {
+		__u16 p = proxy_ports[i]; /* one load: the constant is volatile */
+		if (p != 0 && p == port)
 			return 1;
+	}
 	return 0;
 }
 
