@@ -130,25 +130,41 @@ static __always_inline int version_ok(const struct regedge_cfg *cfg, __u8 v)
 
 /*
  * The UPDATE rules of one field id and value: field, then value, by table
- * instead of a switch. Known ids 0, 1, 5, 9, 10, 11, 12, one bit each; each
- * known id's largest value as a bit width (version, rows, cols 8;
- * registryHash 32; featureFlags 11; terminalMode 2; reserved 0); the ids
- * whose value must not be 0 (version, rows, cols), one bit each.
+ * instead of a switch. The value is taken as its 8 wire bytes loaded
+ * little-endian (load64: the wire's most significant byte lowest, no byte
+ * swap), and a value fits in w bits when every bit above them is clear, so
+ * each known id has the mask of the bits that must be clear: bytes 0..6
+ * for version, rows and cols (8 bits); 0..3 for registryHash (32); 0..5
+ * and the top five bits of byte 6 for featureFlags (11); 0..6 and the top
+ * six bits of byte 7 for terminalMode (2); all of it for reserved (0). An
+ * unknown id has mask 0. Version, rows and cols must also not be 0: their
+ * last wire byte (byte 7) is not.
  */
-#define FIELD_KNOWN 0x1e23u
-#define FIELD_NONZERO 0x0c01u
-static const __u8 field_bits[13] = {8, 32, 0, 0, 0, 11, 0, 0, 0, 2, 8, 8, 0};
+#define FIELD_NONZERO 0x0c01u /* ids 0, 10, 11 */
+static const __u64 field_clear[13] = {
+	[0] = 0x00ffffffffffffffULL,  /* version */
+	[1] = 0x00000000ffffffffULL,  /* registryHash */
+	[5] = 0x00f8ffffffffffffULL,  /* featureFlags */
+	[9] = 0xfcffffffffffffffULL,  /* terminalMode */
+	[10] = 0x00ffffffffffffffULL, /* rows */
+	[11] = 0x00ffffffffffffffULL, /* cols */
+	[12] = 0xffffffffffffffffULL, /* reserved */
+};
 
 static __always_inline int known_field(__u32 id)
 {
-	return id <= 12 && ((FIELD_KNOWN >> id) & 1);
+	return id <= 12 && field_clear[id] != 0;
 }
 
-static __always_inline int entry_reason(__u32 id, __u64 v)
+/* v_le: the value's wire bytes as load64 reads them. */
+static __always_inline int entry_reason(__u32 id, __u64 v_le)
 {
-	if (id > 12 || ((FIELD_KNOWN >> id) & 1) == 0)
+	if (id > 12)
 		return REASON_FIELD;
-	if ((v >> field_bits[id]) != 0 || v < ((FIELD_NONZERO >> id) & 1))
+	__u64 clear = field_clear[id];
+	if (clear == 0)
+		return REASON_FIELD;
+	if ((v_le & clear) != 0 || (v_le >> 56) < ((FIELD_NONZERO >> id) & 1))
 		return REASON_VALUE;
 	return REASON_OK;
 }
@@ -185,7 +201,7 @@ static __always_inline int fixed_reason(const __u8 *f)
 	__u64 v = be64_at(f + 5);
 	switch (t) {
 	case TYPE_UPDATE:
-		return entry_reason(id, v);
+		return entry_reason(id, load64(f + 5));
 	case TYPE_FEATURE_TOGGLE:
 		if (id != 5)
 			return REASON_FIELD;
@@ -238,7 +254,7 @@ static __always_inline int bulk_reason(const struct scratch *sc, __u32 flen)
 			return REASON_FIELD;
 		if (p[12] != 0)
 			return REASON_VALUE;
-		int r = entry_reason(id, be64_at(p + 4));
+		int r = entry_reason(id, load64(p + 4));
 		if (r != REASON_OK)
 			return r;
 	}
