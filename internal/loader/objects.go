@@ -73,6 +73,17 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := configByAddress(spec); err != nil {
+		return nil, err
+	}
+	if err := applyXDPOptions(spec, opts); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// applyXDPOptions sets the XDP object's constants and map sizes from opts.
+func applyXDPOptions(spec *ebpf.CollectionSpec, opts Options) error {
 	var ports [MaxProxyPorts]uint16
 	copy(ports[:], opts.ProxyPorts)
 	for name, v := range map[string]any{
@@ -80,11 +91,8 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 		xdpVarSynRate: opts.SynRate, xdpVarSynBurst: opts.SynBurst,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("loader: set %s: %w", name, err)
+			return fmt.Errorf("loader: set %s: %w", name, err)
 		}
-	}
-	if err := configByAddress(spec); err != nil {
-		return nil, err
 	}
 	resize := func(name string, n uint32) {
 		if n != 0 {
@@ -100,7 +108,7 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 		// memory (an LRU hash preallocates all of its entries: 6 MiB).
 		spec.Maps[xdpMapSynBuckets].MaxEntries = 1
 	}
-	return spec, nil
+	return nil
 }
 
 // configSection is the data section of bpf/xdp.c's config_value, a
