@@ -1,6 +1,8 @@
 package loader
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
@@ -44,5 +46,20 @@ func TestConfigReadByAddress(t *testing.T) {
 	delete(bare.Maps, configSection)
 	if err := configByAddress(bare); err == nil {
 		t.Fatal("configByAddress accepted an object without the placeholder")
+	}
+}
+
+// TestApplyXDPOptionsMissingConstant: an object without one of the
+// constants the loader sets (another build's) is an error naming it, not a
+// program running with the compiled-in default.
+func TestApplyXDPOptionsMissingConstant(t *testing.T) {
+	spec, err := loadXdp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(spec.Variables, xdpVarSynRate)
+	err = applyXDPOptions(spec, DefaultOptions())
+	if !errors.Is(err, errNoConstant) || !strings.Contains(err.Error(), xdpVarSynRate) {
+		t.Fatalf("got %v, want errNoConstant naming %s", err, xdpVarSynRate)
 	}
 }

@@ -82,15 +82,27 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
+// errNoConstant: an XDP object lacks a constant this loader sets (an
+// object of another build).
+var errNoConstant = errors.New("loader: the XDP object lacks a constant")
+
 // applyXDPOptions sets the XDP object's constants and map sizes from opts.
+// A constant the object lacks is an error (errNoConstant), after the others
+// are set.
 func applyXDPOptions(spec *ebpf.CollectionSpec, opts Options) error {
 	var ports [MaxProxyPorts]uint16
 	copy(ports[:], opts.ProxyPorts)
+	var missing []string
 	for name, v := range map[string]any{
 		xdpVarBusPort: opts.BusPort, xdpVarProxyPorts: ports,
 		xdpVarSynRate: opts.SynRate, xdpVarSynBurst: opts.SynBurst,
 	} {
-		if err := spec.Variables[name].Set(v); err != nil {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		if err := vs.Set(v); err != nil {
 			return fmt.Errorf("loader: set %s: %w", name, err)
 		}
 	}
@@ -107,6 +119,10 @@ func applyXDPOptions(spec *ebpf.CollectionSpec, opts Options) error {
 		// The guard is off: its buckets are never touched, so they get no
 		// memory (an LRU hash preallocates all of its entries: 6 MiB).
 		spec.Maps[xdpMapSynBuckets].MaxEntries = 1
+	}
+	if len(missing) != 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("%w: %s", errNoConstant, strings.Join(missing, ", "))
 	}
 	return nil
 }
