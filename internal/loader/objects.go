@@ -86,12 +86,25 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 // object of another build).
 var errNoConstant = errors.New("loader: the XDP object lacks a constant")
 
+// packedPorts is the proxy_ports constant of bpf/include/ports.h: the
+// non-zero ports from slot 0 on (the programs stop at the first empty slot).
+func packedPorts(ports []uint16) [MaxProxyPorts]uint16 {
+	var out [MaxProxyPorts]uint16
+	n := 0
+	for _, p := range ports {
+		if p != 0 && n < MaxProxyPorts {
+			out[n] = p
+			n++
+		}
+	}
+	return out
+}
+
 // applyXDPOptions sets the XDP object's constants and map sizes from opts.
 // A constant the object lacks is an error (errNoConstant), after the others
 // are set.
 func applyXDPOptions(spec *ebpf.CollectionSpec, opts Options) error {
-	var ports [MaxProxyPorts]uint16
-	copy(ports[:], opts.ProxyPorts)
+	ports := packedPorts(opts.ProxyPorts)
 	var missing []string
 	for name, v := range map[string]any{
 		xdpVarBusPort: opts.BusPort, xdpVarProxyPorts: ports,
@@ -165,8 +178,7 @@ func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ports [MaxProxyPorts]uint16
-	copy(ports[:], opts.ProxyPorts)
+	ports := packedPorts(opts.ProxyPorts)
 	if err := spec.Variables[tcVarProxyPorts].Set(ports); err != nil {
 		return nil, fmt.Errorf("loader: set %s: %w", tcVarProxyPorts, err)
 	}
