@@ -63,3 +63,13 @@ func TestApplyXDPOptionsMissingConstant(t *testing.T) {
 		t.Fatalf("got %v, want errNoConstant naming %s", err, xdpVarSynRate)
 	}
 }
+
+// TestPackedPorts: the programs stop at the first empty proxy port slot, so
+// the loader packs the configured ports from slot 0; a 0 among them (no TCP
+// port) would otherwise hide the ports after it.
+func TestPackedPorts(t *testing.T) {
+	got := packedPorts([]uint16{0, 4873, 0, 443})
+	if want := [MaxProxyPorts]uint16{4873, 443, 0, 0}; got != want {
+		t.Fatalf("packedPorts = %v, want %v", got, want)
+	}
+}
