@@ -74,8 +74,8 @@ struct {
  * counters live in the slot its hash maps to, claimed by the first registry
  * that lands there; only a registry whose slot another holds pays for the
  * hash map lookup. An array lookup costs a fraction of a hash lookup, and
- * the map work dominates the per-packet cost (KERNEL-NOTES.md). Userspace
- * adds slots and map together.
+ * the map work dominates the per-packet cost (docs/kernel.md, "Kernel facts
+ * the design relies on"). Userspace adds slots and map together.
  */
 #define REGISTRY_SLOTS 256
 
@@ -97,19 +97,23 @@ struct {
  * hash map is full and the registry has no slot). */
 static __always_inline int count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes)
 {
-	__u32 slot = ((hash ^ (dir << 29)) * 2654435761u) >> 24; /* Fibonacci hashing */
+	/* Fibonacci hashing; the mask (a no-op on the 32-bit product) spares
+	 * the 64-bit one the compiler would otherwise build. */
+	__u32 slot = (((hash ^ (dir << 29)) * 2654435761u) >> 24) & 0xff;
 	struct registry_slot *s = bpf_map_lookup_elem(&registry_slots, &slot);
 	if (s) {
-		if (s->packets == 0) {
+		/* hash and dir compared as one word (little-endian: hash low) */
+		if (*(__u64 *)s != (((__u64)dir << 32) | hash)) {
+			if (s->packets != 0)
+				goto held; /* another registry's slot */
 			s->hash = hash;
 			s->dir = dir;
 		}
-		if (s->hash == hash && s->dir == dir) {
-			s->packets += packets;
-			s->bytes += bytes;
-			return 1;
-		}
+		s->packets += packets;
+		s->bytes += bytes;
+		return 1;
 	}
+held:;
 	struct registry_key k = {.hash = hash, .dir = dir};
 	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);
 	if (c) {

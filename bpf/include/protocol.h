@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * PROTOCOL.md §1 and §2.3 in C: the checks the kernel runs on a config bus
- * datagram. The reference is internal/codec; the Go tests run every vector in
- * testdata/ and a differential fuzzer through these functions (Program.Run)
- * and require the same verdict and reason.
+ * docs/protocol.md §1 and §2.3 in C: the checks the kernel runs on a config
+ * bus datagram. The reference is internal/codec; the Go tests run every
+ * vector in testdata/ and a differential fuzzer through these functions
+ * (Program.Run) and require the same verdict and reason.
  *
- * The datagram is first copied into a scratch buffer (a per-CPU map value),
- * so every access below is at a bounded offset of one buffer.
+ * The common datagram (a state and a fixed frame) is judged in place in the
+ * packet (small_datagram_reason); longer ones are first copied into a
+ * scratch buffer (a per-CPU map value), so every access is at a bounded
+ * offset of one buffer.
  */
 #ifndef REGEDGE_PROTOCOL_H
 #define REGEDGE_PROTOCOL_H
@@ -21,8 +23,8 @@
 #define MAX_FRAME_SIZE (2 + BULK_ENTRY_SIZE * MAX_BULK_ENTRIES) /* 210 */
 #define MIN_DATAGRAM (STATE_SIZE + FIXED_FRAME_SIZE)             /* 27 */
 #define MAX_DATAGRAM (STATE_SIZE + MAX_FRAME_SIZE)               /* 223 */
-/* A signed datagram (PROTOCOL.md §3.1a) is a datagram and a trailer of this
- * size: the kernel checks its length only, userspace the signature. */
+/* A signed datagram (docs/protocol.md §3.1a) is a datagram and a trailer of
+ * this size: the kernel checks its length only, userspace the signature. */
 #define TRAILER_SIZE 72
 #define SCRATCH_SIZE 256
 
@@ -90,14 +92,16 @@ static __always_inline __u32 load32(const __u8 *p) { return *(const u32_any *)p;
 static __always_inline __u32 be32_at(const __u8 *p) { return __builtin_bswap32(load32(p)); }
 static __always_inline __u64 be64_at(const __u8 *p) { return __builtin_bswap64(load64(p)); }
 
-/* xor13 is the XOR of p[0..12]: two word loads folded, and a byte. */
-static __always_inline __u8 xor13(const __u8 *p)
+/* xor14 is the XOR of p[0..13], a fixed frame and its checksum byte (0 when
+ * the checksum holds): two overlapping word loads, the overlap (bytes 6 and
+ * 7) shifted out of the second, folded to a byte. */
+static __always_inline __u8 xor14(const __u8 *p)
 {
-	__u64 x = load64(p) ^ (__u64)load32(p + 8);
+	__u64 x = load64(p) ^ (load64(p + 6) >> 16);
 	x ^= x >> 32;
 	x ^= x >> 16;
 	x ^= x >> 8;
-	return (__u8)x ^ p[12];
+	return (__u8)x;
 }
 
 /*
@@ -124,29 +128,45 @@ static __always_inline int version_ok(const struct regedge_cfg *cfg, __u8 v)
 	return (cfg->versions[(v >> 6) & 3] >> (v & 63)) & 1;
 }
 
+/*
+ * The UPDATE rules of one field id and value: field, then value, by table
+ * instead of a switch. The value is taken as its 8 wire bytes loaded
+ * little-endian (load64: the wire's most significant byte lowest, no byte
+ * swap), and a value fits in w bits when every bit above them is clear, so
+ * each known id has the mask of the bits that must be clear: bytes 0..6
+ * for version, rows and cols (8 bits); 0..3 for registryHash (32); 0..5
+ * and the top five bits of byte 6 for featureFlags (11); 0..6 and the top
+ * six bits of byte 7 for terminalMode (2); all of it for reserved (0). An
+ * unknown id has mask 0. Version, rows and cols must also not be 0: their
+ * last wire byte (byte 7) is not.
+ */
+#define FIELD_NONZERO 0x0c01u /* ids 0, 10, 11 */
+static const __u64 field_clear[13] = {
+	[0] = 0x00ffffffffffffffULL,  /* version */
+	[1] = 0x00000000ffffffffULL,  /* registryHash */
+	[5] = 0x00f8ffffffffffffULL,  /* featureFlags */
+	[9] = 0xfcffffffffffffffULL,  /* terminalMode */
+	[10] = 0x00ffffffffffffffULL, /* rows */
+	[11] = 0x00ffffffffffffffULL, /* cols */
+	[12] = 0xffffffffffffffffULL, /* reserved */
+};
+
 static __always_inline int known_field(__u32 id)
 {
-	return id == 0 || id == 1 || id == 5 || id == 9 || id == 10 || id == 11 || id == 12;
+	return id <= 12 && field_clear[id] != 0;
 }
 
-/* The UPDATE rules of one field id and value: field, then value. */
-static __always_inline int entry_reason(__u32 id, __u64 v)
+/* v_le: the value's wire bytes as load64 reads them. */
+static __always_inline int entry_reason(__u32 id, __u64 v_le)
 {
-	switch (id) {
-	case 0:  /* version */
-	case 10: /* rows */
-	case 11: /* cols */
-		return (v >= 1 && v <= 255) ? REASON_OK : REASON_VALUE;
-	case 1: /* registryHash */
-		return v <= 0xffffffffULL ? REASON_OK : REASON_VALUE;
-	case 5: /* featureFlags */
-		return v <= 0x7ff ? REASON_OK : REASON_VALUE;
-	case 9: /* terminalMode */
-		return v <= 3 ? REASON_OK : REASON_VALUE;
-	case 12: /* reserved */
-		return v == 0 ? REASON_OK : REASON_VALUE;
-	}
-	return REASON_FIELD;
+	if (id > 12)
+		return REASON_FIELD;
+	__u64 clear = field_clear[id];
+	if (clear == 0)
+		return REASON_FIELD;
+	if ((v_le & clear) != 0 || (v_le >> 56) < ((FIELD_NONZERO >> id) & 1))
+		return REASON_VALUE;
+	return REASON_OK;
 }
 
 /* ERROR message: printable ASCII, left-aligned, zero-padded. */
@@ -168,18 +188,20 @@ static __always_inline int error_message_ok(const __u8 *m)
 static __always_inline int fixed_reason(const __u8 *f)
 {
 	__u8 t = f[0];
-	/* The fixed types 1, 2, 4, 5, 6, 7 as bits of one constant. */
+	/* The fixed types 1, 2, 4, 5, 6, 7 as bits of one constant. A BULK
+	 * (only reached here from a datagram of a fixed frame's length) is
+	 * never 14 bytes long. */
 	if (t > 7 || ((0xf6 >> t) & 1) == 0)
-		return REASON_TYPE;
+		return t == TYPE_BULK ? REASON_LENGTH : REASON_TYPE;
 
-	if (xor13(f) != f[FIXED_FRAME_SIZE - 1])
+	if (xor14(f) != 0)
 		return REASON_CHECKSUM;
 
 	__u32 id = be32_at(f + 1);
 	__u64 v = be64_at(f + 5);
 	switch (t) {
 	case TYPE_UPDATE:
-		return entry_reason(id, v);
+		return entry_reason(id, load64(f + 5));
 	case TYPE_FEATURE_TOGGLE:
 		if (id != 5)
 			return REASON_FIELD;
@@ -232,7 +254,7 @@ static __always_inline int bulk_reason(const struct scratch *sc, __u32 flen)
 			return REASON_FIELD;
 		if (p[12] != 0)
 			return REASON_VALUE;
-		int r = entry_reason(id, be64_at(p + 4));
+		int r = entry_reason(id, load64(p + 4));
 		if (r != REASON_OK)
 			return r;
 	}
@@ -263,8 +285,6 @@ static __always_inline int small_datagram_reason(const __u8 *b, const struct reg
 		return REASON_STATE;
 	if (!version_ok(cfg, b[0]))
 		return REASON_VERSION;
-	if (b[STATE_SIZE] == TYPE_BULK)
-		return REASON_LENGTH; /* a BULK is never 14 bytes */
 	return unsigned_reason(fixed_reason(b + STATE_SIZE), 0, cfg);
 }
 

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The one enum of verdict and drop reasons, shared by the kernel programs and
- * Go. 0..7 are PROTOCOL.md §2.3 and equal internal/codec's Reason values;
- * 8.. are the kernel's own. internal/loader has a test that parses this file
- * and fails when it drifts from the Go constants. Never renumber.
+ * Go. 0..7 are docs/protocol.md §2.3 and equal internal/codec's Reason
+ * values; 8.. are the kernel's own. bpf2go generates the Go constants from
+ * the object's BTF (gen.go: -type regedge_reason), and internal/loader's
+ * TestReasonsMatchCodec fails when 0..7 drift from the codec's. Never
+ * renumber.
  */
 #ifndef REGEDGE_REASON_H
 #define REGEDGE_REASON_H

@@ -1,7 +1,12 @@
 package loader
 
 import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +84,109 @@ func BenchmarkXDP(b *testing.B) {
 			b.ReportMetric(float64(median(fl).Nanoseconds()), "floor-ns/pkt")
 			b.ReportMetric(float64(median(pr).Nanoseconds()), "ns/pkt")
 			b.ReportMetric(ratios[len(ratios)/2], "x-floor")
+		})
+	}
+}
+
+// BenchmarkXDPObjects compares builds of the XDP program in one run: each
+// object file in REGEDGE_XDP_OBJECTS (comma-separated, e.g. xdp_bpfel.o of
+// earlier commits, `git show REV:internal/loader/xdp_bpfel.o > old.o`) is
+// loaded with this build's maps and settings, and every round measures the
+// floor and then each object on the same packet, so the VM's drift hits
+// them alike. Per object it reports the median and the interquartile mean
+// of the per-round ratios (objN-x-floor, objN-x-floor-iqm; N in the order
+// given). Object files must define the same maps as this build; relative
+// paths are from internal/loader, where go test runs.
+//
+//	REGEDGE_XDP_OBJECTS=old.o,new.o go test ./internal/loader -run '^$' -bench XDPObjects -benchtime 101x
+func BenchmarkXDPObjects(b *testing.B) {
+	list := os.Getenv("REGEDGE_XDP_OBJECTS")
+	if list == "" {
+		b.Skip("REGEDGE_XDP_OBJECTS names no object files to compare")
+	}
+	o := loadForTest(b)
+	floor, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.XDP,
+		License:      "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer floor.Close()
+	ours := map[string]*ebpf.Map{
+		xdpMapAllowV4: o.xdp.AllowV4, xdpMapAllowV6: o.xdp.AllowV6, xdpMapBlockV4: o.xdp.BlockV4,
+		xdpMapBlockV6: o.xdp.BlockV6, xdpMapConfigMap: o.xdp.ConfigMap, xdpMapRegistrySlots: o.xdp.RegistrySlots,
+		xdpMapRegistryStats: o.xdp.RegistryStats, xdpMapScratchMap: o.xdp.ScratchMap,
+		xdpMapSynBuckets: o.xdp.SynBuckets, xdpMapXdpStats: o.xdp.XdpStats,
+	}
+	var progs []*ebpf.Program
+	for i, path := range strings.Split(list, ",") {
+		spec, err := ebpf.LoadCollectionSpec(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := spec.Maps[configSection]; ok { // builds before config by address have none
+			if err := configByAddress(spec); err != nil {
+				b.Fatal(path, err)
+			}
+		}
+		// An older build lacks the newer constants, and does not use them.
+		if err := applyXDPOptions(spec, DefaultOptions()); err != nil && !errors.Is(err, errNoConstant) {
+			b.Fatal(path, err)
+		}
+		repl := map[string]*ebpf.Map{}
+		for name := range spec.Maps {
+			if m, ok := ours[name]; ok {
+				repl[name] = m
+			}
+		}
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl})
+		if err != nil {
+			b.Fatal(path, err)
+		}
+		defer coll.Close()
+		progs = append(progs, coll.Programs[xdpProgRegedgeXdp])
+		b.Logf("obj%d: %s", i+1, filepath.Base(path))
+	}
+
+	badSum := validDatagram()
+	badSum[len(badSum)-1] ^= 1
+	cases := []struct {
+		name string
+		pkt  []byte
+	}{
+		{"valid-update", busPacket(false, 0, validDatagram())},
+		{"invalid-checksum", busPacket(false, 0, badSum)},
+		{"plain-tcp", tcpPacket(false, 40000, 443, 0x18, "GET / HTTP/1.1\r\n\r\n")},
+	}
+	const repeat = 200000
+	measure := func(p *ebpf.Program, pkt []byte) time.Duration {
+		_, d, err := p.Benchmark(pkt, repeat, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			ratios := make([][]float64, len(progs))
+			for i := 0; i < b.N; i++ {
+				f := measure(floor, tc.pkt)
+				for j, p := range progs {
+					ratios[j] = append(ratios[j], float64(measure(p, tc.pkt))/float64(f))
+				}
+			}
+			for j, r := range ratios {
+				sort.Float64s(r)
+				mid := r[len(r)/4 : len(r)-len(r)/4]
+				var sum float64
+				for _, x := range mid {
+					sum += x
+				}
+				b.ReportMetric(r[len(r)/2], fmt.Sprintf("obj%d-x-floor", j+1))
+				b.ReportMetric(sum/float64(len(mid)), fmt.Sprintf("obj%d-x-floor-iqm", j+1))
+			}
 		})
 	}
 }

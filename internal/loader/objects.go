@@ -78,14 +78,50 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ports [MaxProxyPorts]uint16
-	copy(ports[:], opts.ProxyPorts)
+	if err := configByAddress(spec); err != nil {
+		return nil, err
+	}
+	if err := applyXDPOptions(spec, opts); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// errNoConstant: an XDP object lacks a constant this loader sets (an
+// object of another build).
+var errNoConstant = errors.New("loader: the XDP object lacks a constant")
+
+// packedPorts is the proxy_ports constant of bpf/include/ports.h: the
+// non-zero ports from slot 0 on (the programs stop at the first empty slot).
+func packedPorts(ports []uint16) [MaxProxyPorts]uint16 {
+	var out [MaxProxyPorts]uint16
+	n := 0
+	for _, p := range ports {
+		if p != 0 && n < MaxProxyPorts {
+			out[n] = p
+			n++
+		}
+	}
+	return out
+}
+
+// applyXDPOptions sets the XDP object's constants and map sizes from opts.
+// A constant the object lacks is an error (errNoConstant), after the others
+// are set.
+func applyXDPOptions(spec *ebpf.CollectionSpec, opts Options) error {
+	ports := packedPorts(opts.ProxyPorts)
+	var missing []string
 	for name, v := range map[string]any{
 		xdpVarBusPort: opts.BusPort, xdpVarProxyPorts: ports,
 		xdpVarSynRate: opts.SynRate, xdpVarSynBurst: opts.SynBurst,
 	} {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("loader: set %s: %w", name, err)
+		vs, ok := spec.Variables[name]
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("loader: set %s: %w", name, err)
 		}
 	}
 	resize := func(name string, n uint32) {
@@ -102,7 +138,44 @@ func xdpSpec(opts Options) (*ebpf.CollectionSpec, error) {
 		// memory (an LRU hash preallocates all of its entries: 6 MiB).
 		spec.Maps[xdpMapSynBuckets].MaxEntries = 1
 	}
-	return spec, nil
+	if len(missing) != 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("%w: %s", errNoConstant, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// configSection is the data section of bpf/xdp.c's config_value, a
+// placeholder for config_map's value.
+const configSection = ".data.config"
+
+// configByAddress points the XDP program's loads of the config_value
+// placeholder at config_map: the program then reads config_map's one value
+// by address (a direct map value load) instead of calling a lookup on the
+// hot path, and it is the same map (pinned, shared with TC and written by
+// the agent) either way. The placeholder's own map is never created.
+func configByAddress(spec *ebpf.CollectionSpec) error {
+	ph, ok := spec.Maps[configSection]
+	if !ok {
+		return fmt.Errorf("loader: XDP object has no %s section", configSection)
+	}
+	if cm := spec.Maps[xdpMapConfigMap]; ph.ValueSize != cm.ValueSize {
+		return fmt.Errorf("loader: %s is %d bytes, config_map's value %d", configSection, ph.ValueSize, cm.ValueSize)
+	}
+	n := 0
+	for _, prog := range spec.Programs {
+		for i, ins := range prog.Instructions {
+			if ins.Reference() == configSection {
+				prog.Instructions[i] = ins.WithReference(xdpMapConfigMap)
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("loader: no reference to %s in the XDP object", configSection)
+	}
+	delete(spec.Maps, configSection)
+	return nil
 }
 
 func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
@@ -110,8 +183,7 @@ func tcSpec(opts Options) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ports [MaxProxyPorts]uint16
-	copy(ports[:], opts.ProxyPorts)
+	ports := packedPorts(opts.ProxyPorts)
 	if err := spec.Variables[tcVarProxyPorts].Set(ports); err != nil {
 		return nil, fmt.Errorf("loader: set %s: %w", tcVarProxyPorts, err)
 	}

@@ -487,3 +487,35 @@ func TestBusPassCountedWhenRegistryFull(t *testing.T) {
 		t.Errorf("%d passes counted for %d valid datagrams", got, len(hashes))
 	}
 }
+
+// TestXDPSeveralProxyPorts: every configured proxy port is the agent's (the
+// block list applies to TCP to each, from the fast section and the general
+// parser alike), including those after a 0 in the list; other ports pass.
+func TestXDPSeveralProxyPorts(t *testing.T) {
+	testutil.RequireRoot(t)
+	opts := DefaultOptions()
+	opts.ProxyPorts = []uint16{0, 4873, 8443}
+	o, err := Load(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	if err := o.Block(netip.MustParsePrefix("192.0.2.0/28"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Block(netip.MustParsePrefix("2001:db8::10/128"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, v6 := range []bool{false, true} {
+		for _, port := range []uint16{4873, 8443} {
+			if ret, r := runXDP(t, o, tcpPacket(v6, 1234, port, 0x02, "")); r != ReasonBlocked || ret != xdpDrop {
+				t.Errorf("TCP to proxy port %d (ipv6 %v) from a blocked source: %d %s", port, v6, ret, r)
+			}
+		}
+		for _, port := range []uint16{443, 8444, 4874} {
+			if ret, r := runXDP(t, o, tcpPacket(v6, 1234, port, 0x02, "")); r != notJudged || ret != xdpPass {
+				t.Errorf("TCP to port %d (ipv6 %v): %d %s, want passed unjudged", port, v6, ret, r)
+			}
+		}
+	}
+}
