@@ -171,11 +171,12 @@ __noinline int judged_verdict(struct xdp_md *ctx, int reason)
 /* bus_pass passes a valid bus datagram. It is counted once, in its sender's
  * registry counters (DIR_BUS), not also in xdp_stats: userspace adds those
  * to the passes (loader Counters). One per-CPU update on the hottest path
- * instead of two. */
+ * instead of two. A registry userspace does not know (count_registry) is
+ * counted as a plain pass. */
 static __always_inline int bus_pass(__u32 hash, __u64 bytes)
 {
-	if (!count_registry(hash, DIR_BUS, 1, bytes))
-		return count_verdict(REASON_OK); /* no room for its registry: a pass all the same */
+	if (!count_registry(hash, DIR_BUS, 1, bytes, 0))
+		return count_verdict(REASON_OK); /* an unknown registry: a pass all the same */
 	return XDP_PASS;
 }
 

@@ -93,19 +93,32 @@ struct {
 	__type(value, struct registry_slot);
 } registry_slots SEC(".maps");
 
-/* count_registry adds to a registry's counters; 0 when it could not (the
- * hash map is full and the registry has no slot). */
-static __always_inline int count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes)
+/* count_registry adds to a registry's counters; 0 when it could not.
+ *
+ * insert: whether a registry new to the counters gets an entry. The TC
+ * hooks count what the proxy told a socket, which is a configured registry
+ * or the proxy's one stand-in for all others, so they may (and 0 means the
+ * hash map is full and the registry has no slot). A bus datagram's registry
+ * is whatever its sender wrote, and bus sources are addresses, which UDP
+ * lets anyone forge: there a registry is counted only when userspace has
+ * made its entry (loader KnowRegistries: the configured ones), never
+ * given a slot or an entry otherwise, and 0 says so: a flood of made-up
+ * hashes cannot fill the pinned map or take the slots. A constant at each
+ * call: the compiler drops the branch not taken. */
+static __always_inline int count_registry(__u32 hash, __u32 dir, __u64 packets, __u64 bytes, const int insert)
 {
 	/* Fibonacci hashing; the mask (a no-op on the 32-bit product) spares
 	 * the 64-bit one the compiler would otherwise build. */
 	__u32 slot = (((hash ^ (dir << 29)) * 2654435761u) >> 24) & 0xff;
+	struct registry_key k = {.hash = hash, .dir = dir};
 	struct registry_slot *s = bpf_map_lookup_elem(&registry_slots, &slot);
 	if (s) {
 		/* hash and dir compared as one word (little-endian: hash low) */
 		if (*(__u64 *)s != (((__u64)dir << 32) | hash)) {
 			if (s->packets != 0)
 				goto held; /* another registry's slot */
+			if (!insert && !bpf_map_lookup_elem(&registry_stats, &k))
+				return 0; /* not a registry userspace knows */
 			s->hash = hash;
 			s->dir = dir;
 		}
@@ -114,13 +127,14 @@ static __always_inline int count_registry(__u32 hash, __u32 dir, __u64 packets, 
 		return 1;
 	}
 held:;
-	struct registry_key k = {.hash = hash, .dir = dir};
 	struct registry_counters *c = bpf_map_lookup_elem(&registry_stats, &k);
 	if (c) {
 		c->packets += packets;
 		c->bytes += bytes;
 		return 1;
 	}
+	if (!insert)
+		return 0;
 	struct registry_counters nc = {.packets = packets, .bytes = bytes};
 	return bpf_map_update_elem(&registry_stats, &k, &nc, BPF_NOEXIST) == 0;
 }

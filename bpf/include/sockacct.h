@@ -93,9 +93,9 @@ static __always_inline void account(struct __sk_buff *skb, struct bpf_sock *sk, 
 		return;
 	__u32 hash = r->hash;
 	if (in_p)
-		count_registry(hash, DIR_INGRESS, in_p, in_b);
+		count_registry(hash, DIR_INGRESS, in_p, in_b, 1);
 	if (out_p)
-		count_registry(hash, DIR_EGRESS, out_p, out_b);
+		count_registry(hash, DIR_EGRESS, out_p, out_b, 1);
 }
 
 #endif

@@ -187,6 +187,10 @@ func newAgent(cfg *config.Config, log *slog.Logger, proxyOnly bool, opts []Optio
 		// The kernel's registry series fold as the proxy's: the hashes
 		// the config knows, else "other".
 		a.registry.MustRegister(loader.NewCollector(a.dp.Objects, a.proxy.RegistryLabel))
+		// Bus datagrams are counted by registry only for these.
+		if err := a.dp.Objects.KnowRegistries(a.proxy.KnownRegistries()); err != nil {
+			log.Warn("the kernel will count bus datagrams of the configured registries as plain passes", "err", err)
+		}
 	}
 	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regedge_bpf_mode", Help: "1 for the active datapath mode (kernel or userspace).",

@@ -15,6 +15,7 @@ import (
 
 func TestCollectorExportsKernelCounters(t *testing.T) {
 	o := loadForTest(t)
+	knowRegistries(t, o, 0xa1b2c3d4)
 	bad := validDatagram()
 	bad[len(bad)-1] ^= 1
 	runXDP(t, o, busPacket(false, 0, bad))
@@ -69,12 +70,13 @@ func foldKnown(known ...uint32) func(uint32) string {
 	}
 }
 
-// TestCollectorFoldsUnknownRegistryHashes: valid bus datagrams of a known
-// hash and of 300 made-up ones (more than the 256 per-CPU slots: some land
-// in the hash map) go through the real XDP program. The registry series are
-// the known hash's and one "other" per direction, whose value is the sum of
-// every made-up hash's counters; more made-up hashes later raise it, never
-// add a series.
+// TestCollectorFoldsUnknownRegistryHashes: valid bus datagrams of a
+// configured hash and of 300 others the kernel has entries for (registries
+// an earlier config knew; more than the 256 per-CPU slots: some land in the
+// hash map) go through the real XDP program. The registry series are the
+// configured hash's and one "other" per direction, whose value is the sum of
+// every other hash's counters; more such hashes later raise it, never add a
+// series.
 func TestCollectorFoldsUnknownRegistryHashes(t *testing.T) {
 	o := loadForTest(t)
 	const known = 0xa1b2c3d4
@@ -91,14 +93,18 @@ func TestCollectorFoldsUnknownRegistryHashes(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(17, 17))
 	madeUp := func(n int) {
-		for i := 0; i < n; i++ {
-			h := rng.Uint32()
-			if h == known {
-				h++
+		hs := make([]uint32, n)
+		for i := range hs {
+			if hs[i] = rng.Uint32(); hs[i] == known {
+				hs[i]++
 			}
+		}
+		knowRegistries(t, o, hs...)
+		for _, h := range hs {
 			send(h, 1)
 		}
 	}
+	knowRegistries(t, o, known)
 	send(known, 3)
 	madeUp(300)
 
@@ -141,5 +147,14 @@ regedge_registry_bytes_total{direction="ingress",registry_hash="other"} %d
 	madeUp(50)
 	if after := check(350); after <= before {
 		t.Errorf("other bytes %v -> %v: not monotonic", before, after)
+	}
+}
+
+// knowRegistries gives hashes their entries in the bus registry counters,
+// as the agent does for the configured ones (XDP counts no other).
+func knowRegistries(t *testing.T, o *Objects, hashes ...uint32) {
+	t.Helper()
+	if err := o.KnowRegistries(hashes); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -114,6 +114,7 @@ func TestBusOverVeth(t *testing.T) {
 	h := testutil.NewHosts(t)
 	dp := openIn(t, h, Config{Options: DefaultOptions(), BPFFS: testBPFFS(t), Interfaces: []string{h.IfB}})
 	defer dp.Close()
+	knowRegistries(t, dp.Objects, 0xa1b2c3d4)
 	recv4 := udpIn(t, h, "B", "192.0.2.2:4874")
 	recv6 := udpIn(t, h, "B", "[2001:db8::2]:4874")
 	send := udpIn(t, h, "A", ":0")

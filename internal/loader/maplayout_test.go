@@ -31,6 +31,7 @@ func TestOnlyIncompatibleMapIsReplaced(t *testing.T) {
 		Settings: &Settings{Versions: codec.DefaultVersions, Allow: []netip.Prefix{allow}}}
 	dp1 := openRaw(t, h, cfg)
 	defer detachIn(t, h, bpffs)
+	knowRegistries(t, dp1.Objects, codec.DefaultState().RegistryHash)
 	blocked := netip.PrefixFrom(testSrc4, 32) // tcpPacket's source
 	if err := dp1.Block(blocked, time.Hour); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -423,6 +424,7 @@ func TestRegistrySlotCollision(t *testing.T) {
 	for slot(b) != slot(a) {
 		b++
 	}
+	knowRegistries(t, o, a, b)
 	for i, h := range []uint32{a, b, a, b, b} {
 		s := codec.DefaultState()
 		s.RegistryHash = h
@@ -485,6 +487,78 @@ func TestBusPassCountedWhenRegistryFull(t *testing.T) {
 	}
 	if got := after[ReasonOK] - before[ReasonOK]; got != uint64(len(hashes)) {
 		t.Errorf("%d passes counted for %d valid datagrams", got, len(hashes))
+	}
+}
+
+// TestMadeUpBusHashesAreNotCounted: bus sources are addresses, and UDP
+// lets anyone forge one; valid datagrams with 300 made-up registry hashes
+// from an allowed source must neither add entries to the pinned registry
+// counters (4096, never emptied: filled, a configured registry counted
+// later would not be counted at all) nor take the per-CPU slots. They pass
+// and are counted as passes; the configured registry's are counted under
+// it.
+func TestMadeUpBusHashesAreNotCounted(t *testing.T) {
+	o := loadForTest(t)
+	const known = 0xa1b2c3d4
+	knowRegistries(t, o, known)
+	before, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	send := func(h uint32) {
+		t.Helper()
+		s := codec.DefaultState()
+		s.RegistryHash = h
+		f := codec.Update(codec.FieldRows, 40)
+		if ret, r := runXDP(t, o, busPacket(false, 0, codec.AppendDatagram(nil, s, &f))); r != ReasonOK || ret != xdpPass {
+			t.Fatalf("datagram of 0x%08x: %d %s", h, ret, verdictWord(r))
+		}
+	}
+	for range 300 {
+		h := rng.Uint32()
+		if h == known {
+			h++
+		}
+		send(h)
+	}
+	send(known)
+	send(known)
+	var keys int
+	iter := o.xdp.RegistryStats.Iterate()
+	var k xdpRegistryKey
+	var v []xdpRegistryCounters
+	for iter.Next(&k, &v) {
+		keys++
+		if k.Hash != known {
+			t.Errorf("registry_stats has an entry for made-up 0x%08x", k.Hash)
+		}
+	}
+	if err := iter.Err(); err != nil || keys != 1 {
+		t.Fatalf("registry_stats: %d keys (%v), want the configured one", keys, err)
+	}
+	slots, err := readSlots(o.xdp.RegistrySlots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		if s.Packets != 0 && s.Hash != known {
+			t.Errorf("a slot counts made-up 0x%08x", s.Hash)
+		}
+	}
+	after, err := o.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after[ReasonOK] - before[ReasonOK]; got != 302 {
+		t.Errorf("%d passes counted for 302 valid datagrams", got)
+	}
+	cs, err := o.RegistryCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 1 || cs[0].Hash != known || cs[0].Packets != 2 {
+		t.Errorf("registry counters %+v, want 0x%08x with 2 packets", cs, uint32(known))
 	}
 }
 

@@ -18,12 +18,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -293,6 +295,12 @@ func (p *Proxy) hashLabel(h uint32) string {
 // per-registry counters are labelled by it too (loader.NewCollector), so
 // both fold alike and neither grows with the hashes senders make up.
 func (p *Proxy) RegistryLabel(hash uint32) string { return p.hashLabel(hash) }
+
+// KnownRegistries are the registry hashes the config names (upstreams and
+// scopes), those RegistryLabel labels by themselves, sorted.
+func (p *Proxy) KnownRegistries() []uint32 {
+	return slices.Sorted(maps.Keys(p.labels))
+}
 
 // methodLabel keeps the method label to the methods registries see.
 func methodLabel(m string) string {
