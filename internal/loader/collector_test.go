@@ -152,7 +152,7 @@ regedge_registry_bytes_total{direction="ingress",registry_hash="other"} %d
 
 // knowRegistries gives hashes their entries in the bus registry counters,
 // as the agent does for the configured ones (XDP counts no other).
-func knowRegistries(t *testing.T, o *Objects, hashes ...uint32) {
+func knowRegistries(t testing.TB, o *Objects, hashes ...uint32) {
 	t.Helper()
 	if err := o.KnowRegistries(hashes); err != nil {
 		t.Fatal(err)
