@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/regedge/regedge/internal/conncap"
 )
 
 // Connection caps (proxy.maxConnections, proxy.maxConnectionsPerIP): the
@@ -41,10 +43,7 @@ type capListener struct {
 	perIP    int
 	tlsConf  *tls.Config // the answer to a refused connection goes over TLS
 	refusing chan struct{}
-
-	mu   sync.Mutex
-	open int
-	byIP map[netip.Addr]int
+	count    *conncap.Counter
 }
 
 // CapListener returns ln with the proxy's connection caps applied (ln
@@ -60,7 +59,7 @@ func (p *Proxy) CapListener(ln net.Listener, tlsConf *tls.Config) net.Listener {
 		return ln
 	}
 	l := &capListener{Listener: ln, p: p, max: p.cfg.MaxConnections, perIP: p.cfg.MaxConnectionsPerIP,
-		refusing: make(chan struct{}, maxRefusing), byIP: map[netip.Addr]int{}}
+		refusing: make(chan struct{}, maxRefusing), count: conncap.New(p.cfg.MaxConnections, p.cfg.MaxConnectionsPerIP)}
 	if tlsConf != nil {
 		l.tlsConf = tlsConf.Clone()
 		l.tlsConf.NextProtos = []string{"http/1.1"} // the 503 is HTTP/1.1
@@ -75,40 +74,13 @@ func (l *capListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := addrPort(c.RemoteAddr()).Addr()
-		if rule := l.take(ip); rule != "" {
+		if rule := l.count.Take(ip); rule != "" {
 			l.p.connRefused.WithLabelValues(rule).Inc()
 			l.refuse(c, rule)
 			continue
 		}
 		return &cappedConn{Conn: c, l: l, ip: ip}, nil
 	}
-}
-
-// take counts a new connection from ip, or returns the cap it would go
-// over.
-func (l *capListener) take(ip netip.Addr) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch {
-	case l.max > 0 && l.open >= l.max:
-		return "total"
-	case l.perIP > 0 && l.byIP[ip] >= l.perIP:
-		return "per_ip"
-	}
-	l.open++
-	l.byIP[ip]++
-	return ""
-}
-
-func (l *capListener) release(ip netip.Addr) {
-	l.mu.Lock()
-	l.open--
-	if n := l.byIP[ip] - 1; n > 0 {
-		l.byIP[ip] = n
-	} else {
-		delete(l.byIP, ip)
-	}
-	l.mu.Unlock()
 }
 
 // refuse answers 503 and closes, in the background and bounded.
@@ -140,7 +112,7 @@ func (l *capListener) refuse(c net.Conn, rule string) {
 		}
 		c.SetDeadline(time.Now().Add(refuseDeadline))
 		limit := "proxy.maxConnections " + strconv.Itoa(l.max)
-		if rule == "per_ip" {
+		if rule == conncap.PerIP {
 			limit = "proxy.maxConnectionsPerIP " + strconv.Itoa(l.perIP)
 		}
 		body := jsonBody(apiError{Error: "Too many connections", Rule: limit})
@@ -183,7 +155,7 @@ type cappedConn struct {
 
 func (c *cappedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.once.Do(func() { c.l.count.Release(c.ip) })
 	return err
 }
 

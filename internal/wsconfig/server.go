@@ -26,6 +26,7 @@ import (
 
 	"github.com/regedge/regedge/internal/admin"
 	"github.com/regedge/regedge/internal/codec"
+	"github.com/regedge/regedge/internal/conncap"
 	"github.com/regedge/regedge/internal/state"
 )
 
@@ -71,9 +72,7 @@ type Server struct {
 	dropped   prometheus.Counter
 	refused   prometheus.Counter
 
-	capMu    sync.Mutex
-	admitted int                // clients past the caps, connected or upgrading
-	byIP     map[netip.Addr]int // of those, per source address
+	caps *conncap.Counter // clients past the caps, connected or upgrading
 }
 
 type client struct {
@@ -101,7 +100,7 @@ func New(store *state.Store, opts Options, log *slog.Logger) *Server {
 		opts.WriteTimeout = 5 * time.Second
 	}
 	return &Server{
-		store: store, opts: opts, log: log, sent: store.State(),
+		store: store, opts: opts, log: log, sent: store.State(), caps: conncap.New(opts.MaxClients, opts.MaxClientsPerIP),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "regedge_ws_clients", Help: "Connected WebSocket config clients."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_ws_dropped_total", Help: "WebSocket clients dropped because their send queue overflowed or a write timed out.",
@@ -109,7 +108,6 @@ func New(store *state.Store, opts Options, log *slog.Logger) *Server {
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regedge_ws_refused_total", Help: "WebSocket upgrades answered 503 at websocket.maxClients or maxClientsPerIP.",
 		}),
-		byIP: map[netip.Addr]int{},
 	}
 }
 
@@ -210,29 +208,16 @@ func (s *Server) admit(r *http.Request) (netip.Addr, string) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		ip = ap.Addr().Unmap()
 	}
-	s.capMu.Lock()
-	defer s.capMu.Unlock()
-	switch {
-	case s.opts.MaxClients > 0 && s.admitted >= s.opts.MaxClients:
+	switch s.caps.Take(ip) {
+	case conncap.Total:
 		return ip, fmt.Sprintf("websocket.maxClients %d", s.opts.MaxClients)
-	case s.opts.MaxClientsPerIP > 0 && s.byIP[ip] >= s.opts.MaxClientsPerIP:
+	case conncap.PerIP:
 		return ip, fmt.Sprintf("websocket.maxClientsPerIP %d", s.opts.MaxClientsPerIP)
 	}
-	s.admitted++
-	s.byIP[ip]++
 	return ip, ""
 }
 
-func (s *Server) release(ip netip.Addr) {
-	s.capMu.Lock()
-	s.admitted--
-	if n := s.byIP[ip] - 1; n > 0 {
-		s.byIP[ip] = n
-	} else {
-		delete(s.byIP, ip)
-	}
-	s.capMu.Unlock()
-}
+func (s *Server) release(ip netip.Addr) { s.caps.Release(ip) }
 
 // close ends c with a close handshake (which waits for the peer, so never
 // under a lock).
