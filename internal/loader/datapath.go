@@ -48,6 +48,7 @@ type Datapath struct {
 	lock  *os.File
 	links []namedLink
 	progs map[string]ebpf.ProgramID // what this datapath attached, by link name
+	local *localWatch               // keeps config_map's local address list current
 	// Notes say, in plain words, which fallbacks are in force.
 	Notes []string
 }
@@ -160,6 +161,10 @@ func (d *Datapath) open() (err error) {
 		// A replaced block trie starts empty: config_map's count of its
 		// entries must say so (or it kept a count of entries now gone).
 		err = objs.writeBlockCount()
+	}
+	if err == nil {
+		// Before the programs run: their first drops find the list.
+		err = d.watchLocal()
 	}
 	if err != nil {
 		return err
@@ -514,6 +519,10 @@ func (d *Datapath) Close() error { return d.closeAll() }
 
 func (d *Datapath) closeAll() error {
 	var errs []error
+	if d.local != nil {
+		d.local.close() // stops its writes before the maps close
+		d.local = nil
+	}
 	for _, nl := range d.links {
 		errs = append(errs, nl.l.Close())
 	}
