@@ -196,18 +196,31 @@ static __always_inline int to_local_address(struct xdp_md *ctx)
 	return 0;
 }
 
-/* judged_verdict counts and returns the verdict of reason on the packet in
- * ctx. A global function: the verifier checks it once, not at each of the
- * many places a verdict is given. A drop to one of the node's own addresses
- * (the common case: a flood aimed at the agent) is known to be ours in a few
- * compares; only the rest pay for addressed_here's parse and FIB lookup. */
-__noinline int judged_verdict(struct xdp_md *ctx, int reason)
+/* fib_judged_verdict counts and returns the verdict of reason, a drop, on
+ * the packet in ctx unless the FIB says the node forwards it. A global
+ * function: the verifier checks the parse and the lookup once, not at each
+ * of the many places a verdict is given. */
+__noinline int fib_judged_verdict(struct xdp_md *ctx, int reason)
 {
 	if (reason < 0 || reason >= REASON_MAX)
 		return XDP_ABORTED;
-	if (reason != REASON_OK && !to_local_address(ctx) && !addressed_here(ctx))
+	if (!addressed_here(ctx))
 		return XDP_PASS; /* someone else's: untouched, uncounted */
 	return count_verdict(reason);
+}
+
+/* judged_verdict counts and returns the verdict of reason on the packet in
+ * ctx. Inlined, with reason a constant at each place: a pass is counted as
+ * before the FIB check existed, and a drop to one of the node's own
+ * addresses (the common case: a flood aimed at the agent) is known to be
+ * ours in a few compares. Only the other drops call fib_judged_verdict: a
+ * call to a global function costs about a third of the floor by itself
+ * (docs/benchmarks.md), the parse and the FIB lookup far more. */
+static __always_inline int judged_verdict(struct xdp_md *ctx, int reason)
+{
+	if (reason == REASON_OK || to_local_address(ctx))
+		return count_verdict(reason);
+	return fib_judged_verdict(ctx, reason);
 }
 
 /* verdict(reason) in a function of the packet's ctx. */
