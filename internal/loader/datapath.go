@@ -33,6 +33,10 @@ type Config struct {
 	// swapped in: the new programs never run with settings that are not
 	// this agent's. nil keeps the pinned settings (defaults on fresh maps).
 	Settings *Settings
+	// LocalAddrError, when set, hears every failure of the watcher that
+	// keeps the local address list current, from the watcher's goroutine
+	// (it recovers by itself: the caller only reports them).
+	LocalAddrError func(error)
 }
 
 // Datapath is the attached kernel half of the agent. Its maps and links are

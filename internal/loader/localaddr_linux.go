@@ -23,6 +23,7 @@ type localWatch struct {
 	ns       netns.NsHandle  // the namespace watched (Open's thread's)
 	h        *netlink.Handle // its route netlink socket, for the dumps
 	attached []string        // interfaces the programs are attached to
+	report   func(error)     // Config.LocalAddrError, or nil
 	stop     chan struct{}
 	done     chan struct{}
 
@@ -37,7 +38,7 @@ const localResubscribeDelay = time.Second
 // startLocalWatch fills the local list from the calling thread's network
 // namespace and keeps it current until stop. It subscribes before it lists:
 // a change between the two is seen by the next listing.
-func startLocalWatch(o *Objects, attached []string) (*localWatch, error) {
+func startLocalWatch(o *Objects, attached []string, report func(error)) (*localWatch, error) {
 	ns, err := netns.Get()
 	if err != nil {
 		return nil, fmt.Errorf("loader: local addresses: the network namespace: %w", err)
@@ -47,7 +48,7 @@ func startLocalWatch(o *Objects, attached []string) (*localWatch, error) {
 		ns.Close()
 		return nil, fmt.Errorf("loader: local addresses: netlink: %w", err)
 	}
-	w := &localWatch{o: o, ns: ns, h: h, attached: attached, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &localWatch{o: o, ns: ns, h: h, attached: attached, report: report, stop: make(chan struct{}), done: make(chan struct{})}
 	ch, err := w.subscribe()
 	if err == nil {
 		err = w.refresh()
@@ -161,6 +162,9 @@ func (w *localWatch) fail(err error) {
 	w.mu.Lock()
 	w.err = err
 	w.mu.Unlock()
+	if w.report != nil {
+		w.report(err)
+	}
 }
 
 // Err is the watcher's last failure (nil once a listing after it worked).
@@ -184,7 +188,7 @@ func (w *localWatch) close() {
 // an earlier agent wrote it, and a note says so: every drop then asks the
 // FIB, as it did before the list.
 func (d *Datapath) watchLocal() error {
-	w, err := startLocalWatch(d.Objects, d.cfg.Interfaces)
+	w, err := startLocalWatch(d.Objects, d.cfg.Interfaces, d.cfg.LocalAddrError)
 	if err != nil {
 		if cerr := d.Objects.SetLocalAddrs(nil); cerr != nil {
 			return errors.Join(err, cerr)
