@@ -93,7 +93,7 @@ struct regedge_cfg {
 	__u32 local4_n;
 	__u32 local6_n;
 	__u32 local_flags;
-	__u32 local_pad;
+	__u32 local_pad; /* local6 on an 8-byte boundary */
 	struct local6 local6[LOCAL_V6];
 	__u32 local4[LOCAL_V4]; /* network order */
 	struct allow4 allow4[ALLOW_FAST_V4];
