@@ -117,7 +117,8 @@ static __always_inline int count_verdict(int reason)
  * not forward it. The ports alone do not make a packet ours: a node that
  * routes for pods or VMs sees their traffic on its interfaces, and a
  * Verdaccio pod listens on 4873 too. Asked only before a drop (the passes,
- * the hot path, never pay for it): a FIB lookup as the stack's input route,
+ * the hot path, never pay for it) to a destination not on the local list
+ * (to_local_address): a FIB lookup as the stack's input route,
  * which finds a unicast route out only for a packet it forwards. Forwarding
  * off on the interface, local, broadcast and multicast routes, no route, a
  * blackhole: the packet is not forwarded, so it is ours to judge.
@@ -153,16 +154,73 @@ static __always_inline int addressed_here(struct xdp_md *ctx)
 	return 1;
 }
 
-/* judged_verdict counts and returns the verdict of reason on the packet in
- * ctx. A global function: the verifier checks it once, not at each of the
- * many places a verdict is given. */
-__noinline int judged_verdict(struct xdp_md *ctx, int reason)
+#define ETH_IPV4_LOAD16 0x0008 /* EtherType 0x0800 as a little-endian load reads it */
+#define ETH_IPV6_LOAD16 0xdd86 /* 0x86dd */
+
+/*
+ * to_local_address: the packet in ctx (Ethernet without a VLAN tag, IPv4 or
+ * IPv6) is to one of the node's own addresses in config_map's local list:
+ * the stack delivers it here, so it is ours without a parse or a FIB
+ * lookup. The destination's offset does not depend on IPv4 options or IPv6
+ * extension headers. 0 means "not known here", never "not ours".
+ */
+static __always_inline int to_local_address(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	const struct regedge_cfg *cfg = config();
+	if (data + 14 + 20 > data_end)
+		return 0;
+	__u16 proto = *(__u16 *)(data + 12);
+	if (proto == ETH_IPV4_LOAD16) {
+		__u32 dst = load32(data + 14 + 16);
+		__u32 n = cfg->local4_n;
+		for (__u32 i = 0; i < LOCAL_V4; i++) {
+			if (i >= n)
+				break;
+			if (cfg->local4[i] == dst)
+				return 1;
+		}
+		return 0;
+	}
+	if (proto == ETH_IPV6_LOAD16 && data + 14 + 40 <= data_end) {
+		__u64 hi = load64(data + 14 + 24), lo = load64(data + 14 + 32);
+		__u32 n = cfg->local6_n;
+		for (__u32 i = 0; i < LOCAL_V6; i++) {
+			if (i >= n)
+				break;
+			if (cfg->local6[i].addr[0] == hi && cfg->local6[i].addr[1] == lo)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* fib_judged_verdict counts and returns the verdict of reason, a drop, on
+ * the packet in ctx unless the FIB says the node forwards it. A global
+ * function: the verifier checks the parse and the lookup once, not at each
+ * of the many places a verdict is given. */
+__noinline int fib_judged_verdict(struct xdp_md *ctx, int reason)
 {
 	if (reason < 0 || reason >= REASON_MAX)
 		return XDP_ABORTED;
-	if (reason != REASON_OK && !addressed_here(ctx))
+	if (!addressed_here(ctx))
 		return XDP_PASS; /* someone else's: untouched, uncounted */
 	return count_verdict(reason);
+}
+
+/* judged_verdict counts and returns the verdict of reason on the packet in
+ * ctx. Inlined, with reason a constant at each place: a pass is counted as
+ * before the FIB check existed, and a drop to one of the node's own
+ * addresses (the common case: a flood aimed at the agent) is known to be
+ * ours in a few compares. Only the other drops call fib_judged_verdict: a
+ * call to a global function costs about a third of the floor by itself
+ * (docs/benchmarks.md), the parse and the FIB lookup far more. */
+static __always_inline int judged_verdict(struct xdp_md *ctx, int reason)
+{
+	if (reason == REASON_OK || to_local_address(ctx))
+		return count_verdict(reason);
+	return fib_judged_verdict(ctx, reason);
 }
 
 /* verdict(reason) in a function of the packet's ctx. */

@@ -63,6 +63,22 @@ struct allow6 {
 	__u32 mask[4];
 };
 
+/*
+ * The node's own unicast addresses, as many as fit (the agent keeps them
+ * current from netlink, internal/loader localaddr_linux.go): a packet to one
+ * of them is delivered here, so a drop needs no FIB lookup to know it is
+ * ours. Not finding the destination here proves nothing (the node may have
+ * more addresses than fit: LOCAL_INCOMPLETE; broadcast, no route): the FIB
+ * then decides, as before.
+ */
+#define LOCAL_V4 8
+#define LOCAL_V6 4
+#define LOCAL_INCOMPLETE 1
+
+struct local6 {
+	__u64 addr[2]; /* the 16 network-order bytes, as two native loads read them */
+};
+
 struct regedge_cfg {
 	__u64 versions[4];
 	__u32 block_count; /* entries on the block list: 0 skips its lookup */
@@ -72,6 +88,14 @@ struct regedge_cfg {
 	__u32 allow4_n;
 	__u32 allow6_n;
 	__u32 flags; /* CFG_* */
+	/* The local address list (above): its counts and LOCAL_* flags, written
+	 * together by the agent's address watcher and by nothing else. */
+	__u32 local4_n;
+	__u32 local6_n;
+	__u32 local_flags;
+	__u32 local_pad; /* local6 on an 8-byte boundary */
+	struct local6 local6[LOCAL_V6];
+	__u32 local4[LOCAL_V4]; /* network order */
 	struct allow4 allow4[ALLOW_FAST_V4];
 	struct allow6 allow6[ALLOW_FAST_V6];
 };

@@ -347,6 +347,9 @@ func (a *Agent) openDatapath() error {
 		Settings: &loader.Settings{Versions: codec.NewVersionSet(cfg.Config.Version), Allow: cfg.AllowPrefixes(),
 			RequireSigned: len(a.busKeys) > 0},
 		SkLookup: cfg.Agent.SkLookup,
+		LocalAddrError: func(err error) {
+			a.log.Warn("kernel datapath: the node's address list", "err", err)
+		},
 	})
 	if err == nil && cfg.Agent.SkLookup {
 		if err = dp.SetSteering(a.steering()); err != nil {

@@ -33,6 +33,10 @@ type Config struct {
 	// swapped in: the new programs never run with settings that are not
 	// this agent's. nil keeps the pinned settings (defaults on fresh maps).
 	Settings *Settings
+	// LocalAddrError, when set, hears every failure of the watcher that
+	// keeps the local address list current, from the watcher's goroutine
+	// (it recovers by itself: the caller only reports them).
+	LocalAddrError func(error)
 }
 
 // Datapath is the attached kernel half of the agent. Its maps and links are
@@ -48,6 +52,7 @@ type Datapath struct {
 	lock  *os.File
 	links []namedLink
 	progs map[string]ebpf.ProgramID // what this datapath attached, by link name
+	local *localWatch               // keeps config_map's local address list current
 	// Notes say, in plain words, which fallbacks are in force.
 	Notes []string
 }
@@ -160,6 +165,10 @@ func (d *Datapath) open() (err error) {
 		// A replaced block trie starts empty: config_map's count of its
 		// entries must say so (or it kept a count of entries now gone).
 		err = objs.writeBlockCount()
+	}
+	if err == nil {
+		// Before the programs run: their first drops find the list.
+		err = d.watchLocal()
 	}
 	if err != nil {
 		return err
@@ -514,6 +523,10 @@ func (d *Datapath) Close() error { return d.closeAll() }
 
 func (d *Datapath) closeAll() error {
 	var errs []error
+	if d.local != nil {
+		d.local.close() // stops its writes before the maps close
+		d.local = nil
+	}
 	for _, nl := range d.links {
 		errs = append(errs, nl.l.Close())
 	}

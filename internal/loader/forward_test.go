@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -93,13 +94,27 @@ func behindB(t *testing.T, h *testutil.Hosts) netns.NsHandle {
 // a Verdaccio pod listens on 4873 too. XDP in B, A on the block list; from
 // A, a datagram that is no bus datagram reaches C's port 4874 and a TCP
 // connection reaches C's port 4873, and no drop is counted; the same
-// packets to B itself are still judged and dropped.
+// packets to B itself are still judged and dropped. B's addresses are on
+// the local list (judged without the FIB), C's is not (the FIB finds the
+// route out).
 func TestForwardedTrafficNotJudged(t *testing.T) {
 	h := testutil.NewHosts(t)
 	fs := testBPFFS(t)
 	c := behindB(t, h)
 	dp := openIn(t, h, Config{Options: DefaultOptions(), BPFFS: fs, Interfaces: []string{h.IfB}})
 	defer dp.Close()
+	local, err := dp.LocalAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"192.0.2.2", "198.51.100.1"} {
+		if !slices.Contains(local.Addrs, netip.MustParseAddr(a)) {
+			t.Errorf("B's address %s is not on the local list %v", a, local.Addrs)
+		}
+	}
+	if slices.Contains(local.Addrs, netip.MustParseAddr("198.51.100.2")) {
+		t.Errorf("C's address is on B's local list %v", local.Addrs)
+	}
 
 	var podUDP, ownUDP *net.UDPConn
 	var podTCP, ownTCP net.Listener

@@ -40,3 +40,13 @@ func (o *Objects) Registered(Service, syscall.Conn) (bool, error) { return false
 
 // lacksPerfmon: there are no Linux capabilities to read off Linux.
 func lacksPerfmon() bool { return false }
+
+// localWatch has no netlink to watch off Linux.
+type localWatch struct{}
+
+func (*localWatch) close() {}
+
+func (d *Datapath) watchLocal() error { return ErrNeedsLinux }
+
+// LocalWatchErr: nothing is watched off Linux.
+func (d *Datapath) LocalWatchErr() error { return ErrNeedsLinux }

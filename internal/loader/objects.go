@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -60,6 +61,8 @@ type Objects struct {
 	xdp xdpObjects
 	tc  tcObjects
 	sk  sklookupObjects
+
+	cfgMu sync.Mutex // updateConfigIf
 
 	// fresh: config_map was never written (new maps); the programs must
 	// not be attached before it is.
@@ -373,11 +376,22 @@ func (o *Objects) SetVersions(vs codec.VersionSet) error {
 // read, changed and written back. Two agents share it while one takes over
 // from the other; neither may write back the other's fields from memory.
 func (o *Objects) updateConfig(f func(*xdpRegedgeCfg)) error {
+	return o.updateConfigIf(func(c *xdpRegedgeCfg) bool { f(c); return true })
+}
+
+// updateConfigIf is updateConfig that writes only when f says it changed
+// something. Writers in this process take turns (the address watcher writes
+// from its own goroutine): each reads what the one before wrote.
+func (o *Objects) updateConfigIf(f func(*xdpRegedgeCfg) bool) error {
+	o.cfgMu.Lock()
+	defer o.cfgMu.Unlock()
 	var cfg xdpRegedgeCfg
 	if err := o.xdp.ConfigMap.Lookup(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("loader: read config_map: %w", err)
 	}
-	f(&cfg)
+	if !f(&cfg) {
+		return nil
+	}
 	if err := o.xdp.ConfigMap.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("loader: write config_map: %w", err)
 	}
@@ -408,7 +422,9 @@ func (o *Objects) writeDefaults() error {
 		return err
 	}
 	return o.updateConfig(func(c *xdpRegedgeCfg) {
+		local := *c // the address watcher's fields: not defaults, facts
 		*c = xdpRegedgeCfg{Versions: codec.DefaultVersions, BlockCount: n}
+		c.Local4N, c.Local6N, c.LocalFlags, c.Local4, c.Local6 = local.Local4N, local.Local6N, local.LocalFlags, local.Local4, local.Local6
 		fillAllow(c, nil)
 	})
 }

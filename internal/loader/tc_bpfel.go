@@ -20,7 +20,16 @@ type tcRegedgeCfg struct {
 	Allow4N    uint32
 	Allow6N    uint32
 	Flags      uint32
-	Allow4     [16]struct {
+	Local4N    uint32
+	Local6N    uint32
+	LocalFlags uint32
+	LocalPad   uint32
+	Local6     [4]struct {
+		_    structs.HostLayout
+		Addr [2]uint64
+	}
+	Local4 [8]uint32
+	Allow4 [16]struct {
 		_    structs.HostLayout
 		Addr uint32
 		Mask uint32
