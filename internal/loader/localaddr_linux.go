@@ -26,6 +26,11 @@ type localWatch struct {
 	report   func(error)     // Config.LocalAddrError, or nil
 	stop     chan struct{}
 	done     chan struct{}
+	// sub ends the current subscription: closing it closes its socket.
+	// The netlink package closes that socket only when its done channel
+	// closes, not when the subscription ends by itself (an overflow), so
+	// each subscription has its own, closed when it ends.
+	sub chan struct{}
 
 	mu  sync.Mutex
 	err error // the last failure, nil once a list was written after it
@@ -54,6 +59,7 @@ func startLocalWatch(o *Objects, attached []string, report func(error)) (*localW
 		err = w.refresh()
 	}
 	if err != nil {
+		w.endSub()
 		w.h.Close()
 		w.ns.Close()
 		return nil, err
@@ -64,11 +70,22 @@ func startLocalWatch(o *Objects, attached []string, report func(error)) (*localW
 
 func (w *localWatch) subscribe() (chan netlink.AddrUpdate, error) {
 	ch := make(chan netlink.AddrUpdate, 64)
-	err := netlink.AddrSubscribeWithOptions(ch, w.stop, netlink.AddrSubscribeOptions{Namespace: &w.ns})
+	sub := make(chan struct{})
+	err := netlink.AddrSubscribeWithOptions(ch, sub, netlink.AddrSubscribeOptions{Namespace: &w.ns})
 	if err != nil {
+		close(sub) // whatever socket it opened before failing
 		return nil, fmt.Errorf("loader: local addresses: subscribe: %w", err)
 	}
+	w.sub = sub
 	return ch, nil
+}
+
+// endSub closes the current subscription's socket, if any.
+func (w *localWatch) endSub() {
+	if w.sub != nil {
+		close(w.sub)
+		w.sub = nil
+	}
 }
 
 // run lists again after every burst of updates. When the subscription
@@ -79,11 +96,13 @@ func (w *localWatch) run(ch chan netlink.AddrUpdate) {
 	for {
 		select {
 		case <-w.stop:
-			for range ch { // the subscription closes it once stop is seen
+			w.endSub()
+			for range ch { // the subscription closes it once its socket is closed
 			}
 			return
 		case _, ok := <-ch:
 			if !ok {
+				w.endSub() // else its socket stays open, subscribed, until stop
 				w.fail(errors.New("loader: local addresses: the netlink subscription ended (updates lost): subscribing again"))
 				select {
 				case <-w.stop:

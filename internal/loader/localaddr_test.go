@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -261,5 +263,81 @@ func TestOrderLocal(t *testing.T) {
 	want := []netip.Addr{a("10.0.0.9"), a("fe80::1"), a("10.0.0.3"), a("10.1.0.2"), a("127.0.0.1")}
 	if !slices.Equal(got, want) {
 		t.Errorf("order %v, want %v", got, want)
+	}
+}
+
+// openSockets counts this process's open sockets.
+func openSockets(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestLocalWatchOverflowLeaksNoSocket: a burst of address changes larger
+// than the subscription's socket buffer (here: thousands of addresses added
+// while the watcher waits to write the list) ends the netlink subscription;
+// the watcher subscribes again and lists again. The ended subscription's
+// socket must be closed then, not kept (still subscribed, its buffer full)
+// until the datapath closes: each overflow would leak a socket and its
+// kernel buffer, and whoever can cause address churn (router
+// advertisements, containers coming and going) could cause overflows.
+func TestLocalWatchOverflowLeaksNoSocket(t *testing.T) {
+	h := testutil.NewHosts(t)
+	fs := testBPFFS(t)
+	var mu sync.Mutex
+	var reported []error
+	dp := openIn(t, h, Config{Options: DefaultOptions(), BPFFS: fs, Interfaces: []string{h.IfB},
+		LocalAddrError: func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() }})
+	defer dp.Close()
+	hb, err := netlink.NewHandleAt(h.B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Close()
+	lo, err := hb.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the local list equal to B's addresses", func() bool {
+		return sameSet(localList(t, dp.Objects).Addrs, nsAddrs(t, hb))
+	})
+	before := openSockets(t)
+
+	const rounds, burst = 3, 3000
+	for r := range rounds {
+		mu.Lock()
+		seen := len(reported)
+		mu.Unlock()
+		// The watcher's write waits for cfgMu: its subscription's
+		// channel and socket buffer fill while the addresses are added.
+		dp.Objects.cfgMu.Lock()
+		for i := range burst {
+			a := addrArg(fmt.Sprintf("198.%d.%d.%d/32", 18+r, i/250, i%250+1))
+			if err := hb.AddrAdd(lo, a); err != nil {
+				dp.Objects.cfgMu.Unlock()
+				t.Fatal(err)
+			}
+		}
+		dp.Objects.cfgMu.Unlock()
+		testutil.Eventually(t, 10*time.Second, "the subscription's end reported", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(reported) > seen
+		})
+		testutil.Eventually(t, 10*time.Second, "the watcher subscribed and listed again", func() bool {
+			return dp.LocalWatchErr() == nil && localList(t, dp.Objects).Incomplete
+		})
+	}
+	if after := openSockets(t); after > before {
+		t.Errorf("%d sockets open after %d subscription overflows, %d before: the ended subscriptions' sockets were kept", after, rounds, before)
 	}
 }
