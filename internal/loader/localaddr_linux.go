@@ -103,7 +103,11 @@ func (w *localWatch) run(ch chan netlink.AddrUpdate) {
 		case _, ok := <-ch:
 			if !ok {
 				w.endSub() // else its socket stays open, subscribed, until stop
-				w.fail(errors.New("loader: local addresses: the netlink subscription ended (updates lost): subscribing again"))
+				// Updates were lost: an address the node gave up in the
+				// meantime must not stay on the list until the next
+				// listing; an empty list only costs FIB lookups.
+				lost := errors.New("loader: local addresses: the netlink subscription ended (updates lost): subscribing again")
+				w.fail(errors.Join(lost, w.o.SetLocalAddrs(nil)))
 				select {
 				case <-w.stop:
 					return

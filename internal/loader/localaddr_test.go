@@ -295,8 +295,15 @@ func TestLocalWatchOverflowLeaksNoSocket(t *testing.T) {
 	fs := testBPFFS(t)
 	var mu sync.Mutex
 	var reported []error
-	dp := openIn(t, h, Config{Options: DefaultOptions(), BPFFS: fs, Interfaces: []string{h.IfB},
-		LocalAddrError: func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() }})
+	var listAtReport []int // the list's length when each failure was reported
+	var dp *Datapath
+	dp = openIn(t, h, Config{Options: DefaultOptions(), BPFFS: fs, Interfaces: []string{h.IfB},
+		LocalAddrError: func(err error) {
+			n := len(localList(t, dp.Objects).Addrs)
+			mu.Lock()
+			reported, listAtReport = append(reported, err), append(listAtReport, n)
+			mu.Unlock()
+		}})
 	defer dp.Close()
 	hb, err := netlink.NewHandleAt(h.B)
 	if err != nil {
@@ -337,6 +344,13 @@ func TestLocalWatchOverflowLeaksNoSocket(t *testing.T) {
 			return dp.LocalWatchErr() == nil && localList(t, dp.Objects).Incomplete
 		})
 	}
+	mu.Lock()
+	for i, n := range listAtReport {
+		if n != 0 {
+			t.Errorf("failure %d (%v) reported with %d addresses still on the list: updates were lost, the list must be empty until the next listing", i, reported[i], n)
+		}
+	}
+	mu.Unlock()
 	if after := openSockets(t); after > before {
 		t.Errorf("%d sockets open after %d subscription overflows, %d before: the ended subscriptions' sockets were kept", after, rounds, before)
 	}
