@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -222,6 +223,23 @@ func writeStatus(cmd *cobra.Command, st *loader.Status) {
 			fmt.Fprintf(tw, "0x%08x\t%s\t%d\t%d\n", r.Hash, dir, r.Packets, r.Bytes)
 		}
 		tw.Flush()
+	}
+	if st.Local != nil {
+		// The addresses a drop is known to be the node's by; others ask
+		// the routing table (docs/kernel.md).
+		fmt.Fprintln(w)
+		what := "the node's addresses, kept by the agent"
+		if st.Local.Incomplete {
+			what += "; more than fit: the routing table decides for the rest"
+		}
+		addrs := make([]string, len(st.Local.Addrs))
+		for i, a := range st.Local.Addrs {
+			addrs[i] = a.String()
+		}
+		if len(addrs) == 0 {
+			addrs = []string{"none (every drop asks the routing table)"}
+		}
+		fmt.Fprintf(w, "LOCAL ADDRESSES (%s): %s\n", what, strings.Join(addrs, " "))
 	}
 }
 

@@ -52,6 +52,7 @@ func TestBPFStatusAndDetach(t *testing.T) {
 	for _, want := range []string{
 		"xdp-" + h.IfB, "tcx-ingress-" + h.IfB, "regedge_xdp", "regedge_tc_ingress",
 		"xdp_stats", "registry_stats", "sock_registry", "total", "xdp   pass",
+		"LOCAL ADDRESSES", "192.0.2.2", // B's address, written by the datapath's watcher
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

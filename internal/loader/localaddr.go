@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/cilium/ebpf"
 )
 
 // localV4, localV6 and localIncomplete are LOCAL_V4, LOCAL_V6 and
@@ -65,9 +67,13 @@ func (o *Objects) SetLocalAddrs(addrs []netip.Addr) error {
 }
 
 // LocalAddrs reads the local list back from config_map.
-func (o *Objects) LocalAddrs() (LocalList, error) {
+func (o *Objects) LocalAddrs() (LocalList, error) { return readLocalList(o.xdp.ConfigMap) }
+
+// readLocalList reads the local list of a config_map (the agent's, or a
+// pinned one for bpf status).
+func readLocalList(m *ebpf.Map) (LocalList, error) {
 	var c xdpRegedgeCfg
-	if err := o.xdp.ConfigMap.Lookup(uint32(0), &c); err != nil {
+	if err := m.Lookup(uint32(0), &c); err != nil {
 		return LocalList{}, fmt.Errorf("loader: read config_map: %w", err)
 	}
 	if c.Local4N > localV4 || c.Local6N > localV6 {

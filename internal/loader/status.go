@@ -20,6 +20,9 @@ type Status struct {
 	XDP        [NumReasons]uint64
 	TC         [NumReasons]uint64
 	Registries []RegistryCounter
+	// Local is the node's address list the programs judge drops by
+	// (docs/kernel.md); nil when config_map could not be read.
+	Local *LocalList
 }
 
 // LinkStatus is one pinned attachment.
@@ -93,6 +96,10 @@ func ReadStatus(bpffs string) (*Status, error) {
 		switch e.Name() {
 		case tcMapTcStats:
 			st.TC, _ = sumStats(m)
+		case xdpMapConfigMap:
+			if l, err := readLocalList(m); err == nil {
+				st.Local = &l
+			}
 		case xdpMapXdpStats, xdpMapRegistryStats, xdpMapRegistrySlots:
 			keep[e.Name()] = m
 			st.Maps = append(st.Maps, ms)
