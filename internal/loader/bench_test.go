@@ -24,25 +24,7 @@ import (
 //
 //	go test ./internal/loader -run '^$' -bench BenchmarkXDP -benchtime 5x
 func BenchmarkXDP(b *testing.B) {
-	o := loadForTest(b)
-	// The datagrams' registry is a configured one, as on a node (the others
-	// are counted as plain passes).
-	knowRegistries(b, o, codec.DefaultState().RegistryHash)
-	// The packets' destinations are the node's own addresses, on the local
-	// list as the agent's address watcher keeps it: a drop is known to be
-	// ours without the FIB (docs/kernel.md).
-	if err := o.SetLocalAddrs([]netip.Addr{testDst4, testDst6}); err != nil {
-		b.Fatal(err)
-	}
-	floor, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.XDP,
-		License:      "MIT",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer floor.Close()
+	o, floor := benchObjects(b)
 
 	bulk, _ := codec.Bulk(codec.Entry{Field: codec.FieldTerminalMode, Value: 2}, codec.Entry{Field: codec.FieldRows, Value: 40}, codec.Entry{Field: codec.FieldCols, Value: 120})
 	bulk16 := make([]codec.Entry, codec.MaxBulkEntries)
@@ -114,22 +96,9 @@ func BenchmarkXDPObjects(b *testing.B) {
 	if list == "" {
 		b.Skip("REGEDGE_XDP_OBJECTS names no object files to compare")
 	}
-	o := loadForTest(b)
-	// As in BenchmarkXDP: the destinations on the local list (objects from
-	// before the list ignore it; their config_map layout differs, and they
-	// cannot be compared here).
-	if err := o.SetLocalAddrs([]netip.Addr{testDst4, testDst6}); err != nil {
-		b.Fatal(err)
-	}
-	floor, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.XDP,
-		License:      "MIT",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer floor.Close()
+	// Objects from before the local list ignore it; their config_map
+	// layout differs, and they cannot be compared here.
+	o, floor := benchObjects(b)
 	ours := map[string]*ebpf.Map{
 		xdpMapAllowV4: o.xdp.AllowV4, xdpMapAllowV6: o.xdp.AllowV6, xdpMapBlockV4: o.xdp.BlockV4,
 		xdpMapBlockV6: o.xdp.BlockV6, xdpMapConfigMap: o.xdp.ConfigMap, xdpMapRegistrySlots: o.xdp.RegistrySlots,
@@ -205,4 +174,29 @@ func BenchmarkXDPObjects(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchObjects loads the programs as a node runs them for the benchmarks,
+// and the floor: a program that only returns XDP_PASS. The datagrams'
+// registry is a configured one (the others count as plain passes), and the
+// packets' destinations are the node's own addresses, on the local list as
+// the agent's address watcher keeps it: a drop is known to be ours without
+// the FIB (docs/kernel.md).
+func benchObjects(b *testing.B) (*Objects, *ebpf.Program) {
+	b.Helper()
+	o := loadForTest(b)
+	knowRegistries(b, o, codec.DefaultState().RegistryHash)
+	if err := o.SetLocalAddrs([]netip.Addr{testDst4, testDst6}); err != nil {
+		b.Fatal(err)
+	}
+	floor, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.XDP,
+		License:      "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { floor.Close() })
+	return o, floor
 }

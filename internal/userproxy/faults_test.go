@@ -88,6 +88,13 @@ func (f *faultUpstream) serve(t *testing.T) {
 // self-signed certificate for 127.0.0.1); roots trusts it.
 func newTLSFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) (*faultUpstream, *x509.CertPool) {
 	t.Helper()
+	return newTLSFaultUpstreamOn(t, nil, handle)
+}
+
+// newTLSFaultUpstreamOn is newTLSFaultUpstream with its TCP listener
+// wrapped by wrap (when not nil) under TLS.
+func newTLSFaultUpstreamOn(t *testing.T, wrap func(net.Listener) net.Listener, handle func(path string, c net.Conn)) (*faultUpstream, *x509.CertPool) {
+	t.Helper()
 	certFile, keyFile := testutil.SelfSignedCert(t, t.TempDir(), "upstream")
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -103,7 +110,11 @@ func newTLSFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) (*f
 	if err != nil {
 		t.Fatal(err)
 	}
-	tf := &faultUpstream{ln: tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}),
+	under := ln
+	if wrap != nil {
+		under = wrap(ln)
+	}
+	tf := &faultUpstream{ln: tls.NewListener(under, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}),
 		URL: "https://" + ln.Addr().String(), handle: handle}
 	tf.serve(t)
 	return tf, roots

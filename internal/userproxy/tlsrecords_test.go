@@ -7,12 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/regedge/regedge/internal/testutil"
 )
 
 // holdConn is an upstream's TCP connection under its TLS layer whose
@@ -67,25 +64,7 @@ func (l holdListener) Accept() (net.Conn, error) {
 // handlers can reach the TCP connection under TLS (heldOf).
 func newHoldTLSFaultUpstream(t *testing.T, handle func(path string, c net.Conn)) (*faultUpstream, *x509.CertPool) {
 	t.Helper()
-	certFile, keyFile := testutil.SelfSignedCert(t, t.TempDir(), "upstream")
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
-	tf := &faultUpstream{ln: tls.NewListener(holdListener{ln}, conf), URL: "https://" + ln.Addr().String(), handle: handle}
-	tf.serve(t)
-	return tf, roots
+	return newTLSFaultUpstreamOn(t, func(ln net.Listener) net.Listener { return holdListener{ln} }, handle)
 }
 
 func heldOf(c net.Conn) *holdConn { return c.(*tls.Conn).NetConn().(*holdConn) }
